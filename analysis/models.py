@@ -1,0 +1,1 @@
+"""Model registry, analysis jobs, findings and reviews (built by the model and review issues)."""

@@ -1,0 +1,66 @@
+"""Who is acting, for which clinic, with which permissions: shared by the HTML views and the API.
+
+Invariant: the clinic of a request comes only from the authenticated identity (a membership of the
+logged-in user, the clinic of a user token, or the clinic of an API key). ``enter`` activates that
+clinic's scope for the rest of the request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import audit, context
+from .models import ApiKey, AuditOutcome, Clinic, Membership, User
+from .permissions import api_key_has_permission, role_has_permission
+from .selectors import membership_for
+from .tenancy import activate_clinic
+
+SESSION_CLINIC_KEY = "clinic_id"
+
+
+@dataclass(frozen=True)
+class Access:
+    clinic: Clinic
+    user: User | None = None
+    membership: Membership | None = None
+    api_key: ApiKey | None = None
+
+    @property
+    def role(self) -> str | None:
+        return self.membership.role if self.membership is not None else None
+
+    @property
+    def actor(self) -> context.Actor:
+        return context.Actor(user=self.user, api_key=self.api_key)
+
+    def can(self, permission: str) -> bool:
+        if self.api_key is not None:
+            return api_key_has_permission(self.api_key.scopes, permission)
+        return role_has_permission(self.role, permission)
+
+
+def access_for_user(user: User, clinic_id: object = None) -> Access | None:
+    membership = membership_for(user, clinic_id)
+    if membership is None:
+        return None
+    return Access(clinic=membership.clinic, user=user, membership=membership)
+
+
+def access_for_api_key(key: ApiKey) -> Access:
+    return Access(clinic=key.clinic, api_key=key)
+
+
+def enter(access: Access) -> None:
+    """Activate the clinic scope and the audit actor for the rest of this request or task."""
+    activate_clinic(access.clinic.id)
+    context.actor_var.set(access.actor)
+
+
+def record_denial(access: Access | None, *, view_name: str, method: str, reason: str) -> None:
+    audit.record(
+        action="permission.denied",
+        clinic_id=access.clinic.id if access else None,
+        outcome=AuditOutcome.DENIED,
+        actor=access.actor if access else context.actor_var.get(),
+        details={"route": view_name, "method": method, "reason": reason},
+    )

@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth import authenticate
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import exceptions, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from .. import audit, context
+from ..access import access_for_user
+from ..exports import audit_export_response
+from ..models import AuditOutcome, User
+from ..selectors import audit_events, memberships_of
+from ..services import user_token_create
+from .base import ClinicAPIView, ClinicGenericAPIView
+from .serializers import AuditEventOutput, AuditExportInput, AuditFilterInput, TokenInput, TokenOutput
+
+
+def record_failed_login(email: str, reason: str) -> None:
+    """Failed log-ins go to the chain of the account's clinic when it exists, else the global chain."""
+    user = User.objects.filter(email__iexact=email.strip()).first()
+    membership = memberships_of(user).first() if user else None
+    audit.record(
+        action="auth.login.failed", clinic_id=membership.clinic_id if membership else None,
+        outcome=AuditOutcome.DENIED, actor=context.Actor(user=user), details={"reason": reason},
+    )
+
+
+class TokenView(ClinicAPIView):
+    """Exchange a user's email and password for a short-lived bearer token for one clinic."""
+
+    authentication_classes: list[type] = []
+
+    @extend_schema(request=TokenInput, responses={200: TokenOutput, 401: OpenApiResponse(description="Bad credentials")})
+    def post(self, request: Request) -> Response:
+        data = TokenInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        email, password = data.validated_data["email"], data.validated_data["password"]
+        user = authenticate(request._request, email=email, password=password)
+        if user is None:
+            record_failed_login(email, "bad_credentials")
+            raise exceptions.AuthenticationFailed("Email or password is not correct.")
+        access = access_for_user(user, data.validated_data.get("clinic"))
+        if access is None:
+            record_failed_login(email, "no_membership")
+            raise exceptions.AuthenticationFailed("This account has no active membership for that clinic.")
+        token, raw = user_token_create(user=user, clinic=access.clinic)
+        return Response(
+            TokenOutput({"token": raw, "expires_at": token.expires_at, "clinic": access.clinic.id}).data,
+            status=status.HTTP_200_OK,
+        )
+
+
+class AuditEventListView(ClinicGenericAPIView):
+    """The clinic's audit trail, newest first (clinic admins only)."""
+
+    serializer_class = AuditEventOutput
+
+    @extend_schema(parameters=[AuditFilterInput], responses=AuditEventOutput(many=True))
+    def get(self, request: Request) -> Response:
+        filters = AuditFilterInput(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        page = self.paginate_queryset(audit_events(**filters.validated_data))
+        return self.get_paginated_response(AuditEventOutput(page, many=True).data)
+
+
+class AuditEventExportView(ClinicAPIView):
+    """The whole filtered trail as a CSV or JSON download; the export itself is audited."""
+
+    @extend_schema(parameters=[AuditExportInput], responses={(200, "text/csv"): OpenApiTypes.STR,
+                                                              (200, "application/json"): OpenApiTypes.OBJECT})
+    def get(self, request: Request) -> Any:
+        params = AuditExportInput(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        filters = {k: v for k, v in params.validated_data.items() if k != "format"}
+        return audit_export_response(
+            events=audit_events(**filters), fmt=params.validated_data["format"], clinic_id=request.access.clinic.id,
+            filters={k: str(v) for k, v in filters.items()},
+        )

@@ -1,0 +1,24 @@
+from typing import Any
+
+from django.http import HttpRequest
+
+from .selectors import memberships_of
+
+
+def clinic(request: HttpRequest) -> dict[str, Any]:
+    access = getattr(request, "access", None)
+    if access is None:
+        return {}
+    return {
+        "current_clinic": access.clinic,
+        "current_role": access.role,
+        "can": {
+            "patients": access.can("patient.view"),
+            "members": access.can("member.view"),
+            "api_keys": access.can("apikey.manage"),
+            "audit": access.can("audit.view"),
+        },
+        "other_memberships": [m for m in memberships_of(access.user) if m.clinic_id != access.clinic.id]
+        if access.user
+        else [],
+    }

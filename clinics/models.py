@@ -1,0 +1,195 @@
+from __future__ import annotations
+
+import uuid
+
+from django.contrib.auth.base_user import AbstractBaseUser, BaseUserManager
+from django.contrib.auth.models import PermissionsMixin
+from django.db import models
+from django.db.models.functions import Lower
+from django.utils import timezone
+
+from .tenancy import ClinicScopedManager, ClinicScopedModel
+
+
+class Role(models.TextChoices):
+    STAFF = "staff", "Staff"
+    DENTIST = "dentist", "Dentist"
+    CLINIC_ADMIN = "clinic_admin", "Clinic admin"
+
+
+class UserManager(BaseUserManager["User"]):
+    use_in_migrations = True
+
+    def create_user(self, email: str, password: str | None = None, **extra: object) -> User:
+        if not email:
+            raise ValueError("A user needs an email address.")
+        user = self.model(email=normalize_email(email), **extra)
+        user.set_password(password)
+        user.save(using=self._db)
+        return user
+
+    def create_superuser(self, email: str, password: str | None = None, **extra: object) -> User:
+        extra.setdefault("is_staff", True)
+        extra.setdefault("is_superuser", True)
+        return self.create_user(email, password, **extra)
+
+    def get_by_natural_key(self, username: str | None) -> User:
+        return self.get(email__iexact=normalize_email(username or ""))
+
+
+def normalize_email(email: str) -> str:
+    """Emails are unique case-insensitively; we store them lower-cased and trimmed."""
+    return email.strip().lower()
+
+
+class User(AbstractBaseUser, PermissionsMixin):
+    """A person. Users are deactivated, never deleted, while audit events point at them."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    email = models.EmailField(max_length=254, unique=True)
+    full_name = models.CharField(max_length=200, blank=True)
+    is_active = models.BooleanField(default=True)
+    is_staff = models.BooleanField(default=False)
+    date_joined = models.DateTimeField(default=timezone.now)
+
+    objects = UserManager()
+
+    USERNAME_FIELD = "email"
+    EMAIL_FIELD = "email"
+    REQUIRED_FIELDS: list[str] = []
+
+    class Meta:
+        constraints = [models.UniqueConstraint(Lower("email"), name="user_email_ci_unique")]
+
+    def __str__(self) -> str:
+        return self.email
+
+    def clean(self) -> None:
+        super().clean()
+        self.email = normalize_email(self.email)
+
+
+class Clinic(models.Model):
+    """The tenant: every piece of patient data belongs to exactly one clinic."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=80, unique=True)
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Membership(ClinicScopedModel):
+    """A person's role in one clinic. Read across clinics only through ``unscoped`` when resolving
+    which clinics a logged-in person belongs to."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(User, on_delete=models.PROTECT, related_name="memberships")
+    role = models.CharField(max_length=20, choices=Role.choices)
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta(ClinicScopedModel.Meta):
+        constraints = [models.UniqueConstraint(fields=["user", "clinic"], name="membership_user_clinic_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.user} @ {self.clinic} ({self.role})"
+
+
+class ApiKey(ClinicScopedModel):
+    """A clinic's key for a third-party system.
+
+    The secret is shown once at creation; only its SHA-256 is stored (keys carry 256 bits of
+    randomness, so a fast hash is appropriate). ``scopes`` lists the permissions of
+    ``clinics.permissions`` the key may use, always within ``API_KEY_GRANTABLE``.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16, unique=True)
+    secret_hash = models.CharField(max_length=64)
+    scopes = models.JSONField(default=list)
+    created_by = models.ForeignKey(User, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix})"
+
+
+class UserToken(models.Model):
+    """A short-lived bearer token for one user acting in one clinic; only its hash is stored."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="api_tokens")
+    clinic = models.ForeignKey(Clinic, on_delete=models.PROTECT, related_name="+")
+    prefix = models.CharField(max_length=16, unique=True)
+    secret_hash = models.CharField(max_length=64)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+
+class AuditOutcome(models.TextChoices):
+    SUCCESS = "success", "Success"
+    DENIED = "denied", "Denied"
+    FAILURE = "failure", "Failure"
+
+
+class AuditEvent(models.Model):
+    """One append-only, hash-chained audit record.
+
+    Invariants: rows are only ever inserted (a PostgreSQL trigger refuses UPDATE, DELETE and
+    TRUNCATE); within a chain (one per clinic, plus ``global`` for events with no clinic) ``seq``
+    runs 1, 2, 3... with no gap, and ``hash`` = SHA-256 over the canonical form of the row and the
+    previous event's ``hash``. ``details`` never carries patient names. See ``clinics.audit``.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    chain = models.CharField(max_length=40, editable=False)
+    seq = models.PositiveBigIntegerField(editable=False)
+    clinic = models.ForeignKey(Clinic, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    actor_user = models.ForeignKey(User, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    actor_api_key = models.ForeignKey(ApiKey, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    actor_label = models.CharField(max_length=254, blank=True)
+    action = models.CharField(max_length=64)
+    object_type = models.CharField(max_length=64, blank=True)
+    object_id = models.CharField(max_length=64, blank=True)
+    outcome = models.CharField(max_length=10, choices=AuditOutcome.choices, default=AuditOutcome.SUCCESS)
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    request_id = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField()
+    details = models.JSONField(default=dict, blank=True)
+    prev_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64, unique=True)
+
+    # Reads by views go through the clinic scope; ``clinics.audit`` writes and verifies unscoped.
+    objects = ClinicScopedManager()
+    unscoped = models.Manager()
+
+    class Meta:
+        ordering = ["chain", "seq"]
+        base_manager_name = "unscoped"
+        default_manager_name = "objects"
+        constraints = [models.UniqueConstraint(fields=["chain", "seq"], name="audit_chain_seq_unique")]
+        indexes = [models.Index(fields=["clinic", "created_at"]), models.Index(fields=["clinic", "action"])]
+
+    def __str__(self) -> str:
+        return f"{self.chain}#{self.seq} {self.action} {self.outcome}"
+
+
+class AuditChainHead(models.Model):
+    """The last event of each chain. Locked (SELECT ... FOR UPDATE) by every writer of that chain,
+    which serialises concurrent writers of one clinic and lets verification detect a removed tail."""
+
+    chain = models.CharField(max_length=40, primary_key=True)
+    last_seq = models.PositiveBigIntegerField(default=0)
+    last_hash = models.CharField(max_length=64)

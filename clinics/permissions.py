@@ -1,0 +1,90 @@
+"""The permission map: who may do what, written once.
+
+``ROLE_PERMISSIONS`` says which roles hold each permission; ``API_KEY_GRANTABLE`` which
+permissions a clinic API key may carry; ``ROUTE_PERMISSIONS`` which permission each URL name
+needs per HTTP method. The HTML base view and the API permission class both read these tables,
+and the access-matrix tests are generated from them and from the URL conf: a URL without an
+entry here fails the suite, and at run time it answers with an error instead of being open.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from .models import Role
+
+STAFF, DENTIST, ADMIN = Role.STAFF, Role.DENTIST, Role.CLINIC_ADMIN
+ALL_ROLES: Final = frozenset({STAFF, DENTIST, ADMIN})
+
+# Special route markers.
+PUBLIC: Final = "public"  # anyone, no authentication (log-in page, token endpoint, schema)
+MEMBER: Final = "member"  # any authenticated member of a clinic, whatever the role
+
+ROLE_PERMISSIONS: Final[dict[str, frozenset[str]]] = {
+    "clinic.view": ALL_ROLES,
+    "patient.view": ALL_ROLES,
+    "patient.create": ALL_ROLES,
+    "patient.update": ALL_ROLES,
+    "member.view": frozenset({ADMIN}),
+    "member.manage": frozenset({ADMIN}),
+    "apikey.manage": frozenset({ADMIN}),
+    "audit.view": frozenset({ADMIN}),
+    "audit.export": frozenset({ADMIN}),
+}
+
+# What a clinic API key (a third-party system) may be granted; never member or audit management.
+API_KEY_GRANTABLE: Final = frozenset({"patient.view", "patient.create", "patient.update"})
+API_KEY_DEFAULT_SCOPES: Final = sorted(API_KEY_GRANTABLE)
+
+# URL name -> {method: permission}. "GET" also covers HEAD and OPTIONS.
+ROUTE_PERMISSIONS: Final[dict[str, dict[str, str]]] = {
+    # HTML
+    "clinics:login": {"GET": PUBLIC, "POST": PUBLIC},
+    "clinics:logout": {"POST": MEMBER},
+    "clinics:home": {"GET": "clinic.view"},
+    "clinics:switch-clinic": {"POST": MEMBER},
+    "clinics:members": {"GET": "member.view", "POST": "member.manage"},
+    "clinics:member-update": {"POST": "member.manage"},
+    "clinics:api-keys": {"GET": "apikey.manage", "POST": "apikey.manage"},
+    "clinics:api-key-revoke": {"POST": "apikey.manage"},
+    "clinics:audit": {"GET": "audit.view"},
+    "clinics:audit-export": {"GET": "audit.export"},
+    "patients:list": {"GET": "patient.view", "POST": "patient.create"},
+    "patients:detail": {"GET": "patient.view", "POST": "patient.update"},
+    # API
+    "api:schema": {"GET": PUBLIC},
+    "api:docs": {"GET": MEMBER},
+    "api:token": {"POST": PUBLIC},
+    "api:patient-list": {"GET": "patient.view", "POST": "patient.create"},
+    "api:patient-detail": {"GET": "patient.view", "PATCH": "patient.update"},
+    "api:audit-event-list": {"GET": "audit.view"},
+    "api:audit-event-export": {"GET": "audit.export"},
+}
+
+
+def route_permission(view_name: str, method: str) -> str | None:
+    """The permission a route needs for a method; None when the method is not offered there.
+
+    Raises KeyError for a route missing from the map: unknown routes are never open.
+    """
+    methods = ROUTE_PERMISSIONS[view_name]
+    method = method.upper()
+    if method in {"HEAD", "OPTIONS"}:
+        method = "GET"
+    return methods.get(method)
+
+
+def role_has_permission(role: str | None, permission: str) -> bool:
+    if permission == PUBLIC:
+        return True
+    if role is None:
+        return False
+    if permission == MEMBER:
+        return role in ALL_ROLES
+    return role in ROLE_PERMISSIONS.get(permission, frozenset())
+
+
+def api_key_has_permission(scopes: list[str], permission: str) -> bool:
+    if permission in (PUBLIC, MEMBER):
+        return permission == PUBLIC
+    return permission in API_KEY_GRANTABLE and permission in scopes

@@ -1,0 +1,189 @@
+"""Writes for clinics, members, API keys and user tokens. Each writes its audit event in the same
+transaction."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import timedelta
+
+from django.conf import settings
+from django.contrib.auth.password_validation import validate_password
+from django.db import transaction
+from django.utils import timezone
+from django.utils.text import slugify
+
+from . import audit
+from .models import ApiKey, AuditChainHead, Clinic, Membership, Role, User, UserToken, normalize_email
+from .permissions import API_KEY_DEFAULT_SCOPES, API_KEY_GRANTABLE
+from .tenancy import require_clinic_id
+
+API_KEY_PREFIX = "dsk"
+USER_TOKEN_PREFIX = "dut"
+
+
+class ServiceError(Exception):
+    """A request that cannot be carried out; ``code`` is the stable API error code."""
+
+    def __init__(self, code: str, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status
+
+
+def _hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _split_bearer(raw: str, kind: str) -> tuple[str, str] | None:
+    parts = raw.split("_")
+    if len(parts) != 3 or parts[0] != kind or not parts[1] or not parts[2]:
+        return None
+    return parts[1], parts[2]
+
+
+@transaction.atomic
+def clinic_create(*, name: str, slug: str | None = None) -> Clinic:
+    clinic = Clinic.objects.create(name=name, slug=slug or slugify(name)[:80])
+    AuditChainHead.objects.get_or_create(
+        chain=audit.chain_key(clinic.id), defaults={"last_seq": 0, "last_hash": audit.GENESIS_HASH}
+    )
+    audit.record(action="clinic.create", clinic_id=clinic.id, object_type="clinic", object_id=clinic.id)
+    return clinic
+
+
+@transaction.atomic
+def member_add(
+    *, email: str, role: str, password: str | None = None, full_name: str = ""
+) -> Membership:
+    """Add a person to the clinic in scope in a role; creates the user when the email is new."""
+    clinic_id = require_clinic_id()
+    if role not in Role.values:
+        raise ServiceError("invalid_role", f"Unknown role {role!r}.")
+    email = normalize_email(email)
+    user = User.objects.filter(email=email).first()
+    if user is None:
+        if not password:
+            raise ServiceError("password_required", "A new user needs an initial password.")
+        candidate = User(email=email, full_name=full_name)
+        validate_password(password, user=candidate)
+        user = User.objects.create_user(email=email, password=password, full_name=full_name)
+    membership, created = Membership.objects.get_or_create(user=user, defaults={"role": role, "is_active": True})
+    if not created:
+        if membership.is_active:
+            raise ServiceError("already_member", "This person is already a member of the clinic.")
+        membership.role, membership.is_active = role, True
+        membership.save(update_fields=["role", "is_active"])
+    audit.record(
+        action="member.add", clinic_id=clinic_id, object_type="membership", object_id=membership.id,
+        details={"role": role, "user_id": str(user.id)},
+    )
+    return membership
+
+
+@transaction.atomic
+def member_update(*, membership: Membership, role: str | None = None, is_active: bool | None = None) -> Membership:
+    before = {"role": membership.role, "is_active": membership.is_active}
+    if role is not None:
+        if role not in Role.values:
+            raise ServiceError("invalid_role", f"Unknown role {role!r}.")
+        membership.role = role
+    if is_active is not None:
+        membership.is_active = is_active
+    after = {"role": membership.role, "is_active": membership.is_active}
+    if before["role"] == Role.CLINIC_ADMIN and (after["role"] != Role.CLINIC_ADMIN or not after["is_active"]):
+        admins = Membership.objects.select_for_update().filter(role=Role.CLINIC_ADMIN, is_active=True)
+        if admins.exclude(pk=membership.pk).count() == 0:
+            raise ServiceError("last_admin", "A clinic must keep at least one active clinic admin.", status=409)
+    membership.save(update_fields=["role", "is_active"])
+    if not membership.is_active:
+        # Removing access ends every API token the person holds for this clinic at once.
+        UserToken.objects.filter(user_id=membership.user_id, clinic_id=membership.clinic_id, revoked_at=None).update(
+            revoked_at=timezone.now()
+        )
+    audit.record(
+        action="member.update", clinic_id=membership.clinic_id, object_type="membership", object_id=membership.id,
+        details={"before": before, "after": after, "user_id": str(membership.user_id)},
+    )
+    return membership
+
+
+@transaction.atomic
+def api_key_create(
+    *, name: str, scopes: list[str] | None = None, created_by: User | None = None, secret: str | None = None,
+) -> tuple[ApiKey, str]:
+    """Create an API key for the clinic in scope. Returns the key and its full secret, which is
+    shown once and never stored."""
+    clinic_id = require_clinic_id()
+    scopes = sorted(set(scopes if scopes is not None else API_KEY_DEFAULT_SCOPES))
+    unknown = set(scopes) - API_KEY_GRANTABLE
+    if unknown:
+        raise ServiceError("invalid_scope", f"Scopes not grantable to an API key: {', '.join(sorted(unknown))}.")
+    if not name.strip():
+        raise ServiceError("name_required", "An API key needs a name.")
+    raw = secret or f"{API_KEY_PREFIX}_{secrets.token_hex(6)}_{secrets.token_urlsafe(32)}"
+    split = _split_bearer(raw, API_KEY_PREFIX)
+    if split is None:
+        raise ServiceError("invalid_secret", "Malformed API key secret.")
+    prefix, _ = split
+    key = ApiKey.objects.create(
+        name=name.strip(), prefix=prefix, secret_hash=_hash_secret(raw), scopes=scopes,
+        created_by=created_by,
+    )
+    audit.record(
+        action="apikey.create", clinic_id=clinic_id, object_type="api_key", object_id=key.id,
+        details={"name": key.name, "prefix": prefix, "scopes": scopes},
+    )
+    return key, raw
+
+
+@transaction.atomic
+def api_key_revoke(*, key: ApiKey) -> ApiKey:
+    if key.revoked_at is None:
+        key.revoked_at = timezone.now()
+        key.save(update_fields=["revoked_at"])
+    audit.record(action="apikey.revoke", clinic_id=key.clinic_id, object_type="api_key", object_id=key.id)
+    return key
+
+
+def api_key_authenticate(raw: str) -> ApiKey | None:
+    """The active key matching a presented secret, with ``last_used_at`` brought up to date."""
+    split = _split_bearer(raw, API_KEY_PREFIX)
+    if split is None:
+        return None
+    # Deliberately unscoped: the key is what tells us the clinic.
+    key = ApiKey.unscoped.select_related("clinic").filter(prefix=split[0]).first()
+    if key is None or not secrets.compare_digest(key.secret_hash, _hash_secret(raw)):
+        return None
+    if key.revoked_at is not None or not key.clinic.is_active:
+        return None
+    now = timezone.now()
+    if key.last_used_at is None or now - key.last_used_at > timedelta(seconds=60):
+        ApiKey.unscoped.filter(pk=key.pk).update(last_used_at=now)
+        key.last_used_at = now
+    return key
+
+
+@transaction.atomic
+def user_token_create(*, user: User, clinic: Clinic) -> tuple[UserToken, str]:
+    raw = f"{USER_TOKEN_PREFIX}_{secrets.token_hex(6)}_{secrets.token_urlsafe(32)}"
+    prefix = raw.split("_")[1]
+    token = UserToken.objects.create(
+        user=user, clinic=clinic, prefix=prefix, secret_hash=_hash_secret(raw),
+        expires_at=timezone.now() + timedelta(seconds=settings.USER_TOKEN_TTL_SECONDS),
+    )
+    audit.record(action="auth.token.issue", clinic_id=clinic.id, object_type="user_token", object_id=token.id)
+    return token, raw
+
+
+def user_token_authenticate(raw: str) -> UserToken | None:
+    split = _split_bearer(raw, USER_TOKEN_PREFIX)
+    if split is None:
+        return None
+    token = UserToken.objects.select_related("user", "clinic").filter(prefix=split[0]).first()
+    if token is None or not secrets.compare_digest(token.secret_hash, _hash_secret(raw)):
+        return None
+    if token.revoked_at is not None or token.expires_at <= timezone.now() or not token.user.is_active:
+        return None
+    return token

@@ -1,0 +1,18 @@
+from django.urls import path
+
+from . import views
+
+app_name = "clinics"
+
+urlpatterns = [
+    path("", views.HomeView.as_view(), name="home"),
+    path("login/", views.LoginView.as_view(), name="login"),
+    path("logout/", views.LogoutView.as_view(), name="logout"),
+    path("clinic/switch/", views.SwitchClinicView.as_view(), name="switch-clinic"),
+    path("clinic/members/", views.MembersView.as_view(), name="members"),
+    path("clinic/members/<uuid:pk>/", views.MemberUpdateView.as_view(), name="member-update"),
+    path("clinic/api-keys/", views.ApiKeysView.as_view(), name="api-keys"),
+    path("clinic/api-keys/<uuid:pk>/revoke/", views.ApiKeyRevokeView.as_view(), name="api-key-revoke"),
+    path("clinic/audit/", views.AuditView.as_view(), name="audit"),
+    path("clinic/audit/export/", views.AuditExportView.as_view(), name="audit-export"),
+]

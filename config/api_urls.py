@@ -1,0 +1,19 @@
+"""REST API version 1: every route in the ``api`` namespace, each with a ROUTE_PERMISSIONS entry."""
+
+from django.urls import path
+
+from clinics.api import views as clinic_api
+from clinics.api.docs import ApiDocsView, SchemaView
+from patients import api as patient_api
+
+app_name = "api"
+
+urlpatterns = [
+    path("schema/", SchemaView.as_view(), name="schema"),
+    path("docs/", ApiDocsView.as_view(url_name="api:schema"), name="docs"),
+    path("auth/token/", clinic_api.TokenView.as_view(), name="token"),
+    path("patients/", patient_api.PatientListView.as_view(), name="patient-list"),
+    path("patients/<uuid:pk>/", patient_api.PatientDetailView.as_view(), name="patient-detail"),
+    path("audit-events/", clinic_api.AuditEventListView.as_view(), name="audit-event-list"),
+    path("audit-events/export", clinic_api.AuditEventExportView.as_view(), name="audit-event-export"),
+]

@@ -1,0 +1,10 @@
+"""Test settings: the embedded default unless DATABASE_URL / REDIS_URL point at real services (CI)."""
+
+from .base import *  # noqa: F403
+from .base import VAR_DIR
+
+DEBUG = False
+SECRET_KEY = "test-secret-key-for-the-test-suite-only-0123456789-abcdefghijklmnop"  # noqa: S105
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+# Argon2 stays the hasher (it is what production runs), with cheaper parameters for speed.
+PASSWORD_HASHERS = ["tests.hashers.FastArgon2PasswordHasher"]

@@ -1,0 +1,10 @@
+from django.urls import include, path
+
+urlpatterns = [
+    path("", include("clinics.urls")),
+    path("patients/", include("patients.urls")),
+    path("api/v1/", include("config.api_urls")),
+]
+
+handler404 = "config.errors.not_found"
+handler500 = "config.errors.server_error"
