@@ -37,7 +37,7 @@ def _hash_secret(secret: str) -> str:
 
 
 def _split_bearer(raw: str, kind: str) -> tuple[str, str] | None:
-    parts = raw.split("_")
+    parts = raw.split("_", 2)
     if len(parts) != 3 or parts[0] != kind or not parts[1] or not parts[2]:
         return None
     return parts[1], parts[2]
@@ -168,7 +168,7 @@ def api_key_authenticate(raw: str) -> ApiKey | None:
 @transaction.atomic
 def user_token_create(*, user: User, clinic: Clinic) -> tuple[UserToken, str]:
     raw = f"{USER_TOKEN_PREFIX}_{secrets.token_hex(6)}_{secrets.token_urlsafe(32)}"
-    prefix = raw.split("_")[1]
+    prefix = raw.split("_", 2)[1]
     token = UserToken.objects.create(
         user=user, clinic=clinic, prefix=prefix, secret_hash=_hash_secret(raw),
         expires_at=timezone.now() + timedelta(seconds=settings.USER_TOKEN_TTL_SECONDS),

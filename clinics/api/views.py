@@ -34,6 +34,9 @@ class TokenView(ClinicAPIView):
 
     authentication_classes: list[type] = []
 
+    def get_authenticate_header(self, request: Request) -> str:
+        return "Bearer"  # bad credentials are a 401, as on every other endpoint
+
     @extend_schema(request=TokenInput, responses={200: TokenOutput, 401: OpenApiResponse(description="Bad credentials")})
     def post(self, request: Request) -> Response:
         data = TokenInput(data=request.data)

@@ -8,3 +8,8 @@ SECRET_KEY = "test-secret-key-for-the-test-suite-only-0123456789-abcdefghijklmno
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 # Argon2 stays the hasher (it is what production runs), with cheaper parameters for speed.
 PASSWORD_HASHERS = ["tests.hashers.FastArgon2PasswordHasher"]
+
+# Serve static files straight from the app folders; no collectstatic needed.
+STATIC_ROOT = None
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = True

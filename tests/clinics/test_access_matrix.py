@@ -1,0 +1,162 @@
+"""The access matrix, generated from the URL conf and the permission map.
+
+Every URL pattern is requested, for every method in its ROUTE_PERMISSIONS entry, as each role of
+the owning clinic, a user of another clinic, an anonymous client, the owning clinic's API key and
+another clinic's API key. Expected outcomes come from the permission map. A URL pattern without a
+permission entry, or with a path parameter this module cannot fill, fails the suite.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from django.urls import URLPattern, URLResolver, get_resolver, reverse
+
+from clinics.models import ApiKey, Membership, Role
+from clinics.permissions import API_KEY_GRANTABLE, MEMBER, PUBLIC, ROUTE_PERMISSIONS, route_permission
+from patients.models import Patient
+
+from ..conftest import World, key_client, token_client, user_client
+
+# Which object fills a route's path parameters (an object of the owning clinic).
+OBJECT_FOR_ROUTE: dict[str, str] = {
+    "clinics:member-update": "membership",
+    "clinics:api-key-revoke": "api_key",
+    "patients:detail": "patient",
+    "api:patient-detail": "patient",
+}
+PRINCIPALS = ["staff", "dentist", "clinic_admin", "other_user", "anonymous", "own_key", "other_key"]
+
+
+def _walk(patterns: list[Any], prefix: str = "") -> list[tuple[str, URLPattern]]:
+    found = []
+    for p in patterns:
+        if isinstance(p, URLResolver):
+            ns = f"{prefix}{p.namespace}:" if p.namespace else prefix
+            found += _walk(p.url_patterns, ns)
+        elif isinstance(p, URLPattern) and p.name:
+            found.append((f"{prefix}{p.name}", p))
+        elif isinstance(p, URLPattern):
+            pytest.fail(f"URL pattern {p.pattern} has no name: it cannot be in the permission map")
+    return found
+
+
+ALL_ROUTES = _walk(get_resolver().url_patterns)
+ROUTE_NAMES = sorted(name for name, _ in ALL_ROUTES)
+
+
+def test_every_route_has_a_permission_entry_and_vice_versa() -> None:
+    missing = [name for name in ROUTE_NAMES if name not in ROUTE_PERMISSIONS]
+    assert not missing, f"routes without a ROUTE_PERMISSIONS entry: {missing}"
+    stale = sorted(set(ROUTE_PERMISSIONS) - set(ROUTE_NAMES))
+    assert not stale, f"permission entries for routes that do not exist: {stale}"
+
+
+def test_every_parametrised_route_can_be_filled() -> None:
+    for name, pattern in ALL_ROUTES:
+        if pattern.pattern.converters:
+            assert name in OBJECT_FOR_ROUTE, f"{name} takes path parameters: add it to OBJECT_FOR_ROUTE"
+
+
+def test_every_handled_method_is_in_the_map() -> None:
+    for name, pattern in ALL_ROUTES:
+        view_class = getattr(pattern.callback, "view_class", None) or getattr(pattern.callback, "cls", None)
+        assert view_class is not None, name
+        for method in ("get", "post", "put", "patch", "delete"):
+            if method in view_class.__dict__ or any(method in base.__dict__ for base in view_class.__mro__[1:-1]
+                                                     if base.__module__.startswith(("clinics", "patients", "analysis"))):
+                assert route_permission(name, method) is not None, f"{name} handles {method.upper()} unmapped"
+
+
+CASES = [
+    (name, method, principal)
+    for name in ROUTE_NAMES
+    for method in ROUTE_PERMISSIONS.get(name, {})
+    for principal in PRINCIPALS
+]
+
+
+def _path(name: str, alice: World) -> str:
+    kind = OBJECT_FOR_ROUTE.get(name)
+    if kind is None:
+        return reverse(name)
+    obj = {"membership": alice.memberships["dentist"], "api_key": alice.api_key, "patient": alice.patient}[kind]
+    return reverse(name, kwargs={"pk": obj.pk})
+
+
+def _client(principal: str, name: str, alice: World, bob: World) -> Any:
+    api = name.startswith("api:")
+    if principal == "anonymous":
+        return None
+    if principal in ("own_key", "other_key"):
+        return key_client(alice if principal == "own_key" else bob)
+    world, role = (bob, "clinic_admin") if principal == "other_user" else (alice, principal)
+    return token_client(world, role) if api else user_client(world.users[role])
+
+
+def _expected(name: str, method: str, principal: str) -> str:
+    """'allowed', 'denied' (403), 'login' (401 or redirect to log-in) or 'not_found' (404)."""
+    permission = route_permission(name, method)
+    api = name.startswith("api:")
+    if permission == PUBLIC:
+        return "allowed"
+    if principal == "anonymous" or (principal.endswith("_key") and not api):
+        return "login"
+    if name in OBJECT_FOR_ROUTE and principal in ("other_user", "other_key"):
+        return "not_found"
+    if principal in ("own_key", "other_key"):
+        return "allowed" if permission in API_KEY_GRANTABLE else "denied"
+    role = Role.CLINIC_ADMIN if principal == "other_user" else principal
+    if permission == MEMBER:
+        return "allowed"
+    from clinics.permissions import role_has_permission
+
+    return "allowed" if role_has_permission(role, permission) else "denied"
+
+
+def _snapshot(alice: World) -> dict[str, Any]:
+    p = Patient.unscoped.get(pk=alice.patient.pk)
+    m = Membership.unscoped.get(pk=alice.memberships["dentist"].pk)
+    k = ApiKey.unscoped.get(pk=alice.api_key.pk)
+    return {"patient": (p.external_id, p.given_name, p.family_name, p.date_of_birth, p.sex),
+            "membership": (m.role, m.is_active), "api_key": (k.revoked_at, k.scopes)}
+
+
+@pytest.mark.parametrize(("name", "method", "principal"), CASES, ids=[f"{n}-{m}-{p}" for n, m, p in CASES])
+def test_access_matrix(name: str, method: str, principal: str, alice: World, bob: World) -> None:
+    from django.test import Client
+
+    client = _client(principal, name, alice, bob) or Client()
+    path = _path(name, alice)
+    before = _snapshot(alice)
+    body = {"role": "staff"} if name == "clinics:member-update" else {}
+    kwargs: dict[str, Any] = {}
+    if method in ("POST", "PATCH", "PUT"):
+        if name.startswith("api:"):
+            kwargs = {"data": json.dumps(body), "content_type": "application/json"}
+        else:
+            kwargs = {"data": body}
+    response = client.generic(method, path, **kwargs) if method in ("PATCH", "PUT") else \
+        getattr(client, method.lower())(path, **kwargs)
+    status = response.status_code
+    expected = _expected(name, method, principal)
+    assert status < 500, f"{status} for {principal} {method} {path}"
+    if expected == "allowed":
+        assert status not in (401, 403, 404), f"{principal} should pass {method} {name}, got {status}"
+    elif expected == "denied":
+        assert status == 403, f"{principal} should get 403 on {method} {name}, got {status}"
+    elif expected == "not_found":
+        assert status == 404, f"{principal} should get 404 on {method} {name}, got {status}"
+    elif expected == "login":
+        if name.startswith("api:"):
+            assert status == 401, f"anonymous should get 401 on {method} {name}, got {status}"
+        else:
+            assert status == 302 and reverse("clinics:login") in response["Location"], (status, name)
+    if principal in ("other_user", "other_key", "anonymous"):
+        assert _snapshot(alice) == before, f"{principal} changed clinic alice's data via {method} {name}"
+        content = b"".join(response.streaming_content) if response.streaming else response.content
+        for secret in (str(alice.patient.pk), alice.patient.family_name, str(alice.memberships["dentist"].pk),
+                       str(alice.api_key.pk), alice.users["dentist"].email):
+            assert secret.encode() not in content, f"{principal} saw alice's {secret} via {method} {name}"

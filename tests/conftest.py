@@ -1,0 +1,97 @@
+"""Shared fixtures: two clinics ("alice" owns the data, "bob" is another clinic), a member per
+role in each, an API key per clinic, and a patient of each clinic."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.test import Client
+from rest_framework.test import APIClient
+
+from clinics import services
+from clinics.models import ApiKey, Clinic, Membership, Role, User
+from clinics.tenancy import clinic_scope, deactivate_clinic
+from patients.models import Patient
+from patients.services import patient_create
+
+PASSWORD = "correct-horse-battery-staple-42"
+
+
+@dataclass
+class World:
+    clinic: Clinic
+    users: dict[str, User] = field(default_factory=dict)
+    memberships: dict[str, Membership] = field(default_factory=dict)
+    api_key: ApiKey | None = None
+    api_secret: str = ""
+    patient: Patient | None = None
+
+
+def build_clinic(slug: str, *, patient_name: str = "Zed") -> World:
+    clinic = services.clinic_create(name=f"Clinic {slug}", slug=slug)
+    world = World(clinic=clinic)
+    with clinic_scope(clinic.id):
+        for role in Role:
+            m = services.member_add(email=f"{role.value}@{slug}.test", role=role, password=PASSWORD,
+                                    full_name=f"{slug} {role.label}")
+            world.users[role.value] = m.user
+            world.memberships[role.value] = m
+        world.api_key, world.api_secret = services.api_key_create(name=f"{slug} PMS")
+        world.patient = patient_create(
+            external_id=f"{slug}-0001", given_name="Marker", family_name=patient_name,
+            date_of_birth=dt.date(1980, 5, 17),
+        )
+    return world
+
+
+@pytest.fixture(autouse=True)
+def _no_scope_leaks() -> Iterator[None]:
+    deactivate_clinic()
+    yield
+    deactivate_clinic()
+
+
+@pytest.fixture
+def alice(db: Any) -> World:
+    return build_clinic("alice", patient_name="Alicesonmarker")
+
+
+@pytest.fixture
+def bob(db: Any) -> World:
+    return build_clinic("bob", patient_name="Bobsonmarker")
+
+
+def user_client(user: User) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def token_client(world: World, role: str) -> APIClient:
+    with clinic_scope(world.clinic.id):
+        _, raw = services.user_token_create(user=world.users[role], clinic=world.clinic)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+    return client
+
+
+def key_client(world: World) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {world.api_secret}")
+    return client
+
+
+def is_postgres() -> bool:
+    return connection.vendor == "postgresql"
+
+
+requires_postgres = pytest.mark.skipif(
+    not os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://")),
+    reason="needs PostgreSQL (set DATABASE_URL); CI runs it",
+)
