@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+from django.urls import reverse
+
+from clinics.models import AuditEvent
+
+from ..conftest import World, token_client, user_client
+
+
+def _body(response) -> bytes:  # noqa: ANN001
+    return b"".join(response.streaming_content) if response.streaming else response.content
+
+
+def test_audit_page_lists_and_filters_the_clinics_events(alice: World, bob: World) -> None:
+    staff = user_client(alice.users["staff"])
+    staff.get(reverse("patients:detail", kwargs={"pk": alice.patient.pk}))
+    assert staff.get(reverse("clinics:audit")).status_code == 403
+    admin = user_client(alice.users["clinic_admin"])
+    page = admin.get(reverse("clinics:audit"), {"action": "patient.view"}).content.decode()
+    assert "patient.view" in page and "staff@alice.test" in page and "member.add" not in page
+    assert "permission.denied" in admin.get(reverse("clinics:audit"), {"actor": "staff@alice.test"}).content.decode()
+    assert "bob" not in admin.get(reverse("clinics:audit")).content.decode()
+
+
+def test_html_export_downloads_csv_and_json(alice: World) -> None:
+    admin = user_client(alice.users["clinic_admin"])
+    response = admin.get(reverse("clinics:audit-export"), {"format": "csv", "action": "member"})
+    assert response.status_code == 200 and response["Content-Type"].startswith("text/csv")
+    assert "attachment" in response["Content-Disposition"] and response["Cache-Control"] == "no-store"
+    rows = list(csv.DictReader(io.StringIO(_body(response).decode())))
+    assert rows and {r["action"] for r in rows} == {"member.add"}
+    assert len(rows) == 3
+    data = json.loads(_body(admin.get(reverse("clinics:audit-export"), {"format": "json"})))
+    assert [e["seq"] for e in data] == sorted(e["seq"] for e in data)
+    assert AuditEvent.unscoped.filter(action="audit.export", clinic=alice.clinic).count() == 2
+
+
+def test_api_lists_filters_and_exports_the_trail(alice: World, bob: World) -> None:
+    client = token_client(alice, "clinic_admin")
+    listing = client.get(reverse("api:audit-event-list"), {"action": "member.add"})
+    assert listing.status_code == 200
+    body = listing.json()
+    assert {"results", "next", "count"} <= set(body) and body["count"] == 3
+    assert all(e["chain"] == str(alice.clinic.id) for e in body["results"])
+    since = AuditEvent.unscoped.filter(clinic=alice.clinic).order_by("seq")[4].created_at
+    newer = client.get(reverse("api:audit-event-list"), {"since": since.isoformat()}).json()
+    assert all(e["created_at"] >= since.isoformat()[:19] for e in newer["results"])
+    bad = client.get(reverse("api:audit-event-list"), {"since": "yesterday"})
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "validation_error"
+    export = client.get(reverse("api:audit-event-export"), {"format": "csv"})
+    assert export.status_code == 200 and export["Content-Type"].startswith("text/csv")
+    text = _body(export).decode()
+    assert "member.add" in text and str(bob.clinic.id) not in text
+    export = client.get(reverse("api:audit-event-export"), {"format": "json", "actor": "clinic_admin@alice.test"})
+    events = json.loads(_body(export))
+    assert events and all(e["actor"] == "clinic_admin@alice.test" for e in events)
+    assert client.get(reverse("api:audit-event-export"), {"format": "xml"}).status_code == 400
+    assert token_client(alice, "dentist").get(reverse("api:audit-event-export")).status_code == 403
+
+
+def test_no_patient_names_in_the_audit_trail(alice: World) -> None:
+    client = token_client(alice, "staff")
+    pid = alice.patient.pk
+    client.patch(reverse("api:patient-detail", kwargs={"pk": pid}), {"family_name": "Renamedmarker"}, format="json")
+    client.get(reverse("api:patient-list"), {"search": "Alicesonmarker"})
+    dump = json.dumps(list(AuditEvent.unscoped.values()), default=str)
+    for name in ("Alicesonmarker", "Renamedmarker", "Marker"):
+        assert name not in dump
+    update = AuditEvent.unscoped.filter(action="patient.update").latest("id")
+    assert update.details == {"fields": ["family_name"]} and update.object_id == str(pid)

@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+from django.test import Client
+from django.urls import reverse
+
+from clinics.models import ApiKey, AuditEvent, Membership, Role, UserToken
+from clinics.tenancy import clinic_scope
+
+from ..conftest import PASSWORD, World, token_client, user_client
+
+
+def test_admin_adds_a_member_who_can_log_in(alice: World) -> None:
+    admin = user_client(alice.users["clinic_admin"])
+    response = admin.post(reverse("clinics:members"), {"email": "New.Hygienist@Alice.test", "role": "staff",
+                                                       "password": "a-long-enough-passphrase", "full_name": "N H"})
+    assert response.status_code == 302
+    with clinic_scope(alice.clinic.id):
+        membership = Membership.objects.get(user__email="new.hygienist@alice.test")
+    assert membership.role == Role.STAFF
+    login = Client().post(reverse("clinics:login"), {"email": "new.hygienist@alice.test",
+                                                     "password": "a-long-enough-passphrase"})
+    assert login.status_code == 302
+    assert AuditEvent.unscoped.filter(action="member.add", object_id=str(membership.pk)).exists()
+
+
+def test_weak_passwords_are_refused(alice: World) -> None:
+    admin = user_client(alice.users["clinic_admin"])
+    for weak in ("short1", "password1234", "123456789012"):
+        response = admin.post(reverse("clinics:members"), {"email": "weak@alice.test", "role": "staff",
+                                                           "password": weak})
+        assert response.status_code == 400, weak
+    with clinic_scope(alice.clinic.id):
+        assert not Membership.objects.filter(user__email="weak@alice.test").exists()
+
+
+def test_role_change_and_deactivation_take_effect_at_once(alice: World) -> None:
+    admin = user_client(alice.users["clinic_admin"])
+    staff_api = token_client(alice, "staff")
+    staff_web = user_client(alice.users["staff"])
+    assert staff_web.get(reverse("clinics:audit")).status_code == 403
+    member_url = reverse("clinics:member-update", kwargs={"pk": alice.memberships["staff"].pk})
+    admin.post(member_url, {"role": "clinic_admin"})
+    assert staff_web.get(reverse("clinics:audit")).status_code == 200
+    admin.post(member_url, {"is_active": "0"})
+    assert staff_web.get(reverse("clinics:home")).status_code == 403  # no active clinic
+    assert staff_api.get(reverse("api:patient-list")).status_code == 401
+    assert not UserToken.objects.filter(user=alice.users["staff"], revoked_at=None).exists()
+    event = AuditEvent.unscoped.filter(action="member.update").latest("id")
+    assert event.details["after"] == {"role": "clinic_admin", "is_active": False}
+
+
+def test_the_last_admin_cannot_be_removed(alice: World) -> None:
+    admin = user_client(alice.users["clinic_admin"])
+    url = reverse("clinics:member-update", kwargs={"pk": alice.memberships["clinic_admin"].pk})
+    admin.post(url, {"role": "staff"})
+    with clinic_scope(alice.clinic.id):
+        assert Membership.objects.get(pk=alice.memberships["clinic_admin"].pk).role == Role.CLINIC_ADMIN
+
+
+def test_api_key_is_shown_once_stored_hashed_and_revocable(alice: World) -> None:
+    admin = user_client(alice.users["clinic_admin"])
+    response = admin.post(reverse("clinics:api-keys"), {"name": "Imaging bridge", "scopes": ["patient.view"]})
+    assert response.status_code == 200 and response["Cache-Control"] == "no-store"
+    html = response.content.decode()
+    start = html.index("dsk_")
+    secret = html[start:html.index("<", start)].strip()
+    with clinic_scope(alice.clinic.id):
+        key = ApiKey.objects.get(name="Imaging bridge")
+    assert key.scopes == ["patient.view"] and secret not in key.secret_hash
+    assert secret not in admin.get(reverse("clinics:api-keys")).content.decode()
+    client = Client(HTTP_AUTHORIZATION=f"Bearer {secret}")
+    assert client.get(reverse("api:patient-list")).status_code == 200
+    create = client.post(reverse("api:patient-list"), {}, content_type="application/json")
+    assert create.status_code == 403  # scope limited to reading
+    admin.post(reverse("clinics:api-key-revoke", kwargs={"pk": key.pk}))
+    assert client.get(reverse("api:patient-list")).status_code == 401
+
+
+def test_api_keys_cannot_be_granted_admin_scopes(alice: World) -> None:
+    admin = user_client(alice.users["clinic_admin"])
+    response = admin.post(reverse("clinics:api-keys"), {"name": "Greedy", "scopes": ["audit.view"]})
+    assert response.status_code == 200 and b"dsk_" not in response.content
+    with clinic_scope(alice.clinic.id):
+        assert not ApiKey.objects.filter(name="Greedy").exists()
+
+
+def test_home_page_shows_the_clinic_and_role(alice: World) -> None:
+    page = user_client(alice.users["dentist"]).get(reverse("clinics:home")).content.decode()
+    assert "Clinic alice" in page and "dentist" in page
+    assert PASSWORD not in page
