@@ -16,8 +16,21 @@ from .models import AuditEvent
 
 EXPORT_FORMATS = ("csv", "json")
 FIELDS = (
-    "chain", "seq", "created_at", "action", "outcome", "actor", "actor_user_id", "actor_api_key_id",
-    "object_type", "object_id", "ip", "request_id", "details", "prev_hash", "hash",
+    "chain",
+    "seq",
+    "created_at",
+    "action",
+    "outcome",
+    "actor",
+    "actor_user_id",
+    "actor_api_key_id",
+    "object_type",
+    "object_id",
+    "ip",
+    "request_id",
+    "details",
+    "prev_hash",
+    "hash",
 )
 
 
@@ -68,11 +81,15 @@ def _json_stream(rows: Iterable[dict[str, Any]]) -> Iterator[str]:
     yield "]\n"
 
 
-def audit_export_response(*, events: QuerySet[AuditEvent], fmt: str, clinic_id: object, filters: dict) -> StreamingHttpResponse:
+def audit_export_response(
+    *, events: QuerySet[AuditEvent], fmt: str, clinic_id: object, filters: dict
+) -> StreamingHttpResponse:
     """Record the export in the trail, then stream the (already filtered) events oldest first."""
     count = events.count()
     audit.record(
-        action="audit.export", clinic_id=clinic_id, object_type="audit_trail",
+        action="audit.export",
+        clinic_id=clinic_id,
+        object_type="audit_trail",
         details={"format": fmt, "filters": filters, "events": count},
     )
     rows = (event_row(e) for e in events.order_by("seq").iterator(chunk_size=1000))

@@ -14,21 +14,24 @@ class MemberAddForm(forms.Form):
     full_name = forms.CharField(max_length=200, required=False)
     role = forms.ChoiceField(choices=Role.choices)
     password = forms.CharField(
-        required=False, widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
+        required=False,
+        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
         help_text="Initial password for a new account (at least 12 characters). Leave empty for an existing account.",
     )
 
 
 class MemberUpdateForm(forms.Form):
     role = forms.ChoiceField(choices=Role.choices, required=False)
-    is_active = forms.TypedChoiceField(choices=[("1", "active"), ("0", "inactive")], coerce=lambda v: v == "1",
-                                       required=False, empty_value=None)
+    is_active = forms.TypedChoiceField(
+        choices=[("1", "active"), ("0", "inactive")], coerce=lambda v: v == "1", required=False, empty_value=None
+    )
 
 
 class ApiKeyForm(forms.Form):
     name = forms.CharField(max_length=100)
     scopes = forms.MultipleChoiceField(
-        choices=[(s, s) for s in sorted(API_KEY_GRANTABLE)], widget=forms.CheckboxSelectMultiple,
+        choices=[(s, s) for s in sorted(API_KEY_GRANTABLE)],
+        widget=forms.CheckboxSelectMultiple,
         initial=sorted(API_KEY_GRANTABLE),
     )
 

@@ -137,6 +137,9 @@ class UserToken(models.Model):
     expires_at = models.DateTimeField()
     revoked_at = models.DateTimeField(null=True, blank=True)
 
+    def __str__(self) -> str:
+        return f"token {self.prefix} of {self.user_id}"
+
 
 class AuditOutcome(models.TextChoices):
     SUCCESS = "success", "Success"
@@ -173,7 +176,7 @@ class AuditEvent(models.Model):
 
     # Reads by views go through the clinic scope; ``clinics.audit`` writes and verifies unscoped.
     objects = ClinicScopedManager()
-    unscoped = models.Manager()
+    unscoped = models.Manager()  # noqa: DJ012 - a manager, not a field
 
     class Meta:
         ordering = ["chain", "seq"]
@@ -193,3 +196,6 @@ class AuditChainHead(models.Model):
     chain = models.CharField(max_length=40, primary_key=True)
     last_seq = models.PositiveBigIntegerField(default=0)
     last_hash = models.CharField(max_length=64)
+
+    def __str__(self) -> str:
+        return f"{self.chain}@{self.last_seq}"

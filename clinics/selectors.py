@@ -34,7 +34,10 @@ def membership_for(user: User, clinic_id: uuid.UUID | str | None) -> Membership 
 
 
 def audit_events(
-    *, since: datetime | None = None, until: datetime | None = None, action: str | None = None,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    action: str | None = None,
     actor: str | None = None,
 ) -> QuerySet[AuditEvent]:
     """The current clinic's audit events, newest first, filtered. Scoped by the clinic in scope."""

@@ -54,9 +54,7 @@ def clinic_create(*, name: str, slug: str | None = None) -> Clinic:
 
 
 @transaction.atomic
-def member_add(
-    *, email: str, role: str, password: str | None = None, full_name: str = ""
-) -> Membership:
+def member_add(*, email: str, role: str, password: str | None = None, full_name: str = "") -> Membership:
     """Add a person to the clinic in scope in a role; creates the user when the email is new."""
     clinic_id = require_clinic_id()
     if role not in Role.values:
@@ -76,7 +74,10 @@ def member_add(
         membership.role, membership.is_active = role, True
         membership.save(update_fields=["role", "is_active"])
     audit.record(
-        action="member.add", clinic_id=clinic_id, object_type="membership", object_id=membership.id,
+        action="member.add",
+        clinic_id=clinic_id,
+        object_type="membership",
+        object_id=membership.id,
         details={"role": role, "user_id": str(user.id)},
     )
     return membership
@@ -103,7 +104,10 @@ def member_update(*, membership: Membership, role: str | None = None, is_active:
             revoked_at=timezone.now()
         )
     audit.record(
-        action="member.update", clinic_id=membership.clinic_id, object_type="membership", object_id=membership.id,
+        action="member.update",
+        clinic_id=membership.clinic_id,
+        object_type="membership",
+        object_id=membership.id,
         details={"before": before, "after": after, "user_id": str(membership.user_id)},
     )
     return membership
@@ -111,7 +115,11 @@ def member_update(*, membership: Membership, role: str | None = None, is_active:
 
 @transaction.atomic
 def api_key_create(
-    *, name: str, scopes: list[str] | None = None, created_by: User | None = None, secret: str | None = None,
+    *,
+    name: str,
+    scopes: list[str] | None = None,
+    created_by: User | None = None,
+    secret: str | None = None,
 ) -> tuple[ApiKey, str]:
     """Create an API key for the clinic in scope. Returns the key and its full secret, which is
     shown once and never stored."""
@@ -128,11 +136,17 @@ def api_key_create(
         raise ServiceError("invalid_secret", "Malformed API key secret.")
     prefix, _ = split
     key = ApiKey.objects.create(
-        name=name.strip(), prefix=prefix, secret_hash=_hash_secret(raw), scopes=scopes,
+        name=name.strip(),
+        prefix=prefix,
+        secret_hash=_hash_secret(raw),
+        scopes=scopes,
         created_by=created_by,
     )
     audit.record(
-        action="apikey.create", clinic_id=clinic_id, object_type="api_key", object_id=key.id,
+        action="apikey.create",
+        clinic_id=clinic_id,
+        object_type="api_key",
+        object_id=key.id,
         details={"name": key.name, "prefix": prefix, "scopes": scopes},
     )
     return key, raw
@@ -170,7 +184,10 @@ def user_token_create(*, user: User, clinic: Clinic) -> tuple[UserToken, str]:
     raw = f"{USER_TOKEN_PREFIX}_{secrets.token_hex(6)}_{secrets.token_urlsafe(32)}"
     prefix = raw.split("_", 2)[1]
     token = UserToken.objects.create(
-        user=user, clinic=clinic, prefix=prefix, secret_hash=_hash_secret(raw),
+        user=user,
+        clinic=clinic,
+        prefix=prefix,
+        secret_hash=_hash_secret(raw),
         expires_at=timezone.now() + timedelta(seconds=settings.USER_TOKEN_TTL_SECONDS),
     )
     audit.record(action="auth.token.issue", clinic_id=clinic.id, object_type="user_token", object_id=token.id)

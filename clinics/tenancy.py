@@ -21,9 +21,7 @@ from typing import Any
 
 from django.db import models
 
-_current_clinic_id: contextvars.ContextVar[uuid.UUID | None] = contextvars.ContextVar(
-    "current_clinic_id", default=None
-)
+_current_clinic_id: contextvars.ContextVar[uuid.UUID | None] = contextvars.ContextVar("current_clinic_id", default=None)
 
 
 class TenantScopeError(RuntimeError):
@@ -87,7 +85,7 @@ class ClinicScopedModel(models.Model):
     clinic = models.ForeignKey("clinics.Clinic", on_delete=models.PROTECT, related_name="+", editable=False)
 
     objects = ClinicScopedManager()
-    unscoped = models.Manager()
+    unscoped = models.Manager()  # noqa: DJ012 - a manager, not a field
 
     class Meta:
         abstract = True

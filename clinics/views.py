@@ -40,8 +40,9 @@ class LoginView(ClinicView):
             if access is not None:
                 login(request, user)  # rotates the session key
                 request.session[SESSION_CLINIC_KEY] = str(access.clinic.id)
-                audit.record(action="auth.login", clinic_id=access.clinic.id, actor=access.actor,
-                             details={"channel": "web"})
+                audit.record(
+                    action="auth.login", clinic_id=access.clinic.id, actor=access.actor, details={"channel": "web"}
+                )
                 if not url_has_allowed_host_and_scheme(next_url, {request.get_host()}, request.is_secure()):
                     next_url = ""
                 return redirect(next_url or "clinics:home")
@@ -72,10 +73,14 @@ class HomeView(ClinicView):
         from patients.models import Patient
 
         members = Membership.objects.filter(is_active=True).values("role").annotate(n=Count("id"))
-        return render(request, "clinics/home.html", {
-            "patient_count": Patient.objects.count(),
-            "members_by_role": {row["role"]: row["n"] for row in members},
-        })
+        return render(
+            request,
+            "clinics/home.html",
+            {
+                "patient_count": Patient.objects.count(),
+                "members_by_role": {row["role"]: row["n"] for row in members},
+            },
+        )
 
 
 class MembersView(ClinicView):
@@ -108,8 +113,9 @@ class MemberUpdateView(ClinicView):
         if not form.is_valid():
             return HttpResponseBadRequest("Invalid change.")
         try:
-            member_update(membership=membership, role=form.cleaned_data["role"] or None,
-                          is_active=form.cleaned_data["is_active"])
+            member_update(
+                membership=membership, role=form.cleaned_data["role"] or None, is_active=form.cleaned_data["is_active"]
+            )
         except ServiceError as exc:
             messages.error(request, exc.message)
         else:
@@ -128,8 +134,9 @@ class ApiKeysView(ClinicView):
     def post(self, request: HttpRequest) -> HttpResponse:
         form = ApiKeyForm(request.POST)
         if form.is_valid():
-            key, secret = api_key_create(name=form.cleaned_data["name"], scopes=form.cleaned_data["scopes"],
-                                         created_by=request.user)
+            key, secret = api_key_create(
+                name=form.cleaned_data["name"], scopes=form.cleaned_data["scopes"], created_by=request.user
+            )
             # Shown once on this response, never stored in clear or put in the session.
             response = self._render(request, ApiKeyForm(), new_key=key, new_secret=secret)
             response["Cache-Control"] = "no-store"
@@ -157,10 +164,17 @@ class AuditView(ClinicView):
         page = Paginator(audit_events(**filters), 50).get_page(request.GET.get("page"))
         query = request.GET.copy()
         query.pop("page", None)
-        return render(request, "clinics/audit.html", {
-            "form": form, "page": page, "query": query.urlencode(), "formats": EXPORT_FORMATS,
-            "outcomes": AuditOutcome,
-        })
+        return render(
+            request,
+            "clinics/audit.html",
+            {
+                "form": form,
+                "page": page,
+                "query": query.urlencode(),
+                "formats": EXPORT_FORMATS,
+                "outcomes": AuditOutcome,
+            },
+        )
 
 
 class AuditExportView(ClinicView):
@@ -169,5 +183,9 @@ class AuditExportView(ClinicView):
         if fmt not in EXPORT_FORMATS:
             return HttpResponseBadRequest("Unknown export format.")
         form, filters = _audit_filters(request)
-        return audit_export_response(events=audit_events(**filters), fmt=fmt, clinic_id=self.access.clinic.id,
-                                     filters={k: str(v) for k, v in filters.items()})
+        return audit_export_response(
+            events=audit_events(**filters),
+            fmt=fmt,
+            clinic_id=self.access.clinic.id,
+            filters={k: str(v) for k, v in filters.items()},
+        )

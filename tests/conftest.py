@@ -38,13 +38,16 @@ def build_clinic(slug: str, *, patient_name: str = "Zed") -> World:
     world = World(clinic=clinic)
     with clinic_scope(clinic.id):
         for role in Role:
-            m = services.member_add(email=f"{role.value}@{slug}.test", role=role, password=PASSWORD,
-                                    full_name=f"{slug} {role.label}")
+            m = services.member_add(
+                email=f"{role.value}@{slug}.test", role=role, password=PASSWORD, full_name=f"{slug} {role.label}"
+            )
             world.users[role.value] = m.user
             world.memberships[role.value] = m
         world.api_key, world.api_secret = services.api_key_create(name=f"{slug} PMS")
         world.patient = patient_create(
-            external_id=f"{slug}-0001", given_name="Marker", family_name=patient_name,
+            external_id=f"{slug}-0001",
+            given_name="Marker",
+            family_name=patient_name,
             date_of_birth=dt.date(1980, 5, 17),
         )
     return world

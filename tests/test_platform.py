@@ -25,8 +25,9 @@ PROD_ENV = {
 
 def _manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if k not in PROD_ENV and k != "DJANGO_SETTINGS_MODULE"}
-    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env={**base, **env},
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env={**base, **env}, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_production_passes_check_deploy_without_warnings() -> None:
@@ -44,8 +45,11 @@ def test_production_refuses_to_start_without_its_secrets(missing: str) -> None:
 
 
 def test_env_example_lists_every_production_variable() -> None:
-    names = {line.split("=", 1)[0] for line in (ROOT / ".env.example").read_text().splitlines()
-             if line and not line.startswith("#")}
+    names = {
+        line.split("=", 1)[0]
+        for line in (ROOT / ".env.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    }
     source = "\n".join(p.read_text() for p in (ROOT / "config" / "settings").glob("*.py"))
     import re
 
@@ -54,9 +58,11 @@ def test_env_example_lists_every_production_variable() -> None:
 
 
 def test_embedded_default_needs_no_services() -> None:
-    code = ("import django, json; django.setup(); from django.conf import settings as s; "
-            "print(json.dumps([s.DATABASES['default']['ENGINE'], s.CELERY_TASK_ALWAYS_EAGER, "
-            "s.STORAGES['default']['BACKEND'], s.CACHES['default']['BACKEND']]))")
+    code = (
+        "import django, json; django.setup(); from django.conf import settings as s; "
+        "print(json.dumps([s.DATABASES['default']['ENGINE'], s.CELERY_TASK_ALWAYS_EAGER, "
+        "s.STORAGES['default']['BACKEND'], s.CACHES['default']['BACKEND']]))"
+    )
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "STORAGE_S3_BUCKET")}
     env["DJANGO_SETTINGS_MODULE"] = "config.settings.local"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
@@ -81,8 +87,11 @@ def test_seed_demo_prints_the_documented_json_and_is_idempotent(db: object) -> N
         assert set(clinic["users"]) == {"staff", "dentist", "clinic_admin"}
         for creds in clinic["users"].values():
             assert set(creds) == {"email", "password", "totp_secret"}
-            login = Client().post("/api/v1/auth/token/", {"email": creds["email"], "password": creds["password"]},
-                                  content_type="application/json")
+            login = Client().post(
+                "/api/v1/auth/token/",
+                {"email": creds["email"], "password": creds["password"]},
+                content_type="application/json",
+            )
             assert login.status_code == 200 and login.json()["clinic"] == clinic["id"]
         api = Client(HTTP_AUTHORIZATION=f"Bearer {clinic['api_key']}")
         assert api.get("/api/v1/patients/").status_code == 200
@@ -98,12 +107,23 @@ def test_schema_is_openapi_3_and_covers_the_api(db: object) -> None:
     assert response.status_code == 200
     schema = json.loads(response.content)
     assert schema["openapi"].startswith("3.")
-    for path in ("/api/v1/patients/", "/api/v1/patients/{id}/", "/api/v1/auth/token/", "/api/v1/audit-events/",
-                 "/api/v1/audit-events/export"):
+    for path in (
+        "/api/v1/patients/",
+        "/api/v1/patients/{id}/",
+        "/api/v1/auth/token/",
+        "/api/v1/audit-events/",
+        "/api/v1/audit-events/export",
+    ):
         assert path in schema["paths"], path
 
 
 def test_schema_generation_has_no_warnings() -> None:
-    result = _manage("spectacular", "--validate", "--fail-on-warn", "--file", os.devnull,
-                     env={"DJANGO_SETTINGS_MODULE": "config.settings.test"})
+    result = _manage(
+        "spectacular",
+        "--validate",
+        "--fail-on-warn",
+        "--file",
+        os.devnull,
+        env={"DJANGO_SETTINGS_MODULE": "config.settings.test"},
+    )
     assert result.returncode == 0, result.stderr

@@ -54,8 +54,11 @@ class BearerAuthentication(authentication.BaseAuthentication):
             if token is not None:
                 return token.user, token
         audit.record(
-            action="auth.token.rejected", clinic_id=None, outcome=AuditOutcome.DENIED,
-            actor=context.Actor(), details={"kind": raw[:3] if raw[:3] in (API_KEY_PREFIX, USER_TOKEN_PREFIX) else "?"},
+            action="auth.token.rejected",
+            clinic_id=None,
+            outcome=AuditOutcome.DENIED,
+            actor=context.Actor(),
+            details={"kind": raw[:3] if raw[:3] in (API_KEY_PREFIX, USER_TOKEN_PREFIX) else "?"},
         )
         raise exceptions.AuthenticationFailed("Invalid, expired or revoked token.")
 

@@ -1,7 +1,7 @@
 """Base classes of every API view: they own authentication-to-clinic resolution and scoping.
 
-Subclasses may not override ``initial``, ``dispatch`` or ``perform_authentication`` (enforced at class creation), so no view
-can skip entering the clinic scope taken from the authenticated identity.
+Subclasses may not override ``initial``, ``dispatch`` or ``perform_authentication`` (enforced at
+class creation), so no view can skip entering the clinic scope taken from the authenticated identity.
 """
 
 from __future__ import annotations

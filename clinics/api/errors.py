@@ -50,5 +50,3 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         details = {"retry_after_seconds": int(exc.wait)}
     response.data = error_body(code, message, details)
     return response
-
-

@@ -33,7 +33,21 @@ class AuditEventOutput(serializers.ModelSerializer):
     class Meta:
         model = AuditEvent
         fields = [
-            "id", "chain", "seq", "created_at", "action", "outcome", "actor", "actor_user", "actor_api_key",
-            "object_type", "object_id", "ip", "request_id", "details", "prev_hash", "hash",
+            "id",
+            "chain",
+            "seq",
+            "created_at",
+            "action",
+            "outcome",
+            "actor",
+            "actor_user",
+            "actor_api_key",
+            "object_type",
+            "object_id",
+            "ip",
+            "request_id",
+            "details",
+            "prev_hash",
+            "hash",
         ]
         read_only_fields = fields

@@ -24,8 +24,11 @@ def record_failed_login(email: str, reason: str) -> None:
     user = User.objects.filter(email__iexact=email.strip()).first()
     membership = memberships_of(user).first() if user else None
     audit.record(
-        action="auth.login.failed", clinic_id=membership.clinic_id if membership else None,
-        outcome=AuditOutcome.DENIED, actor=context.Actor(user=user), details={"reason": reason},
+        action="auth.login.failed",
+        clinic_id=membership.clinic_id if membership else None,
+        outcome=AuditOutcome.DENIED,
+        actor=context.Actor(user=user),
+        details={"reason": reason},
     )
 
 
@@ -37,7 +40,9 @@ class TokenView(ClinicAPIView):
     def get_authenticate_header(self, request: Request) -> str:
         return "Bearer"  # bad credentials are a 401, as on every other endpoint
 
-    @extend_schema(request=TokenInput, responses={200: TokenOutput, 401: OpenApiResponse(description="Bad credentials")})
+    @extend_schema(
+        request=TokenInput, responses={200: TokenOutput, 401: OpenApiResponse(description="Bad credentials")}
+    )
     def post(self, request: Request) -> Response:
         data = TokenInput(data=request.data)
         data.is_valid(raise_exception=True)
@@ -73,13 +78,17 @@ class AuditEventListView(ClinicGenericAPIView):
 class AuditEventExportView(ClinicAPIView):
     """The whole filtered trail as a CSV or JSON download; the export itself is audited."""
 
-    @extend_schema(parameters=[AuditExportInput], responses={(200, "text/csv"): OpenApiTypes.STR,
-                                                              (200, "application/json"): OpenApiTypes.OBJECT})
+    @extend_schema(
+        parameters=[AuditExportInput],
+        responses={(200, "text/csv"): OpenApiTypes.STR, (200, "application/json"): OpenApiTypes.OBJECT},
+    )
     def get(self, request: Request) -> Any:
         params = AuditExportInput(data=request.query_params)
         params.is_valid(raise_exception=True)
         filters = {k: v for k, v in params.validated_data.items() if k != "format"}
         return audit_export_response(
-            events=audit_events(**filters), fmt=params.validated_data["format"], clinic_id=request.access.clinic.id,
+            events=audit_events(**filters),
+            fmt=params.validated_data["format"],
+            clinic_id=request.access.clinic.id,
             filters={k: str(v) for k, v in filters.items()},
         )

@@ -102,6 +102,11 @@ CELERY_RESULT_BACKEND = None
 CELERY_TASK_ALWAYS_EAGER = not REDIS_URL
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_DEFAULT_QUEUE = "default"
+# Queue of each task, by task name (see config.celery.Queue): model inference goes to GPU workers.
+CELERY_TASK_ROUTES = {
+    "analysis.*": {"queue": "gpu"},
+    "clinics.*": {"queue": "default"},
+}
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"

@@ -36,8 +36,10 @@ def verify(*args: str) -> tuple[int, str]:
 @pytest.fixture
 def chain(db: object) -> list[AuditEvent]:
     clinic = clinic_create(name="Chain clinic", slug="chain")
-    events = [audit.record(action=f"test.event{i}", clinic_id=clinic.id, object_type="thing", object_id=i,
-                           details={"n": i}) for i in range(5)]
+    events = [
+        audit.record(action=f"test.event{i}", clinic_id=clinic.id, object_type="thing", object_id=i, details={"n": i})
+        for i in range(5)
+    ]
     return [AuditEvent.unscoped.get(pk=e.pk) for e in events]
 
 

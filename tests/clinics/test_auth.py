@@ -51,8 +51,9 @@ def test_failed_login_is_audited_and_says_nothing_specific(alice: World) -> None
 
 
 def test_login_redirect_refuses_other_hosts(alice: World) -> None:
-    response = Client().post(reverse("clinics:login"),
-                             {"email": "staff@alice.test", "password": PASSWORD, "next": "https://evil.example/"})
+    response = Client().post(
+        reverse("clinics:login"), {"email": "staff@alice.test", "password": PASSWORD, "next": "https://evil.example/"}
+    )
     assert response["Location"] == reverse("clinics:home")
 
 
@@ -66,8 +67,9 @@ def test_logout_ends_the_session_and_is_audited(alice: World) -> None:
 
 def test_token_endpoint_issues_short_lived_tokens(alice: World) -> None:
     client = Client()
-    response = client.post(reverse("api:token"), {"email": "dentist@alice.test", "password": PASSWORD},
-                           content_type="application/json")
+    response = client.post(
+        reverse("api:token"), {"email": "dentist@alice.test", "password": PASSWORD}, content_type="application/json"
+    )
     assert response.status_code == 200, response.content
     body = response.json()
     assert body["token"].startswith("dut_") and body["clinic"] == str(alice.clinic.id)
@@ -79,8 +81,11 @@ def test_token_endpoint_issues_short_lived_tokens(alice: World) -> None:
 
 
 def test_token_endpoint_rejects_bad_credentials_with_the_error_shape(alice: World) -> None:
-    response = Client().post(reverse("api:token"), {"email": "dentist@alice.test", "password": "nope-nope-nope"},
-                             content_type="application/json")
+    response = Client().post(
+        reverse("api:token"),
+        {"email": "dentist@alice.test", "password": "nope-nope-nope"},
+        content_type="application/json",
+    )
     assert response.status_code == 401
     assert response.json()["error"]["code"] == "authentication_failed"
     assert AuditEvent.unscoped.filter(action="auth.login.failed", clinic=alice.clinic).exists()

@@ -11,14 +11,22 @@ from ..conftest import PASSWORD, World, token_client, user_client
 
 def test_admin_adds_a_member_who_can_log_in(alice: World) -> None:
     admin = user_client(alice.users["clinic_admin"])
-    response = admin.post(reverse("clinics:members"), {"email": "New.Hygienist@Alice.test", "role": "staff",
-                                                       "password": "a-long-enough-passphrase", "full_name": "N H"})
+    response = admin.post(
+        reverse("clinics:members"),
+        {
+            "email": "New.Hygienist@Alice.test",
+            "role": "staff",
+            "password": "a-long-enough-passphrase",
+            "full_name": "N H",
+        },
+    )
     assert response.status_code == 302
     with clinic_scope(alice.clinic.id):
         membership = Membership.objects.get(user__email="new.hygienist@alice.test")
     assert membership.role == Role.STAFF
-    login = Client().post(reverse("clinics:login"), {"email": "new.hygienist@alice.test",
-                                                     "password": "a-long-enough-passphrase"})
+    login = Client().post(
+        reverse("clinics:login"), {"email": "new.hygienist@alice.test", "password": "a-long-enough-passphrase"}
+    )
     assert login.status_code == 302
     assert AuditEvent.unscoped.filter(action="member.add", object_id=str(membership.pk)).exists()
 
@@ -26,8 +34,9 @@ def test_admin_adds_a_member_who_can_log_in(alice: World) -> None:
 def test_weak_passwords_are_refused(alice: World) -> None:
     admin = user_client(alice.users["clinic_admin"])
     for weak in ("short1", "password1234", "123456789012"):
-        response = admin.post(reverse("clinics:members"), {"email": "weak@alice.test", "role": "staff",
-                                                           "password": weak})
+        response = admin.post(
+            reverse("clinics:members"), {"email": "weak@alice.test", "role": "staff", "password": weak}
+        )
         assert response.status_code == 400, weak
     with clinic_scope(alice.clinic.id):
         assert not Membership.objects.filter(user__email="weak@alice.test").exists()
@@ -63,7 +72,7 @@ def test_api_key_is_shown_once_stored_hashed_and_revocable(alice: World) -> None
     assert response.status_code == 200 and response["Cache-Control"] == "no-store"
     html = response.content.decode()
     start = html.index("dsk_")
-    secret = html[start:html.index("<", start)].strip()
+    secret = html[start : html.index("<", start)].strip()
     with clinic_scope(alice.clinic.id):
         key = ApiKey.objects.get(name="Imaging bridge")
     assert key.scopes == ["patient.view"] and secret not in key.secret_hash

@@ -34,8 +34,9 @@ def test_scope_only_sees_its_own_clinic(alice: World, bob: World) -> None:
 def test_rows_of_another_clinic_cannot_be_written(alice: World, bob: World) -> None:
     with clinic_scope(bob.clinic.id):
         with pytest.raises(TenantScopeError):
-            Patient.objects.create(clinic=alice.clinic, external_id="x", given_name="a", family_name="b",
-                                   date_of_birth="2000-01-01")
+            Patient.objects.create(
+                clinic=alice.clinic, external_id="x", given_name="a", family_name="b", date_of_birth="2000-01-01"
+            )
         patient = Patient.unscoped.get(pk=alice.patient.pk)  # explicit escape hatch
         patient.family_name = "Changed"
         with pytest.raises(TenantScopeError):
@@ -59,8 +60,11 @@ def test_cross_clinic_object_answers_404_like_a_missing_one(method: str, alice: 
         theirs = getattr(client, method)(url, {"family_name": "Hacked"}, format="json")
         nothing = getattr(client, method)(missing, {"family_name": "Hacked"}, format="json")
         assert theirs.status_code == nothing.status_code == 404
-        assert theirs.json() == nothing.json() == {"error": {"code": "not_found", "message": "Not found.",
-                                                            "details": None}}
+        assert (
+            theirs.json()
+            == nothing.json()
+            == {"error": {"code": "not_found", "message": "Not found.", "details": None}}
+        )
     with clinic_scope(alice.clinic.id):
         assert Patient.objects.get(pk=alice.patient.pk).family_name == alice.patient.family_name
 
@@ -75,12 +79,23 @@ def test_own_object_with_an_unoffered_method_is_405(alice: World) -> None:
 def test_html_cross_clinic_detail_is_404(alice: World, bob: World) -> None:
     client = user_client(bob.users["clinic_admin"])
     assert client.get(reverse("patients:detail", kwargs={"pk": alice.patient.pk})).status_code == 404
-    response = client.post(reverse("patients:detail", kwargs={"pk": alice.patient.pk}),
-                           {"external_id": "x", "given_name": "x", "family_name": "Hacked",
-                            "date_of_birth": "2000-01-01", "sex": "unknown"})
+    response = client.post(
+        reverse("patients:detail", kwargs={"pk": alice.patient.pk}),
+        {
+            "external_id": "x",
+            "given_name": "x",
+            "family_name": "Hacked",
+            "date_of_birth": "2000-01-01",
+            "sex": "unknown",
+        },
+    )
     assert response.status_code == 404
-    assert client.post(reverse("clinics:member-update", kwargs={"pk": alice.memberships["dentist"].pk}),
-                       {"role": "clinic_admin"}).status_code == 404
+    assert (
+        client.post(
+            reverse("clinics:member-update", kwargs={"pk": alice.memberships["dentist"].pk}), {"role": "clinic_admin"}
+        ).status_code
+        == 404
+    )
     assert Membership.unscoped.get(pk=alice.memberships["dentist"].pk).role == Role.DENTIST
 
 
@@ -92,13 +107,23 @@ def test_clinic_cannot_be_chosen_by_request_data(alice: World, bob: World) -> No
     assert alice.patient.family_name.encode() not in response.content
     from tests.conftest import PASSWORD
 
-    response = key_client(bob).post(reverse("api:token"), {"email": bob.users["staff"].email, "password": PASSWORD,
-                                                           "clinic": str(alice.clinic.id)}, format="json")
+    response = key_client(bob).post(
+        reverse("api:token"),
+        {"email": bob.users["staff"].email, "password": PASSWORD, "clinic": str(alice.clinic.id)},
+        format="json",
+    )
     assert response.status_code == 401
     created = token_client(bob, "staff").post(
         reverse("api:patient-list"),
-        {"external_id": "n1", "given_name": "N", "family_name": "N", "date_of_birth": "2001-02-03",
-         "clinic": str(alice.clinic.id)}, format="json")
+        {
+            "external_id": "n1",
+            "given_name": "N",
+            "family_name": "N",
+            "date_of_birth": "2001-02-03",
+            "clinic": str(alice.clinic.id),
+        },
+        format="json",
+    )
     assert created.status_code == 201
     assert Patient.unscoped.get(pk=created.json()["id"]).clinic_id == bob.clinic.id
 

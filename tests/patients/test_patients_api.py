@@ -39,11 +39,13 @@ def test_validation_errors_use_the_error_shape(alice: World) -> None:
 
 
 def test_duplicate_external_id_is_409_and_other_clinics_may_reuse_it(alice: World, bob: World) -> None:
-    response = token_client(alice, "staff").post(reverse("api:patient-list"), {**NEW, "external_id": "alice-0001"},
-                                                  format="json")
+    response = token_client(alice, "staff").post(
+        reverse("api:patient-list"), {**NEW, "external_id": "alice-0001"}, format="json"
+    )
     assert response.status_code == 409 and response.json()["error"]["code"] == "duplicate_external_id"
-    response = token_client(bob, "staff").post(reverse("api:patient-list"), {**NEW, "external_id": "alice-0001"},
-                                               format="json")
+    response = token_client(bob, "staff").post(
+        reverse("api:patient-list"), {**NEW, "external_id": "alice-0001"}, format="json"
+    )
     assert response.status_code == 201
 
 
@@ -52,8 +54,9 @@ def test_list_is_paginated_and_searchable(alice: World, bob: World) -> None:
 
     with clinic_scope(alice.clinic.id):
         for i in range(7):
-            patient_create(external_id=f"P{i}", given_name="G", family_name=f"Fam{i}",
-                           date_of_birth=dt.date(2000, 1, 1))
+            patient_create(
+                external_id=f"P{i}", given_name="G", family_name=f"Fam{i}", date_of_birth=dt.date(2000, 1, 1)
+            )
     client = token_client(alice, "dentist")
     page = client.get(reverse("api:patient-list"), {"page_size": 3}).json()
     assert page["count"] == 8 and len(page["results"]) == 3 and page["next"]

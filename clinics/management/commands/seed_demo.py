@@ -62,8 +62,7 @@ class Command(BaseCommand):
                 user = User.objects.filter(email=email).first()
                 membership = Membership.objects.filter(user=user).first() if user else None
                 if membership is None:
-                    services.member_add(email=email, role=role, password=password,
-                                        full_name=f"Demo {role.label}")
+                    services.member_add(email=email, role=role, password=password, full_name=f"Demo {role.label}")
                 else:
                     if membership.role != role or not membership.is_active:
                         services.member_update(membership=membership, role=role, is_active=True)

@@ -1,0 +1,41 @@
+# Two commands on a fresh machine:  `make run`  and  `make test`.
+# Each creates the virtual environment (.venv) and installs what it needs on first use.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+
+.PHONY: run test install lint check-migrations clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev,ml]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Start the platform on embedded defaults (SQLite, local storage, no broker) with demo clinics.
+run: $(STAMP)
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py seed_demo
+	@echo ""
+	@echo "DentalScan is starting at http://$(HOST):$(PORT)/  (log in with a demo account above)"
+	@echo ""
+	$(PY) manage.py runserver $(HOST):$(PORT)
+
+## Run the whole suite: lint, migration check, tests (PostgreSQL/Redis when DATABASE_URL/REDIS_URL are set).
+test: $(STAMP) lint check-migrations
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+check-migrations: $(STAMP)
+	env -u DATABASE_URL $(PY) manage.py makemigrations --check --dry-run --settings=config.settings.test
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .ruff_cache

@@ -1,0 +1,69 @@
+"""A real Celery worker on Redis runs a clinic task inside that clinic's scope."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from clinics import audit
+from clinics.models import AuditEvent
+from clinics.services import clinic_create
+from clinics.tasks import audit_chain_verify_task
+
+from ..conftest import requires_postgres
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_task_runs_in_process_without_a_broker(db: object) -> None:
+    if settings.REDIS_URL:
+        pytest.skip("a broker is configured; the worker test below covers it")
+    clinic = clinic_create(name="Eager", slug="eager")
+    assert audit_chain_verify_task.delay(str(clinic.id)).get() == {"intact": True, "events": 1}
+    assert AuditEvent.unscoped.filter(clinic=clinic, action="audit.verify", outcome="success").exists()
+
+
+@requires_postgres
+@pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="needs Redis (set REDIS_URL); CI runs it")
+@pytest.mark.django_db(transaction=True)
+def test_real_worker_runs_the_task_in_the_clinics_scope() -> None:
+    clinic = clinic_create(name="Worker clinic", slug="worker")
+    audit.record(action="test.before", clinic_id=clinic.id)
+    db = connection.settings_dict
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings.test",
+        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+    }
+    from config.celery import app
+
+    app.control.purge()
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "default", "--pool", "solo",
+         "--without-heartbeat", "--without-gossip", "--without-mingle", "-l", "warning"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        message = audit_chain_verify_task.delay(str(clinic.id))
+        assert message.id
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            event = AuditEvent.unscoped.filter(clinic=clinic, action="audit.verify").first()
+            if event is not None:
+                break
+            assert worker.poll() is None, worker.stdout.read() if worker.stdout else ""
+            time.sleep(0.3)
+        else:
+            pytest.fail("the worker did not run the task within 60 s")
+        assert event.outcome == "success" and event.details == {"events": 2, "problem": None}
+        assert audit.verify_chain(audit.chain_key(clinic.id)).problem is None
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
