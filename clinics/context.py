@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 class Actor:
     user: User | None = None
     api_key: ApiKey | None = None
+    system: str = ""  # a command or task acting on its own, e.g. "seed_demo"
 
     @property
     def label(self) -> str:
@@ -25,7 +26,7 @@ class Actor:
             return self.user.email
         if self.api_key is not None:
             return f"api-key:{self.api_key.prefix}"
-        return ""
+        return f"system:{self.system}" if self.system else ""
 
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")

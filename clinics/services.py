@@ -13,9 +13,10 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
-from . import audit
-from .models import ApiKey, AuditChainHead, Clinic, Membership, Role, User, UserToken, normalize_email
+from . import audit, context
+from .models import ApiKey, AuditChainHead, AuditOutcome, Clinic, Membership, Role, User, UserToken, normalize_email
 from .permissions import API_KEY_DEFAULT_SCOPES, API_KEY_GRANTABLE
+from .selectors import memberships_of
 from .tenancy import require_clinic_id
 
 API_KEY_PREFIX = "dsk"
@@ -41,6 +42,19 @@ def _split_bearer(raw: str, kind: str) -> tuple[str, str] | None:
     if len(parts) != 3 or parts[0] != kind or not parts[1] or not parts[2]:
         return None
     return parts[1], parts[2]
+
+
+def login_failed_record(email: str, reason: str) -> None:
+    """Failed log-ins go to the chain of the account's clinic when it exists, else the global chain."""
+    user = User.objects.filter(email=normalize_email(email)).first()
+    membership = memberships_of(user).first() if user else None
+    audit.record(
+        action="auth.login.failed",
+        clinic_id=membership.clinic_id if membership else None,
+        outcome=AuditOutcome.DENIED,
+        actor=context.Actor(user=user),
+        details={"reason": reason},
+    )
 
 
 @transaction.atomic

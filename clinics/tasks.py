@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from . import audit
+from . import audit, context
 from .models import AuditOutcome
 from .tenancy import clinic_scope
 
@@ -10,6 +10,7 @@ from .tenancy import clinic_scope
 @shared_task(name="clinics.audit_chain_verify", soft_time_limit=600, time_limit=660)
 def audit_chain_verify_task(clinic_id: str) -> dict[str, object]:
     """Verify one clinic's audit chain in the background and record the result in that chain."""
+    context.actor_var.set(context.Actor(system="audit_chain_verify"))
     with clinic_scope(clinic_id) as scoped_id:
         report = audit.verify_chain(audit.chain_key(scoped_id))
         audit.record(

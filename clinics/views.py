@@ -11,14 +11,22 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 
+from patients.models import Patient
+
 from . import audit
 from .access import SESSION_CLINIC_KEY, access_for_user
-from .api.views import record_failed_login
 from .exports import EXPORT_FORMATS, audit_export_response
 from .forms import ApiKeyForm, AuditFilterForm, LoginForm, MemberAddForm, MemberUpdateForm
 from .models import ApiKey, AuditOutcome, Membership
 from .selectors import audit_events
-from .services import ServiceError, api_key_create, api_key_revoke, member_add, member_update
+from .services import (
+    ServiceError,
+    api_key_create,
+    api_key_revoke,
+    login_failed_record,
+    member_add,
+    member_update,
+)
 from .views_base import ClinicView
 
 
@@ -46,7 +54,7 @@ class LoginView(ClinicView):
                 if not url_has_allowed_host_and_scheme(next_url, {request.get_host()}, request.is_secure()):
                     next_url = ""
                 return redirect(next_url or "clinics:home")
-            record_failed_login(email, "bad_credentials" if user is None else "no_membership")
+            login_failed_record(email, "bad_credentials" if user is None else "no_membership")
             form.add_error(None, "Email or password is not correct, or the account has no active clinic.")
         return render(request, self.template_name, {"form": form, "next": next_url}, status=400)
 
@@ -70,8 +78,6 @@ class SwitchClinicView(ClinicView):
 
 class HomeView(ClinicView):
     def get(self, request: HttpRequest) -> HttpResponse:
-        from patients.models import Patient
-
         members = Membership.objects.filter(is_active=True).values("role").annotate(n=Count("id"))
         return render(
             request,

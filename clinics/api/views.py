@@ -9,27 +9,12 @@ from rest_framework import exceptions, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from .. import audit, context
 from ..access import access_for_user
 from ..exports import audit_export_response
-from ..models import AuditOutcome, User
-from ..selectors import audit_events, memberships_of
-from ..services import user_token_create
+from ..selectors import audit_events
+from ..services import login_failed_record, user_token_create
 from .base import ClinicAPIView, ClinicGenericAPIView
 from .serializers import AuditEventOutput, AuditExportInput, AuditFilterInput, TokenInput, TokenOutput
-
-
-def record_failed_login(email: str, reason: str) -> None:
-    """Failed log-ins go to the chain of the account's clinic when it exists, else the global chain."""
-    user = User.objects.filter(email__iexact=email.strip()).first()
-    membership = memberships_of(user).first() if user else None
-    audit.record(
-        action="auth.login.failed",
-        clinic_id=membership.clinic_id if membership else None,
-        outcome=AuditOutcome.DENIED,
-        actor=context.Actor(user=user),
-        details={"reason": reason},
-    )
 
 
 class TokenView(ClinicAPIView):
@@ -49,11 +34,11 @@ class TokenView(ClinicAPIView):
         email, password = data.validated_data["email"], data.validated_data["password"]
         user = authenticate(request._request, email=email, password=password)
         if user is None:
-            record_failed_login(email, "bad_credentials")
+            login_failed_record(email, "bad_credentials")
             raise exceptions.AuthenticationFailed("Email or password is not correct.")
         access = access_for_user(user, data.validated_data.get("clinic"))
         if access is None:
-            record_failed_login(email, "no_membership")
+            login_failed_record(email, "no_membership")
             raise exceptions.AuthenticationFailed("This account has no active membership for that clinic.")
         token, raw = user_token_create(user=user, clinic=access.clinic)
         return Response(

@@ -1,12 +1,18 @@
 """Embedded default for a developer's machine or a demo: no services needed."""
 
+import secrets
+
 from .base import *  # noqa: F403
 from .base import VAR_DIR, env_bool
 
 DEBUG = env_bool("DEBUG", True)
-# Development only; production refuses to start without its own secret.
-SECRET_KEY = "django-insecure-local-development-key-not-for-production-use-0123456789"  # noqa: S105
 VAR_DIR.mkdir(parents=True, exist_ok=True)
+# A random key per installation, kept under var/ (never committed); production reads SECRET_KEY.
+_secret_file = VAR_DIR / "secret_key"
+if not _secret_file.exists():
+    _secret_file.write_text(secrets.token_urlsafe(50))
+    _secret_file.chmod(0o600)
+SECRET_KEY = _secret_file.read_text().strip()
 
 # Serve static files straight from the app folders; no collectstatic needed.
 STATIC_ROOT = None

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 
 import pytest
@@ -136,3 +137,22 @@ def test_policy_invariants_of_the_permission_map() -> None:
         assert ROLE_PERMISSIONS[perm] == {Role.CLINIC_ADMIN}, perm
         assert perm not in API_KEY_GRANTABLE
     assert all(p.startswith("patient.") for p in API_KEY_GRANTABLE)
+
+
+def test_views_cannot_opt_out_of_scoping() -> None:
+    from clinics.api.base import ClinicAPIView
+    from clinics.views_base import ClinicView
+
+    with pytest.raises(TypeError, match="dispatch"):
+        type("Sneaky", (ClinicView,), {"dispatch": lambda self, request: None})
+    for name in ("dispatch", "initial", "perform_authentication"):
+        with pytest.raises(TypeError, match=name):
+            type("SneakyApi", (ClinicAPIView,), {name: lambda self, request: None, "__module__": "patients.api"})
+
+
+def test_a_task_without_a_clinic_scope_fails(alice: World) -> None:
+    """Background code must enter a clinic explicitly; forgetting it is an error, not a leak."""
+    from patients.services import patient_create
+
+    with pytest.raises(TenantScopeError):
+        patient_create(external_id="t1", given_name="T", family_name="T", date_of_birth=dt.date(2000, 1, 1))

@@ -16,7 +16,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from clinics import services
+from clinics import context, services
 from clinics.models import ApiKey, Clinic, Membership, Role, User
 from clinics.permissions import API_KEY_DEFAULT_SCOPES
 from clinics.tenancy import clinic_scope
@@ -42,6 +42,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         if not getattr(settings, "DEMO_DATA_ALLOWED", False):
             raise CommandError("seed_demo refuses to run with production settings: demo data only.")
+        context.actor_var.set(context.Actor(system="seed_demo"))
         result = {"clinics": [self._seed_clinic(slug, name) for slug, name in DEMO_CLINICS]}
         if options["json"]:
             self.stdout.write(json.dumps(result))
