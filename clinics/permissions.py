@@ -25,6 +25,10 @@ ROLE_PERMISSIONS: Final[dict[str, frozenset[str]]] = {
     "patient.view": ALL_ROLES,
     "patient.create": ALL_ROLES,
     "patient.update": ALL_ROLES,
+    "patient.export": frozenset({ADMIN}),
+    "patient.erase": frozenset({ADMIN}),
+    "image.upload": ALL_ROLES,
+    "image.view": ALL_ROLES,
     "member.view": frozenset({ADMIN}),
     "member.manage": frozenset({ADMIN}),
     "apikey.manage": frozenset({ADMIN}),
@@ -33,7 +37,7 @@ ROLE_PERMISSIONS: Final[dict[str, frozenset[str]]] = {
 }
 
 # What a clinic API key (a third-party system) may be granted; never member or audit management.
-API_KEY_GRANTABLE: Final = frozenset({"patient.view", "patient.create", "patient.update"})
+API_KEY_GRANTABLE: Final = frozenset({"patient.view", "patient.create", "patient.update", "image.upload", "image.view"})
 API_KEY_DEFAULT_SCOPES: Final = sorted(API_KEY_GRANTABLE)
 
 # URL name -> {method: permission}. "GET" also covers HEAD and OPTIONS.
@@ -51,12 +55,20 @@ ROUTE_PERMISSIONS: Final[dict[str, dict[str, str]]] = {
     "clinics:audit-export": {"GET": "audit.export"},
     "patients:list": {"GET": "patient.view", "POST": "patient.create"},
     "patients:detail": {"GET": "patient.view", "POST": "patient.update"},
+    "patients:upload": {"GET": "image.upload"},
+    "patients:export": {"POST": "patient.export"},
+    "patients:erase": {"POST": "patient.erase"},
+    "patients:image": {"GET": "image.view"},
     # API
     "api:schema": {"GET": PUBLIC},
     "api:docs": {"GET": MEMBER},
     "api:token": {"POST": PUBLIC},
     "api:patient-list": {"GET": "patient.view", "POST": "patient.create"},
-    "api:patient-detail": {"GET": "patient.view", "PATCH": "patient.update"},
+    "api:patient-detail": {"GET": "patient.view", "PATCH": "patient.update", "DELETE": "patient.erase"},
+    "api:patient-export": {"GET": "patient.export"},
+    "api:patient-image-list": {"GET": "image.view", "POST": "image.upload"},
+    "api:image-detail": {"GET": "image.view"},
+    "api:image-file": {"GET": "image.view"},
     "api:audit-event-list": {"GET": "audit.view"},
     "api:audit-event-export": {"GET": "audit.export"},
 }

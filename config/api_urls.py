@@ -14,6 +14,10 @@ urlpatterns = [
     path("auth/token/", clinic_api.TokenView.as_view(), name="token"),
     path("patients/", patient_api.PatientListView.as_view(), name="patient-list"),
     path("patients/<uuid:pk>/", patient_api.PatientDetailView.as_view(), name="patient-detail"),
+    path("patients/<uuid:pk>/export", patient_api.PatientExportView.as_view(), name="patient-export"),
+    path("patients/<uuid:pk>/images/", patient_api.PatientImageListView.as_view(), name="patient-image-list"),
+    path("images/<uuid:pk>/", patient_api.ImageDetailView.as_view(), name="image-detail"),
+    path("images/<uuid:pk>/file", patient_api.ImageFileView.as_view(), name="image-file"),
     path("audit-events/", clinic_api.AuditEventListView.as_view(), name="audit-event-list"),
     path("audit-events/export", clinic_api.AuditEventExportView.as_view(), name="audit-event-export"),
 ]

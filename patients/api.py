@@ -1,16 +1,22 @@
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from typing import Any
+
+from django.http import HttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import serializers, status
+from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from clinics import audit
 from clinics.api.base import ClinicGenericAPIView
 
-from .models import Patient, Sex
-from .selectors import patient_list
-from .services import patient_create, patient_update
+from .intake import IntakeError
+from .models import Image, Modality, Patient, Sex
+from .selectors import image_get, patient_get, patient_identity, patient_list
+from .services import image_ingest, image_read, patient_create, patient_erase, patient_export, patient_update
 
 
 class PatientCreateInput(serializers.Serializer):
@@ -36,21 +42,81 @@ class PatientOutput(serializers.Serializer):
     family_name = serializers.CharField()
     date_of_birth = serializers.DateField()
     sex = serializers.CharField()
+    legal_hold = serializers.BooleanField()
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
+
+    def to_representation(self, patient: Patient) -> dict[str, Any]:
+        identity = patient_identity(patient)
+        return super().to_representation(
+            {
+                "id": patient.pk,
+                "external_id": identity.external_id,
+                "given_name": identity.given_name,
+                "family_name": identity.family_name,
+                "date_of_birth": identity.date_of_birth,
+                "sex": patient.sex,
+                "legal_hold": patient.legal_hold,
+                "created_at": patient.created_at,
+                "updated_at": patient.updated_at,
+            }
+        )
+
+
+class AnalysisSummary(serializers.Serializer):
+    id = serializers.UUIDField()
+    status = serializers.CharField()
+
+
+class ImageOutput(serializers.Serializer):
+    id = serializers.UUIDField()
+    patient = serializers.UUIDField(source="patient_id")
+    visit = serializers.UUIDField(source="visit_id")
+    modality = serializers.CharField()
+    width = serializers.IntegerField()
+    height = serializers.IntegerField()
+    bit_depth = serializers.IntegerField()
+    original_format = serializers.CharField()
+    sha256 = serializers.CharField()
+    size_bytes = serializers.IntegerField()
+    uploaded_at = serializers.DateTimeField()
+    file = serializers.SerializerMethodField()
+    analysis = serializers.SerializerMethodField()
+
+    def get_file(self, image: Image) -> str:
+        return f"/api/v1/images/{image.pk}/file"
+
+    @extend_schema_field(AnalysisSummary(allow_null=True))
+    def get_analysis(self, image: Image) -> dict[str, Any] | None:
+        # Analysis jobs arrive with the review issue; until then an upload has no analysis.
+        return None
+
+
+class ImageUploadInput(serializers.Serializer):
+    file = serializers.FileField(allow_empty_file=True, use_url=False)
+    modality = serializers.ChoiceField(choices=Modality.choices)
+    visit = serializers.UUIDField(required=False)
+
+
+def intake_error_response(exc: IntakeError) -> Response:
+    from clinics.api.errors import error_body
+
+    return Response(error_body(exc.code, exc.message), status=exc.status)
 
 
 class PatientListView(ClinicGenericAPIView):
     serializer_class = PatientOutput
 
     @extend_schema(
-        parameters=[OpenApiParameter("search", str, description="External id (exact) or part of a name")],
+        parameters=[OpenApiParameter("search", str, description="Practice id or a given or family name (exact)")],
         responses=PatientOutput(many=True),
     )
     def get(self, request: Request) -> Response:
         page = self.paginate_queryset(patient_list(search=request.query_params.get("search", "")))
         audit.record(
-            action="patient.list", clinic_id=request.access.clinic.id, object_type="patient",
+            action="patient.list",
+            clinic_id=request.access.clinic.id,
+            object_type="patient",
             details={"ids": [str(p.id) for p in page], "searched": bool(request.query_params.get("search"))},
         )
         return self.get_paginated_response(PatientOutput(page, many=True).data)
@@ -63,17 +129,25 @@ class PatientListView(ClinicGenericAPIView):
         return Response(PatientOutput(patient).data, status=status.HTTP_201_CREATED)
 
 
-class PatientDetailView(ClinicGenericAPIView):
-    serializer_class = PatientOutput
+class PatientObjectMixin:
+    def get_object(self) -> Patient:
+        try:
+            return patient_get(self.kwargs["pk"])
+        except Patient.DoesNotExist as exc:
+            from django.http import Http404
 
-    def get_queryset(self):  # noqa: ANN201 - scoped manager: another clinic's id is a 404
-        return Patient.objects.all()
+            raise Http404 from exc
+
+
+class PatientDetailView(PatientObjectMixin, ClinicGenericAPIView):
+    serializer_class = PatientOutput
 
     @extend_schema(responses=PatientOutput)
     def get(self, request: Request, pk: str) -> Response:
         patient = self.get_object()
-        audit.record(action="patient.view", clinic_id=request.access.clinic.id, object_type="patient",
-                     object_id=patient.id)
+        audit.record(
+            action="patient.view", clinic_id=request.access.clinic.id, object_type="patient", object_id=patient.id
+        )
         return Response(PatientOutput(patient).data)
 
     @extend_schema(request=PatientUpdateInput, responses=PatientOutput)
@@ -83,3 +157,124 @@ class PatientDetailView(ClinicGenericAPIView):
         data.is_valid(raise_exception=True)
         patient = patient_update(patient=patient, **data.validated_data)
         return Response(PatientOutput(patient).data)
+
+    @extend_schema(
+        description="Erase the patient (GDPR Art. 17): clinic admins only; 409 under legal hold.",
+        responses={204: None, 409: OpenApiResponse(description="Legal hold")},
+    )
+    def delete(self, request: Request, pk: str) -> Response:
+        patient_erase(patient=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class PatientExportView(PatientObjectMixin, ClinicGenericAPIView):
+    @extend_schema(
+        description="Everything held about one patient as a zip (clinic admins only).",
+        responses={(200, "application/zip"): OpenApiTypes.BINARY},
+    )
+    def get(self, request: Request, pk: str) -> HttpResponse:
+        patient = self.get_object()
+        response = HttpResponse(patient_export(patient=patient), content_type="application/zip")
+        response["Content-Disposition"] = f'attachment; filename="patient-{patient.pk}.zip"'
+        response["Cache-Control"] = "no-store"
+        return response
+
+
+class PatientImageListView(PatientObjectMixin, ClinicGenericAPIView):
+    parser_classes = [MultiPartParser]
+    serializer_class = ImageOutput
+
+    @extend_schema(responses=ImageOutput(many=True))
+    def get(self, request: Request, pk: str) -> Response:
+        patient = self.get_object()
+        page = self.paginate_queryset(Image.objects.filter(patient=patient).order_by("uploaded_at"))
+        audit.record(
+            action="image.list",
+            clinic_id=request.access.clinic.id,
+            object_type="patient",
+            object_id=patient.pk,
+            details={"ids": [str(i.pk) for i in page]},
+        )
+        return self.get_paginated_response(ImageOutput(page, many=True).data)
+
+    @extend_schema(
+        request=ImageUploadInput,
+        responses={
+            201: ImageOutput,
+            400: OpenApiResponse(description="Rejected file: error code and message, nothing stored"),
+            413: OpenApiResponse(description="File too large"),
+            415: OpenApiResponse(description="Unsupported format"),
+        },
+    )
+    def post(self, request: Request, pk: str) -> Response:
+        patient = self.get_object()
+        fields = request.data  # parses the body; the upload handler flags an oversized file
+        if getattr(request._request, "upload_too_large", False):
+            exc = IntakeError("file_too_large", "The file is larger than the upload limit.", 413)
+            audit.record(
+                action="image.rejected",
+                clinic_id=request.access.clinic.id,
+                object_type="patient",
+                object_id=patient.pk,
+                outcome="denied",
+                details={"code": exc.code},
+            )
+            return intake_error_response(exc)
+        data = ImageUploadInput(data=fields)
+        data.is_valid(raise_exception=True)
+        upload = data.validated_data["file"]
+        try:
+            image = image_ingest(
+                patient=patient,
+                stream=upload,
+                filename=upload.name,
+                size=upload.size,
+                modality=data.validated_data["modality"],
+                visit_id=data.validated_data.get("visit"),
+            )
+        except IntakeError as exc:
+            audit.record(
+                action="image.rejected",
+                clinic_id=request.access.clinic.id,
+                object_type="patient",
+                object_id=patient.pk,
+                outcome="denied",
+                details={"code": exc.code},
+            )
+            return intake_error_response(exc)
+        return Response(ImageOutput(image).data, status=status.HTTP_201_CREATED)
+
+
+class ImageDetailView(ClinicGenericAPIView):
+    serializer_class = ImageOutput
+
+    def get_object(self) -> Image:
+        try:
+            return image_get(self.kwargs["pk"])
+        except Image.DoesNotExist as exc:
+            from django.http import Http404
+
+            raise Http404 from exc
+
+    @extend_schema(responses=ImageOutput)
+    def get(self, request: Request, pk: str) -> Response:
+        image = self.get_object()
+        audit.record(
+            action="image.metadata", clinic_id=request.access.clinic.id, object_type="image", object_id=image.pk
+        )
+        return Response(ImageOutput(image).data)
+
+
+class ImageFileView(ImageDetailView):
+    @extend_schema(
+        parameters=[OpenApiParameter("variant", str, enum=["original", "preview", "thumbnail"])],
+        responses={(200, "image/png"): OpenApiTypes.BINARY},
+    )
+    def get(self, request: Request, pk: str) -> HttpResponse:
+        image = self.get_object()
+        variant = request.query_params.get("variant", "original")
+        data = image_read(image=image, variant=variant)
+        response = HttpResponse(data, content_type="image/png" if variant == "original" else "image/jpeg")
+        response["Cache-Control"] = "no-store"
+        response["Content-Disposition"] = f'inline; filename="{image.pk}.{"png" if variant == "original" else "jpg"}"'
+        return response

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import uuid
 
+from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
@@ -15,24 +16,120 @@ class Sex(models.TextChoices):
     UNKNOWN = "unknown", "Unknown"
 
 
+class Modality(models.TextChoices):
+    PHOTO = "photo", "Intraoral photo"
+    XRAY = "xray", "X-ray"
+
+
 class Patient(ClinicScopedModel):
-    """A patient of one clinic. ``external_id`` is the practice system's id, unique per clinic."""
+    """A patient of one clinic.
+
+    The identifying fields (practice id, names, date of birth) exist only inside ``identity``,
+    encrypted with the patient's own data key (see ``patients.crypto``); exact-match search and the
+    per-clinic uniqueness of the practice id use keyed blind indexes. Read them through
+    ``patients.selectors.patient_identity``.
+    """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    external_id = models.CharField(max_length=64)
-    given_name = models.CharField(max_length=100)
-    family_name = models.CharField(max_length=100)
-    date_of_birth = models.DateField()
+    identity = models.BinaryField(editable=False, default=bytes)
+    external_id_index = models.CharField(max_length=64, editable=False, default="")
+    family_name_index = models.CharField(max_length=64, editable=False, default="")
+    given_name_index = models.CharField(max_length=64, editable=False, default="")
     sex = models.CharField(max_length=10, choices=Sex.choices, default=Sex.UNKNOWN)
+    legal_hold = models.BooleanField(default=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(default=timezone.now)
 
     class Meta(ClinicScopedModel.Meta):
         constraints = [
-            models.UniqueConstraint(fields=["clinic", "external_id"], name="patient_clinic_external_id_unique")
+            models.UniqueConstraint(fields=["clinic", "external_id_index"], name="patient_clinic_external_id_unique")
         ]
-        indexes = [models.Index(fields=["clinic", "family_name"])]
+        indexes = [
+            models.Index(fields=["clinic", "family_name_index"]),
+            models.Index(fields=["clinic", "given_name_index"]),
+            models.Index(fields=["clinic", "-created_at"]),
+        ]
 
     def __str__(self) -> str:
         # Never the name: objects are printed in logs and error reports.
         return f"Patient {self.id}"
+
+
+class DataKey(ClinicScopedModel):
+    """A data key wrapped by a master key: the clinic's (``patient`` empty) or one patient's.
+
+    Deleting a patient deletes their key, which crypto-shreds every copy of their ciphertext."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    patient = models.ForeignKey(Patient, on_delete=models.CASCADE, null=True, blank=True, related_name="data_keys")
+    wrapped = models.BinaryField()
+    master_key_id = models.CharField(max_length=64)
+    created_at = models.DateTimeField(default=timezone.now)
+    rotated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta(ClinicScopedModel.Meta):
+        constraints = [
+            models.UniqueConstraint(fields=["patient"], name="datakey_one_per_patient"),
+            models.UniqueConstraint(
+                fields=["clinic"], condition=models.Q(patient__isnull=True), name="datakey_one_per_clinic"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"DataKey {self.id} ({'patient' if self.patient_id else 'clinic'})"
+
+
+class Visit(ClinicScopedModel):
+    """The images of one appointment."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="visits")
+    visit_date = models.DateField(default=timezone.localdate)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta(ClinicScopedModel.Meta):
+        ordering = ["-visit_date", "-created_at"]
+
+    def __str__(self) -> str:
+        return f"Visit {self.id} on {self.visit_date}"
+
+
+class Image(ClinicScopedModel):
+    """A sanitised scan. Its pixels (a PNG rebuilt from pixels only), preview and thumbnail are
+    stored as separate encrypted blobs; ``sha256`` is the digest of the sanitised PNG and is
+    checked on every read."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="images")
+    visit = models.ForeignKey(Visit, on_delete=models.CASCADE, related_name="images")
+    modality = models.CharField(max_length=10, choices=Modality.choices)
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    mode = models.CharField(max_length=8)
+    bit_depth = models.PositiveSmallIntegerField()
+    original_format = models.CharField(max_length=10)
+    window_low = models.IntegerField(null=True, blank=True)
+    window_high = models.IntegerField(null=True, blank=True)
+    sha256 = models.CharField(max_length=64)
+    size_bytes = models.PositiveIntegerField()
+    display_name = models.BinaryField(editable=False)  # the uploaded file's (sanitised) name, encrypted
+    original_key = models.CharField(max_length=64, editable=False)
+    preview_key = models.CharField(max_length=64, editable=False)
+    thumbnail_key = models.CharField(max_length=64, editable=False)
+    uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, related_name="+")
+    uploaded_by_api_key = models.ForeignKey(
+        "clinics.ApiKey", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    uploaded_at = models.DateTimeField(default=timezone.now)
+
+    class Meta(ClinicScopedModel.Meta):
+        ordering = ["uploaded_at"]
+        indexes = [models.Index(fields=["clinic", "patient", "uploaded_at"])]
+
+    def __str__(self) -> str:
+        return f"Image {self.id} ({self.modality})"
+
+    @property
+    def blob_keys(self) -> dict[str, str]:
+        return {"original": self.original_key, "preview": self.preview_key, "thumbnail": self.thumbnail_key}

@@ -1,16 +1,82 @@
+"""Reads for patients, visits and images. All queries run in the clinic scope of the caller."""
+
 from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
 
 from django.db.models import Q, QuerySet
 
-from .models import Patient
+from . import crypto
+from .keys import clinic_key, patient_key
+from .models import Image, Patient, Visit
+
+
+@dataclass(frozen=True)
+class PatientIdentity:
+    external_id: str
+    given_name: str
+    family_name: str
+    date_of_birth: dt.date
+
+
+def identity_aad(patient_id: object) -> bytes:
+    return f"patient:{patient_id}".encode()
+
+
+def decode_identity(data: bytes) -> PatientIdentity:
+    raw = json.loads(data)
+    return PatientIdentity(
+        external_id=raw["external_id"],
+        given_name=raw["given_name"],
+        family_name=raw["family_name"],
+        date_of_birth=dt.date.fromisoformat(raw["date_of_birth"]),
+    )
+
+
+def patient_identity(patient: Patient) -> PatientIdentity:
+    """Decrypt (once per instance) the identifying fields of a patient."""
+    cached = getattr(patient, "_identity", None)
+    if cached is None:
+        plaintext = crypto.decrypt(patient_key(patient), bytes(patient.identity), identity_aad(patient.pk))
+        cached = decode_identity(plaintext)
+        patient._identity = cached
+    return cached
 
 
 def patient_list(*, search: str = "") -> QuerySet[Patient]:
-    """The current clinic's patients (scoped by the clinic in scope), optionally searched."""
-    patients = Patient.objects.order_by("family_name", "given_name", "id")
+    """The current clinic's patients, newest first; ``search`` matches a practice id or a given or
+    family name exactly (case-insensitive): names are stored encrypted, searched by blind index."""
+    patients = Patient.objects.prefetch_related("data_keys").order_by("-created_at", "id")
     search = search.strip()
     if search:
-        patients = patients.filter(
-            Q(external_id__iexact=search) | Q(family_name__icontains=search) | Q(given_name__icontains=search)
-        )
+        key = clinic_key()
+        whole = crypto.blind_index(key, search)
+        condition = Q(external_id_index=whole) | Q(family_name_index=whole) | Q(given_name_index=whole)
+        tokens = search.split()
+        if len(tokens) > 1:
+            all_tokens = Q()
+            for token in tokens:
+                index = crypto.blind_index(key, token)
+                all_tokens &= Q(family_name_index=index) | Q(given_name_index=index)
+            condition |= all_tokens
+        patients = patients.filter(condition)
     return patients
+
+
+def patient_get(pk: object) -> Patient:
+    return Patient.objects.prefetch_related("data_keys").get(pk=pk)
+
+
+def visit_list(patient: Patient) -> QuerySet[Visit]:
+    return Visit.objects.filter(patient=patient).prefetch_related("images").order_by("-visit_date", "-created_at")
+
+
+def image_get(pk: object) -> Image:
+    return Image.objects.select_related("patient", "visit").prefetch_related("patient__data_keys").get(pk=pk)
+
+
+def image_display_name(image: Image) -> str:
+    key = patient_key(image.patient)
+    return crypto.decrypt(key, bytes(image.display_name), f"image:{image.pk}:name".encode()).decode()

@@ -1,19 +1,38 @@
-"""Writes for patients. Every function runs inside the caller's clinic scope and audits itself."""
+"""Writes for patients, visits and images. Every function runs inside the caller's clinic scope and
+writes its audit event in the same transaction (ids only: never names in the trail)."""
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import io
+import json
+import logging
+import uuid
+import zipfile
+from typing import Any, BinaryIO
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from clinics import audit
+from clinics import audit, context
+from clinics.models import AuditOutcome
 from clinics.services import ServiceError
 from clinics.tenancy import require_clinic_id
 
-from .models import Patient, Sex
+from . import crypto
+from .intake import SanitizedImage, safe_display_name, sanitize_upload
+from .keys import clinic_key, patient_key, patient_key_new
+from .models import Image, Patient, Sex, Visit
+from .selectors import PatientIdentity, identity_aad, image_display_name, patient_identity
+from .storage import blob_delete, blob_get, blob_put
 
-UPDATABLE_FIELDS = ("external_id", "given_name", "family_name", "date_of_birth", "sex")
+logger = logging.getLogger(__name__)
+
+IDENTITY_FIELDS = ("external_id", "given_name", "family_name", "date_of_birth")
+UPDATABLE_FIELDS = (*IDENTITY_FIELDS, "sex")
+IMAGE_VARIANTS = ("original", "preview", "thumbnail")
 
 
 def _validate(*, external_id: str | None = None, date_of_birth: dt.date | None = None) -> None:
@@ -23,40 +42,289 @@ def _validate(*, external_id: str | None = None, date_of_birth: dt.date | None =
         raise ServiceError("invalid_date_of_birth", "The date of birth is in the future.")
 
 
+def _seal_identity(patient: Patient, identity: PatientIdentity, key: bytes) -> None:
+    plaintext = json.dumps(
+        {
+            "external_id": identity.external_id,
+            "given_name": identity.given_name,
+            "family_name": identity.family_name,
+            "date_of_birth": identity.date_of_birth.isoformat(),
+        }
+    ).encode()
+    patient.identity = crypto.encrypt(key, plaintext, identity_aad(patient.pk))
+    index_key = clinic_key()
+    patient.external_id_index = crypto.blind_index(index_key, identity.external_id)
+    patient.family_name_index = crypto.blind_index(index_key, identity.family_name)
+    patient.given_name_index = crypto.blind_index(index_key, identity.given_name)
+    patient._identity = identity
+
+
 def patient_create(
     *, external_id: str, given_name: str, family_name: str, date_of_birth: dt.date, sex: str = Sex.UNKNOWN
 ) -> Patient:
     _validate(external_id=external_id, date_of_birth=date_of_birth)
+    identity = PatientIdentity(
+        external_id=external_id.strip(),
+        given_name=given_name.strip(),
+        family_name=family_name.strip(),
+        date_of_birth=date_of_birth,
+    )
     try:
         with transaction.atomic():
-            patient = Patient.objects.create(
-                external_id=external_id.strip(), given_name=given_name.strip(), family_name=family_name.strip(),
-                date_of_birth=date_of_birth, sex=sex,
+            patient = Patient(id=uuid.uuid4(), sex=sex)
+            data_key, raw_key = patient_key_new(patient.id)
+            _seal_identity(patient, identity, raw_key)
+            patient.save(force_insert=True)
+            data_key.save(force_insert=True)
+            audit.record(
+                action="patient.create", clinic_id=require_clinic_id(), object_type="patient", object_id=patient.id
             )
-            audit.record(action="patient.create", clinic_id=require_clinic_id(), object_type="patient",
-                         object_id=patient.id)
     except IntegrityError as exc:
         raise ServiceError("duplicate_external_id", "A patient with this external id already exists.", 409) from exc
     return patient
 
 
-def patient_update(*, patient: Patient, **changes: object) -> Patient:
+def patient_update(*, patient: Patient, **changes: Any) -> Patient:
     unknown = set(changes) - set(UPDATABLE_FIELDS)
     if unknown:
         raise ServiceError("invalid_field", f"Fields that cannot be changed: {', '.join(sorted(unknown))}.")
-    _validate(external_id=changes.get("external_id"), date_of_birth=changes.get("date_of_birth"))  # type: ignore[arg-type]
-    changed = sorted(name for name, value in changes.items() if getattr(patient, name) != value)
-    for name in changed:
-        value = changes[name]
-        setattr(patient, name, value.strip() if isinstance(value, str) else value)
+    _validate(external_id=changes.get("external_id"), date_of_birth=changes.get("date_of_birth"))
+    current = patient_identity(patient)
+    values = {name: getattr(current, name) for name in IDENTITY_FIELDS} | {"sex": patient.sex}
+    new = {name: (v.strip() if isinstance(v, str) else v) for name, v in changes.items()}
+    changed = sorted(name for name, value in new.items() if values[name] != value)
+    values.update(new)
     try:
         with transaction.atomic():
             if changed:
+                patient.sex = values.pop("sex")
+                _seal_identity(patient, PatientIdentity(**values), patient_key(patient))
                 patient.updated_at = timezone.now()
-                patient.save(update_fields=[*changed, "updated_at"])
+                patient.save()
             # Field names only: the values are patient data and stay out of the trail.
-            audit.record(action="patient.update", clinic_id=require_clinic_id(), object_type="patient",
-                         object_id=patient.id, details={"fields": changed})
+            audit.record(
+                action="patient.update",
+                clinic_id=require_clinic_id(),
+                object_type="patient",
+                object_id=patient.id,
+                details={"fields": changed},
+            )
     except IntegrityError as exc:
         raise ServiceError("duplicate_external_id", "A patient with this external id already exists.", 409) from exc
     return patient
+
+
+def visit_for_upload(*, patient: Patient, visit_id: object = None) -> Visit:
+    """The named visit of this patient, or today's visit (created on first upload of the day)."""
+    if visit_id:
+        visit = Visit.objects.filter(pk=visit_id, patient=patient).first()
+        if visit is None:
+            raise ServiceError("visit_not_found", "That visit does not exist for this patient.", 404)
+        return visit
+    today = timezone.localdate()
+    visit = Visit.objects.filter(patient=patient, visit_date=today).order_by("created_at").first()
+    if visit is None:
+        actor = context.actor_var.get()
+        visit = Visit.objects.create(patient=patient, visit_date=today, created_by=actor.user if actor else None)
+        audit.record(
+            action="visit.create",
+            clinic_id=require_clinic_id(),
+            object_type="visit",
+            object_id=visit.id,
+            details={"patient_id": str(patient.pk)},
+        )
+    return visit
+
+
+def _aad(image_id: object, variant: str) -> bytes:
+    return f"image:{image_id}:{variant}".encode()
+
+
+def image_ingest(
+    *,
+    patient: Patient,
+    stream: BinaryIO,
+    filename: str | None,
+    size: int | None,
+    modality: str,
+    visit_id: object = None,
+) -> Image:
+    """Sanitise one upload, encrypt and store it, and record it. A rejection (``IntakeError``)
+    stores nothing; a failure after blobs were written removes them again."""
+    sanitized: SanitizedImage = sanitize_upload(
+        stream,
+        modality=modality,
+        size=size,
+        max_bytes=settings.IMAGE_MAX_BYTES,
+        max_pixels=settings.IMAGE_MAX_PIXELS,
+    )
+    key = patient_key(patient)
+    image_id = uuid.uuid4()
+    written: list[str] = []
+    try:
+        for variant, data in (
+            ("original", sanitized.data),
+            ("preview", sanitized.preview),
+            ("thumbnail", sanitized.thumbnail),
+        ):
+            written.append(blob_put(crypto.encrypt(key, data, _aad(image_id, variant))))
+        actor = context.actor_var.get() or context.Actor()
+        with transaction.atomic():
+            visit = visit_for_upload(patient=patient, visit_id=visit_id)
+            image = Image.objects.create(
+                id=image_id,
+                patient=patient,
+                visit=visit,
+                modality=modality,
+                width=sanitized.width,
+                height=sanitized.height,
+                mode=sanitized.mode,
+                bit_depth=sanitized.bit_depth,
+                original_format=sanitized.original_format,
+                window_low=sanitized.window[0] if sanitized.window else None,
+                window_high=sanitized.window[1] if sanitized.window else None,
+                sha256=hashlib.sha256(sanitized.data).hexdigest(),
+                size_bytes=len(sanitized.data),
+                display_name=crypto.encrypt(key, safe_display_name(filename).encode(), _aad(image_id, "name")),
+                original_key=written[0],
+                preview_key=written[1],
+                thumbnail_key=written[2],
+                uploaded_by=actor.user,
+                uploaded_by_api_key=actor.api_key,
+            )
+            audit.record(
+                action="image.upload",
+                clinic_id=require_clinic_id(),
+                object_type="image",
+                object_id=image.id,
+                details={
+                    "patient_id": str(patient.pk),
+                    "visit_id": str(visit.pk),
+                    "modality": modality,
+                    "sha256": image.sha256,
+                    "format": sanitized.original_format,
+                },
+            )
+    except BaseException:
+        for name in written:
+            try:
+                blob_delete(name)
+            except Exception:  # noqa: BLE001 - the original error matters more; the blob is unreadable
+                logger.exception("could not remove blob %s after a failed upload", name)
+        raise
+    return image
+
+
+def image_read(*, image: Image, variant: str = "original") -> bytes:
+    """Decrypt one stored variant, checking its integrity. A failed check is audited and raised;
+    no unauthenticated bytes are ever returned."""
+    if variant not in IMAGE_VARIANTS:
+        raise ServiceError("invalid_variant", f"Unknown image variant {variant!r}.")
+    try:
+        data = crypto.decrypt(patient_key(image.patient), blob_get(image.blob_keys[variant]), _aad(image.pk, variant))
+        if variant == "original" and hashlib.sha256(data).hexdigest() != image.sha256:
+            raise crypto.IntegrityFailure("SHA-256 of the decrypted image does not match the recorded one")
+    except (crypto.IntegrityFailure, FileNotFoundError, OSError) as exc:
+        with transaction.atomic():
+            audit.record(
+                action="image.integrity_failed",
+                clinic_id=require_clinic_id(),
+                object_type="image",
+                object_id=image.pk,
+                outcome=AuditOutcome.FAILURE,
+                details={"variant": variant, "reason": type(exc).__name__},
+            )
+        raise ServiceError(
+            "integrity_check_failed", "The stored image failed its integrity check and was not served.", 500
+        ) from exc
+    audit.record(
+        action="image.view",
+        clinic_id=require_clinic_id(),
+        object_type="image",
+        object_id=image.pk,
+        details={"variant": variant},
+    )
+    return data
+
+
+def patient_export(*, patient: Patient) -> bytes:
+    """A zip of everything held about one patient: ``patient.json`` and every sanitised image."""
+    identity = patient_identity(patient)
+    buffer = io.BytesIO()
+    visits = []
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for visit in Visit.objects.filter(patient=patient).order_by("visit_date", "created_at"):
+            images = []
+            for image in Image.objects.filter(visit=visit).order_by("uploaded_at"):
+                image.patient = patient
+                archive.writestr(f"images/{image.pk}.png", image_read(image=image, variant="original"))
+                images.append(
+                    {
+                        "id": str(image.pk),
+                        "file": f"images/{image.pk}.png",
+                        "modality": image.modality,
+                        "width": image.width,
+                        "height": image.height,
+                        "bit_depth": image.bit_depth,
+                        "original_format": image.original_format,
+                        "sha256": image.sha256,
+                        "uploaded_at": image.uploaded_at.isoformat(),
+                        "original_name": image_display_name(image),
+                        "findings": [],
+                    }
+                )
+            visits.append({"id": str(visit.pk), "date": visit.visit_date.isoformat(), "images": images})
+        record = {
+            "patient": {
+                "id": str(patient.pk),
+                "external_id": identity.external_id,
+                "given_name": identity.given_name,
+                "family_name": identity.family_name,
+                "date_of_birth": identity.date_of_birth.isoformat(),
+                "sex": patient.sex,
+                "created_at": patient.created_at.isoformat(),
+                "updated_at": patient.updated_at.isoformat(),
+            },
+            "visits": visits,
+            "exported_at": timezone.now().isoformat(),
+        }
+        archive.writestr("patient.json", json.dumps(record, indent=2))
+    audit.record(
+        action="patient.export",
+        clinic_id=require_clinic_id(),
+        object_type="patient",
+        object_id=patient.pk,
+        details={"images": sum(len(v["images"]) for v in visits)},
+    )
+    return buffer.getvalue()
+
+
+def patient_erase(*, patient: Patient) -> None:
+    """Erase one patient (GDPR Art. 17): rows deleted, the data key destroyed (so any copy of the
+    ciphertext left in backups or storage is unreadable), blobs removed after commit. The audit
+    event keeps only the patient's random id, which no longer leads to any data."""
+    if patient.legal_hold:
+        raise ServiceError("legal_hold", "This patient's records are under legal hold and cannot be erased.", 409)
+    blob_names = [name for image in Image.objects.filter(patient=patient) for name in image.blob_keys.values()]
+    patient_id = patient.pk
+    with transaction.atomic():
+        Image.objects.filter(patient=patient).delete()
+        Visit.objects.filter(patient=patient).delete()
+        patient.data_keys.all().delete()
+        Patient.objects.filter(pk=patient_id).delete()
+        audit.record(
+            action="patient.erase",
+            clinic_id=require_clinic_id(),
+            object_type="patient",
+            object_id=patient_id,
+            details={"blobs": len(blob_names)},
+        )
+
+        def remove_blobs() -> None:
+            for name in blob_names:
+                try:
+                    blob_delete(name)
+                except Exception:  # noqa: BLE001 - unreadable anyway: its key is gone
+                    logger.exception("could not remove blob %s of an erased patient", name)
+
+        transaction.on_commit(remove_blobs)

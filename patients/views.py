@@ -2,17 +2,17 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
 
 from clinics import audit
 from clinics.services import ServiceError
 from clinics.views_base import ClinicView
 
 from .forms import PatientForm
-from .models import Patient
-from .selectors import patient_list
-from .services import patient_create, patient_update
+from .models import Image, Modality, Patient
+from .selectors import image_get, patient_get, patient_identity, patient_list, visit_list
+from .services import image_read, patient_create, patient_erase, patient_export, patient_update
 
 
 def _no_store(response: HttpResponse) -> HttpResponse:
@@ -20,13 +20,25 @@ def _no_store(response: HttpResponse) -> HttpResponse:
     return response
 
 
+def _patient_or_404(pk: object) -> Patient:
+    try:
+        return patient_get(pk)
+    except Patient.DoesNotExist as exc:
+        raise Http404 from exc
+
+
 class PatientListView(ClinicView):
     def _render(self, request: HttpRequest, form: PatientForm, status: int = 200) -> HttpResponse:
         search = request.GET.get("q", "")
         page = Paginator(patient_list(search=search), 25).get_page(request.GET.get("page"))
-        audit.record(action="patient.list", clinic_id=self.access.clinic.id, object_type="patient",
-                     details={"ids": [str(p.id) for p in page], "searched": bool(search)})
-        context = {"page": page, "q": search, "form": form}
+        rows = [(p, patient_identity(p)) for p in page]
+        audit.record(
+            action="patient.list",
+            clinic_id=self.access.clinic.id,
+            object_type="patient",
+            details={"ids": [str(p.id) for p in page], "searched": bool(search)},
+        )
+        context = {"page": page, "rows": rows, "q": search, "form": form}
         return _no_store(render(request, "patients/list.html", context, status=status))
 
     def get(self, request: HttpRequest) -> HttpResponse:
@@ -46,17 +58,28 @@ class PatientListView(ClinicView):
 
 class PatientDetailView(ClinicView):
     def _render(self, request: HttpRequest, patient: Patient, form: PatientForm, status: int = 200) -> HttpResponse:
-        audit.record(action="patient.view", clinic_id=self.access.clinic.id, object_type="patient",
-                     object_id=patient.id)
-        return _no_store(render(request, "patients/detail.html", {"patient": patient, "form": form}, status=status))
+        audit.record(
+            action="patient.view", clinic_id=self.access.clinic.id, object_type="patient", object_id=patient.id
+        )
+        context = {
+            "patient": patient,
+            "identity": patient_identity(patient),
+            "form": form,
+            "visits": visit_list(patient),
+            "can_export": self.access.can("patient.export"),
+            "can_erase": self.access.can("patient.erase"),
+            "can_upload": self.access.can("image.upload"),
+        }
+        return _no_store(render(request, "patients/detail.html", context, status=status))
 
     def get(self, request: HttpRequest, pk: str) -> HttpResponse:
-        patient = get_object_or_404(Patient.objects, pk=pk)
-        form = PatientForm(initial={f: getattr(patient, f) for f in PatientForm.base_fields})
+        patient = _patient_or_404(pk)
+        identity = patient_identity(patient)
+        form = PatientForm(initial={**identity.__dict__, "sex": patient.sex})
         return self._render(request, patient, form)
 
     def post(self, request: HttpRequest, pk: str) -> HttpResponse:
-        patient = get_object_or_404(Patient.objects, pk=pk)
+        patient = _patient_or_404(pk)
         form = PatientForm(request.POST)
         if form.is_valid():
             try:
@@ -67,3 +90,50 @@ class PatientDetailView(ClinicView):
                 messages.success(request, "Patient record saved.")
                 return redirect("patients:detail", pk=patient.id)
         return self._render(request, patient, form, status=400)
+
+
+class UploadView(ClinicView):
+    def get(self, request: HttpRequest, pk: str) -> HttpResponse:
+        patient = _patient_or_404(pk)
+        context = {"patient": patient, "identity": patient_identity(patient), "modalities": Modality.choices}
+        return _no_store(render(request, "patients/upload.html", context))
+
+
+class ImageView(ClinicView):
+    """A decrypted image variant for the pages (thumbnail, preview or the sanitised original)."""
+
+    def get(self, request: HttpRequest, pk: str) -> HttpResponse:
+        try:
+            image = image_get(pk)
+        except Image.DoesNotExist as exc:
+            raise Http404 from exc
+        variant = request.GET.get("variant", "thumbnail")
+        try:
+            data = image_read(image=image, variant=variant)
+        except ServiceError as exc:
+            return HttpResponse(exc.message, status=exc.status, content_type="text/plain")
+        content_type = "image/png" if variant == "original" else "image/jpeg"
+        return _no_store(HttpResponse(data, content_type=content_type))
+
+
+class PatientExportView(ClinicView):
+    def post(self, request: HttpRequest, pk: str) -> HttpResponse:
+        patient = _patient_or_404(pk)
+        response = HttpResponse(patient_export(patient=patient), content_type="application/zip")
+        response["Content-Disposition"] = f'attachment; filename="patient-{patient.pk}.zip"'
+        return _no_store(response)
+
+
+class PatientEraseView(ClinicView):
+    def post(self, request: HttpRequest, pk: str) -> HttpResponse:
+        patient = _patient_or_404(pk)
+        if request.POST.get("confirm", "").strip() != patient_identity(patient).external_id:
+            messages.error(request, "Type the patient's practice id to confirm the erasure.")
+            return redirect("patients:detail", pk=patient.pk)
+        try:
+            patient_erase(patient=patient)
+        except ServiceError as exc:
+            messages.error(request, exc.message)
+            return redirect("patients:detail", pk=patient.pk)
+        messages.success(request, "The patient and all their images were erased.")
+        return redirect("patients:list")

@@ -4,21 +4,24 @@ role in each, an API key per clinic, and a patient of each clinic."""
 from __future__ import annotations
 
 import datetime as dt
+import io
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 from django.db import connection
 from django.test import Client
+from PIL import Image as PILImage
 from rest_framework.test import APIClient
 
 from clinics import services
 from clinics.models import ApiKey, Clinic, Membership, Role, User
 from clinics.tenancy import clinic_scope, deactivate_clinic
-from patients.models import Patient
-from patients.services import patient_create
+from patients.models import Image, Patient
+from patients.services import image_ingest, patient_create
 
 PASSWORD = "correct-horse-battery-staple-42"
 
@@ -31,6 +34,8 @@ class World:
     api_key: ApiKey | None = None
     api_secret: str = ""
     patient: Patient | None = None
+    patient_name: str = ""
+    image: Image | None = None
 
 
 def build_clinic(slug: str, *, patient_name: str = "Zed") -> World:
@@ -50,7 +55,28 @@ def build_clinic(slug: str, *, patient_name: str = "Zed") -> World:
             family_name=patient_name,
             date_of_birth=dt.date(1980, 5, 17),
         )
+        world.patient_name = patient_name
+        world.image = image_ingest(
+            patient=world.patient, stream=io.BytesIO(png_bytes()), filename="smile.png", size=None, modality="photo"
+        )
     return world
+
+
+def png_bytes(size: tuple[int, int] = (64, 48), color: tuple[int, int, int] = (200, 40, 40)) -> bytes:
+    buffer = io.BytesIO()
+    PILImage.new("RGB", size, color).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(autouse=True)
+def _image_storage(settings: Any, tmp_path: Path) -> Path:
+    """Every test stores image blobs in its own folder."""
+    location = tmp_path / "images"
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "images": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(location)}},
+    }
+    return location
 
 
 @pytest.fixture(autouse=True)

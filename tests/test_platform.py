@@ -20,6 +20,8 @@ PROD_ENV = {
     "DATABASE_URL": "postgres://app@db.internal:5432/dentalscan",
     "REDIS_URL": "redis://redis.internal:6379/0",
     "ALLOWED_HOSTS": "dental.example.org",
+    "MASTER_KEYS": "k2026:" + "A" * 43 + "=",
+    "MASTER_KEY_ID": "k2026",
 }
 
 
@@ -36,7 +38,7 @@ def test_production_passes_check_deploy_without_warnings() -> None:
     assert "no issues" in result.stdout
 
 
-@pytest.mark.parametrize("missing", ["SECRET_KEY", "DATABASE_URL", "REDIS_URL", "ALLOWED_HOSTS"])
+@pytest.mark.parametrize("missing", ["SECRET_KEY", "DATABASE_URL", "REDIS_URL", "ALLOWED_HOSTS", "MASTER_KEYS"])
 def test_production_refuses_to_start_without_its_secrets(missing: str) -> None:
     env = {k: v for k, v in PROD_ENV.items() if k != missing}
     result = _manage("check", env=env)
@@ -127,3 +129,8 @@ def test_schema_generation_has_no_warnings() -> None:
         env={"DJANGO_SETTINGS_MODULE": "config.settings.test"},
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_malformed_master_keys_fail_the_start_up_checks() -> None:
+    result = _manage("check", env={**PROD_ENV, "MASTER_KEYS": "k2026:not-base64!"})
+    assert result.returncode != 0 and "patients.E001" in result.stderr

@@ -10,6 +10,8 @@ from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from patients.intake import IntakeError
+
 from ..services import ServiceError
 
 _CODES = {
@@ -31,7 +33,7 @@ def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    if isinstance(exc, ServiceError):
+    if isinstance(exc, (ServiceError, IntakeError)):
         return Response(error_body(exc.code, exc.message), status=exc.status)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()

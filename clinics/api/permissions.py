@@ -35,6 +35,10 @@ class RoutePermission(permissions.BasePermission):
         if access is None:
             return False
         if not access.can(permission):
+            # Another clinic's object (or a missing one) is a 404 before it is a 403, so a denial never
+            # confirms that an id exists.
+            if "pk" in getattr(view, "kwargs", {}) and hasattr(view, "get_object"):
+                view.get_object()
             record_denial(access, view_name=view_name, method=request.method or "", reason=permission)
             return False
         return True

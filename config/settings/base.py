@@ -25,6 +25,22 @@ def env_list(name: str, default: str = "") -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
 
+def local_master_keys(var_dir: Path) -> tuple[str, str]:
+    """A master key generated once per installation for local and test runs (never production)."""
+    import base64
+    import secrets
+
+    if os.environ.get("MASTER_KEYS"):
+        return os.environ["MASTER_KEYS"], os.environ.get("MASTER_KEY_ID", "")
+    path = var_dir / "master_keys"
+    if not path.exists():
+        var_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"local1:{base64.b64encode(secrets.token_bytes(32)).decode()}")
+        path.chmod(0o600)
+    keys = path.read_text().strip()
+    return keys, keys.split(",")[0].split(":")[0]
+
+
 DEBUG = False
 ALLOWED_HOSTS: list[str] = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
 
@@ -158,10 +174,15 @@ STORAGES = {
         "BACKEND": "django.core.files.storage.FileSystemStorage",
         "OPTIONS": {"location": str(VAR_DIR / "storage")},
     },
+    # Encrypted image blobs; object names are random ids, never user file names.
+    "images": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": str(VAR_DIR / "images"), "file_permissions_mode": 0o600},
+    },
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 if os.environ.get("STORAGE_S3_BUCKET"):
-    STORAGES["default"] = {
+    STORAGES["images"] = {
         "BACKEND": "storages.backends.s3.S3Storage",
         "OPTIONS": {
             "bucket_name": os.environ["STORAGE_S3_BUCKET"],
@@ -174,6 +195,18 @@ if os.environ.get("STORAGE_S3_BUCKET"):
             "file_overwrite": False,
         },
     }
+
+# --- Patient images: intake limits and encryption ------------------------------------------
+IMAGE_MAX_BYTES = int(os.environ.get("IMAGE_MAX_BYTES", str(40 * 1024 * 1024)))
+IMAGE_MAX_PIXELS = int(os.environ.get("IMAGE_MAX_PIXELS", "50000000"))
+# Uploads stay in memory under the byte cap and are never spooled to temporary files.
+FILE_UPLOAD_HANDLERS = ["patients.uploads.LimitedMemoryUploadHandler"]
+FILE_UPLOAD_MAX_MEMORY_SIZE = IMAGE_MAX_BYTES
+# Master keys that wrap the per-clinic and per-patient data keys: "id:base64key,id2:base64key",
+# and the id of the one used for new wrapping. Empty in local/test settings: a key file under var/.
+MASTER_KEYS = os.environ.get("MASTER_KEYS", "")
+MASTER_KEY_ID = os.environ.get("MASTER_KEY_ID", "")
+KEY_PROVIDER = os.environ.get("KEY_PROVIDER", "patients.crypto.StaticKeyProvider")
 
 # --- REST API -------------------------------------------------------------------------------
 REST_FRAMEWORK = {

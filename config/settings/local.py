@@ -3,7 +3,7 @@
 import secrets
 
 from .base import *  # noqa: F403
-from .base import VAR_DIR, env_bool
+from .base import VAR_DIR, env_bool, local_master_keys
 
 DEBUG = env_bool("DEBUG", True)
 VAR_DIR.mkdir(parents=True, exist_ok=True)
@@ -18,3 +18,6 @@ SECRET_KEY = _secret_file.read_text().strip()
 STATIC_ROOT = None
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = True
+
+# Master key for patient data encryption, one per installation, kept under var/.
+MASTER_KEYS, MASTER_KEY_ID = local_master_keys(VAR_DIR)

@@ -24,6 +24,8 @@ if len(SECRET_KEY) < 50 or len(set(SECRET_KEY)) < 5:
     raise ImproperlyConfigured("SECRET_KEY must be at least 50 characters with at least 5 distinct ones.")
 require_env("DATABASE_URL")
 require_env("REDIS_URL")
+MASTER_KEYS = require_env("MASTER_KEYS")
+MASTER_KEY_ID = require_env("MASTER_KEY_ID")
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS")
 if not ALLOWED_HOSTS:
     raise ImproperlyConfigured("Production settings need the environment variable ALLOWED_HOSTS.")

@@ -1,7 +1,7 @@
 """Test settings: the embedded default unless DATABASE_URL / REDIS_URL point at real services (CI)."""
 
 from .base import *  # noqa: F403
-from .base import VAR_DIR
+from .base import VAR_DIR, local_master_keys
 
 DEBUG = False
 SECRET_KEY = "test-secret-key-for-the-test-suite-only-0123456789-abcdefghijklmnop"  # noqa: S105
@@ -13,3 +13,6 @@ PASSWORD_HASHERS = ["tests.hashers.FastArgon2PasswordHasher"]
 STATIC_ROOT = None
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = True
+
+# Master key for patient data encryption, one per installation, kept under var/.
+MASTER_KEYS, MASTER_KEY_ID = local_master_keys(VAR_DIR)

@@ -16,7 +16,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from clinics.models import ApiKey, Membership, Role
 from clinics.permissions import API_KEY_GRANTABLE, MEMBER, PUBLIC, ROUTE_PERMISSIONS, route_permission
-from patients.models import Patient
+from patients.models import Image, Patient
 
 from ..conftest import World, key_client, token_client, user_client
 
@@ -25,7 +25,15 @@ OBJECT_FOR_ROUTE: dict[str, str] = {
     "clinics:member-update": "membership",
     "clinics:api-key-revoke": "api_key",
     "patients:detail": "patient",
+    "patients:upload": "patient",
+    "patients:export": "patient",
+    "patients:erase": "patient",
+    "patients:image": "image",
     "api:patient-detail": "patient",
+    "api:patient-export": "patient",
+    "api:patient-image-list": "patient",
+    "api:image-detail": "image",
+    "api:image-file": "image",
 }
 PRINCIPALS = ["staff", "dentist", "clinic_admin", "other_user", "anonymous", "own_key", "other_key"]
 
@@ -82,7 +90,12 @@ def _path(name: str, alice: World) -> str:
     kind = OBJECT_FOR_ROUTE.get(name)
     if kind is None:
         return reverse(name)
-    obj = {"membership": alice.memberships["dentist"], "api_key": alice.api_key, "patient": alice.patient}[kind]
+    obj = {
+        "membership": alice.memberships["dentist"],
+        "api_key": alice.api_key,
+        "patient": alice.patient,
+        "image": alice.image,
+    }[kind]
     return reverse(name, kwargs={"pk": obj.pk})
 
 
@@ -117,11 +130,12 @@ def _expected(name: str, method: str, principal: str) -> str:
 
 
 def _snapshot(alice: World) -> dict[str, Any]:
-    p = Patient.unscoped.get(pk=alice.patient.pk)
+    p = Patient.unscoped.filter(pk=alice.patient.pk).first()
     m = Membership.unscoped.get(pk=alice.memberships["dentist"].pk)
     k = ApiKey.unscoped.get(pk=alice.api_key.pk)
     return {
-        "patient": (p.external_id, p.given_name, p.family_name, p.date_of_birth, p.sex),
+        "patient": (bytes(p.identity), p.sex, p.legal_hold) if p else None,
+        "images": sorted(str(i) for i in Image.unscoped.filter(clinic=alice.clinic).values_list("id", flat=True)),
         "membership": (m.role, m.is_active),
         "api_key": (k.revoked_at, k.scopes),
     }
@@ -165,7 +179,8 @@ def test_access_matrix(name: str, method: str, principal: str, alice: World, bob
         content = b"".join(response.streaming_content) if response.streaming else response.content
         for secret in (
             str(alice.patient.pk),
-            alice.patient.family_name,
+            alice.patient_name,
+            str(alice.image.pk),
             str(alice.memberships["dentist"].pk),
             str(alice.api_key.pk),
             alice.users["dentist"].email,

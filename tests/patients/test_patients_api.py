@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.urls import reverse
 
 from clinics.tenancy import clinic_scope
-from patients.models import Patient
+from patients.selectors import patient_get, patient_identity
 from patients.services import patient_create
 
 from ..conftest import World, key_client, token_client, user_client
@@ -22,7 +22,8 @@ def test_create_read_update_patient(alice: World) -> None:
     patched = client.patch(url, {"family_name": "King", "sex": "female"}, format="json")
     assert patched.status_code == 200 and patched.json()["family_name"] == "King"
     with clinic_scope(alice.clinic.id):
-        assert Patient.objects.get(pk=body["id"]).sex == "female"
+        patient = patient_get(body["id"])
+        assert patient.sex == "female" and patient_identity(patient).family_name == "King"
 
 
 def test_validation_errors_use_the_error_shape(alice: World) -> None:

@@ -1,0 +1,90 @@
+"""Data keys of clinics and patients: creation, unwrapping, master-key rotation, destruction."""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from clinics import audit
+from clinics.tenancy import clinic_scope, require_clinic_id
+
+from . import crypto
+from .models import DataKey, Patient
+
+
+def _aad(key: DataKey) -> bytes:
+    return f"datakey:{key.id}:{key.clinic_id}:{key.patient_id or ''}".encode()
+
+
+def _wrap_new(*, patient_id: uuid.UUID | None) -> tuple[DataKey, bytes]:
+    provider = crypto.key_provider()
+    raw = crypto.new_data_key()
+    key = DataKey(
+        id=uuid.uuid4(), clinic_id=require_clinic_id(), patient_id=patient_id, master_key_id=provider.current_key_id()
+    )
+    key.wrapped = provider.wrap(key.master_key_id, raw, _aad(key))
+    return key, raw
+
+
+def unwrap(key: DataKey) -> bytes:
+    return crypto.key_provider().unwrap(key.master_key_id, bytes(key.wrapped), _aad(key))
+
+
+def clinic_key() -> bytes:
+    """The data key of the clinic in scope (created on first use)."""
+    existing = DataKey.objects.filter(patient__isnull=True).first()
+    if existing is not None:
+        return unwrap(existing)
+    key, raw = _wrap_new(patient_id=None)
+    try:
+        with transaction.atomic():
+            key.save(force_insert=True)
+    except IntegrityError:  # created concurrently: use the winner's key
+        return unwrap(DataKey.objects.get(patient__isnull=True))
+    return raw
+
+
+def patient_key_new(patient_id: uuid.UUID) -> tuple[DataKey, bytes]:
+    """A new data key for a patient; the caller saves it after the patient row."""
+    return _wrap_new(patient_id=patient_id)
+
+
+def patient_key(patient: Patient) -> bytes:
+    """The patient's data key; uses ``prefetch_related("data_keys")`` when the caller did it."""
+    keys = list(patient.data_keys.all())
+    if not keys:
+        raise crypto.IntegrityFailure(f"the data key of patient {patient.pk} no longer exists")
+    return unwrap(keys[0])
+
+
+def master_key_rotate() -> dict[str, int]:
+    """Re-wrap every data key of every clinic with the current master key; blobs are untouched.
+
+    Deliberately cross-clinic (``unscoped``): an operator command, audited per clinic."""
+    provider = crypto.key_provider()
+    target = provider.current_key_id()
+    per_clinic: Counter[str] = Counter()
+    for key_id in DataKey.unscoped.exclude(master_key_id=target).values_list("id", flat=True).iterator():
+        with transaction.atomic():
+            key = DataKey.unscoped.select_for_update().get(pk=key_id)
+            if key.master_key_id == target:
+                continue
+            raw = unwrap(key)
+            key.wrapped = provider.wrap(target, raw, _aad(key))
+            key.master_key_id, key.rotated_at = target, timezone.now()
+            DataKey.unscoped.filter(pk=key.pk).update(
+                wrapped=key.wrapped, master_key_id=key.master_key_id, rotated_at=key.rotated_at
+            )
+            per_clinic[str(key.clinic_id)] += 1
+    for clinic_id, count in per_clinic.items():
+        with clinic_scope(clinic_id):
+            audit.record(
+                action="crypto.master_key.rotate",
+                clinic_id=clinic_id,
+                object_type="data_key",
+                details={"rewrapped": count, "master_key_id": target},
+            )
+    return dict(per_clinic)

@@ -1,0 +1,21 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand
+
+from clinics import context
+from patients.keys import master_key_rotate
+
+
+class Command(BaseCommand):
+    help = (
+        "Re-wrap every clinic and patient data key with the master key named by MASTER_KEY_ID. "
+        "Image blobs are not touched. Keep the old key in MASTER_KEYS until this has finished."
+    )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        context.actor_var.set(context.Actor(system="rotate_master_key"))
+        per_clinic = master_key_rotate()
+        total = sum(per_clinic.values())
+        self.stdout.write(f"Re-wrapped {total} data key(s) in {len(per_clinic)} clinic(s).")

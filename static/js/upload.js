@@ -1,0 +1,93 @@
+// Upload page: drag-and-drop or chosen files, and photos from the device camera. Each file is sent
+// on its own to the API (session + CSRF), so each gets its own result or its own clear error.
+(function () {
+  "use strict";
+  const root = document.getElementById("uploader");
+  if (!root) return;
+  const endpoint = root.dataset.endpoint;
+  const csrf = root.dataset.csrf;
+  const drop = document.getElementById("dropzone");
+  const input = document.getElementById("files");
+  const results = document.getElementById("results");
+  const modality = document.getElementById("modality");
+
+  function row(name) {
+    const li = document.createElement("li");
+    li.textContent = name + ": uploading…";
+    results.appendChild(li);
+    return li;
+  }
+
+  async function send(file, name) {
+    const li = row(name);
+    const body = new FormData();
+    body.append("file", file, name);
+    body.append("modality", modality.value);
+    try {
+      const response = await fetch(endpoint, {
+        method: "POST", body: body, credentials: "same-origin",
+        headers: { "X-CSRFToken": csrf, "Accept": "application/json" },
+      });
+      const data = await response.json().catch(() => ({}));
+      if (response.ok) {
+        li.className = "ok";
+        li.textContent = name + ": stored (" + data.width + "×" + data.height + ", " + data.original_format + ")";
+      } else {
+        const error = data.error || {};
+        li.className = "error";
+        li.textContent = name + ": rejected: " + (error.message || response.statusText) +
+          (error.code ? " [" + error.code + "]" : "");
+      }
+    } catch (err) {
+      li.className = "error";
+      li.textContent = name + ": upload failed: " + err;
+    }
+  }
+
+  function sendAll(files) {
+    Array.from(files).forEach((file) => send(file, file.name));
+  }
+
+  drop.addEventListener("click", () => input.click());
+  drop.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); input.click(); } });
+  input.addEventListener("change", () => { sendAll(input.files); input.value = ""; });
+  ["dragenter", "dragover"].forEach((t) => drop.addEventListener(t, (e) => { e.preventDefault(); drop.classList.add("over"); }));
+  ["dragleave", "drop"].forEach((t) => drop.addEventListener(t, (e) => { e.preventDefault(); drop.classList.remove("over"); }));
+  drop.addEventListener("drop", (e) => sendAll(e.dataTransfer.files));
+
+  // Camera capture (getUserMedia); needs HTTPS or localhost.
+  const video = document.getElementById("camera");
+  const start = document.getElementById("camera-start");
+  const shoot = document.getElementById("camera-shoot");
+  const stop = document.getElementById("camera-stop");
+  let stream = null;
+  let shots = 0;
+  function show(on) { video.hidden = shoot.hidden = stop.hidden = !on; start.hidden = on; }
+  start.addEventListener("click", async () => {
+    if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+      row("Camera").textContent = "Camera: not available in this browser (it needs HTTPS).";
+      return;
+    }
+    try {
+      stream = await navigator.mediaDevices.getUserMedia({ video: { facingMode: "environment" }, audio: false });
+      video.srcObject = stream;
+      await video.play();
+      show(true);
+    } catch (err) {
+      row("Camera").textContent = "Camera: " + err.message;
+    }
+  });
+  shoot.addEventListener("click", () => {
+    const canvas = document.createElement("canvas");
+    canvas.width = video.videoWidth;
+    canvas.height = video.videoHeight;
+    canvas.getContext("2d").drawImage(video, 0, 0);
+    shots += 1;
+    canvas.toBlob((blob) => send(blob, "camera-" + shots + ".jpg"), "image/jpeg", 0.92);
+  });
+  stop.addEventListener("click", () => {
+    if (stream) stream.getTracks().forEach((t) => t.stop());
+    stream = null;
+    show(false);
+  });
+})();

@@ -1,0 +1,300 @@
+"""Image intake through the API, encrypted storage, integrity, rotation, export and erasure."""
+
+from __future__ import annotations
+
+import io
+import json
+import tempfile
+import zipfile
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+from django.urls import reverse
+from PIL import Image as PILImage
+
+from clinics.models import AuditEvent
+from clinics.tenancy import clinic_scope
+from patients import crypto
+from patients.models import DataKey, Image, Patient
+from patients.selectors import image_get, patient_get
+from patients.services import image_read
+
+from ..conftest import World, png_bytes, token_client, user_client
+from .hostile_corpus import build_corpus, exif_gps_orientation, half_red_jpeg_array, save
+
+CORPUS = build_corpus()
+
+
+def upload(client, world: World, name: str, data: bytes, modality: str = "photo"):  # noqa: ANN001, ANN201
+    f = io.BytesIO(data)
+    f.name = name
+    return client.post(
+        reverse("api:patient-image-list", kwargs={"pk": world.patient.pk}),
+        {"file": f, "modality": modality},
+        format="multipart",
+    )
+
+
+def stored_files(location: Path) -> list[Path]:
+    return sorted(p for p in location.rglob("*") if p.is_file())
+
+
+def test_corpus_has_at_least_25_cases() -> None:
+    assert len(CORPUS) >= 25
+    assert sum(c.expect == "reject" for c in CORPUS) >= 15
+
+
+@pytest.mark.parametrize("case", CORPUS, ids=[c.id for c in CORPUS])
+def test_every_hostile_or_odd_file_through_the_api(
+    case,
+    alice: World,
+    settings,
+    _image_storage: Path,  # noqa: ANN001
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if case.max_bytes:
+        settings.IMAGE_MAX_BYTES = case.max_bytes
+    if case.max_pixels:
+        settings.IMAGE_MAX_PIXELS = case.max_pixels
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spool))
+    before_files = stored_files(_image_storage)
+    before_rows = Image.unscoped.count()
+    response = upload(token_client(alice, "staff"), alice, case.name, case.data, case.modality)
+    assert response.status_code < 500, response.content
+    assert not list(spool.iterdir()), "a temporary file was left behind"
+    if case.expect == "reject":
+        body = response.json()
+        assert response.status_code == case.status, body
+        assert body["error"]["code"] == case.code and body["error"]["message"]
+        assert stored_files(_image_storage) == before_files, "a rejected upload stored a blob"
+        assert Image.unscoped.count() == before_rows
+        assert AuditEvent.unscoped.filter(action="image.rejected", details__code=case.code).exists()
+    else:
+        assert response.status_code == 201, response.content
+        body = response.json()
+        if case.size:
+            assert (body["width"], body["height"]) == case.size
+        if case.original_format:
+            assert body["original_format"] == case.original_format
+        assert len(stored_files(_image_storage)) == len(before_files) + 3
+        served = token_client(alice, "staff").get(body["file"])
+        assert served.status_code == 200 and served["Cache-Control"] == "no-store"
+        image = PILImage.open(io.BytesIO(served.content))
+        assert image.format == "PNG" and not {"exif", "icc_profile", "comment"} & set(image.info)
+        if case.mode:
+            assert image.mode == case.mode
+
+
+def test_stored_objects_are_opaque_and_bound_to_their_object(alice: World, _image_storage: Path) -> None:
+    data = save(PILImage.new("RGB", (80, 60), (10, 200, 30)), "JPEG")
+    response = upload(token_client(alice, "staff"), alice, "Alicesonmarker_front.jpg", data)
+    assert response.status_code == 201
+    for path in stored_files(_image_storage):
+        blob = path.read_bytes()
+        assert not blob.startswith((b"\xff\xd8", b"\x89PNG")) and b"JFIF" not in blob[:64]
+        assert b"Alicesonmarker" not in blob and b"PNG" not in blob[:16]
+        assert path.name not in ("Alicesonmarker_front.jpg",) and "marker" not in str(path).lower()
+    with clinic_scope(alice.clinic.id):
+        row = Patient.objects.get(pk=alice.patient.pk)
+        assert b"Alicesonmarker" not in bytes(row.identity) and b"alice-0001" not in bytes(row.identity)
+        image = image_get(response.json()["id"])
+        other = image_get(alice.image.pk)
+        key = crypto.decrypt  # the same patient key, another object's binding
+        from patients.keys import patient_key
+
+        blob = (_image_storage / image.original_key).read_bytes()
+        with pytest.raises(crypto.IntegrityFailure):
+            key(patient_key(image.patient), blob, f"image:{other.pk}:original".encode())
+        assert crypto.decrypt(patient_key(image.patient), blob, f"image:{image.pk}:original".encode())
+        for row in Image.objects.all():  # the uploaded file name is stored encrypted too
+            assert b"Alicesonmarker" not in bytes(row.display_name)
+
+
+def test_served_image_has_no_exif_and_is_upright(alice: World) -> None:
+    data = save(PILImage.fromarray(half_red_jpeg_array()), "JPEG", quality=95, exif=exif_gps_orientation(6))
+    response = upload(token_client(alice, "staff"), alice, "IMG_0001.JPG", data)
+    assert response.status_code == 201
+    served = token_client(alice, "dentist").get(response.json()["file"])
+    assert b"Exif" not in served.content and b"GPS" not in served.content
+    image = PILImage.open(io.BytesIO(served.content)).convert("RGB")
+    assert image.size == (20, 40) and not image.getexif()
+    top, bottom = image.getpixel((10, 5)), image.getpixel((10, 35))
+    assert top[0] > 150 and top[1] < 100, top  # the red half is on top after applying Orientation=6
+    assert bottom[0] < 100, bottom
+
+
+def test_a_flipped_byte_is_an_error_and_an_audit_event(alice: World, _image_storage: Path) -> None:
+    path = _image_storage / alice.image.original_key
+    blob = bytearray(path.read_bytes())
+    blob[len(blob) // 2] ^= 0x01
+    path.write_bytes(bytes(blob))
+    response = token_client(alice, "staff").get(reverse("api:image-file", kwargs={"pk": alice.image.pk}))
+    assert response.status_code == 500
+    assert response.json()["error"]["code"] == "integrity_check_failed"
+    assert not response.content.startswith(b"\x89PNG")
+    event = AuditEvent.unscoped.filter(action="image.integrity_failed").latest("id")
+    assert event.object_id == str(alice.image.pk) and event.outcome == "failure"
+    assert (
+        token_client(alice, "staff")
+        .get(reverse("api:image-file", kwargs={"pk": alice.image.pk}) + "?variant=thumbnail")
+        .status_code
+        == 200
+    )
+
+
+def test_rotation_rewraps_keys_and_every_image_still_decrypts(
+    alice: World,
+    bob: World,
+    settings,  # noqa: ANN001
+    _image_storage: Path,
+) -> None:
+    import base64
+    import os
+
+    blobs_before = {p: p.read_bytes() for p in stored_files(_image_storage)}
+    wrapped_before = dict(DataKey.unscoped.values_list("id", "wrapped"))
+    new_key = base64.b64encode(os.urandom(32)).decode()
+    settings.MASTER_KEYS = f"{settings.MASTER_KEYS},next:{new_key}"
+    settings.MASTER_KEY_ID = "next"
+    crypto.reset_key_provider()
+    try:
+        out = io.StringIO()
+        call_command("rotate_master_key", stdout=out)
+        assert "in 2 clinic(s)" in out.getvalue()
+        assert set(DataKey.unscoped.values_list("master_key_id", flat=True)) == {"next"}
+        assert all(bytes(w) != bytes(wrapped_before[i]) for i, w in DataKey.unscoped.values_list("id", "wrapped"))
+        assert {p: p.read_bytes() for p in stored_files(_image_storage)} == blobs_before  # blobs untouched
+        settings.MASTER_KEYS = f"next:{new_key}"  # the old master key is retired
+        crypto.reset_key_provider()
+        for world in (alice, bob):
+            with clinic_scope(world.clinic.id):
+                for image in Image.objects.all():
+                    assert image_read(image=image_get(image.pk), variant="original").startswith(b"\x89PNG")
+        assert (
+            token_client(alice, "staff")
+            .get(reverse("api:patient-detail", kwargs={"pk": alice.patient.pk}))
+            .json()["family_name"]
+            == alice.patient_name
+        )
+        assert AuditEvent.unscoped.filter(action="crypto.master_key.rotate", clinic=alice.clinic).exists()
+    finally:
+        crypto.reset_key_provider()
+
+
+def test_export_holds_every_record_and_image_of_that_patient_only(alice: World, bob: World) -> None:
+    client = token_client(alice, "clinic_admin")
+    upload(token_client(alice, "staff"), alice, "second.png", png_bytes((30, 30)))
+    response = client.get(reverse("api:patient-export", kwargs={"pk": alice.patient.pk}))
+    assert response.status_code == 200 and response["Content-Type"] == "application/zip"
+    archive = zipfile.ZipFile(io.BytesIO(response.content))
+    record = json.loads(archive.read("patient.json"))
+    assert record["patient"]["family_name"] == alice.patient_name
+    images = [i for v in record["visits"] for i in v["images"]]
+    assert len(images) == 2 and {i["original_name"] for i in images} == {"smile.png", "second.png"}
+    for item in images:
+        assert PILImage.open(io.BytesIO(archive.read(item["file"]))).format == "PNG"
+    assert str(bob.patient.pk) not in json.dumps(record) and str(bob.image.pk) not in archive.namelist()
+    assert AuditEvent.unscoped.filter(action="patient.export", object_id=str(alice.patient.pk)).exists()
+    assert (
+        token_client(alice, "staff").get(reverse("api:patient-export", kwargs={"pk": alice.patient.pk})).status_code
+        == 403
+    )
+
+
+def test_erasure_removes_everything_and_crypto_shreds_copies(
+    alice: World,
+    _image_storage: Path,
+    django_capture_on_commit_callbacks,  # noqa: ANN001
+) -> None:
+    with clinic_scope(alice.clinic.id):
+        image = image_get(alice.image.pk)
+        copy = (_image_storage / image.original_key).read_bytes()  # e.g. a backup taken before erasure
+        from patients.keys import patient_key
+
+        assert crypto.decrypt(patient_key(image.patient), copy, f"image:{image.pk}:original".encode())
+    blobs = {image.original_key, image.preview_key, image.thumbnail_key}
+    client = token_client(alice, "clinic_admin")
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.delete(reverse("api:patient-detail", kwargs={"pk": alice.patient.pk}))
+    assert response.status_code == 204
+    assert not Patient.unscoped.filter(pk=alice.patient.pk).exists()
+    assert not Image.unscoped.filter(patient_id=alice.patient.pk).exists()
+    assert not DataKey.unscoped.filter(patient_id=alice.patient.pk).exists()
+    assert not any((_image_storage / name).exists() for name in blobs)
+    # The copy no longer decrypts: its data key is gone, and no other key of the clinic opens it.
+    for key in DataKey.unscoped.filter(clinic=alice.clinic):
+        with clinic_scope(alice.clinic.id), pytest.raises(crypto.IntegrityFailure):
+            from patients.keys import unwrap
+
+            crypto.decrypt(unwrap(key), copy, f"image:{image.pk}:original".encode())
+    event = AuditEvent.unscoped.filter(action="patient.erase").latest("id")
+    assert event.object_id == str(alice.patient.pk) and alice.patient_name not in json.dumps(event.details)
+    assert (
+        token_client(alice, "staff").get(reverse("api:patient-detail", kwargs={"pk": alice.patient.pk})).status_code
+        == 404
+    )
+
+
+def test_legal_hold_refuses_erasure(alice: World) -> None:
+    Patient.unscoped.filter(pk=alice.patient.pk).update(legal_hold=True)
+    response = token_client(alice, "clinic_admin").delete(
+        reverse("api:patient-detail", kwargs={"pk": alice.patient.pk})
+    )
+    assert response.status_code == 409 and response.json()["error"]["code"] == "legal_hold"
+    assert Patient.unscoped.filter(pk=alice.patient.pk).exists()
+
+
+def test_html_pages_upload_thumbnails_export_and_erase(alice: World) -> None:
+    staff = user_client(alice.users["staff"])
+    page = staff.get(reverse("patients:upload", kwargs={"pk": alice.patient.pk}))
+    assert page.status_code == 200 and b"dropzone" in page.content and b"camera" in page.content
+    detail = staff.get(reverse("patients:detail", kwargs={"pk": alice.patient.pk})).content.decode()
+    thumb_url = reverse("patients:image", kwargs={"pk": alice.image.pk}) + "?variant=thumbnail"
+    assert thumb_url.replace("?", "?") in detail.replace("&amp;", "&")
+    thumb = staff.get(thumb_url)
+    assert thumb.status_code == 200 and thumb["Content-Type"] == "image/jpeg" and thumb["Cache-Control"] == "no-store"
+    assert b"Erase patient" not in staff.get(reverse("patients:detail", kwargs={"pk": alice.patient.pk})).content
+    admin = user_client(alice.users["clinic_admin"])
+    export = admin.post(reverse("patients:export", kwargs={"pk": alice.patient.pk}))
+    assert export.status_code == 200 and zipfile.is_zipfile(io.BytesIO(export.content))
+    wrong = admin.post(reverse("patients:erase", kwargs={"pk": alice.patient.pk}), {"confirm": "nope"})
+    assert wrong.status_code == 302 and Patient.unscoped.filter(pk=alice.patient.pk).exists()
+    admin.post(reverse("patients:erase", kwargs={"pk": alice.patient.pk}), {"confirm": "alice-0001"})
+    assert not Patient.unscoped.filter(pk=alice.patient.pk).exists()
+
+
+def test_search_uses_blind_indexes(alice: World) -> None:
+    client = token_client(alice, "staff")
+    for query in ("alice-0001", "alicesonmarker", "Marker Alicesonmarker", "MARKER"):
+        found = client.get(reverse("api:patient-list"), {"search": query}).json()["results"]
+        assert [p["id"] for p in found] == [str(alice.patient.pk)], query
+    assert client.get(reverse("api:patient-list"), {"search": "Alices"}).json()["results"] == []
+
+
+def test_byte_cap_is_enforced_while_streaming(alice: World, settings, _image_storage: Path) -> None:  # noqa: ANN001
+    settings.IMAGE_MAX_BYTES = 10_000
+    before = stored_files(_image_storage)
+    data = png_bytes((200, 200)) + b"\0" * 20_000
+    response = upload(token_client(alice, "staff"), alice, "big.png", data)
+    assert response.status_code == 413 and response.json()["error"]["code"] == "file_too_large"
+    assert stored_files(_image_storage) == before
+    with clinic_scope(alice.clinic.id):
+        assert Image.objects.count() == 1
+
+
+def test_images_are_listed_per_patient(alice: World) -> None:
+    response = token_client(alice, "dentist").get(reverse("api:patient-image-list", kwargs={"pk": alice.patient.pk}))
+    body = response.json()
+    assert response.status_code == 200 and [i["id"] for i in body["results"]] == [str(alice.image.pk)]
+    meta = token_client(alice, "dentist").get(reverse("api:image-detail", kwargs={"pk": alice.image.pk})).json()
+    assert meta["sha256"] == alice.image.sha256 and meta["analysis"] is None
+
+
+def test_patient_get_prefetches_keys(alice: World, django_assert_max_num_queries) -> None:  # noqa: ANN001
+    with clinic_scope(alice.clinic.id):
+        with django_assert_max_num_queries(2):
+            patient_get(alice.patient.pk)

@@ -1,0 +1,106 @@
+"""The S3 path against a real S3-speaking server (moto in server mode, over HTTP), not a mock object."""
+
+from __future__ import annotations
+
+import io
+import socket
+from collections.abc import Iterator
+
+import boto3
+import pytest
+from django.urls import reverse
+
+from ..conftest import World, png_bytes, token_client
+
+BUCKET = "dentalscan-test-images"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    boto3.client(
+        "s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test"
+    ).create_bucket(Bucket=BUCKET)
+    yield endpoint
+    server.stop()
+
+
+@pytest.fixture
+def s3_images(settings, s3_endpoint: str):  # noqa: ANN001, ANN201
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "images": {
+            "BACKEND": "storages.backends.s3.S3Storage",
+            "OPTIONS": {
+                "bucket_name": BUCKET,
+                "endpoint_url": s3_endpoint,
+                "region_name": "us-east-1",
+                "access_key": "test",
+                "secret_key": "test",
+                "default_acl": None,
+                "file_overwrite": False,
+            },
+        },
+    }
+    return boto3.client(
+        "s3", endpoint_url=s3_endpoint, region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test"
+    )
+
+
+def _keys(client) -> set[str]:  # noqa: ANN001
+    return {o["Key"] for o in client.list_objects_v2(Bucket=BUCKET).get("Contents", [])}
+
+
+def test_images_round_trip_through_s3_encrypted(
+    s3_images,
+    alice: World,  # noqa: ANN001
+    django_capture_on_commit_callbacks,
+) -> None:  # noqa: ANN001
+    before = _keys(s3_images)
+    f = io.BytesIO(png_bytes((90, 70), (12, 34, 56)))
+    f.name = "../../etc/passwd.png"
+    client = token_client(alice, "staff")
+    response = client.post(
+        reverse("api:patient-image-list", kwargs={"pk": alice.patient.pk}),
+        {"file": f, "modality": "photo"},
+        format="multipart",
+    )
+    assert response.status_code == 201, response.content
+    new = _keys(s3_images) - before
+    assert len(new) == 3 and all(k.startswith("blobs/") and "passwd" not in k for k in new)
+    for key in new:
+        body = s3_images.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+        assert not body.startswith((b"\x89PNG", b"\xff\xd8")) and b"IHDR" not in body
+    served = client.get(response.json()["file"])
+    assert served.status_code == 200 and served.content.startswith(b"\x89PNG")
+    from PIL import Image
+
+    assert Image.open(io.BytesIO(served.content)).getpixel((5, 5)) == (12, 34, 56)
+
+    # A rejected upload writes nothing to the bucket.
+    bad = io.BytesIO(b"%PDF-1.4 not an image")
+    bad.name = "scan.jpg"
+    keys = _keys(s3_images)
+    rejected = client.post(
+        reverse("api:patient-image-list", kwargs={"pk": alice.patient.pk}),
+        {"file": bad, "modality": "photo"},
+        format="multipart",
+    )
+    assert rejected.status_code == 415 and _keys(s3_images) == keys
+
+    # Erasure removes the patient's objects from the bucket.
+    admin = token_client(alice, "clinic_admin")
+    with django_capture_on_commit_callbacks(execute=True):
+        assert admin.delete(reverse("api:patient-detail", kwargs={"pk": alice.patient.pk})).status_code == 204
+    assert not (new & _keys(s3_images))
