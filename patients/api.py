@@ -220,6 +220,8 @@ class PatientImageListView(PatientObjectMixin, ClinicGenericAPIView):
                 details={"code": exc.code},
             )
             return intake_error_response(exc)
+        if len(request.FILES.getlist("file")) > 1:
+            return intake_error_response(IntakeError("too_many_files", "Send one file per request.", 400))
         data = ImageUploadInput(data=fields)
         data.is_valid(raise_exception=True)
         upload = data.validated_data["file"]

@@ -14,6 +14,7 @@ from typing import Any, BinaryIO
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Sum
 from django.utils import timezone
 
 from clinics import audit, context
@@ -22,7 +23,7 @@ from clinics.services import ServiceError
 from clinics.tenancy import require_clinic_id
 
 from . import crypto
-from .intake import SanitizedImage, safe_display_name, sanitize_upload
+from .intake import IntakeError, SanitizedImage, safe_display_name, sanitize_upload
 from .keys import clinic_key, patient_key, patient_key_new
 from .models import Image, Patient, Sex, Visit
 from .selectors import PatientIdentity, identity_aad, image_display_name, patient_identity
@@ -158,6 +159,15 @@ def image_ingest(
         max_bytes=settings.IMAGE_MAX_BYTES,
         max_pixels=settings.IMAGE_MAX_PIXELS,
     )
+    quota = settings.IMAGE_QUOTA_BYTES_PER_CLINIC
+    if quota:
+        used = Image.objects.aggregate(total=Sum("size_bytes"))["total"] or 0
+        if used + len(sanitized.data) > quota:
+            raise IntakeError(
+                "quota_exceeded",
+                "This clinic has used its image storage quota; ask your clinic admin to free space or raise it.",
+                413,
+            )
     key = patient_key(patient)
     image_id = uuid.uuid4()
     written: list[str] = []

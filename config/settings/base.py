@@ -199,6 +199,8 @@ if os.environ.get("STORAGE_S3_BUCKET"):
 # --- Patient images: intake limits and encryption ------------------------------------------
 IMAGE_MAX_BYTES = int(os.environ.get("IMAGE_MAX_BYTES", str(40 * 1024 * 1024)))
 IMAGE_MAX_PIXELS = int(os.environ.get("IMAGE_MAX_PIXELS", "50000000"))
+# Stored bytes (sanitised originals) a clinic may hold in total; 0 means no limit.
+IMAGE_QUOTA_BYTES_PER_CLINIC = int(os.environ.get("IMAGE_QUOTA_BYTES_PER_CLINIC", str(200 * 1024**3)))
 # Uploads stay in memory under the byte cap and are never spooled to temporary files.
 FILE_UPLOAD_HANDLERS = ["patients.uploads.LimitedMemoryUploadHandler"]
 FILE_UPLOAD_MAX_MEMORY_SIZE = IMAGE_MAX_BYTES

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import json
 import tempfile
 import zipfile
@@ -298,3 +299,22 @@ def test_patient_get_prefetches_keys(alice: World, django_assert_max_num_queries
     with clinic_scope(alice.clinic.id):
         with django_assert_max_num_queries(2):
             patient_get(alice.patient.pk)
+
+
+def test_per_clinic_quota_and_one_file_per_request(alice: World, bob: World, settings) -> None:  # noqa: ANN001
+    with clinic_scope(alice.clinic.id):
+        used = Image.objects.get().size_bytes
+    settings.IMAGE_QUOTA_BYTES_PER_CLINIC = used + 100
+    noise = io.BytesIO()
+    PILImage.frombytes("RGB", (64, 64), os.urandom(64 * 64 * 3)).save(noise, "PNG")
+    response = upload(token_client(alice, "staff"), alice, "more.png", noise.getvalue())
+    assert response.status_code == 413 and response.json()["error"]["code"] == "quota_exceeded"
+    assert upload(token_client(bob, "staff"), bob, "b.png", png_bytes((8, 8))).status_code == 201  # per clinic
+    settings.IMAGE_QUOTA_BYTES_PER_CLINIC = 0
+    files = [io.BytesIO(png_bytes((8, 8))), io.BytesIO(png_bytes((9, 9)))]
+    for i, f in enumerate(files):
+        f.name = f"{i}.png"
+    response = token_client(alice, "staff").post(
+        reverse("api:patient-image-list", kwargs={"pk": alice.patient.pk}),
+        {"file": files, "modality": "photo"}, format="multipart")
+    assert response.status_code == 400 and response.json()["error"]["code"] == "too_many_files"
