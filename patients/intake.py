@@ -708,7 +708,7 @@ def _finish(image: Image.Image, original_format: str, window: tuple[int, int] | 
         display = image
         bit_depth = 8
     png = io.BytesIO()
-    image.save(png, "PNG", compress_level=6)
+    image.save(png, "PNG", compress_level=3)  # ~2x faster than 6 on photos, ~10% larger
     return SanitizedImage(
         data=png.getvalue(),
         width=image.width,

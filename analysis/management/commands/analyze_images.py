@@ -1,0 +1,81 @@
+"""Run the active model of a modality on image files and print one JSON object per file.
+
+Needs neither a broker nor the database: without a usable database the newest shipped model is
+used. Files go through the same intake checks as uploads; an invalid file prints an error object
+and the command goes on with the next.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+from PIL import Image
+
+from analysis.registry import ModelNotAvailable, active_artifact_dir, predictor
+from patients.intake import IntakeError, sanitize_upload
+
+BATCH = 16
+
+
+def _rounded(value: float) -> float:
+    return round(float(value), 6)
+
+
+class Command(BaseCommand):
+    help = "Analyse image files with the active photo or X-ray model (JSON lines on stdout)."
+    requires_system_checks: list[str] = []
+    requires_migrations_checks = False
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("paths", nargs="+", type=Path)
+        parser.add_argument("--modality", choices=["photo", "xray"], required=True)
+        parser.add_argument("--json", action="store_true", help="JSON lines (the only output format).")
+        parser.add_argument("--no-database", action="store_true", help="Use the shipped model, not the registry.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        modality = options["modality"]
+        try:
+            model = predictor(active_artifact_dir(modality, use_database=not options["no_database"]))
+        except ModelNotAvailable as exc:
+            raise CommandError(str(exc)) from exc
+        pending: list[tuple[str, Image.Image]] = []
+        for path in options["paths"]:
+            try:
+                with path.open("rb") as handle:
+                    clean = sanitize_upload(handle, modality=modality, size=path.stat().st_size)
+                pending.append((str(path), Image.open(io.BytesIO(clean.data))))
+            except IntakeError as exc:
+                self._emit({"file": str(path), "error": {"code": exc.code, "message": exc.message}})
+            except OSError as exc:
+                self._emit({"file": str(path), "error": {"code": "unreadable_file", "message": str(exc)}})
+            if len(pending) >= BATCH:
+                self._run(model, pending)
+                pending = []
+        if pending:
+            self._run(model, pending)
+
+    def _run(self, model: Any, batch: list[tuple[str, Image.Image]]) -> None:
+        results = model.predict([image for _, image in batch], explain=True)
+        for (name, _), result in zip(batch, results, strict=True):
+            self._emit(
+                {
+                    "file": name,
+                    "model": model.model_id,
+                    "scores": {k: _rounded(v) for k, v in result["scores"].items()},
+                    "findings": [
+                        {
+                            "condition": f["condition"],
+                            "probability": _rounded(f["probability"]),
+                            "box": [_rounded(v) for v in f["box"]],
+                        }
+                        for f in result["findings"]
+                    ],
+                }
+            )
+
+    def _emit(self, obj: dict[str, Any]) -> None:
+        self.stdout.write(json.dumps(obj))

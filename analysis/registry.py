@@ -1,0 +1,139 @@
+"""The model registry: register trained artefacts, pick the active one, load it once per process."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import DatabaseError, transaction
+
+from .models import ModelModality, ModelVersion
+
+SHIPPED_MODELS_DIR = Path(settings.BASE_DIR) / "analysis" / "models"
+
+
+class ModelNotAvailable(RuntimeError):
+    """No usable model for a modality (none registered or shipped, or its weights do not verify)."""
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_artifact(artifact_dir: Path) -> dict[str, Any]:
+    """``model.json`` of an artefact, after checking that the weights match their recorded SHA-256."""
+    meta_path = artifact_dir / "model.json"
+    if not meta_path.is_file():
+        raise ModelNotAvailable(f"{artifact_dir} has no model.json")
+    meta = json.loads(meta_path.read_text())
+    weights = artifact_dir / meta.get("weights_file", "weights.pt")
+    if not weights.is_file():
+        raise ModelNotAvailable(f"{artifact_dir} has no weights file")
+    if _sha256(weights) != meta.get("weights_sha256"):
+        raise ModelNotAvailable(f"weights of {meta.get('name')}@{meta.get('version')} do not match their SHA-256")
+    if meta.get("modality") not in ModelModality.values:
+        raise ModelNotAvailable(f"{artifact_dir}: unknown modality {meta.get('modality')!r}")
+    return meta
+
+
+def _stored_path(artifact_dir: Path) -> str:
+    resolved = artifact_dir.resolve()
+    try:
+        return str(resolved.relative_to(Path(settings.BASE_DIR).resolve()))
+    except ValueError:
+        return str(resolved)
+
+
+def artifact_path(model: ModelVersion) -> Path:
+    path = Path(model.artifact_dir)
+    return path if path.is_absolute() else Path(settings.BASE_DIR) / path
+
+
+@transaction.atomic
+def model_register(*, artifact_dir: Path | str, activate: bool = True) -> ModelVersion:
+    """Register (or refresh) an artefact and optionally make it the active one of its modality."""
+    artifact_dir = Path(artifact_dir)
+    meta = read_artifact(artifact_dir)
+    model, _ = ModelVersion.objects.update_or_create(
+        name=meta["name"],
+        version=meta["version"],
+        defaults={
+            "modality": meta["modality"],
+            "artifact_dir": _stored_path(artifact_dir),
+            "weights_sha256": meta["weights_sha256"],
+            "labels": meta.get("labels", []),
+            "thresholds": meta.get("thresholds", {}),
+            "metrics": meta.get("metrics", {}),
+        },
+    )
+    if activate and not model.is_active:
+        ModelVersion.objects.filter(modality=model.modality, is_active=True).update(is_active=False)
+        model.is_active = True
+        model.save(update_fields=["is_active"])
+    return model
+
+
+def shipped_artifacts(modality: str) -> list[Path]:
+    """Artefacts shipped in the repository for a modality, newest version last."""
+    root = SHIPPED_MODELS_DIR / modality
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if (p / "model.json").is_file()]
+
+    def version_key(path: Path) -> tuple:
+        return tuple(int(x) if x.isdigit() else x for x in path.name.replace("-", ".").split("."))
+
+    return sorted(found, key=version_key)
+
+
+def model_version_active(modality: str) -> ModelVersion:
+    """The active registered model; registers the newest shipped one on first use."""
+    model = ModelVersion.objects.filter(modality=modality, is_active=True).first()
+    if model is not None:
+        return model
+    for candidate in reversed(shipped_artifacts(modality)):
+        try:
+            return model_register(artifact_dir=candidate, activate=True)
+        except ModelNotAvailable:
+            continue
+    raise ModelNotAvailable(f"no {modality} model is registered or shipped")
+
+
+def active_artifact_dir(modality: str, *, use_database: bool = True) -> Path:
+    """Where the active model of a modality lives. Without a usable database (for example
+    ``analyze_images`` on a fresh checkout) the newest shipped artefact is used."""
+    if use_database:
+        try:
+            return artifact_path(model_version_active(modality))
+        except DatabaseError:
+            pass
+    shipped = shipped_artifacts(modality)
+    if not shipped:
+        raise ModelNotAvailable(f"no {modality} model is shipped in {SHIPPED_MODELS_DIR / modality}")
+    return shipped[-1]
+
+
+_load_lock = threading.Lock()
+
+
+@functools.lru_cache(maxsize=4)
+def _load(path: str, sha256: str) -> Any:
+    from analysis.ml.infer import Predictor
+
+    return Predictor(path)
+
+
+def predictor(artifact_dir: Path) -> Any:
+    """The loaded model for an artefact, once per process (worker or command)."""
+    meta = read_artifact(artifact_dir)
+    with _load_lock:
+        return _load(str(artifact_dir.resolve()), meta["weights_sha256"])
