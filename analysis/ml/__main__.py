@@ -1,0 +1,148 @@
+"""Command line: ``python -m analysis.ml {train,calibrate,evaluate,card} ...``.
+
+Examples::
+
+    # train on the shared manifest (or on your own folder: --data path/to/folder/<label>/*.jpg)
+    python -m analysis.ml train --data ../shared/datasets/intraoral-photos/manifest.csv \
+        --run-dir var/ml-runs/photo-1.0.0 --input-size 224 --epochs 10
+    # held-out test metrics, plots, shortcut audit, and the shippable artefact
+    python -m analysis.ml evaluate --run-dir var/ml-runs/photo-1.0.0 \
+        --artifact-dir analysis/models/photo/1.0.0 --version 1.0.0
+    python -m analysis.ml card --artifact-dir analysis/models/photo/1.0.0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _add_train(sub):
+    p = sub.add_parser("train", help="train (or resume) a photo classifier, then calibrate on validation")
+    p.add_argument(
+        "--data",
+        default=None,
+        help="manifest CSV, or an image folder laid out as <folder>/<label>/*.jpg "
+        "(labels: caries, gingivitis, calculus, ulcer, healthy). "
+        "Default: the shared intraoral-photos manifest",
+    )
+    p.add_argument("--run-dir", required=True, help="checkpoints/logs go here (e.g. var/ml-runs/photo-1.0.0)")
+    p.add_argument("--input-size", type=int, default=224)
+    p.add_argument("--epochs", type=int, default=8, help="total epochs incl. head warm-up")
+    p.add_argument("--warmup-epochs", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=6e-4)
+    p.add_argument("--patience", type=int, default=3)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--val-fraction", type=float, default=0.15)
+    p.add_argument("--test-fraction", type=float, default=0.15)
+    p.add_argument("--num-workers", type=int, default=1)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--limit", type=int, default=0, help="use only N images (smoke test)")
+    p.add_argument("--deadline", default="", help="ISO UTC time; no new epoch is started that would end after it")
+    p.add_argument("--no-resume", action="store_true", help="ignore an existing last.pt")
+    p.add_argument("--no-pretrained", action="store_true")
+    p.add_argument(
+        "--export",
+        default=None,
+        metavar="ARTIFACT_DIR",
+        help="after training, also evaluate and write the artefact + model card here",
+    )
+    p.add_argument("--version", default="1.0.0")
+
+
+def _add_calibrate(sub):
+    p = sub.add_parser("calibrate", help="re-fit temperature + thresholds on validation for a run")
+    p.add_argument("--run-dir", required=True)
+    p.add_argument("--checkpoint", default="best.pt")
+
+
+def _add_evaluate(sub):
+    p = sub.add_parser("evaluate", help="test-split metrics, plots, shortcut audit; writes the artefact")
+    p.add_argument("--run-dir", required=True)
+    p.add_argument("--artifact-dir", required=True)
+    p.add_argument("--version", default="1.0.0")
+    p.add_argument("--name", default="photo-effnetlite0")
+    p.add_argument("--no-audit", action="store_true", help="skip the shortcut audit")
+    p.add_argument("--bootstrap", type=int, default=1000)
+    p.add_argument("--no-card", action="store_true", help="do not (re)generate MODEL_CARD.md")
+
+
+def _add_card(sub):
+    p = sub.add_parser("card", help="(re)generate MODEL_CARD.md from model.json + metrics.json")
+    p.add_argument("--artifact-dir", required=True)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m analysis.ml", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_train(sub)
+    _add_calibrate(sub)
+    _add_evaluate(sub)
+    _add_card(sub)
+    args = parser.parse_args(argv)
+
+    if args.command == "train":
+        from .data import photo_manifest_path
+        from .train import TrainConfig, train
+
+        data = args.data or str(photo_manifest_path())
+        cfg = TrainConfig(
+            data=str(Path(data).resolve()),
+            run_dir=args.run_dir,
+            input_size=args.input_size,
+            epochs=args.epochs,
+            warmup_epochs=args.warmup_epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            patience=args.patience,
+            seed=args.seed,
+            val_fraction=args.val_fraction,
+            test_fraction=args.test_fraction,
+            num_workers=args.num_workers,
+            threads=args.threads,
+            limit=args.limit,
+            deadline=args.deadline,
+            pretrained=not args.no_pretrained,
+        )
+        summary = train(cfg, resume=not args.no_resume, log=lambda m: print(m, flush=True))
+        print(json.dumps(summary, indent=2))
+        if args.export:
+            from .evaluate import evaluate_run
+
+            evaluate_run(args.run_dir, args.export, version=args.version)
+        return 0
+    if args.command == "calibrate":
+        from .train import calibrate, config_from_run
+
+        calibrate(config_from_run(args.run_dir), which=args.checkpoint, log=lambda m: print(m, flush=True))
+        return 0
+    if args.command == "evaluate":
+        from .evaluate import evaluate_run
+
+        metrics = evaluate_run(
+            args.run_dir,
+            args.artifact_dir,
+            version=args.version,
+            name=args.name,
+            audit=not args.no_audit,
+            n_boot=args.bootstrap,
+            card=not args.no_card,
+        )
+        print(json.dumps(metrics["summary"], indent=2))
+        return 0
+    if args.command == "card":
+        from .card import write_card
+
+        path = write_card(args.artifact_dir)
+        print(path)
+        return 0
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""Inference on a shipped artefact folder (``analysis/models/photo/<version>/``).
+
+    >>> from analysis.ml.infer import load_predictor
+    >>> p = load_predictor(artifact_dir)
+    >>> p.predict([pil_image], explain=True)
+    [{"scores": {"caries": 0.12, ...}, "findings": [{"condition": ..., "probability": ..., "box": [x, y, w, h],
+      "heatmap": np.ndarray}]}]
+
+Scores are calibrated probabilities ``sigmoid(logit / temperature[label] + logit_bias[label])``;
+a finding is reported for each label whose score is >= its shipped threshold. Boxes and heatmaps are in
+normalised coordinates of the input image (the preprocessing resizes the whole image, no crop).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from .explain import heatmap_box, normalise_cams
+from .model import build_model
+from .transforms import eval_resize_pil, pil_to_uint8, to_model_input
+
+
+class Predictor:
+    def __init__(self, artifact_dir: str | Path, device: str | torch.device | None = None, batch_size: int = 16):
+        self.artifact_dir = Path(artifact_dir)
+        meta = json.loads((self.artifact_dir / "model.json").read_text())
+        self.meta = meta
+        self.name = meta["name"]
+        self.version = meta["version"]
+        self.model_id = f"{self.name}@{self.version}"
+        self.labels: list[str] = list(meta["labels"])
+        self.thresholds: dict[str, float] = {k: float(v) for k, v in meta["thresholds"].items()}
+        temp = meta.get("temperature", 1.0)
+        bias = meta.get("logit_bias", 0.0)
+        self.temperature = temp if isinstance(temp, dict) else dict.fromkeys(self.labels, float(temp))
+        self.logit_bias = bias if isinstance(bias, dict) else dict.fromkeys(self.labels, float(bias))
+        self.input_size = int(meta["input_size"])
+        self.batch_size = batch_size
+        self.device = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        model = build_model(len(self.labels), self.input_size, pretrained=False)
+        state = torch.load(self.artifact_dir / "weights.pt", map_location="cpu", weights_only=True)
+        state = {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
+        model.load_state_dict(state)
+        model.eval().to(self.device)
+        if self.device.type == "cpu":
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        self._temp = torch.tensor([float(self.temperature[k]) for k in self.labels])
+        self._bias = torch.tensor([float(self.logit_bias[k]) for k in self.labels])
+        self._lock = threading.Lock()
+
+    def _preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        x = torch.stack([pil_to_uint8(eval_resize_pil(im, self.input_size)) for im in images])
+        x = to_model_input(x)
+        if self.device.type == "cpu":
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x.to(self.device)
+
+    def predict(self, images: Sequence[Image.Image], explain: bool = True, batch_size: int | None = None) -> list[dict]:
+        bs = batch_size or self.batch_size
+        results: list[dict] = []
+        use_amp = self.device.type == "cuda"
+        with self._lock, torch.inference_mode():
+            for start in range(0, len(images), bs):
+                chunk = list(images[start : start + bs])
+                x = self._preprocess(chunk)
+                with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=use_amp):
+                    if explain:
+                        logits, cams = self.model.forward_with_cam(x)
+                    else:
+                        logits, cams = self.model(x), None
+                logits = logits.float().cpu()
+                probs = torch.sigmoid(logits / self._temp + self._bias).numpy()
+                heatmaps = normalise_cams(cams) if explain else None
+                for i in range(len(chunk)):
+                    scores = {name: float(probs[i, c]) for c, name in enumerate(self.labels)}
+                    findings = []
+                    for c, name in enumerate(self.labels):
+                        if scores[name] >= self.thresholds[name]:
+                            finding = {"condition": name, "probability": scores[name]}
+                            if explain:
+                                hm = heatmaps[i, c]
+                                finding["box"] = heatmap_box(hm)
+                                finding["heatmap"] = hm
+                            else:
+                                finding["box"] = None
+                                finding["heatmap"] = None
+                            findings.append(finding)
+                    findings.sort(key=lambda f: -f["probability"])
+                    results.append({"scores": scores, "findings": findings})
+        return results
+
+
+_CACHE: dict[tuple[str, str], Predictor] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def load_predictor(artifact_dir: str | Path, device: str | None = None) -> Predictor:
+    """Load (once per process and artefact folder) a :class:`Predictor`."""
+    key = (str(Path(artifact_dir).resolve()), str(device))
+    with _CACHE_LOCK:
+        if key not in _CACHE:
+            _CACHE[key] = Predictor(artifact_dir, device=device)
+        return _CACHE[key]
+
+
+def clear_cache() -> None:
+    with _CACHE_LOCK:
+        _CACHE.clear()
+
+
+__all__ = ["Predictor", "load_predictor", "clear_cache"]

@@ -1,0 +1,72 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from analysis.ml.infer import clear_cache, load_predictor
+
+SHIPPED = Path(__file__).resolve().parents[2] / "analysis" / "models" / "photo"
+
+
+def _check_results(results, predictor, n):
+    assert len(results) == n
+    for r in results:
+        assert set(r) == {"scores", "findings"}
+        assert list(r["scores"]) == predictor.labels
+        assert all(0.0 <= v <= 1.0 for v in r["scores"].values())
+        for f in r["findings"]:
+            assert f["condition"] in predictor.labels
+            assert f["probability"] >= predictor.thresholds[f["condition"]]
+            assert f["probability"] == r["scores"][f["condition"]]
+            x, y, w, h = f["box"]
+            assert 0 <= x <= 1 and 0 <= y <= 1 and 0 < w <= 1 and 0 < h <= 1
+            assert x + w <= 1 + 1e-6 and y + h <= 1 + 1e-6
+            hm = f["heatmap"]
+            assert isinstance(hm, np.ndarray) and hm.dtype == np.float32 and hm.ndim == 2
+            assert hm.min() >= 0 and hm.max() <= 1
+        expected = {k for k, v in r["scores"].items() if v >= predictor.thresholds[k]}
+        assert {f["condition"] for f in r["findings"]} == expected
+
+
+def test_predictor_random_init(random_artifact, synthetic_images):
+    clear_cache()
+    p = load_predictor(random_artifact)
+    assert p is load_predictor(random_artifact)  # loaded once
+    assert p.model_id == "photo-test@0.0.1"
+    assert p.labels == ["caries", "gingivitis", "calculus", "ulcer"]
+    results = p.predict(synthetic_images, explain=True)
+    _check_results(results, p, len(synthetic_images))
+    assert any(r["findings"] for r in results)
+    # batching does not change the answer; explain=False gives the same scores
+    again = p.predict(synthetic_images, explain=False, batch_size=2)
+    for a, b in zip(results, again, strict=True):
+        for k in p.labels:
+            assert a["scores"][k] == pytest.approx(b["scores"][k], abs=1e-5)
+
+
+def _shipped_versions():
+    if not SHIPPED.exists():
+        return []
+    return sorted(d for d in SHIPPED.iterdir() if (d / "model.json").exists() and (d / "weights.pt").exists())
+
+
+@pytest.mark.skipif(not _shipped_versions(), reason="no shipped photo artefact under analysis/models/photo/")
+def test_shipped_artifact(synthetic_images):
+    from analysis.ml.evaluate import sha256_file
+
+    for art in _shipped_versions():
+        meta = json.loads((art / "model.json").read_text())
+        assert meta["modality"] == "photo" and meta["version"] == art.name
+        assert (art / "weights.pt").stat().st_size <= 25 * 1024 * 1024
+        assert sha256_file(art / "weights.pt") == meta["weights_sha256"]
+        assert (art / "MODEL_CARD.md").exists() and (art / "metrics.json").exists()
+        clear_cache()
+        p = load_predictor(art)
+        assert p.model_id == f"{meta['name']}@{meta['version']}"
+        first = p.predict(synthetic_images, explain=True)
+        _check_results(first, p, len(synthetic_images))
+        second = p.predict(synthetic_images, explain=True)
+        for a, b in zip(first, second, strict=True):
+            assert a["scores"] == b["scores"]
+            assert [f["box"] for f in a["findings"]] == [f["box"] for f in b["findings"]]
