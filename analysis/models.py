@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import uuid
 
+from django.conf import settings
 from django.db import models
 from django.utils import timezone
+
+from clinics.tenancy import ClinicScopedModel
 
 
 class ModelModality(models.TextChoices):
@@ -48,3 +51,155 @@ class ModelVersion(models.Model):
     @property
     def model_id(self) -> str:
         return f"{self.name}@{self.version}"
+
+
+class AnalysisStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+
+
+class Analysis(ClinicScopedModel):
+    """One run of one model version on one image. Claimed by a worker with a compare-and-swap
+    (``queued -> running`` with a fresh ``claim_token``) and finished only by the holder of that
+    token, so duplicated or redelivered messages never produce a second result."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    image = models.ForeignKey("patients.Image", on_delete=models.CASCADE, related_name="analyses")
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="analyses")
+    status = models.CharField(max_length=10, choices=AnalysisStatus.choices, default=AnalysisStatus.QUEUED)
+    input_sha256 = models.CharField(max_length=64)
+    scores = models.JSONField(default=dict, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    claim_token = models.UUIDField(null=True, blank=True, editable=False)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    failure_reason = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta(ClinicScopedModel.Meta):
+        constraints = [
+            models.UniqueConstraint(fields=["image", "model_version"], name="analysis_one_per_image_and_model")
+        ]
+        indexes = [models.Index(fields=["clinic", "status", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"Analysis {self.id} ({self.status})"
+
+
+class FindingStatus(models.TextChoices):
+    PENDING = "pending", "Pending review"
+    CONFIRMED = "confirmed", "Confirmed"
+    REJECTED = "rejected", "Rejected"
+
+
+class FindingSource(models.TextChoices):
+    MODEL = "model", "AI suggestion"
+    CLINICIAN = "clinician", "Added by a clinician"
+
+
+class RejectReason(models.TextChoices):
+    NOT_PRESENT = "not_present", "Not present"
+    WRONG_LOCATION = "wrong_location", "Wrong location"
+    WRONG_CONDITION = "wrong_condition", "Wrong condition"
+    CLINICALLY_IRRELEVANT = "clinically_irrelevant", "Clinically irrelevant"
+    IMAGE_QUALITY = "image_quality", "Image quality"
+
+
+class Finding(ClinicScopedModel):
+    """A model's suggestion or a clinician's finding on one image. Model findings stay ``pending``
+    until a dentist decides; every decision is also a ``FindingDecision`` row."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    analysis = models.ForeignKey(Analysis, on_delete=models.CASCADE, null=True, blank=True, related_name="findings")
+    image = models.ForeignKey("patients.Image", on_delete=models.CASCADE, related_name="findings")
+    source = models.CharField(max_length=10, choices=FindingSource.choices, default=FindingSource.MODEL)
+    condition = models.CharField(max_length=40)
+    probability = models.FloatField(null=True, blank=True)
+    box = models.JSONField(null=True, blank=True)  # [x, y, w, h], normalised to the image
+    heatmap = models.BinaryField(null=True, blank=True, editable=False)  # encrypted 8-bit map (photos)
+    status = models.CharField(max_length=10, choices=FindingStatus.choices, default=FindingStatus.PENDING)
+    reason = models.CharField(max_length=30, choices=RejectReason.choices, blank=True)
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta(ClinicScopedModel.Meta):
+        ordering = ["-probability", "created_at"]
+        indexes = [models.Index(fields=["clinic", "image"]), models.Index(fields=["clinic", "status"])]
+
+    def __str__(self) -> str:
+        return f"Finding {self.id} {self.condition} ({self.status})"
+
+
+class FindingDecision(ClinicScopedModel):
+    """Append-only record of one clinician decision on a finding (who, when, what, before/after)."""
+
+    id = models.BigAutoField(primary_key=True)
+    finding = models.ForeignKey(Finding, on_delete=models.CASCADE, related_name="decisions")
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    decision = models.CharField(max_length=10)  # confirm | reject | adjust | add
+    reason = models.CharField(max_length=30, blank=True)
+    before = models.JSONField(null=True, blank=True)
+    after = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta(ClinicScopedModel.Meta):
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.decision} on {self.finding_id}"
+
+
+class ConditionThreshold(ClinicScopedModel):
+    """A clinic's operating point for one condition: suggestions below it are not shown."""
+
+    id = models.BigAutoField(primary_key=True)
+    modality = models.CharField(max_length=10, choices=ModelModality.choices)
+    condition = models.CharField(max_length=40)
+    threshold = models.FloatField()
+
+    class Meta(ClinicScopedModel.Meta):
+        constraints = [
+            models.UniqueConstraint(fields=["clinic", "modality", "condition"], name="threshold_unique_per_clinic")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.modality}/{self.condition} >= {self.threshold}"
+
+
+class WebhookEndpoint(ClinicScopedModel):
+    """A clinic's receiver for events (``analysis.completed``, ``report.signed``)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    url = models.URLField(max_length=500)
+    secret = models.CharField(max_length=100)
+    events = models.JSONField(default=list, blank=True)  # empty: every event
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"Webhook {self.id}"
+
+
+class WebhookDelivery(ClinicScopedModel):
+    """One event for one endpoint, with the log of every attempt."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries")
+    event = models.CharField(max_length=40)
+    payload = models.JSONField()
+    status = models.CharField(max_length=10, default="pending")  # pending | delivered | failed
+    attempts = models.PositiveSmallIntegerField(default=0)
+    attempt_log = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta(ClinicScopedModel.Meta):
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.event} -> {self.endpoint_id} ({self.status})"

@@ -29,6 +29,8 @@ ROLE_PERMISSIONS: Final[dict[str, frozenset[str]]] = {
     "patient.erase": frozenset({ADMIN}),
     "image.upload": ALL_ROLES,
     "image.view": ALL_ROLES,
+    "analysis.view": ALL_ROLES,
+    "finding.review": frozenset({DENTIST}),
     "member.view": frozenset({ADMIN}),
     "member.manage": frozenset({ADMIN}),
     "apikey.manage": frozenset({ADMIN}),
@@ -37,7 +39,9 @@ ROLE_PERMISSIONS: Final[dict[str, frozenset[str]]] = {
 }
 
 # What a clinic API key (a third-party system) may be granted; never member or audit management.
-API_KEY_GRANTABLE: Final = frozenset({"patient.view", "patient.create", "patient.update", "image.upload", "image.view"})
+API_KEY_GRANTABLE: Final = frozenset(
+    {"patient.view", "patient.create", "patient.update", "image.upload", "image.view", "analysis.view"}
+)
 API_KEY_DEFAULT_SCOPES: Final = sorted(API_KEY_GRANTABLE)
 
 # URL name -> {method: permission}. "GET" also covers HEAD and OPTIONS.
@@ -69,6 +73,9 @@ ROUTE_PERMISSIONS: Final[dict[str, dict[str, str]]] = {
     "api:patient-image-list": {"GET": "image.view", "POST": "image.upload"},
     "api:image-detail": {"GET": "image.view"},
     "api:image-file": {"GET": "image.view"},
+    "api:analysis-list": {"GET": "analysis.view"},
+    "api:analysis-detail": {"GET": "analysis.view"},
+    "api:finding-review": {"POST": "finding.review"},
     "api:audit-event-list": {"GET": "audit.view"},
     "api:audit-event-export": {"GET": "audit.export"},
 }

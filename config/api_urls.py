@@ -2,6 +2,7 @@
 
 from django.urls import path
 
+from analysis import api as analysis_api
 from clinics.api import views as clinic_api
 from clinics.api.docs import ApiDocsView, SchemaView
 from patients import api as patient_api
@@ -18,6 +19,9 @@ urlpatterns = [
     path("patients/<uuid:pk>/images/", patient_api.PatientImageListView.as_view(), name="patient-image-list"),
     path("images/<uuid:pk>/", patient_api.ImageDetailView.as_view(), name="image-detail"),
     path("images/<uuid:pk>/file", patient_api.ImageFileView.as_view(), name="image-file"),
+    path("analyses/", analysis_api.AnalysisListView.as_view(), name="analysis-list"),
+    path("analyses/<uuid:pk>/", analysis_api.AnalysisDetailView.as_view(), name="analysis-detail"),
+    path("findings/<uuid:pk>/review/", analysis_api.FindingReviewView.as_view(), name="finding-review"),
     path("audit-events/", clinic_api.AuditEventListView.as_view(), name="audit-event-list"),
     path("audit-events/export", clinic_api.AuditEventExportView.as_view(), name="audit-event-export"),
 ]

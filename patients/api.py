@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db import transaction
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field
@@ -10,6 +11,7 @@ from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from analysis.services import analysis_request
 from clinics import audit
 from clinics.api.base import ClinicGenericAPIView
 
@@ -88,8 +90,9 @@ class ImageOutput(serializers.Serializer):
 
     @extend_schema_field(AnalysisSummary(allow_null=True))
     def get_analysis(self, image: Image) -> dict[str, Any] | None:
-        # Analysis jobs arrive with the review issue; until then an upload has no analysis.
-        return None
+        """The newest analysis of the image (None when no model exists for its modality)."""
+        analysis = image.analyses.order_by("-created_at").first()
+        return {"id": analysis.pk, "status": analysis.status} if analysis else None
 
 
 class ImageUploadInput(serializers.Serializer):
@@ -226,14 +229,16 @@ class PatientImageListView(PatientObjectMixin, ClinicGenericAPIView):
         data.is_valid(raise_exception=True)
         upload = data.validated_data["file"]
         try:
-            image = image_ingest(
-                patient=patient,
-                stream=upload,
-                filename=upload.name,
-                size=upload.size,
-                modality=data.validated_data["modality"],
-                visit_id=data.validated_data.get("visit"),
-            )
+            with transaction.atomic():  # the analysis is queued once the upload has committed
+                image = image_ingest(
+                    patient=patient,
+                    stream=upload,
+                    filename=upload.name,
+                    size=upload.size,
+                    modality=data.validated_data["modality"],
+                    visit_id=data.validated_data.get("visit"),
+                )
+                analysis_request(image=image)
         except IntakeError as exc:
             audit.record(
                 action="image.rejected",

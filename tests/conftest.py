@@ -17,6 +17,7 @@ from django.test import Client
 from PIL import Image as PILImage
 from rest_framework.test import APIClient
 
+from analysis.models import Analysis, Finding, ModelVersion
 from clinics import services
 from clinics.models import ApiKey, Clinic, Membership, Role, User
 from clinics.tenancy import clinic_scope, deactivate_clinic
@@ -36,6 +37,8 @@ class World:
     patient: Patient | None = None
     patient_name: str = ""
     image: Image | None = None
+    analysis: Analysis | None = None
+    finding: Finding | None = None
 
 
 def build_clinic(slug: str, *, patient_name: str = "Zed") -> World:
@@ -59,7 +62,33 @@ def build_clinic(slug: str, *, patient_name: str = "Zed") -> World:
         world.image = image_ingest(
             patient=world.patient, stream=io.BytesIO(png_bytes()), filename="smile.png", size=None, modality="photo"
         )
+        world.analysis = Analysis.objects.create(
+            image=world.image, model_version=fixture_model_version(), status="done", input_sha256=world.image.sha256
+        )
+        world.finding = Finding.objects.create(
+            analysis=world.analysis,
+            image=world.image,
+            condition="caries",
+            probability=0.91,
+            box=[0.1, 0.2, 0.3, 0.25],
+        )
     return world
+
+
+def fixture_model_version() -> ModelVersion:
+    """A registry row for tests that need findings but no weights (never active, never loaded)."""
+    model, _ = ModelVersion.objects.get_or_create(
+        name="photo-fixture",
+        version="0.0.0",
+        defaults={
+            "modality": "photo",
+            "artifact_dir": "/nonexistent",
+            "weights_sha256": "0" * 64,
+            "labels": ["caries", "gingivitis", "calculus", "ulcer"],
+            "thresholds": {"caries": 0.3, "gingivitis": 0.5, "calculus": 0.5, "ulcer": 0.5},
+        },
+    )
+    return model
 
 
 def png_bytes(size: tuple[int, int] = (64, 48), color: tuple[int, int, int] = (200, 40, 40)) -> bytes:

@@ -62,7 +62,16 @@ class Predictor:
             x = x.contiguous(memory_format=torch.channels_last)
         return x.to(self.device)
 
-    def predict(self, images: Sequence[Image.Image], explain: bool = True, batch_size: int | None = None) -> list[dict]:
+    def predict(
+        self,
+        images: Sequence[Image.Image],
+        explain: bool = True,
+        batch_size: int | None = None,
+        min_probability: float | None = None,
+    ) -> list[dict]:
+        """Scores for every label and findings for labels at or above their threshold, or at or above
+        ``min_probability`` when given (the platform stores candidates and lets each clinic choose
+        its own operating point)."""
         bs = batch_size or self.batch_size
         results: list[dict] = []
         use_amp = self.device.type == "cuda"
@@ -82,7 +91,8 @@ class Predictor:
                     scores = {name: float(probs[i, c]) for c, name in enumerate(self.labels)}
                     findings = []
                     for c, name in enumerate(self.labels):
-                        if scores[name] >= self.thresholds[name]:
+                        cut = self.thresholds[name] if min_probability is None else min_probability
+                        if scores[name] >= cut:
                             finding = {"condition": name, "probability": scores[name]}
                             if explain:
                                 hm = heatmaps[i, c]

@@ -122,13 +122,20 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "analysis.*": {"queue": "gpu"},
     "clinics.*": {"queue": "default"},
+    "webhooks.*": {"queue": "default"},
 }
+# Analysis jobs: a claim older than this belongs to a dead worker (must exceed the hard time limit).
+ANALYSIS_STALE_AFTER_SECONDS = int(os.environ.get("ANALYSIS_STALE_AFTER_SECONDS", "300"))
+ANALYSIS_BATCH_SIZE = int(os.environ.get("ANALYSIS_BATCH_SIZE", "16"))
+# Fault tests only: pause before writing results so a worker can be killed mid-task.
+ANALYSIS_DEBUG_SLEEP_SECONDS = float(os.environ.get("ANALYSIS_DEBUG_SLEEP_SECONDS", "0"))
+WEBHOOK_RETRY_BASE_SECONDS = float(os.environ.get("WEBHOOK_RETRY_BASE_SECONDS", "10"))
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 # Above the longest hard time limit of any task, so a running task is never redelivered early.
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": int(os.environ.get("CELERY_VISIBILITY_TIMEOUT", "3600"))}
 
 # --- Authentication -------------------------------------------------------------------------
 AUTH_USER_MODEL = "clinics.User"
@@ -177,7 +184,10 @@ STORAGES = {
     # Encrypted image blobs; object names are random ids, never user file names.
     "images": {
         "BACKEND": "django.core.files.storage.FileSystemStorage",
-        "OPTIONS": {"location": str(VAR_DIR / "images"), "file_permissions_mode": 0o600},
+        "OPTIONS": {
+            "location": os.environ.get("DENTALSCAN_IMAGES_DIR", str(VAR_DIR / "images")),
+            "file_permissions_mode": 0o600,
+        },
     },
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
+from analysis.models import Finding
 from clinics.models import ApiKey, Membership, Role
 from clinics.permissions import API_KEY_GRANTABLE, MEMBER, PUBLIC, ROUTE_PERMISSIONS, route_permission
 from patients.models import Image, Patient
@@ -34,6 +35,8 @@ OBJECT_FOR_ROUTE: dict[str, str] = {
     "api:patient-image-list": "patient",
     "api:image-detail": "image",
     "api:image-file": "image",
+    "api:analysis-detail": "analysis",
+    "api:finding-review": "finding",
 }
 PRINCIPALS = ["staff", "dentist", "clinic_admin", "other_user", "anonymous", "own_key", "other_key"]
 
@@ -95,6 +98,8 @@ def _path(name: str, alice: World) -> str:
         "api_key": alice.api_key,
         "patient": alice.patient,
         "image": alice.image,
+        "analysis": alice.analysis,
+        "finding": alice.finding,
     }[kind]
     return reverse(name, kwargs={"pk": obj.pk})
 
@@ -136,6 +141,7 @@ def _snapshot(alice: World) -> dict[str, Any]:
     return {
         "patient": (bytes(p.identity), p.sex, p.legal_hold) if p else None,
         "images": sorted(str(i) for i in Image.unscoped.filter(clinic=alice.clinic).values_list("id", flat=True)),
+        "findings": sorted(Finding.unscoped.filter(clinic=alice.clinic).values_list("status", "reason")),
         "membership": (m.role, m.is_active),
         "api_key": (k.revoked_at, k.scopes),
     }
@@ -148,7 +154,7 @@ def test_access_matrix(name: str, method: str, principal: str, alice: World, bob
     client = _client(principal, name, alice, bob) or Client()
     path = _path(name, alice)
     before = _snapshot(alice)
-    body = {"role": "staff"} if name == "clinics:member-update" else {}
+    body = {"clinics:member-update": {"role": "staff"}, "api:finding-review": {"decision": "confirm"}}.get(name, {})
     kwargs: dict[str, Any] = {}
     if method in ("POST", "PATCH", "PUT"):
         if name.startswith("api:"):
@@ -181,6 +187,7 @@ def test_access_matrix(name: str, method: str, principal: str, alice: World, bob
             str(alice.patient.pk),
             alice.patient_name,
             str(alice.image.pk),
+            str(alice.finding.pk),
             str(alice.memberships["dentist"].pk),
             str(alice.api_key.pk),
             alice.users["dentist"].email,

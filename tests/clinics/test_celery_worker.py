@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 from django.conf import settings
-from django.db import connection
 
 from clinics import audit
 from clinics.models import AuditEvent
@@ -18,6 +14,7 @@ from clinics.services import clinic_create
 from clinics.tasks import audit_chain_verify_task
 
 from ..conftest import requires_postgres
+from ..workers import start_worker, stop_worker, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,53 +33,20 @@ def test_task_runs_in_process_without_a_broker(db: object) -> None:
 def test_real_worker_runs_the_task_in_the_clinics_scope() -> None:
     clinic = clinic_create(name="Worker clinic", slug="worker")
     audit.record(action="test.before", clinic_id=clinic.id)
-    db = connection.settings_dict
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "config.settings.test",
-        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-    }
     from config.celery import app
 
     app.control.purge()
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "config",
-            "worker",
-            "-Q",
-            "default",
-            "--pool",
-            "solo",
-            "--without-heartbeat",
-            "--without-gossip",
-            "--without-mingle",
-            "-l",
-            "warning",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    worker = start_worker("default")
     try:
         message = audit_chain_verify_task.delay(str(clinic.id))
         assert message.id
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            event = AuditEvent.unscoped.filter(clinic=clinic, action="audit.verify").first()
-            if event is not None:
-                break
-            assert worker.poll() is None, worker.stdout.read() if worker.stdout else ""
-            time.sleep(0.3)
-        else:
-            pytest.fail("the worker did not run the task within 60 s")
+        event = wait_for(
+            lambda: AuditEvent.unscoped.filter(clinic=clinic, action="audit.verify").first(),
+            timeout=60,
+            what="the worker to run the task",
+            worker=worker,
+        )
         assert event.outcome == "success" and event.details == {"events": 2, "problem": None}
         assert audit.verify_chain(audit.chain_key(clinic.id)).problem is None
     finally:
-        worker.terminate()
-        worker.wait(timeout=30)
+        stop_worker(worker)

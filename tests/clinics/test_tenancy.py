@@ -135,7 +135,15 @@ def test_policy_invariants_of_the_permission_map() -> None:
     for perm in admin_only:
         assert ROLE_PERMISSIONS[perm] == {Role.CLINIC_ADMIN}, perm
         assert perm not in API_KEY_GRANTABLE
-    assert API_KEY_GRANTABLE <= {"patient.view", "patient.create", "patient.update", "image.upload", "image.view"}
+    assert API_KEY_GRANTABLE <= {
+        "patient.view",
+        "patient.create",
+        "patient.update",
+        "image.upload",
+        "image.view",
+        "analysis.view",
+    }
+    assert ROLE_PERMISSIONS["finding.review"] == {Role.DENTIST}
 
 
 def test_views_cannot_opt_out_of_scoping() -> None:

@@ -292,7 +292,8 @@ def test_images_are_listed_per_patient(alice: World) -> None:
     body = response.json()
     assert response.status_code == 200 and [i["id"] for i in body["results"]] == [str(alice.image.pk)]
     meta = token_client(alice, "dentist").get(reverse("api:image-detail", kwargs={"pk": alice.image.pk})).json()
-    assert meta["sha256"] == alice.image.sha256 and meta["analysis"] is None
+    assert meta["sha256"] == alice.image.sha256
+    assert meta["analysis"] == {"id": str(alice.analysis.pk), "status": "done"}
 
 
 def test_patient_get_prefetches_keys(alice: World, django_assert_max_num_queries) -> None:  # noqa: ANN001
@@ -316,5 +317,7 @@ def test_per_clinic_quota_and_one_file_per_request(alice: World, bob: World, set
         f.name = f"{i}.png"
     response = token_client(alice, "staff").post(
         reverse("api:patient-image-list", kwargs={"pk": alice.patient.pk}),
-        {"file": files, "modality": "photo"}, format="multipart")
+        {"file": files, "modality": "photo"},
+        format="multipart",
+    )
     assert response.status_code == 400 and response.json()["error"]["code"] == "too_many_files"

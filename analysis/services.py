@@ -1,0 +1,227 @@
+"""Analysis jobs: queue, claim (compare-and-swap), execute, finish exactly once.
+
+Invariants: one ``Analysis`` per (image, model version); a worker may write results only while it
+holds the claim (``status=running`` and its ``claim_token``); finishing is a second
+compare-and-swap, so a duplicated, redelivered or resumed task can never add a second set of
+findings. A claim older than ``ANALYSIS_STALE_AFTER_SECONDS`` (above the hard time limit) belongs to
+a dead worker and may be taken over.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+from botocore.exceptions import EndpointConnectionError
+from django.conf import settings
+from django.db import InterfaceError as DjangoInterfaceError
+from django.db import OperationalError as DjangoOperationalError
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+from PIL import Image as PILImage
+
+from clinics import audit
+from clinics.models import AuditOutcome
+from clinics.tenancy import require_clinic_id
+from patients import crypto
+from patients.keys import patient_key
+from patients.models import Image
+from patients.services import image_read
+
+from .models import Analysis, AnalysisStatus, Finding
+from .registry import ModelNotAvailable, artifact_path, model_version_active, predictor
+
+logger = logging.getLogger(__name__)
+
+# Findings below this probability are not stored; each clinic's threshold decides what is shown.
+CANDIDATE_FLOOR = 0.05
+
+# Errors worth a retry with backoff: the database, the broker or the object store was unreachable.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    DjangoOperationalError,
+    DjangoInterfaceError,
+    ConnectionError,
+    TimeoutError,
+    EndpointConnectionError,
+)
+
+
+def analysis_request(*, image: Image) -> Analysis | None:
+    """Queue the active model of the image's modality (after commit, ids only in the message).
+
+    Returns None when no model exists for that modality on this installation."""
+    from .tasks import run_analysis
+
+    try:
+        model = model_version_active(image.modality)
+    except ModelNotAvailable:
+        return None
+    analysis, created = Analysis.objects.get_or_create(
+        image=image, model_version=model, defaults={"input_sha256": image.sha256}
+    )
+    if created:
+        clinic_id = str(require_clinic_id())
+        audit.record(
+            action="analysis.queue",
+            clinic_id=clinic_id,
+            object_type="analysis",
+            object_id=analysis.id,
+            details={"image_id": str(image.pk), "model": model.model_id},
+        )
+        analysis_id = str(analysis.id)
+        transaction.on_commit(lambda: run_analysis.delay(analysis_id, clinic_id))
+    return analysis
+
+
+def _stale_before() -> Any:
+    return timezone.now() - timedelta(seconds=settings.ANALYSIS_STALE_AFTER_SECONDS)
+
+
+def analysis_claim(analysis_id: object) -> uuid.UUID | None:
+    """Take an analysis that is queued, or running under a claim that went stale. None if another
+    live worker holds it or it is finished."""
+    token = uuid.uuid4()
+    claimable = Q(status=AnalysisStatus.QUEUED) | Q(status=AnalysisStatus.RUNNING, claimed_at__lt=_stale_before())
+
+    taken = Analysis.objects.filter(claimable, pk=analysis_id).update(
+        status=AnalysisStatus.RUNNING, claim_token=token, claimed_at=timezone.now(), attempts=F("attempts") + 1
+    )
+    return token if taken else None
+
+
+def analysis_release(analysis_id: object, token: uuid.UUID) -> None:
+    """Give a claim back (a transient error: the retry will claim it again)."""
+    Analysis.objects.filter(pk=analysis_id, claim_token=token, status=AnalysisStatus.RUNNING).update(
+        status=AnalysisStatus.QUEUED, claim_token=None, claimed_at=None
+    )
+
+
+def analysis_fail(analysis_id: object, reason: str, token: uuid.UUID | None = None) -> bool:
+    condition = Q(pk=analysis_id) & ~Q(status=AnalysisStatus.DONE)
+    if token is not None:
+        condition &= Q(claim_token=token)
+    with transaction.atomic():
+        failed = Analysis.objects.filter(condition).update(
+            status=AnalysisStatus.FAILED, failure_reason=reason[:200], finished_at=timezone.now()
+        )
+        if failed:
+            audit.record(
+                action="analysis.failed",
+                clinic_id=require_clinic_id(),
+                object_type="analysis",
+                object_id=analysis_id,
+                outcome=AuditOutcome.FAILURE,
+                details={"reason": reason[:200]},
+            )
+    return bool(failed)
+
+
+@dataclass
+class Claimed:
+    analysis: Analysis
+    token: uuid.UUID
+
+
+def _heatmap_blob(analysis: Analysis, finding_id: uuid.UUID, heatmap: Any) -> bytes | None:
+    if heatmap is None:
+        return None
+    data = (np.clip(np.asarray(heatmap, dtype=np.float32), 0, 1) * 255).astype(np.uint8)
+    raw = bytes([data.shape[0], data.shape[1]]) + data.tobytes()
+    return crypto.encrypt(patient_key(analysis.image.patient), raw, f"finding:{finding_id}:heatmap".encode())
+
+
+def heatmap_of(finding: Finding) -> np.ndarray | None:
+    if not finding.heatmap:
+        return None
+    raw = crypto.decrypt(
+        patient_key(finding.image.patient), bytes(finding.heatmap), f"finding:{finding.pk}:heatmap".encode()
+    )
+    return np.frombuffer(raw[2:], dtype=np.uint8).reshape(raw[0], raw[1]).astype(np.float32) / 255.0
+
+
+def analysis_finish(claimed: Claimed, result: dict[str, Any]) -> bool:
+    """Write the findings and mark done, only if this worker still holds the claim."""
+    analysis = claimed.analysis
+    with transaction.atomic():
+        done = Analysis.objects.filter(pk=analysis.pk, claim_token=claimed.token, status=AnalysisStatus.RUNNING).update(
+            status=AnalysisStatus.DONE, scores=result["scores"], finished_at=timezone.now(), failure_reason=""
+        )
+        if not done:
+            return False
+        for item in result["findings"]:
+            finding_id = uuid.uuid4()
+            Finding.objects.create(
+                id=finding_id,
+                analysis=analysis,
+                image=analysis.image,
+                condition=item["condition"],
+                probability=float(item["probability"]),
+                box=[round(float(v), 6) for v in item["box"]] if item.get("box") is not None else None,
+                heatmap=_heatmap_blob(analysis, finding_id, item.get("heatmap")),
+            )
+        audit.record(
+            action="analysis.completed",
+            clinic_id=require_clinic_id(),
+            object_type="analysis",
+            object_id=analysis.pk,
+            details={"findings": len(result["findings"]), "model": analysis.model_version.model_id},
+        )
+    from .webhooks import webhook_emit
+
+    webhook_emit(
+        event="analysis.completed",
+        payload={"analysis_id": str(analysis.pk), "image_id": str(analysis.image_id), "status": "done"},
+    )
+    return True
+
+
+def _load_pixels(image: Image) -> PILImage.Image:
+    pixels = PILImage.open(io.BytesIO(image_read(image=image, variant="original")))
+    pixels.load()
+    return pixels
+
+
+def analysis_execute(*, analysis_id: object) -> str:
+    """Claim an analysis (and the other queued analyses of the same visit and model, to batch them),
+    run the model once per batch, and finish each. Returns what happened, for logging."""
+    token = analysis_claim(analysis_id)
+    if token is None:
+        current = Analysis.objects.filter(pk=analysis_id).values_list("status", flat=True).first()
+        return "busy" if current == AnalysisStatus.RUNNING else f"skipped:{current}"
+    first = Analysis.objects.select_related("image__patient", "model_version").get(pk=analysis_id)
+    claimed = [Claimed(first, token)]
+    siblings = (
+        Analysis.objects.filter(
+            image__visit_id=first.image.visit_id, model_version=first.model_version, status=AnalysisStatus.QUEUED
+        )
+        .exclude(pk=first.pk)
+        .values_list("pk", flat=True)[: settings.ANALYSIS_BATCH_SIZE - 1]
+    )
+    for sibling_id in list(siblings):
+        if (sibling_token := analysis_claim(sibling_id)) is not None:
+            sibling = Analysis.objects.select_related("image__patient", "model_version").get(pk=sibling_id)
+            claimed.append(Claimed(sibling, sibling_token))
+    try:
+        model = predictor(artifact_path(first.model_version))
+        pixels = [_load_pixels(c.analysis.image) for c in claimed]
+        results = model.predict(pixels, explain=True, min_probability=CANDIDATE_FLOOR)
+        if settings.ANALYSIS_DEBUG_SLEEP_SECONDS:  # fault tests only: widen the window for a kill
+            time.sleep(settings.ANALYSIS_DEBUG_SLEEP_SECONDS)
+    except TRANSIENT_ERRORS:
+        for c in claimed:
+            analysis_release(c.analysis.pk, c.token)
+        raise
+    except Exception as exc:  # noqa: BLE001 - permanent: record why, never retry
+        logger.exception("analysis %s failed", analysis_id)
+        for c in claimed:
+            analysis_fail(c.analysis.pk, f"{type(exc).__name__}: {exc}"[:200], token=c.token)
+        return "failed"
+    finished = sum(analysis_finish(c, r) for c, r in zip(claimed, results, strict=True))
+    return f"done:{finished}/{len(claimed)}"

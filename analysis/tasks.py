@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+from django.conf import settings
+from django.db.models import F
+from django.utils import timezone
+
+from clinics import context
+from clinics.tenancy import clinic_scope
+
+from .models import WebhookDelivery
+from .services import TRANSIENT_ERRORS, analysis_execute, analysis_fail
+from .webhooks import send
+
+logger = logging.getLogger(__name__)
+
+MAX_RETRIES = 4
+WEBHOOK_MAX_ATTEMPTS = 6
+
+
+@shared_task(
+    name="analysis.run",  # routed to the "gpu" queue (CELERY_TASK_ROUTES)
+    bind=True,
+    acks_late=True,
+    soft_time_limit=120,
+    time_limit=150,
+    max_retries=MAX_RETRIES,
+)
+def run_analysis(self, analysis_id: str, clinic_id: str) -> str:  # noqa: ANN001
+    """Run one analysis inside its clinic's scope. Arguments are ids only.
+
+    Transient errors retry with exponential backoff; after the last retry the analysis is marked
+    failed with the reason. A claim held by another live worker is retried later (it will be done
+    or stale by then), so a duplicated or redelivered message never produces a second result."""
+    context.actor_var.set(context.Actor(system="analysis.run"))
+    with clinic_scope(clinic_id):
+        try:
+            outcome = analysis_execute(analysis_id=analysis_id)
+        except TRANSIENT_ERRORS as exc:
+            if self.request.retries >= MAX_RETRIES:
+                analysis_fail(analysis_id, f"gave up after {MAX_RETRIES} retries: {type(exc).__name__}")
+                return "failed"
+            raise self.retry(exc=exc, countdown=min(5 * 2**self.request.retries, 120)) from exc
+        if outcome == "busy":
+            raise self.retry(countdown=settings.ANALYSIS_STALE_AFTER_SECONDS, max_retries=MAX_RETRIES + 10)
+        logger.info("analysis %s: %s", analysis_id, outcome)
+        return outcome
+
+
+@shared_task(
+    name="webhooks.deliver",
+    bind=True,
+    acks_late=True,
+    soft_time_limit=30,
+    time_limit=40,
+    max_retries=WEBHOOK_MAX_ATTEMPTS - 1,
+)
+def deliver_webhook(self, delivery_id: str, clinic_id: str) -> str:  # noqa: ANN001
+    """POST one delivery; any non-2xx answer or network error retries with exponential backoff."""
+    with clinic_scope(clinic_id):
+        delivery = WebhookDelivery.objects.select_related("endpoint").get(pk=delivery_id)
+        if delivery.status == "delivered":
+            return "already delivered"
+        started = timezone.now()
+        try:
+            status, error = send(delivery), ""
+        except OSError as exc:
+            status, error = None, f"{type(exc).__name__}: {exc}"[:200]
+        entry = {"at": started.isoformat(), "status": status, "error": error}
+        ok = status is not None and 200 <= status < 300
+        WebhookDelivery.objects.filter(pk=delivery.pk).update(
+            attempts=F("attempts") + 1,
+            attempt_log=delivery.attempt_log + [entry],
+            status="delivered" if ok else ("failed" if self.request.retries >= WEBHOOK_MAX_ATTEMPTS - 1 else "pending"),
+            delivered_at=timezone.now() if ok else None,
+        )
+        if ok:
+            return "delivered"
+        if self.request.retries >= WEBHOOK_MAX_ATTEMPTS - 1:
+            return "failed"
+        raise self.retry(countdown=settings.WEBHOOK_RETRY_BASE_SECONDS * 2**self.request.retries)

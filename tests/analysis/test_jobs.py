@@ -1,0 +1,163 @@
+"""Analysis jobs: queue after commit, claim by compare-and-swap, exactly one result; reviews."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from analysis.models import Analysis, Finding, FindingDecision
+from analysis.registry import model_register
+from analysis.services import Claimed, analysis_claim, analysis_execute, analysis_finish
+from analysis.tasks import run_analysis
+from clinics.models import AuditEvent
+from clinics.tenancy import clinic_scope
+from config.celery import app
+from tests.ml.conftest import random_artifact  # noqa: F401 - fixture
+
+from ..conftest import World, png_bytes, token_client
+
+
+@pytest.fixture
+def eager() -> Iterator[None]:
+    """Run tasks in-process (the embedded default), whatever broker the suite is configured with."""
+    saved = (app.conf.task_always_eager, app.conf.task_eager_propagates)
+    app.conf.task_always_eager = app.conf.task_eager_propagates = True
+    yield
+    app.conf.task_always_eager, app.conf.task_eager_propagates = saved
+
+
+@pytest.fixture
+def photo_model(random_artifact: Path, db: object):  # noqa: F811, ANN201
+    return model_register(artifact_dir=random_artifact)
+
+
+def _upload(world: World, role: str = "staff", color=(200, 30, 30)):  # noqa: ANN001, ANN202
+    f = io.BytesIO(png_bytes((96, 72), color))
+    f.name = "front.png"
+    return token_client(world, role).post(
+        reverse("api:patient-image-list", kwargs={"pk": world.patient.pk}),
+        {"file": f, "modality": "photo"},
+        format="multipart",
+    )
+
+
+def test_upload_queues_after_commit_and_the_embedded_default_finishes_it(
+    alice: World,
+    photo_model,
+    eager,
+    django_capture_on_commit_callbacks,  # noqa: ANN001
+) -> None:
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        response = _upload(alice)
+    assert response.status_code == 201 and len(callbacks) == 1
+    analysis_id = response.json()["analysis"]["id"]
+    body = token_client(alice, "dentist").get(reverse("api:analysis-detail", kwargs={"pk": analysis_id})).json()
+    assert body["status"] == "done" and body["model"] == "photo-test@0.0.1"
+    assert set(body["scores"]) == {"caries", "gingivitis", "calculus", "ulcer"}
+    assert body["findings"], "the random test model (bias +2) should suggest something"
+    for f in body["findings"]:
+        assert len(f["box"]) == 4 and f["status"] == "pending" and f["source"] == "model"
+    assert AuditEvent.unscoped.filter(action="analysis.completed", object_id=analysis_id).exists()
+
+
+def test_one_analysis_per_image_and_model(alice: World, photo_model) -> None:  # noqa: ANN001
+    from analysis.services import analysis_request
+
+    with clinic_scope(alice.clinic.id):
+        first = analysis_request(image=alice.image)
+        again = analysis_request(image=alice.image)
+        assert (
+            first.pk == again.pk and Analysis.objects.filter(image=alice.image, model_version=photo_model).count() == 1
+        )
+
+
+def test_duplicated_message_gives_one_result(alice: World, photo_model, eager) -> None:  # noqa: ANN001
+    from analysis.services import analysis_request
+
+    with clinic_scope(alice.clinic.id):
+        analysis = analysis_request(image=alice.image)
+    args = (str(analysis.pk), str(alice.clinic.id))
+    assert run_analysis.apply(args=args).get().startswith("done:1/1")
+    with clinic_scope(alice.clinic.id):
+        count = Finding.objects.filter(analysis=analysis).count()
+    assert run_analysis.apply(args=args).get() == "skipped:done"
+    with clinic_scope(alice.clinic.id):
+        assert Finding.objects.filter(analysis=analysis).count() == count
+        assert Analysis.objects.get(pk=analysis.pk).attempts == 1
+
+
+def test_a_stale_claim_is_taken_over_and_the_old_worker_cannot_write(alice: World, photo_model) -> None:  # noqa: ANN001
+    from analysis.services import analysis_request
+
+    with clinic_scope(alice.clinic.id):
+        analysis = analysis_request(image=alice.image)
+        dead_token = analysis_claim(analysis.pk)  # a worker that was then killed
+        assert dead_token and analysis_claim(analysis.pk) is None  # a live claim cannot be taken
+        Analysis.objects.filter(pk=analysis.pk).update(claimed_at=timezone.now() - timedelta(hours=1))
+        assert analysis_execute(analysis_id=analysis.pk) == "done:1/1"
+        n = Finding.objects.filter(analysis=analysis).count()
+        stale = Claimed(Analysis.objects.get(pk=analysis.pk), dead_token)
+        fake = {
+            "scores": {"caries": 0.9},
+            "findings": [{"condition": "caries", "probability": 0.9, "box": [0, 0, 1, 1]}],
+        }
+        assert analysis_finish(stale, fake) is False
+        assert Finding.objects.filter(analysis=analysis).count() == n
+        assert Analysis.objects.get(pk=analysis.pk).attempts == 2
+
+
+def test_images_of_a_visit_are_batched(alice: World, photo_model) -> None:  # noqa: ANN001
+    others = [_upload(alice, color=(10 * i, 80, 80)).json()["id"] for i in range(3)]  # one visit: today's
+    with clinic_scope(alice.clinic.id):
+        analyses = list(Analysis.objects.filter(image_id__in=others))
+        assert len(analyses) == 3 and {a.status for a in analyses} == {"queued"}
+        assert analysis_execute(analysis_id=analyses[0].pk) == "done:3/3"  # one claim took the whole visit
+        assert set(Analysis.objects.filter(image_id__in=others).values_list("status", flat=True)) == {"done"}
+        assert Finding.objects.filter(image_id__in=others).values("image_id").distinct().count() == 3
+
+
+def test_only_dentists_review_with_reasons_and_every_decision_is_recorded(alice: World) -> None:
+    url = reverse("api:finding-review", kwargs={"pk": alice.finding.pk})
+    assert token_client(alice, "staff").post(url, {"decision": "confirm"}, format="json").status_code == 403
+    assert token_client(alice, "clinic_admin").post(url, {"decision": "confirm"}, format="json").status_code == 403
+    dentist = token_client(alice, "dentist")
+    missing = dentist.post(url, {"decision": "reject"}, format="json")
+    assert missing.status_code == 400 and missing.json()["error"]["code"] == "reason_required"
+    rejected = dentist.post(url, {"decision": "reject", "reason": "wrong_location"}, format="json").json()
+    assert rejected["status"] == "rejected" and rejected["reason"] == "wrong_location"
+    assert rejected["reviewed_by"] == "dentist@alice.test"
+    confirmed = dentist.post(url, {"decision": "confirm"}, format="json").json()
+    assert confirmed["status"] == "confirmed" and confirmed["reason"] == ""
+    with clinic_scope(alice.clinic.id):
+        decisions = list(FindingDecision.objects.filter(finding=alice.finding).values("decision", "before", "after"))
+    assert [d["decision"] for d in decisions] == ["reject", "confirm"]
+    assert decisions[1]["before"]["status"] == "rejected" and decisions[1]["after"]["status"] == "confirmed"
+    assert AuditEvent.unscoped.filter(action="finding.reject", object_id=str(alice.finding.pk)).exists()
+
+
+def test_analysis_shape_matches_the_api_contract(alice: World) -> None:
+    body = token_client(alice, "staff").get(reverse("api:analysis-detail", kwargs={"pk": alice.analysis.pk})).json()
+    assert {"id", "status", "model", "findings"} <= set(body)
+    finding = body["findings"][0]
+    assert {"id", "condition", "probability", "box", "status", "reviewed_by", "reason"} <= set(finding)
+    listing = token_client(alice, "staff").get(reverse("api:analysis-list")).json()
+    assert [a["id"] for a in listing["results"]] == [str(alice.analysis.pk)]
+    meta = token_client(alice, "staff").get(reverse("api:image-detail", kwargs={"pk": alice.image.pk})).json()
+    assert meta["analysis"] == {"id": str(alice.analysis.pk), "status": "done"}
+
+
+def test_clinic_thresholds_decide_what_is_shown(alice: World) -> None:
+    from analysis.models import ConditionThreshold
+
+    url = reverse("api:analysis-detail", kwargs={"pk": alice.analysis.pk})
+    assert len(token_client(alice, "staff").get(url).json()["findings"]) == 1  # 0.91 >= model card's 0.3
+    with clinic_scope(alice.clinic.id):
+        ConditionThreshold.objects.create(modality="photo", condition="caries", threshold=0.95)
+    assert token_client(alice, "staff").get(url).json()["findings"] == []
+    assert len(token_client(alice, "staff").get(url, {"all": "true"}).json()["findings"]) == 1

@@ -1,0 +1,75 @@
+"""Start a real Celery worker process against the test database and the Redis broker."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from django.conf import settings
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def start_worker(queues: str, **extra_env: str) -> subprocess.Popen[str]:
+    db = connection.settings_dict
+    images = settings.STORAGES["images"].get("OPTIONS", {}).get("location")
+    env = {
+        **({"DENTALSCAN_IMAGES_DIR": images} if images else {}),
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings.test",
+        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        **extra_env,
+    }
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "config",
+            "worker",
+            "-Q",
+            queues,
+            "--pool",
+            "solo",
+            "--without-heartbeat",
+            "--without-gossip",
+            "--without-mingle",
+            "-l",
+            "info",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def stop_worker(worker: subprocess.Popen[str]) -> str:
+    if worker.poll() is None:
+        worker.terminate()
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+    return worker.stdout.read() if worker.stdout else ""
+
+
+def wait_for(condition: Callable[[], object], *, timeout: float, what: str, worker=None) -> object:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        if worker is not None and worker.poll() is not None:
+            raise AssertionError(f"worker exited while waiting for {what}:\n{stop_worker(worker)[-4000:]}")
+        time.sleep(0.3)
+    log = stop_worker(worker)[-4000:] if worker is not None else ""
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{log}")
