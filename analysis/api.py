@@ -10,9 +10,13 @@ from rest_framework.response import Response
 
 from clinics import audit
 from clinics.api.base import ClinicGenericAPIView
+from patients.models import Image as PatientImage
+from patients.models import Visit
 
-from .models import Analysis, AnalysisStatus, Finding, RejectReason
-from .reviews import finding_review
+from .models import Analysis, AnalysisStatus, Finding, RejectReason, Report
+from .monitoring import agreement
+from .reports import amendment_open, report_sign
+from .reviews import finding_add, finding_review
 from .selectors import analysis_get, analysis_list, finding_get, is_shown, thresholds_for
 
 
@@ -51,8 +55,10 @@ class AnalysisOutput(serializers.Serializer):
 
 
 class FindingReviewInput(serializers.Serializer):
-    decision = serializers.ChoiceField(choices=["confirm", "reject"])
+    decision = serializers.ChoiceField(choices=["confirm", "reject", "adjust"])
     reason = serializers.ChoiceField(choices=RejectReason.choices, required=False, allow_blank=True, default="")
+    box = serializers.ListField(child=serializers.FloatField(), min_length=4, max_length=4, required=False)
+    condition = serializers.CharField(max_length=40, required=False, allow_blank=True, default="")
 
 
 def _or_404(getter: Any, pk: object) -> Any:
@@ -111,3 +117,100 @@ class FindingReviewView(ClinicGenericAPIView):
         data.is_valid(raise_exception=True)
         finding = finding_review(finding=finding, actor=request.user, **data.validated_data)
         return Response(FindingOutput(finding).data)
+
+
+class FindingAddInput(serializers.Serializer):
+    condition = serializers.CharField(max_length=40)
+    box = serializers.ListField(child=serializers.FloatField(), min_length=4, max_length=4)
+
+
+class ReportOutput(serializers.Serializer):
+    id = serializers.UUIDField()
+    visit = serializers.UUIDField(source="visit_id")
+    version = serializers.IntegerField()
+    signed_by = serializers.EmailField(source="signed_by.email")
+    signed_at = serializers.DateTimeField()
+    amends = serializers.UUIDField(source="amends_id", allow_null=True)
+    amendment_reason = serializers.CharField()
+
+
+class AmendmentInput(serializers.Serializer):
+    reason = serializers.CharField(max_length=500)
+
+
+class AgreementRow(serializers.Serializer):
+    model = serializers.CharField()
+    condition = serializers.CharField()
+    confirmed = serializers.IntegerField()
+    rejected = serializers.IntegerField()
+    pending = serializers.IntegerField()
+    decided = serializers.IntegerField()
+    ppv = serializers.FloatField(allow_null=True)
+    added_by_clinicians = serializers.IntegerField()
+    rejected_by_reason = serializers.DictField(child=serializers.IntegerField())
+
+
+def _visit_or_404(pk: object) -> Visit:
+    try:
+        return Visit.objects.select_related("patient", "clinic").get(pk=pk)
+    except Visit.DoesNotExist as exc:
+        raise Http404 from exc
+
+
+class ImageFindingAddView(ClinicGenericAPIView):
+    serializer_class = FindingOutput
+
+    def get_object(self) -> PatientImage:
+        try:
+            return PatientImage.objects.select_related("visit").get(pk=self.kwargs["pk"])
+        except PatientImage.DoesNotExist as exc:
+            raise Http404 from exc
+
+    @extend_schema(request=FindingAddInput, responses={201: FindingOutput})
+    def post(self, request: Request, pk: str) -> Response:
+        image = self.get_object()
+        data = FindingAddInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        finding = finding_add(image=image, actor=request.user, **data.validated_data)
+        return Response(FindingOutput(finding).data, status=201)
+
+
+class VisitReportView(ClinicGenericAPIView):
+    serializer_class = ReportOutput
+
+    def get_object(self) -> Visit:
+        return _visit_or_404(self.kwargs["pk"])
+
+    @extend_schema(responses=ReportOutput(many=True))
+    def get(self, request: Request, pk: str) -> Response:
+        visit = self.get_object()
+        reports = Report.objects.filter(visit=visit).select_related("signed_by").order_by("-version")
+        audit.record(action="report.view", clinic_id=request.access.clinic.id, object_type="visit", object_id=visit.pk)
+        return Response(ReportOutput(reports, many=True).data)
+
+    @extend_schema(request=None, responses={201: ReportOutput})
+    def post(self, request: Request, pk: str) -> Response:
+        report = report_sign(visit=self.get_object(), signer=request.user)
+        return Response(ReportOutput(report).data, status=201)
+
+
+class VisitAmendmentView(ClinicGenericAPIView):
+    def get_object(self) -> Visit:
+        return _visit_or_404(self.kwargs["pk"])
+
+    @extend_schema(request=AmendmentInput, responses={201: None})
+    def post(self, request: Request, pk: str) -> Response:
+        data = AmendmentInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        amendment = amendment_open(visit=self.get_object(), actor=request.user, reason=data.validated_data["reason"])
+        return Response({"id": str(amendment.pk), "reason": amendment.reason}, status=201)
+
+
+class AgreementView(ClinicGenericAPIView):
+    serializer_class = AgreementRow
+    pagination_class = None
+
+    @extend_schema(responses=AgreementRow(many=True))
+    def get(self, request: Request) -> Response:
+        audit.record(action="monitoring.view", clinic_id=request.access.clinic.id, object_type="agreement")
+        return Response(AgreementRow(agreement(), many=True).data)

@@ -203,3 +203,48 @@ class WebhookDelivery(ClinicScopedModel):
 
     def __str__(self) -> str:
         return f"{self.event} -> {self.endpoint_id} ({self.status})"
+
+
+class Report(ClinicScopedModel):
+    """A signed, read-only report of one visit. A correction opens an ``Amendment``; signing again
+    creates the next version, which ``amends`` the previous one: every version is kept.
+
+    ``content`` is the snapshot of everything the report says (patient, findings, decisions),
+    encrypted with the patient's data key (it holds identifying data)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    visit = models.ForeignKey("patients.Visit", on_delete=models.CASCADE, related_name="reports")
+    version = models.PositiveIntegerField()
+    content = models.BinaryField(editable=False)
+    signed_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    signed_at = models.DateTimeField(default=timezone.now)
+    amends = models.ForeignKey("self", on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    amendment_reason = models.CharField(max_length=500, blank=True)
+
+    class Meta(ClinicScopedModel.Meta):
+        constraints = [models.UniqueConstraint(fields=["visit", "version"], name="report_visit_version_unique")]
+        ordering = ["visit", "-version"]
+
+    def __str__(self) -> str:
+        return f"Report {self.id} v{self.version}"
+
+
+class Amendment(ClinicScopedModel):
+    """An open correction of a signed visit report; closed by the report version that signs it."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    visit = models.ForeignKey("patients.Visit", on_delete=models.CASCADE, related_name="amendments")
+    reason = models.CharField(max_length=500)
+    opened_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    opened_at = models.DateTimeField(default=timezone.now)
+    report = models.OneToOneField(Report, on_delete=models.CASCADE, null=True, blank=True, related_name="amendment")
+
+    class Meta(ClinicScopedModel.Meta):
+        constraints = [
+            models.UniqueConstraint(
+                fields=["visit"], condition=models.Q(report__isnull=True), name="amendment_one_open_per_visit"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"Amendment {self.id}"

@@ -22,6 +22,10 @@ urlpatterns = [
     path("analyses/", analysis_api.AnalysisListView.as_view(), name="analysis-list"),
     path("analyses/<uuid:pk>/", analysis_api.AnalysisDetailView.as_view(), name="analysis-detail"),
     path("findings/<uuid:pk>/review/", analysis_api.FindingReviewView.as_view(), name="finding-review"),
+    path("images/<uuid:pk>/findings/", analysis_api.ImageFindingAddView.as_view(), name="image-finding-add"),
+    path("visits/<uuid:pk>/report/", analysis_api.VisitReportView.as_view(), name="visit-report"),
+    path("visits/<uuid:pk>/amendments/", analysis_api.VisitAmendmentView.as_view(), name="visit-amendment"),
+    path("monitoring/agreement/", analysis_api.AgreementView.as_view(), name="monitoring-agreement"),
     path("audit-events/", clinic_api.AuditEventListView.as_view(), name="audit-event-list"),
     path("audit-events/export", clinic_api.AuditEventExportView.as_view(), name="audit-event-export"),
 ]

@@ -25,16 +25,16 @@ pytestmark = [
 ]
 
 
-def _world_and_upload(random_artifact: Path) -> tuple[str, object]:  # noqa: F811
+def _world_and_upload(random_artifact: Path, world: object = None) -> tuple[str, object]:  # noqa: F811
     from rest_framework.test import APIClient
 
     from ..conftest import build_clinic
 
     model_register(artifact_dir=random_artifact)
-    world = build_clinic("worker")
+    world = world or build_clinic("worker")
     client = APIClient()
     token = client.post(
-        reverse("api:token"), {"email": "dentist@worker.test", "password": PASSWORD}, format="json"
+        reverse("api:token"), {"email": f"dentist@{world.clinic.slug}.test", "password": PASSWORD}, format="json"
     ).json()["token"]
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
     f = io.BytesIO(png_bytes((120, 90), (180, 60, 60)))

@@ -37,6 +37,9 @@ OBJECT_FOR_ROUTE: dict[str, str] = {
     "api:image-file": "image",
     "api:analysis-detail": "analysis",
     "api:finding-review": "finding",
+    "api:image-finding-add": "image",
+    "api:visit-report": "visit",
+    "api:visit-amendment": "visit",
 }
 PRINCIPALS = ["staff", "dentist", "clinic_admin", "other_user", "anonymous", "own_key", "other_key"]
 
@@ -100,6 +103,7 @@ def _path(name: str, alice: World) -> str:
         "image": alice.image,
         "analysis": alice.analysis,
         "finding": alice.finding,
+        "visit": alice.image.visit,
     }[kind]
     return reverse(name, kwargs={"pk": obj.pk})
 
@@ -154,7 +158,12 @@ def test_access_matrix(name: str, method: str, principal: str, alice: World, bob
     client = _client(principal, name, alice, bob) or Client()
     path = _path(name, alice)
     before = _snapshot(alice)
-    body = {"clinics:member-update": {"role": "staff"}, "api:finding-review": {"decision": "confirm"}}.get(name, {})
+    body = {
+        "clinics:member-update": {"role": "staff"},
+        "api:finding-review": {"decision": "confirm"},
+        "api:image-finding-add": {"condition": "caries", "box": [0.1, 0.1, 0.2, 0.2]},
+        "api:visit-amendment": {"reason": "matrix"},
+    }.get(name, {})
     kwargs: dict[str, Any] = {}
     if method in ("POST", "PATCH", "PUT"):
         if name.startswith("api:"):

@@ -131,7 +131,15 @@ def test_policy_invariants_of_the_permission_map() -> None:
     """Independent of the map itself: the rules a compliance officer expects."""
     from clinics.permissions import API_KEY_GRANTABLE
 
-    admin_only = ("audit.view", "audit.export", "member.manage", "apikey.manage", "patient.export", "patient.erase")
+    admin_only = (
+        "audit.view",
+        "audit.export",
+        "member.manage",
+        "apikey.manage",
+        "patient.export",
+        "patient.erase",
+        "monitoring.view",
+    )
     for perm in admin_only:
         assert ROLE_PERMISSIONS[perm] == {Role.CLINIC_ADMIN}, perm
         assert perm not in API_KEY_GRANTABLE

@@ -1,0 +1,57 @@
+"""Agreement in practice: how often dentists confirm or reject each condition, per model version.
+
+Positive predictive value in practice = confirmed / (confirmed + rejected) among the model's
+suggestions that a dentist decided. Clinician-added findings show what the model missed."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from django.db.models import Count
+
+from .models import Finding, FindingSource, FindingStatus
+
+
+def agreement() -> list[dict[str, Any]]:
+    """One row per (model version, condition) for the clinic in scope, sorted."""
+    rows: dict[tuple[str, str], dict[str, Any]] = defaultdict(
+        lambda: {"confirmed": 0, "rejected": 0, "pending": 0, "rejected_by_reason": {}, "added_by_clinicians": 0}
+    )
+    model_findings = (
+        Finding.objects.filter(source=FindingSource.MODEL, analysis__isnull=False)
+        .values("analysis__model_version__name", "analysis__model_version__version", "condition", "status", "reason")
+        .annotate(n=Count("id"))
+    )
+    for r in model_findings:
+        key = (f"{r['analysis__model_version__name']}@{r['analysis__model_version__version']}", r["condition"])
+        row = rows[key]
+        row[r["status"]] += r["n"]
+        if r["status"] == FindingStatus.REJECTED:
+            row["rejected_by_reason"][r["reason"]] = row["rejected_by_reason"].get(r["reason"], 0) + r["n"]
+    added = (
+        Finding.objects.filter(source=FindingSource.CLINICIAN)
+        .values("image__analyses__model_version__name", "image__analyses__model_version__version", "condition")
+        .annotate(n=Count("id", distinct=True))
+    )
+    for r in added:
+        if r["image__analyses__model_version__name"] is None:
+            continue
+        key = (
+            f"{r['image__analyses__model_version__name']}@{r['image__analyses__model_version__version']}",
+            r["condition"],
+        )
+        rows[key]["added_by_clinicians"] += r["n"]
+    result = []
+    for (model, condition), row in sorted(rows.items()):
+        decided = row["confirmed"] + row["rejected"]
+        result.append(
+            {
+                "model": model,
+                "condition": condition,
+                **row,
+                "decided": decided,
+                "ppv": round(row["confirmed"] / decided, 4) if decided else None,
+            }
+        )
+    return result

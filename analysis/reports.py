@@ -1,0 +1,192 @@
+"""Signing visit reports, amendments, and the report snapshot (the one source for the HTML report,
+the PDF, the FHIR export and the API)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from clinics import audit
+from clinics.models import User
+from clinics.services import ServiceError
+from clinics.tenancy import require_clinic_id
+from patients import crypto
+from patients.keys import patient_key
+from patients.models import Image, Visit
+from patients.selectors import patient_identity
+
+from .models import Amendment, Analysis, AnalysisStatus, Finding, FindingStatus, Report
+from .selectors import is_shown, thresholds_for
+
+
+def visit_locked(visit: Visit) -> bool:
+    """A visit is read-only once signed, until a dentist opens an amendment."""
+    return (
+        Report.objects.filter(visit=visit).exists()
+        and not Amendment.objects.filter(visit=visit, report__isnull=True).exists()
+    )
+
+
+def ensure_editable(visit: Visit) -> None:
+    if visit_locked(visit):
+        raise ServiceError("report_signed", "This visit's report is signed; open an amendment to change it.", 409)
+
+
+def _content_aad(report_id: object) -> bytes:
+    return f"report:{report_id}:content".encode()
+
+
+def report_content(report: Report) -> dict[str, Any]:
+    key = patient_key(report.visit.patient)
+    return json.loads(crypto.decrypt(key, bytes(report.content), _content_aad(report.pk)))
+
+
+def _finding_dict(finding: Finding) -> dict[str, Any]:
+    model = finding.analysis.model_version.model_id if finding.analysis_id else None
+    return {
+        "id": str(finding.pk),
+        "condition": finding.condition,
+        "probability": finding.probability,
+        "box": finding.box,
+        "status": finding.status,
+        "source": finding.source,
+        "reason": finding.reason,
+        "model": model,
+        "reviewed_by": finding.reviewed_by.email if finding.reviewed_by_id else None,
+    }
+
+
+def visit_findings(visit: Visit) -> dict[Image, list[Finding]]:
+    """The findings of a visit that the clinic shows (its thresholds) or that a clinician decided."""
+    result: dict[Image, list[Finding]] = {}
+    for image in Image.objects.filter(visit=visit).order_by("uploaded_at"):
+        shown = []
+        for finding in (
+            Finding.objects.filter(image=image)
+            .select_related("analysis__model_version", "reviewed_by")
+            .order_by("-probability", "created_at")
+        ):
+            thresholds = thresholds_for(finding.analysis.model_version) if finding.analysis_id else {}
+            if is_shown(finding, thresholds):
+                shown.append(finding)
+        result[image] = shown
+    return result
+
+
+def report_snapshot(
+    visit: Visit, *, report_id: str, version: int, signer: User, signed_at: str, amends: Report | None, reason: str
+) -> dict[str, Any]:
+    identity = patient_identity(visit.patient)
+    return {
+        "report_id": report_id,
+        "version": version,
+        "status": "signed",
+        "signed_at": signed_at,
+        "signed_by": {"id": str(signer.pk), "name": signer.full_name or signer.email, "email": signer.email},
+        "amends": str(amends.pk) if amends else None,
+        "amendment_reason": reason,
+        "clinic": {"id": str(visit.clinic_id), "name": visit.clinic.name},
+        "patient": {
+            "id": str(visit.patient_id),
+            "external_id": identity.external_id,
+            "given_name": identity.given_name,
+            "family_name": identity.family_name,
+            "date_of_birth": identity.date_of_birth.isoformat(),
+            "sex": visit.patient.sex,
+        },
+        "visit": {"id": str(visit.pk), "date": visit.visit_date.isoformat()},
+        "images": [
+            {
+                "id": str(image.pk),
+                "modality": image.modality,
+                "width": image.width,
+                "height": image.height,
+                "findings": [_finding_dict(f) for f in findings],
+            }
+            for image, findings in visit_findings(visit).items()
+        ],
+    }
+
+
+def report_sign(*, visit: Visit, signer: User) -> Report:
+    """Sign the visit's report (dentists only, checked by the permission map)."""
+    import uuid
+
+    with transaction.atomic():
+        visit = Visit.objects.select_for_update().select_related("patient", "clinic").get(pk=visit.pk)
+        ensure_editable(visit)
+        if Analysis.objects.filter(
+            image__visit=visit, status__in=[AnalysisStatus.QUEUED, AnalysisStatus.RUNNING]
+        ).exists():
+            raise ServiceError("analysis_pending", "Some images of this visit are still being analysed.", 409)
+        pending = sum(f.status == FindingStatus.PENDING for fs in visit_findings(visit).values() for f in fs)
+        if pending:
+            raise ServiceError("findings_pending", f"{pending} suggestion(s) still need a decision.", 409)
+        previous = Report.objects.filter(visit=visit).order_by("-version").first()
+        amendment = Amendment.objects.filter(visit=visit, report__isnull=True).first()
+        report_id = uuid.uuid4()
+        signed_at = timezone.now()
+        version = (previous.version + 1) if previous else 1
+        snapshot = report_snapshot(
+            visit,
+            report_id=str(report_id),
+            version=version,
+            signer=signer,
+            signed_at=signed_at.isoformat(),
+            amends=previous if amendment else None,
+            reason=amendment.reason if amendment else "",
+        )
+        content = crypto.encrypt(patient_key(visit.patient), json.dumps(snapshot).encode(), _content_aad(report_id))
+        report = Report.objects.create(
+            id=report_id,
+            visit=visit,
+            version=version,
+            content=content,
+            signed_by=signer,
+            signed_at=signed_at,
+            amends=previous if amendment else None,
+            amendment_reason=amendment.reason if amendment else "",
+        )
+        if amendment:
+            amendment.report = report
+            amendment.save(update_fields=["report"])
+        audit.record(
+            action="report.sign",
+            clinic_id=require_clinic_id(),
+            object_type="report",
+            object_id=report.pk,
+            details={
+                "visit_id": str(visit.pk),
+                "version": version,
+                "amends": str(report.amends_id) if report.amends_id else None,
+            },
+        )
+        from .webhooks import webhook_emit
+
+        webhook_emit(
+            event="report.signed", payload={"report_id": str(report.pk), "visit_id": str(visit.pk), "version": version}
+        )
+    return report
+
+
+def amendment_open(*, visit: Visit, actor: User, reason: str) -> Amendment:
+    if not reason.strip():
+        raise ServiceError("reason_required", "An amendment needs a reason.")
+    with transaction.atomic():
+        visit = Visit.objects.select_for_update().get(pk=visit.pk)
+        if not Report.objects.filter(visit=visit).exists():
+            raise ServiceError("not_signed", "The report is not signed yet: change it directly.", 409)
+        if not visit_locked(visit):
+            raise ServiceError("amendment_open", "An amendment is already open for this visit.", 409)
+        amendment = Amendment.objects.create(visit=visit, reason=reason.strip()[:500], opened_by=actor)
+        audit.record(
+            action="report.amend",
+            clinic_id=require_clinic_id(),
+            object_type="visit",
+            object_id=visit.pk,
+            details={"amendment_id": str(amendment.pk)},
+        )
+    return amendment

@@ -1,0 +1,152 @@
+"""Signing, amendments, clinician findings, and the agreement figures."""
+
+from __future__ import annotations
+
+from django.urls import reverse
+
+from analysis.models import Analysis, Finding, Report
+from analysis.monitoring import agreement
+from analysis.reports import report_content
+from clinics.models import AuditEvent
+from clinics.tenancy import clinic_scope
+
+from ..conftest import World, fixture_model_version, token_client
+
+
+def _sign(world: World, role: str = "dentist"):  # noqa: ANN202
+    return token_client(world, role).post(reverse("api:visit-report", kwargs={"pk": world.image.visit_id}))
+
+
+def test_sign_needs_decisions_then_locks_and_amendment_keeps_both_versions(alice: World) -> None:
+    dentist = token_client(alice, "dentist")
+    review = reverse("api:finding-review", kwargs={"pk": alice.finding.pk})
+    pending = _sign(alice)
+    assert pending.status_code == 409 and pending.json()["error"]["code"] == "findings_pending"
+    assert _sign(alice, "staff").status_code == 403 and _sign(alice, "clinic_admin").status_code == 403
+    assert dentist.post(review, {"decision": "confirm"}, format="json").status_code == 200
+    added = dentist.post(
+        reverse("api:image-finding-add", kwargs={"pk": alice.image.pk}),
+        {"condition": "calculus", "box": [0.5, 0.5, 0.2, 0.1]},
+        format="json",
+    )
+    assert added.status_code == 201 and added.json()["source"] == "clinician"
+    signed = _sign(alice)
+    assert signed.status_code == 201 and signed.json()["version"] == 1
+    v1 = signed.json()["id"]
+
+    locked = dentist.post(review, {"decision": "reject", "reason": "not_present"}, format="json")
+    assert locked.status_code == 409 and locked.json()["error"]["code"] == "report_signed"
+    assert _sign(alice).status_code == 409
+    assert (
+        dentist.post(
+            reverse("api:image-finding-add", kwargs={"pk": alice.image.pk}),
+            {"condition": "ulcer", "box": [0.1, 0.1, 0.1, 0.1]},
+            format="json",
+        ).status_code
+        == 409
+    )
+
+    amend_url = reverse("api:visit-amendment", kwargs={"pk": alice.image.visit_id})
+    assert token_client(alice, "staff").post(amend_url, {"reason": "x"}, format="json").status_code == 403
+    assert dentist.post(amend_url, {"reason": "Second look: not caries"}, format="json").status_code == 201
+    assert dentist.post(review, {"decision": "reject", "reason": "wrong_condition"}, format="json").status_code == 200
+    signed2 = _sign(alice)
+    assert signed2.status_code == 201
+    body = signed2.json()
+    assert body["version"] == 2 and body["amends"] == v1 and body["amendment_reason"] == "Second look: not caries"
+
+    versions = dentist.get(reverse("api:visit-report", kwargs={"pk": alice.image.visit_id})).json()
+    assert [r["version"] for r in versions] == [2, 1]
+    with clinic_scope(alice.clinic.id):
+        first = report_content(Report.objects.select_related("visit__patient").get(pk=v1))
+        second = report_content(Report.objects.select_related("visit__patient").get(pk=body["id"]))
+        stored = bytes(Report.objects.get(pk=v1).content)
+    status_of = {f["id"]: f["status"] for f in first["images"][0]["findings"]}
+    assert status_of[str(alice.finding.pk)] == "confirmed"  # the original is kept as signed
+    assert {f["id"]: f["status"] for f in second["images"][0]["findings"]}[str(alice.finding.pk)] == "rejected"
+    assert first["patient"]["family_name"] == alice.patient_name and alice.patient_name.encode() not in stored
+    assert AuditEvent.unscoped.filter(action="report.sign", clinic=alice.clinic).count() == 2
+
+
+def test_adjusting_a_box_is_a_confirmation_with_before_and_after(alice: World) -> None:
+    response = token_client(alice, "dentist").post(
+        reverse("api:finding-review", kwargs={"pk": alice.finding.pk}),
+        {"decision": "adjust", "box": [0.2, 0.25, 0.3, 0.3]},
+        format="json",
+    )
+    assert response.status_code == 200
+    assert response.json()["box"] == [0.2, 0.25, 0.3, 0.3] and response.json()["status"] == "confirmed"
+    bad = token_client(alice, "dentist").post(
+        reverse("api:finding-review", kwargs={"pk": alice.finding.pk}),
+        {"decision": "adjust", "box": [0.9, 0.9, 0.5, 0.5]},
+        format="json",
+    )
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_box"
+    with clinic_scope(alice.clinic.id):
+        decision = alice.finding.decisions.get(decision="adjust")
+    assert decision.before["box"] == [0.1, 0.2, 0.3, 0.25] and decision.after["box"] == [0.2, 0.25, 0.3, 0.3]
+
+
+def test_agreement_figures_match_a_seeded_set_of_reviews(alice: World, bob: World) -> None:
+    model = fixture_model_version()
+    seeded = {  # condition -> statuses (with reasons for rejections) of the model's suggestions
+        "caries": ["confirmed"] * 3 + [("rejected", "not_present")] * 2 + [("rejected", "image_quality")] + ["pending"],
+        "gingivitis": ["confirmed"] * 4,
+        "ulcer": [("rejected", "wrong_condition")] * 2 + ["pending"] * 2,
+    }
+    with clinic_scope(alice.clinic.id):
+        Finding.objects.all().delete()
+        analysis = Analysis.objects.get(pk=alice.analysis.pk)
+        for condition, statuses in seeded.items():
+            for item in statuses:
+                status, reason = item if isinstance(item, tuple) else (item, "")
+                Finding.objects.create(
+                    analysis=analysis,
+                    image=alice.image,
+                    condition=condition,
+                    probability=0.8,
+                    box=[0, 0, 0.5, 0.5],
+                    status=status,
+                    reason=reason,
+                )
+        for _ in range(2):
+            Finding.objects.create(
+                image=alice.image, source="clinician", condition="caries", box=[0, 0, 0.1, 0.1], status="confirmed"
+            )
+        rows = {row["condition"]: row for row in agreement()}
+    mid = model.model_id
+    assert rows["caries"] == {
+        "model": mid,
+        "condition": "caries",
+        "confirmed": 3,
+        "rejected": 3,
+        "pending": 1,
+        "decided": 6,
+        "ppv": 0.5,
+        "added_by_clinicians": 2,
+        "rejected_by_reason": {"not_present": 2, "image_quality": 1},
+    }
+    assert rows["gingivitis"]["ppv"] == 1.0 and rows["gingivitis"]["decided"] == 4
+    assert rows["ulcer"]["ppv"] == 0.0 and rows["ulcer"]["pending"] == 2
+    assert rows["ulcer"]["rejected_by_reason"] == {"wrong_condition": 2}
+    api = token_client(alice, "clinic_admin").get(reverse("api:monitoring-agreement")).json()
+    assert {r["condition"]: r["ppv"] for r in api} == {"caries": 0.5, "gingivitis": 1.0, "ulcer": 0.0}
+    assert token_client(alice, "dentist").get(reverse("api:monitoring-agreement")).status_code == 403
+    with clinic_scope(bob.clinic.id):  # another clinic's figures are its own
+        assert [(r["condition"], r["pending"]) for r in agreement()] == [("caries", 1)]
+
+
+def test_signing_emits_report_signed_to_the_clinics_webhooks(alice: World, bob: World) -> None:
+    from analysis.models import WebhookDelivery, WebhookEndpoint
+
+    with clinic_scope(alice.clinic.id):
+        WebhookEndpoint.objects.create(url="https://pms.example/hook", secret="s", events=["report.signed"])
+    with clinic_scope(bob.clinic.id):
+        WebhookEndpoint.objects.create(url="https://other.example/hook", secret="s", events=[])
+    token_client(alice, "dentist").post(
+        reverse("api:finding-review", kwargs={"pk": alice.finding.pk}), {"decision": "confirm"}, format="json"
+    )
+    assert _sign(alice).status_code == 201
+    deliveries = list(WebhookDelivery.unscoped.all())
+    assert [(d.event, d.endpoint.url) for d in deliveries] == [("report.signed", "https://pms.example/hook")]
+    assert deliveries[0].payload["data"]["version"] == 1
