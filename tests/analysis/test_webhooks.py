@@ -88,8 +88,8 @@ def _check(good: Receiver, flaky: Receiver, analysis_id: str) -> None:
 @pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="needs Redis (set REDIS_URL); CI runs it")
 @pytest.mark.django_db(transaction=True)
 def test_analysis_completed_reaches_receivers_through_a_real_worker(
-    random_artifact: Path,
-    receivers: tuple[Receiver, Receiver],  # noqa: F811
+    random_artifact: Path,  # noqa: F811
+    receivers: tuple[Receiver, Receiver],
 ) -> None:
     from .test_worker import _world_and_upload
 
