@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.http import Http404
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers
 from rest_framework.request import Request
@@ -54,6 +55,11 @@ class AnalysisOutput(serializers.Serializer):
         return FindingOutput(findings, many=True).data
 
 
+class AnalysisFilterInput(serializers.Serializer):
+    status = serializers.ChoiceField(choices=AnalysisStatus.choices, required=False)
+    visit = serializers.UUIDField(required=False)
+
+
 class FindingReviewInput(serializers.Serializer):
     decision = serializers.ChoiceField(choices=["confirm", "reject", "adjust"])
     reason = serializers.ChoiceField(choices=RejectReason.choices, required=False, allow_blank=True, default="")
@@ -72,10 +78,16 @@ class AnalysisListView(ClinicGenericAPIView):
     serializer_class = AnalysisOutput
 
     @extend_schema(
-        parameters=[OpenApiParameter("status", str, enum=AnalysisStatus.values)], responses=AnalysisOutput(many=True)
+        parameters=[
+            OpenApiParameter("status", str, enum=AnalysisStatus.values),
+            OpenApiParameter("visit", OpenApiTypes.UUID, description="Only the analyses of this visit"),
+        ],
+        responses=AnalysisOutput(many=True),
     )
     def get(self, request: Request) -> Response:
-        page = self.paginate_queryset(analysis_list(status=request.query_params.get("status")))
+        filters = AnalysisFilterInput(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        page = self.paginate_queryset(analysis_list(**filters.validated_data))
         audit.record(
             action="analysis.list",
             clinic_id=request.access.clinic.id,

@@ -21,7 +21,7 @@ def is_shown(finding: Finding, thresholds: dict[str, float]) -> bool:
     return finding.probability is not None and finding.probability >= thresholds.get(finding.condition, 0.5)
 
 
-def analysis_list(*, status: str | None = None) -> QuerySet[Analysis]:
+def analysis_list(*, status: str | None = None, visit: object = None) -> QuerySet[Analysis]:
     analyses = (
         Analysis.objects.select_related("model_version")
         .prefetch_related(Prefetch("findings", queryset=Finding.objects.select_related("reviewed_by")))
@@ -29,6 +29,8 @@ def analysis_list(*, status: str | None = None) -> QuerySet[Analysis]:
     )
     if status:
         analyses = analyses.filter(status=status)
+    if visit:
+        analyses = analyses.filter(image__visit_id=visit)
     return analyses
 
 

@@ -3,6 +3,7 @@ from django.urls import include, path
 urlpatterns = [
     path("", include("clinics.urls")),
     path("patients/", include("patients.urls")),
+    path("", include("analysis.urls")),
     path("api/v1/", include("config.api_urls")),
 ]
 

@@ -57,6 +57,12 @@ def _add_calibrate(sub):
     p = sub.add_parser("calibrate", help="re-fit temperature + thresholds on validation for a run")
     p.add_argument("--run-dir", required=True)
     p.add_argument("--checkpoint", default="best.pt")
+    p.add_argument(
+        "--tta",
+        choices=["none", "hflip", "auto"],
+        default="none",
+        help="test-time augmentation; auto = hflip only if it raises validation macro ROC-AUC",
+    )
 
 
 def _add_evaluate(sub):
@@ -119,7 +125,12 @@ def main(argv=None) -> int:
     if args.command == "calibrate":
         from .train import calibrate, config_from_run
 
-        calibrate(config_from_run(args.run_dir), which=args.checkpoint, log=lambda m: print(m, flush=True))
+        calibrate(
+            config_from_run(args.run_dir),
+            which=args.checkpoint,
+            log=lambda m: print(m, flush=True),
+            tta="" if args.tta == "none" else args.tta,
+        )
         return 0
     if args.command == "evaluate":
         from .evaluate import evaluate_run

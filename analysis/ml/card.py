@@ -91,6 +91,13 @@ def render_card(model: dict, metrics: dict) -> str:
         f"Temperatures: {', '.join(f'{k} {_f(v, 2)}' for k, v in model['temperature'].items())}; "
         f"offsets: {', '.join(f'{k} {_f(v, 2)}' for k, v in model.get('logit_bias', {}).items())}."
     )
+    tta_auc = metrics.get("calibration", {}).get("val_macro_auc_by_tta", {})
+    if tta_auc:
+        add(
+            f"- Test-time augmentation: {model.get('tta') or 'none'} (chosen on validation: macro ROC-AUC "
+            + ", ".join(f"{k} {_f(v, 4)}" for k, v in tta_auc.items())
+            + ")."
+        )
     add(f"- Explanations: {model.get('explain', '')}.")
     add(
         f"- Weights: `{model.get('weights_file', 'weights.pt')}` ({model.get('weights_dtype', '')}), "

@@ -476,6 +476,7 @@ def export_artifact(
     temperature: dict[str, float],
     logit_bias: dict[str, float],
     input_size: int,
+    tta: str = "",
     name: str = "photo-effnetlite0",
     version: str = "1.0.0",
     metrics_summary: dict | None = None,
@@ -497,7 +498,13 @@ def export_artifact(
         "logit_bias": {k: float(v) for k, v in logit_bias.items()},
         "calibration": "p = sigmoid(logit / temperature[label] + logit_bias[label])",
         "input_size": int(input_size),
-        "preprocessing": EVAL_PREPROCESSING.format(size=input_size),
+        "preprocessing": EVAL_PREPROCESSING.format(size=input_size)
+        + (
+            "; test-time augmentation: mean of the logits (and maps) of the image and its horizontal mirror"
+            if tta == "hflip"
+            else ""
+        ),
+        "tta": tta,
         "mean": [0.5, 0.5, 0.5],
         "std": [0.5, 0.5, 0.5],
         "weights_file": "weights.pt",
@@ -552,6 +559,7 @@ def evaluate_run(
     temps = [cal["temperature"][n] for n in labels]
     biases = [cal["logit_bias"][n] for n in labels]
     thresholds = cal["thresholds"]
+    tta = cal.get("tta", "")
     records, tr, va, te = prepare(cfg)
     split_file = run_dir / "split.json"
     if split_file.exists():
@@ -566,7 +574,7 @@ def evaluate_run(
 
     log("test split: predicting")
     test_imgs = load_or_build_cache(run_dir / "cache_test.pt", test_recs, cfg.input_size, "eval")
-    probs = apply_calibration(predict_logits(model, test_imgs, channels_last=cfg.channels_last), temps, biases)
+    probs = apply_calibration(predict_logits(model, test_imgs, channels_last=cfg.channels_last, tta=tta), temps, biases)
     metrics = full_metrics(y, probs, groups, thresholds, labels, n_boot=n_boot)
 
     by_source = {}
@@ -596,6 +604,8 @@ def evaluate_run(
         "test": metrics,
         "test_by_source": by_source,
         "calibration": {
+            "tta": tta,
+            "val_macro_auc_by_tta": cal.get("val_macro_auc_by_tta", {}),
             "method": "per-class temperature + offset (Platt) fitted on validation",
             "temperature": cal["temperature"],
             "logit_bias": cal["logit_bias"],
@@ -621,7 +631,9 @@ def evaluate_run(
     if audit:
         log("shortcut audit (a): centre-crop square")
         crop_imgs = load_or_build_cache(run_dir / "cache_test_crop.pt", test_recs, cfg.input_size, "crop")
-        crop_probs = apply_calibration(predict_logits(model, crop_imgs, channels_last=cfg.channels_last), temps, biases)
+        crop_probs = apply_calibration(
+            predict_logits(model, crop_imgs, channels_last=cfg.channels_last, tta=tta), temps, biases
+        )
         crop = full_metrics(y, crop_probs, groups, thresholds, labels, n_boot=min(n_boot, 200))
         log("shortcut audit (b): metadata-only model")
         meta = metadata_shortcut_audit(records, list(tr) + list(va), list(te), labels)
@@ -655,6 +667,7 @@ def evaluate_run(
         temperature=cal["temperature"],
         logit_bias=cal["logit_bias"],
         input_size=cfg.input_size,
+        tta=tta,
         name=name,
         version=version,
         metrics_summary=result["summary"],

@@ -41,6 +41,7 @@ class Predictor:
         self.temperature = temp if isinstance(temp, dict) else dict.fromkeys(self.labels, float(temp))
         self.logit_bias = bias if isinstance(bias, dict) else dict.fromkeys(self.labels, float(bias))
         self.input_size = int(meta["input_size"])
+        self.tta = meta.get("tta", "") or ""
         self.batch_size = batch_size
         self.device = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
         model = build_model(len(self.labels), self.input_size, pretrained=False)
@@ -84,6 +85,14 @@ class Predictor:
                         logits, cams = self.model.forward_with_cam(x)
                     else:
                         logits, cams = self.model(x), None
+                    if self.tta == "hflip":  # average with the mirrored image (maps flipped back)
+                        xf = x.flip(-1)
+                        if explain:
+                            logits_f, cams_f = self.model.forward_with_cam(xf)
+                            cams = (cams.float() + cams_f.float().flip(-1)) / 2
+                        else:
+                            logits_f = self.model(xf)
+                        logits = (logits.float() + logits_f.float()) / 2
                 logits = logits.float().cpu()
                 probs = torch.sigmoid(logits / self._temp + self._bias).numpy()
                 heatmaps = normalise_cams(cams) if explain else None

@@ -123,16 +123,26 @@ def load_or_build_cache(path: Path, records: Sequence[Record], size: int, mode: 
 
 @torch.inference_mode()
 def predict_logits(
-    model: nn.Module, images: Sequence[torch.Tensor], batch_size: int = 64, channels_last: bool = True
+    model: nn.Module,
+    images: Sequence[torch.Tensor],
+    batch_size: int = 64,
+    channels_last: bool = True,
+    tta: str = "",
 ) -> np.ndarray:
-    """images: uint8 CHW tensors already resized to the model input size."""
+    """images: uint8 CHW tensors already resized to the model input size.
+
+    ``tta="hflip"`` averages the logits of the image and its horizontal mirror.
+    """
     model.eval()
     outs = []
     for i in range(0, len(images), batch_size):
         x = to_model_input(torch.stack(list(images[i : i + batch_size])))
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        outs.append(model(x).float().cpu())
+        logits = model(x).float()
+        if tta == "hflip":
+            logits = (logits + model(x.flip(-1)).float()) / 2
+        outs.append(logits.cpu())
     return torch.cat(outs).numpy() if outs else np.zeros((0, getattr(model, "num_labels", 0)), np.float32)
 
 
@@ -413,8 +423,13 @@ def load_run_model(run_dir: Path, cfg: TrainConfig, which: str = "best.pt", fp16
     return model, ck
 
 
-def calibrate(cfg: TrainConfig, records=None, val_idx=None, val_imgs=None, which: str = "best.pt", log=print) -> dict:
-    """Fit temperature/offset and thresholds on the validation split; writes calibration.json."""
+def calibrate(
+    cfg: TrainConfig, records=None, val_idx=None, val_imgs=None, which: str = "best.pt", log=print, tta: str = ""
+) -> dict:
+    """Fit temperature/offset and thresholds on the validation split; writes calibration.json.
+
+    ``tta``: "" (none), "hflip", or "auto" (use hflip only if it raises the validation macro ROC-AUC).
+    """
     run_dir = Path(cfg.run_dir)
     torch.set_num_threads(cfg.threads)
     if records is None:
@@ -425,6 +440,14 @@ def calibrate(cfg: TrainConfig, records=None, val_idx=None, val_imgs=None, which
     y_val = targets(val_recs, cfg.labels)
     model, ck = load_run_model(run_dir, cfg, which)
     logits = predict_logits(model, val_imgs, channels_last=cfg.channels_last)
+    tta_report = {"none": macro(roc_auc_per_class(y_val, logits))}
+    if tta in ("auto", "hflip"):
+        flip_logits = predict_logits(model, val_imgs, channels_last=cfg.channels_last, tta="hflip")
+        tta_report["hflip"] = macro(roc_auc_per_class(y_val, flip_logits))
+        if tta == "hflip" or tta_report["hflip"] > tta_report["none"]:
+            tta, logits = "hflip", flip_logits
+        else:
+            tta = ""
     temps, biases = fit_calibration(logits, y_val)
     probs = apply_calibration(logits, temps, biases)
     thresholds = choose_thresholds(probs, y_val, cfg.labels, cfg.sensitive_label, cfg.sensitive_beta)
@@ -436,6 +459,8 @@ def calibrate(cfg: TrainConfig, records=None, val_idx=None, val_imgs=None, which
         "thresholds": thresholds,
         "threshold_rule": f"F1-optimal on validation; F{cfg.sensitive_beta:g}-optimal for {cfg.sensitive_label}",
         "val_macro_auc": macro(roc_auc_per_class(y_val, probs)),
+        "tta": tta,
+        "val_macro_auc_by_tta": tta_report,
     }
     (run_dir / "calibration.json").write_text(json.dumps(cal, indent=2))
     log(f"calibration: {json.dumps(cal)}")

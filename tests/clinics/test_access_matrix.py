@@ -39,6 +39,9 @@ OBJECT_FOR_ROUTE: dict[str, str] = {
     "api:finding-review": "finding",
     "api:image-finding-add": "image",
     "api:visit-report": "visit",
+    "analysis:report": "visit",
+    "analysis:report-pdf": "visit",
+    "analysis:review": "visit",
     "api:visit-amendment": "visit",
 }
 PRINCIPALS = ["staff", "dentist", "clinic_admin", "other_user", "anonymous", "own_key", "other_key"]

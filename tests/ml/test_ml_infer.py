@@ -70,3 +70,20 @@ def test_shipped_artifact(synthetic_images):
         for a, b in zip(first, second, strict=True):
             assert a["scores"] == b["scores"]
             assert [f["box"] for f in a["findings"]] == [f["box"] for f in b["findings"]]
+
+
+def test_predictor_hflip_tta_is_mirror_invariant(random_artifact, synthetic_images):
+    from PIL import ImageOps
+
+    meta = json.loads((random_artifact / "model.json").read_text())
+    meta["tta"] = "hflip"
+    (random_artifact / "model.json").write_text(json.dumps(meta))
+    clear_cache()
+    p = load_predictor(random_artifact)
+    img = synthetic_images[0]
+    a = p.predict([img], explain=True)[0]
+    b = p.predict([ImageOps.mirror(img)], explain=True)[0]
+    for k in p.labels:
+        assert a["scores"][k] == pytest.approx(b["scores"][k], abs=1e-4)
+    for fa, fb in zip(a["findings"], b["findings"], strict=True):
+        assert np.allclose(fa["heatmap"], fb["heatmap"][:, ::-1], atol=1e-4)

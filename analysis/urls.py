@@ -1,0 +1,13 @@
+from django.urls import path
+
+from . import views, views_review
+
+app_name = "analysis"
+
+urlpatterns = [
+    path("visits/<uuid:pk>/report/", views.VisitReportPageView.as_view(), name="report"),
+    path("visits/<uuid:pk>/report.pdf", views.VisitReportPdfView.as_view(), name="report-pdf"),
+    path("visits/<uuid:pk>/review/", views_review.VisitReviewView.as_view(), name="review"),
+    path("clinic/agreement/", views_review.AgreementPageView.as_view(), name="agreement"),
+    path("clinic/thresholds/", views_review.ThresholdsView.as_view(), name="thresholds"),
+]

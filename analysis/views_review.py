@@ -1,0 +1,283 @@
+"""The dentist's screens: a visit's review (findings drawn on the images, decisions, signing), the
+clinic's operating points per condition, and agreement in practice per model version."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.contrib import messages
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+
+from clinics import audit
+from clinics.views_base import ClinicView
+from patients.models import Image, Visit
+from patients.selectors import patient_identity
+
+from .models import (
+    Amendment,
+    Analysis,
+    AnalysisStatus,
+    ConditionThreshold,
+    ModelModality,
+    ModelVersion,
+    RejectReason,
+    Report,
+)
+from .monitoring import agreement
+from .registry import ModelNotAvailable, model_version_active
+from .reports import visit_findings, visit_locked
+from .reviews import CONDITIONS
+from .selectors import thresholds_for
+
+FINDING_PLACEHOLDER = uuid.UUID(int=0)
+ACTIVE_STATUSES = (AnalysisStatus.QUEUED, AnalysisStatus.RUNNING)
+
+
+def _no_store(response: HttpResponse) -> HttpResponse:
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def _finding_data(finding: Any, threshold: float | None) -> dict[str, Any]:
+    return {
+        "id": str(finding.pk),
+        "condition": finding.condition,
+        "probability": finding.probability,
+        "box": finding.box,
+        "status": finding.status,
+        "source": finding.source,
+        "reason": finding.reason,
+        "reviewed_by": finding.reviewed_by.email if finding.reviewed_by_id else None,
+        "model": finding.analysis.model_version.model_id if finding.analysis_id else None,
+        "threshold": threshold,
+    }
+
+
+def review_data(visit: Visit, *, can_review: bool, can_add: bool, can_sign: bool) -> dict[str, Any]:
+    """Everything the review screen starts from (rendered as a JSON blob, never executed)."""
+    latest = Report.objects.filter(visit=visit).select_related("signed_by").order_by("-version").first()
+    amendment = Amendment.objects.filter(visit=visit, report__isnull=True).first()
+    analyses_by_image: dict[Any, list[Analysis]] = {}
+    for analysis in Analysis.objects.filter(image__visit=visit).select_related("model_version").order_by("created_at"):
+        analyses_by_image.setdefault(analysis.image_id, []).append(analysis)
+
+    thresholds: dict[str, dict[str, float]] = {}  # modality -> condition -> clinic operating point
+    cache: dict[Any, dict[str, float]] = {}
+
+    def thresholds_of(model: ModelVersion) -> dict[str, float]:
+        if model.pk not in cache:
+            cache[model.pk] = thresholds_for(model)
+        return cache[model.pk]
+
+    images = []
+    findings_by_image = visit_findings(visit)
+    for image in Image.objects.filter(visit=visit).order_by("uploaded_at"):
+        analyses = analyses_by_image.get(image.pk, [])
+        for analysis in analyses:
+            thresholds.setdefault(image.modality, {}).update(thresholds_of(analysis.model_version))
+        findings = []
+        for finding in findings_by_image.get(image, []):
+            limits = thresholds_of(finding.analysis.model_version) if finding.analysis_id else {}
+            findings.append(_finding_data(finding, limits.get(finding.condition, 0.5) if finding.analysis_id else None))
+        images.append(
+            {
+                "id": str(image.pk),
+                "modality": image.modality,
+                "modality_label": image.get_modality_display(),
+                "width": image.width,
+                "height": image.height,
+                "preview_url": reverse("patients:image", kwargs={"pk": image.pk}) + "?variant=preview",
+                "add_url": reverse("api:image-finding-add", kwargs={"pk": image.pk}),
+                "analyses": [
+                    {
+                        "id": str(a.pk),
+                        "status": a.status,
+                        "model": a.model_version.model_id,
+                        "failure_reason": a.failure_reason,
+                    }
+                    for a in analyses
+                ],
+                "findings": findings,
+            }
+        )
+    for modality in {image["modality"] for image in images} - set(thresholds):
+        try:
+            thresholds[modality] = thresholds_of(model_version_active(modality))
+        except ModelNotAvailable:
+            thresholds[modality] = {}
+    return {
+        "visit": {"id": str(visit.pk), "date": visit.visit_date.isoformat()},
+        "locked": visit_locked(visit),
+        "amendment_open": amendment is not None,
+        "report": (
+            {
+                "version": latest.version,
+                "signed_by": latest.signed_by.email,
+                "signed_at": latest.signed_at.isoformat(),
+            }
+            if latest
+            else None
+        ),
+        "images": images,
+        "thresholds": thresholds,
+        "analysing": any(a["status"] in ACTIVE_STATUSES for image in images for a in image["analyses"]),
+        "urls": {
+            "finding_review": reverse("api:finding-review", kwargs={"pk": FINDING_PLACEHOLDER}),
+            "finding_placeholder": str(FINDING_PLACEHOLDER),
+            "report": reverse("api:visit-report", kwargs={"pk": visit.pk}),
+            "amend": reverse("api:visit-amendment", kwargs={"pk": visit.pk}),
+            "analyses": reverse("api:analysis-list") + f"?visit={visit.pk}&page_size=200",
+            "printable": reverse("analysis:report", kwargs={"pk": visit.pk}),
+        },
+        "reject_reasons": [[value, str(label)] for value, label in RejectReason.choices],
+        "conditions": {modality: list(names) for modality, names in CONDITIONS.items()},
+        "can_review": can_review,
+        "can_add": can_add,
+        "can_sign": can_sign,
+    }
+
+
+class VisitReviewView(ClinicView):
+    """One visit: every image with its findings; decisions for dentists, read-only for others."""
+
+    def get(self, request: HttpRequest, pk: str) -> HttpResponse:
+        visit = get_object_or_404(Visit.objects.select_related("patient"), pk=pk)
+        can_review = self.access.can("finding.review")
+        data = review_data(
+            visit,
+            can_review=can_review,
+            can_add=self.access.can("finding.add"),
+            can_sign=self.access.can("report.sign"),
+        )
+        audit.record(action="analysis.view", clinic_id=self.access.clinic.id, object_type="visit", object_id=visit.pk)
+        context = {
+            "visit": visit,
+            "identity": patient_identity(visit.patient),
+            "data": data,
+            "can_review": can_review,
+            "can_add": data["can_add"],
+            "can_sign": data["can_sign"],
+            "reject_reasons": RejectReason.choices,
+        }
+        return _no_store(render(request, "analysis/review.html", context))
+
+
+def _threshold_rows() -> tuple[list[dict[str, Any]], list[str]]:
+    """Per modality and condition of the active models: model-card default and clinic value."""
+    rows: list[dict[str, Any]] = []
+    unavailable: list[str] = []
+    for modality, label in ModelModality.choices:
+        try:
+            model = model_version_active(modality)
+        except ModelNotAvailable:
+            unavailable.append(str(label))
+            continue
+        custom = {row.condition: row.threshold for row in ConditionThreshold.objects.filter(modality=modality)}
+        conditions = [c for c in model.labels if c in model.thresholds] or list(model.thresholds)
+        for condition in conditions:
+            default = model.thresholds.get(condition, 0.5)
+            rows.append(
+                {
+                    "modality": modality,
+                    "modality_label": str(label),
+                    "model": model.model_id,
+                    "condition": condition,
+                    "default": default,
+                    "current": custom.get(condition, default),
+                    "custom": condition in custom,
+                }
+            )
+    return rows, unavailable
+
+
+class ThresholdsView(ClinicView):
+    """The clinic's operating point per condition (clinic admins): below it a suggestion is not shown."""
+
+    template_name = "analysis/thresholds.html"
+
+    def _render(self, request: HttpRequest, *, error: str = "", status: int = 200) -> HttpResponse:
+        rows, unavailable = _threshold_rows()
+        context = {
+            "rows": rows,
+            "unavailable": unavailable,
+            "error": error,
+            "can_manage": self.access.can("thresholds.manage"),
+        }
+        return render(request, self.template_name, context, status=status)
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        return self._render(request)
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        modality = request.POST.get("modality", "")
+        condition = request.POST.get("condition", "")
+        action = request.POST.get("action", "set")
+        rows, _ = _threshold_rows()
+        row = next((r for r in rows if r["modality"] == modality and r["condition"] == condition), None)
+        if row is None:
+            return self._render(request, error="Choose a condition of an active model.", status=400)
+        if action not in ("set", "reset"):
+            return self._render(request, error="Unknown action.", status=400)
+        value: float | None = None
+        if action == "set":
+            raw = request.POST.get("threshold", "").strip().rstrip("%").strip()
+            try:
+                value = float(raw)
+            except ValueError:
+                value = None
+            if value is not None and request.POST.get("unit") == "percent":
+                value = value / 100
+            if value is None or value != value or not 0 < value < 1:  # value != value: NaN
+                return self._render(
+                    request, error=f"The threshold for {condition} must be a number between 0 and 1.", status=400
+                )
+            value = round(value, 4)
+        with transaction.atomic():
+            previous = ConditionThreshold.objects.select_for_update().filter(modality=modality, condition=condition)
+            before = previous.first()
+            if value is None:
+                previous.delete()
+            else:
+                ConditionThreshold.objects.update_or_create(
+                    modality=modality, condition=condition, defaults={"threshold": value}
+                )
+            audit.record(
+                action="thresholds.update",
+                clinic_id=self.access.clinic.id,
+                object_type="threshold",
+                object_id=f"{modality}/{condition}",
+                details={
+                    "modality": modality,
+                    "condition": condition,
+                    "model": row["model"],
+                    "previous": before.threshold if before else None,
+                    "threshold": value,
+                    "default": row["default"],
+                    "reset": value is None,
+                },
+            )
+        if value is None:
+            messages.success(request, f"{condition}: back to the model card's default ({row['default']:.0%}).")
+        else:
+            messages.success(request, f"{condition}: suggestions below {value:.0%} are no longer shown.")
+        return redirect("analysis:thresholds")
+
+
+class AgreementPageView(ClinicView):
+    """How often dentists confirm each condition's suggestions (PPV in practice), per model version."""
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        rows = agreement()
+        labels = dict(RejectReason.choices)
+        for row in rows:
+            row["ppv_percent"] = None if row["ppv"] is None else round(row["ppv"] * 100, 1)
+            row["reasons"] = [
+                (str(labels.get(reason, reason or "unspecified")), n)
+                for reason, n in sorted(row["rejected_by_reason"].items(), key=lambda item: -item[1])
+            ]
+        audit.record(action="monitoring.view", clinic_id=self.access.clinic.id, object_type="agreement")
+        return render(request, "analysis/agreement.html", {"rows": rows})

@@ -1,0 +1,645 @@
+// Review screen: a visit's images with their findings drawn as an SVG overlay, the dentist's
+// decisions (confirm, reject with a reason, adjust the box, add a missed finding), signing and
+// amendments. Starts from the JSON blob #review-data (rendered by the server, never executed) and
+// talks to the API with the session cookie and the CSRF token. No inline scripts (CSP).
+(function () {
+  "use strict";
+  const root = document.getElementById("review");
+  const blob = document.getElementById("review-data");
+  if (!root || !blob) return;
+
+  const SVG_NS = "http://www.w3.org/2000/svg";
+  const csrf = root.dataset.csrf;
+  // Okabe-Ito, the colour-blind-safe palette; the label always names the condition as well.
+  const COLORS = {
+    caries: "#D55E00", gingivitis: "#CC79A7", calculus: "#F0E442", ulcer: "#E69F00",
+    cavity: "#D55E00", filling: "#56B4E9", implant: "#009E73", impacted_tooth: "#0072B2",
+  };
+  const FALLBACK_COLOR = "#0072B2";
+  const POLL_MS = 2000;
+
+  const imagesEl = document.getElementById("review-images");
+  const messageEl = document.getElementById("review-message");
+  const liveEl = document.getElementById("live-status");
+  const overlayToggle = document.getElementById("overlay-toggle");
+  const slider = document.getElementById("threshold-slider");
+  const sliderValue = document.getElementById("threshold-value");
+  const thresholdSummary = document.getElementById("threshold-summary");
+  const showRejected = document.getElementById("show-rejected");
+  const signButton = document.getElementById("sign-button");
+  const pendingCount = document.getElementById("pending-count");
+  const amendForm = document.getElementById("amend-form");
+  const actionsTemplate = document.getElementById("finding-actions-template");
+  const toolsTemplate = document.getElementById("image-tools-template");
+
+  let data = JSON.parse(blob.textContent);
+  const state = {
+    overlay: true,
+    minimum: 0,
+    showRejected: false,
+    selected: null, // finding id
+    draw: null, // {mode: "add"|"adjust", imageId, findingId, box, start, pointer}
+    busy: false,
+    pollTimer: null,
+  };
+  const views = {}; // image id -> {section, stage, svg, list, hidden, draft, tools}
+
+  // ---------------------------------------------------------------- helpers
+  const pct = (v) => (v * 100).toFixed(3) + "%";
+  const percentLabel = (p) => Math.round(p * 100) + "%";
+  const colorOf = (condition) => COLORS[condition] || FALLBACK_COLOR;
+  const human = (name) => String(name || "").replace(/_/g, " ");
+  const reasonLabel = (code) => {
+    const found = (data.reject_reasons || []).find((r) => r[0] === code);
+    return found ? found[1] : human(code || "no reason");
+  };
+  const canReview = () => !!data.can_review && !data.locked;
+  const canAdd = () => !!data.can_add && !data.locked;
+
+  function el(tag, attrs, text) {
+    const node = document.createElement(tag);
+    Object.entries(attrs || {}).forEach(([k, v]) => {
+      if (v === null || v === undefined || v === false) return;
+      if (k === "className") node.className = v;
+      else node.setAttribute(k, v === true ? "" : v);
+    });
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  function svgEl(tag, attrs) {
+    const node = document.createElementNS(SVG_NS, tag);
+    Object.entries(attrs || {}).forEach(([k, v]) => node.setAttribute(k, v));
+    return node;
+  }
+
+  function showMessage(text, kind) {
+    messageEl.textContent = text;
+    messageEl.className = "review-message " + (kind || "ok");
+    messageEl.hidden = !text;
+  }
+
+  function errorText(error, response) {
+    let text = error.message || (response.status + " " + response.statusText);
+    const details = error.details;
+    if (details && typeof details === "object") {
+      const parts = Object.entries(details).map(([field, problems]) =>
+        field + ": " + (Array.isArray(problems) ? problems.join(" ") : String(problems)));
+      if (parts.length) text += " (" + parts.join("; ") + ")";
+    }
+    return text;
+  }
+
+  async function api(url, method, body) {
+    const init = {
+      method: method, credentials: "same-origin",
+      headers: { "X-CSRFToken": csrf, "Accept": "application/json" },
+    };
+    if (body !== undefined) {
+      init.headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+    let response;
+    try {
+      response = await fetch(url, init);
+    } catch (err) {
+      throw new Error("The server could not be reached: " + err.message);
+    }
+    const payload = await response.json().catch(() => ({}));
+    if (!response.ok) throw new Error(errorText(payload.error || {}, response));
+    return payload;
+  }
+
+  async function run(action) {
+    if (state.busy) return;
+    state.busy = true;
+    root.classList.add("busy");
+    try {
+      await action();
+    } catch (err) {
+      showMessage(err.message, "error");
+    } finally {
+      state.busy = false;
+      root.classList.remove("busy");
+    }
+  }
+
+  // ---------------------------------------------------------------- which findings show
+  function thresholdOf(finding, image) {
+    if (typeof finding.threshold === "number") return finding.threshold;
+    const limits = (data.thresholds || {})[image.modality] || {};
+    return typeof limits[finding.condition] === "number" ? limits[finding.condition] : 0.5;
+  }
+
+  function isPendingSuggestion(finding) {
+    return finding.status === "pending" && finding.source === "model";
+  }
+
+  function isVisible(finding, image) {
+    if (finding.status === "rejected") return state.showRejected;
+    if (isPendingSuggestion(finding)) {
+      const p = finding.probability === null ? 0 : finding.probability;
+      return p >= Math.max(thresholdOf(finding, image), state.minimum);
+    }
+    return true;
+  }
+
+  function visibleFindings() {
+    const all = [];
+    data.images.forEach((image) => image.findings.forEach((finding) => {
+      if (isVisible(finding, image)) all.push({ finding: finding, image: image });
+    }));
+    return all;
+  }
+
+  function locate(findingId) {
+    for (const image of data.images) {
+      const finding = image.findings.find((f) => f.id === findingId);
+      if (finding) return { finding: finding, image: image };
+    }
+    return null;
+  }
+
+  function labelOf(finding) {
+    let text = human(finding.condition);
+    if (finding.probability !== null && finding.probability !== undefined) text += " " + percentLabel(finding.probability);
+    if (finding.source === "clinician") text = "+ " + text;
+    return text;
+  }
+
+  function statusText(finding) {
+    if (finding.status === "pending") return "AI suggestion · needs a decision";
+    const who = finding.reviewed_by ? " by " + finding.reviewed_by : "";
+    if (finding.status === "rejected") return "Rejected (" + reasonLabel(finding.reason) + ")" + who;
+    if (finding.source === "clinician") return "Added" + who;
+    return "Confirmed" + who;
+  }
+
+  // ---------------------------------------------------------------- building the page
+  function build() {
+    imagesEl.textContent = "";
+    Object.keys(views).forEach((k) => delete views[k]);
+    if (!data.images.length) {
+      imagesEl.appendChild(el("p", { className: "muted" }, "This visit has no images."));
+      return;
+    }
+    data.images.forEach((image, index) => {
+      const section = el("section", { className: "review-image card", "data-image-id": image.id });
+      const title = el("h2", {}, image.modality_label + " " + (index + 1));
+      title.appendChild(el("small", {}, " " + image.width + "×" + image.height));
+      const analysis = el("p", { className: "analysis-status muted" });
+      section.append(title, analysis);
+
+      let tools = null;
+      if (toolsTemplate && data.can_add) {
+        tools = toolsTemplate.content.firstElementChild.cloneNode(true);
+        const select = tools.querySelector("[data-role=condition]");
+        (data.conditions[image.modality] || []).forEach((c) => select.appendChild(el("option", { value: c }, human(c))));
+        tools.querySelector("[data-action=add]").addEventListener("click", () => startDraw("add", image.id, null));
+        section.appendChild(tools);
+      }
+
+      const draft = el("div", { className: "draft-controls", hidden: true });
+      const draftHint = el("span", { className: "draft-hint" });
+      const save = el("button", { type: "button", className: "primary" }, "Save");
+      const cancel = el("button", { type: "button" }, "Cancel");
+      save.addEventListener("click", saveDraw);
+      cancel.addEventListener("click", cancelDraw);
+      draft.append(draftHint, save, cancel);
+      section.appendChild(draft);
+
+      const body = el("div", { className: "review-body" });
+      const stage = el("div", { className: "stage" });
+      stage.style.maxWidth = "calc(75vh * " + (image.width / image.height).toFixed(4) + ")";
+      const img = el("img", {
+        src: image.preview_url, width: image.width, height: image.height, draggable: "false",
+        alt: image.modality_label + " " + (index + 1) + " of this visit",
+      });
+      const svg = svgEl("svg", { class: "overlay", width: "100%", height: "100%", role: "img",
+        "aria-label": "Findings drawn on the image" });
+      stage.append(img, svg);
+      attachDrawing(stage, image.id);
+
+      const side = el("div", { className: "finding-side" });
+      const list = el("ol", { className: "finding-list", "aria-label": "Findings of this image" });
+      const hidden = el("p", { className: "muted hidden-count" });
+      side.append(list, hidden);
+      body.append(stage, side);
+      section.appendChild(body);
+      imagesEl.appendChild(section);
+      views[image.id] = { section, stage, svg, list, hidden, draft, draftHint, save, tools, analysis };
+    });
+  }
+
+  function refresh() {
+    root.classList.toggle("overlay-off", !state.overlay);
+    const shown = visibleFindings();
+    if (state.selected && !shown.some((x) => x.finding.id === state.selected)) state.selected = null;
+    data.images.forEach((image) => {
+      const view = views[image.id];
+      if (!view) return;
+      drawOverlay(image, view);
+      drawList(image, view);
+      drawAnalysis(image, view);
+      if (view.tools) view.tools.querySelectorAll("button, select").forEach((c) => { c.disabled = !canAdd(); });
+    });
+    applyLock();
+    summarise();
+  }
+
+  function drawOverlay(image, view) {
+    const svg = view.svg;
+    while (svg.firstChild) svg.removeChild(svg.firstChild);
+    image.findings.forEach((finding) => {
+      if (!finding.box || !isVisible(finding, image)) return;
+      const [x, y, w, h] = finding.box;
+      const color = colorOf(finding.condition);
+      const kind = finding.source === "clinician" ? "added" : finding.status;
+      const group = svgEl("g", { class: "box " + kind + (finding.id === state.selected ? " selected" : ""),
+        "data-id": finding.id });
+      const geometry = { x: pct(x), y: pct(y), width: pct(w), height: pct(h) };
+      group.appendChild(svgEl("rect", Object.assign({ class: "halo" }, geometry)));
+      group.appendChild(svgEl("rect", Object.assign({ class: "outline", stroke: color, fill: color }, geometry)));
+      if (finding.source === "clinician") {
+        // Corner markers: a clinician's finding, not the model's.
+        [[x, y], [x + w, y], [x, y + h], [x + w, y + h]].forEach(([cx, cy]) => {
+          group.appendChild(svgEl("circle", { class: "marker", cx: pct(cx), cy: pct(cy), r: "5", fill: color }));
+        });
+      }
+      const above = y > 0.06;
+      const label = svgEl("text", { class: "label", x: pct(x), y: pct(above ? y : y + h), dy: above ? "-5" : "16",
+        fill: color });
+      label.textContent = labelOf(finding) + (finding.status === "rejected" ? " (rejected)" : "");
+      group.appendChild(label);
+      group.addEventListener("click", () => { if (!state.draw) select(finding.id, false); });
+      svg.appendChild(group);
+    });
+    if (state.draw && state.draw.imageId === image.id && state.draw.box) {
+      const [x, y, w, h] = state.draw.box;
+      svg.appendChild(svgEl("rect", { class: "draft", x: pct(x), y: pct(y), width: pct(w), height: pct(h) }));
+    }
+  }
+
+  function drawList(image, view) {
+    const list = view.list;
+    list.textContent = "";
+    let hiddenPending = 0;
+    image.findings.forEach((finding) => {
+      if (!isVisible(finding, image)) {
+        if (isPendingSuggestion(finding)) hiddenPending += 1;
+        return;
+      }
+      const item = el("li", { className: "finding " + finding.status + (finding.source === "clinician" ? " added" : ""),
+        "data-id": finding.id });
+      if (finding.id === state.selected) item.setAttribute("aria-current", "true");
+      const head = el("button", { type: "button", className: "finding-select" });
+      const swatch = el("span", { className: "swatch " + (finding.source === "clinician" ? "added" : finding.status),
+        "aria-hidden": "true" });
+      swatch.style.borderColor = colorOf(finding.condition);
+      head.append(swatch, el("strong", {}, labelOf(finding)), el("span", { className: "finding-status" }, statusText(finding)));
+      head.addEventListener("click", () => select(finding.id, false));
+      item.appendChild(head);
+      if (actionsTemplate && data.can_review) {
+        const actions = actionsTemplate.content.firstElementChild.cloneNode(true);
+        const reason = actions.querySelector("[data-role=reason]");
+        if (finding.status === "rejected") reason.value = finding.reason;
+        actions.querySelector("[data-action=confirm]").addEventListener("click", () => confirmFinding(finding.id));
+        actions.querySelector("[data-action=reject]").addEventListener("click", () => rejectFinding(finding.id, reason));
+        actions.querySelector("[data-action=adjust]").addEventListener("click", () => startDraw("adjust", image.id, finding.id));
+        reason.addEventListener("keydown", (e) => {
+          if (e.key === "Enter") { e.preventDefault(); rejectFinding(finding.id, reason); }
+        });
+        if (finding.status === "confirmed") actions.querySelector("[data-action=confirm]").textContent = "Confirmed ✓";
+        actions.querySelectorAll("button, select").forEach((c) => { c.disabled = !canReview(); });
+        item.appendChild(actions);
+      }
+      list.appendChild(item);
+    });
+    if (!list.children.length) list.appendChild(el("li", { className: "muted empty" }, "No findings shown."));
+    view.hidden.textContent = hiddenPending
+      ? hiddenPending + " pending suggestion(s) hidden by the minimum probability." : "";
+  }
+
+  function drawAnalysis(image, view) {
+    if (!image.analyses.length) {
+      view.analysis.textContent = "Not analysed.";
+      return;
+    }
+    view.analysis.textContent = image.analyses.map((a) => {
+      let text = a.model + ": " + a.status;
+      if (a.status === "failed" && a.failure_reason) text += " (" + a.failure_reason + ")";
+      return text;
+    }).join(" · ");
+  }
+
+  function applyLock() {
+    root.classList.toggle("locked", !!data.locked);
+    if (signButton) signButton.disabled = !!data.locked;
+    if (amendForm) amendForm.hidden = !data.locked;
+  }
+
+  function summarise() {
+    const conditions = {};
+    Object.values(data.thresholds || {}).forEach((limits) => Object.assign(conditions, limits));
+    const parts = Object.entries(conditions).map(([c, t]) => human(c) + " " + percentLabel(Math.max(t, state.minimum)));
+    thresholdSummary.textContent = parts.length ? "Now: " + parts.join(", ") + "." : "";
+    if (pendingCount) {
+      let pending = 0;
+      data.images.forEach((image) => image.findings.forEach((f) => { if (f.status === "pending") pending += 1; }));
+      pendingCount.textContent = data.locked ? "" : pending
+        ? pending + " suggestion(s) still need a decision." : "Every suggestion has a decision.";
+    }
+  }
+
+  // ---------------------------------------------------------------- selection and keyboard
+  function select(findingId, scroll) {
+    state.selected = findingId;
+    refresh();
+    const item = imagesEl.querySelector('li[data-id="' + findingId + '"]');
+    if (item && scroll !== false) item.scrollIntoView({ block: "nearest", behavior: "smooth" });
+  }
+
+  function move(step) {
+    const shown = visibleFindings();
+    if (!shown.length) return;
+    let index = shown.findIndex((x) => x.finding.id === state.selected);
+    index = index === -1 ? (step > 0 ? 0 : shown.length - 1) : (index + step + shown.length) % shown.length;
+    select(shown[index].finding.id, true);
+  }
+
+  function nextPendingAfter(findingId) {
+    const shown = visibleFindings();
+    const start = shown.findIndex((x) => x.finding.id === findingId);
+    for (let i = 1; i <= shown.length; i += 1) {
+      const candidate = shown[(start + i) % shown.length];
+      if (candidate && candidate.finding.status === "pending") return candidate.finding.id;
+    }
+    return findingId;
+  }
+
+  function selectedReason() {
+    const item = imagesEl.querySelector('li[data-id="' + state.selected + '"]');
+    return item ? item.querySelector("[data-role=reason]") : null;
+  }
+
+  document.addEventListener("keydown", (e) => {
+    if (e.ctrlKey || e.metaKey || e.altKey) return;
+    const target = e.target;
+    const typing = target instanceof HTMLTextAreaElement || target instanceof HTMLSelectElement ||
+      (target instanceof HTMLInputElement && !["checkbox", "range", "radio", "button", "submit"].includes(target.type)) ||
+      (target && target.isContentEditable);
+    if (e.key === "Escape" && state.draw) { e.preventDefault(); cancelDraw(); return; }
+    if (typing) return;
+    switch (e.key) {
+      case "o": overlayToggle.checked = !overlayToggle.checked; state.overlay = overlayToggle.checked; refresh(); break;
+      case "j": move(1); break;
+      case "k": move(-1); break;
+      case "c": if (state.selected && canReview()) confirmFinding(state.selected); else return; break;
+      case "r": {
+        const reason = state.selected && canReview() ? selectedReason() : null;
+        if (!reason) return;
+        reason.focus();
+        break;
+      }
+      case "a": {
+        if (!canAdd() || !data.images.length) return;
+        const current = state.selected && locate(state.selected);
+        startDraw("add", current ? current.image.id : data.images[0].id, null);
+        break;
+      }
+      default: return;
+    }
+    e.preventDefault();
+  });
+
+  overlayToggle.addEventListener("change", () => { state.overlay = overlayToggle.checked; refresh(); });
+  showRejected.addEventListener("change", () => { state.showRejected = showRejected.checked; refresh(); });
+  slider.addEventListener("input", () => {
+    state.minimum = Number(slider.value) / 100;
+    sliderValue.textContent = slider.value + "%";
+    refresh();
+  });
+
+  // ---------------------------------------------------------------- decisions
+  function reviewUrl(findingId) {
+    return data.urls.finding_review.replace(data.urls.finding_placeholder, findingId);
+  }
+
+  function applyFinding(updated) {
+    const found = locate(updated.id);
+    if (found) Object.assign(found.finding, updated);
+  }
+
+  function confirmFinding(findingId) {
+    run(async () => {
+      const updated = await api(reviewUrl(findingId), "POST", { decision: "confirm" });
+      applyFinding(updated);
+      showMessage("Confirmed: " + labelOf(updated) + ".", "ok");
+      select(nextPendingAfter(findingId), true);
+    });
+  }
+
+  function rejectFinding(findingId, reasonSelect) {
+    if (!reasonSelect.value) {
+      showMessage("Choose the reason for rejecting before pressing Reject.", "error");
+      reasonSelect.focus();
+      return;
+    }
+    const reason = reasonSelect.value;
+    run(async () => {
+      const updated = await api(reviewUrl(findingId), "POST", { decision: "reject", reason: reason });
+      applyFinding(updated);
+      showMessage("Rejected: " + labelOf(updated) + " (" + reasonLabel(reason) + ").", "ok");
+      select(nextPendingAfter(findingId), true);
+    });
+  }
+
+  // ---------------------------------------------------------------- drawing boxes
+  function startDraw(mode, imageId, findingId) {
+    if (mode === "add" ? !canAdd() : !canReview()) return;
+    cancelDraw();
+    state.draw = { mode: mode, imageId: imageId, findingId: findingId, box: null, start: null, pointer: null };
+    const view = views[imageId];
+    view.stage.classList.add("drawing");
+    view.draft.hidden = false;
+    view.save.disabled = true;
+    if (mode === "add") {
+      const condition = view.tools ? view.tools.querySelector("[data-role=condition]").value : "";
+      view.draftHint.textContent = "Drag a box around the missed " + human(condition) + " on the image, then Save.";
+    } else {
+      const found = locate(findingId);
+      view.draftHint.textContent = "Drag the corrected box for " + (found ? labelOf(found.finding) : "the finding") +
+        " on the image, then Save.";
+      if (findingId) state.selected = findingId;
+    }
+    refresh();
+    view.section.scrollIntoView({ block: "nearest", behavior: "smooth" });
+  }
+
+  function cancelDraw() {
+    if (!state.draw) return;
+    const view = views[state.draw.imageId];
+    state.draw = null;
+    if (view) {
+      view.stage.classList.remove("drawing");
+      view.draft.hidden = true;
+    }
+    refresh();
+  }
+
+  function normalised(stage, event) {
+    const rect = stage.getBoundingClientRect();
+    const clamp = (v) => Math.min(1, Math.max(0, v));
+    return [clamp((event.clientX - rect.left) / rect.width), clamp((event.clientY - rect.top) / rect.height)];
+  }
+
+  function attachDrawing(stage, imageId) {
+    stage.addEventListener("pointerdown", (e) => {
+      if (!state.draw || state.draw.imageId !== imageId) return;
+      e.preventDefault();
+      stage.setPointerCapture(e.pointerId);
+      state.draw.pointer = e.pointerId;
+      state.draw.start = normalised(stage, e);
+      state.draw.box = null;
+    });
+    stage.addEventListener("pointermove", (e) => {
+      const draw = state.draw;
+      if (!draw || draw.imageId !== imageId || draw.pointer !== e.pointerId || !draw.start) return;
+      const [x1, y1] = draw.start;
+      const [x2, y2] = normalised(stage, e);
+      draw.box = [Math.min(x1, x2), Math.min(y1, y2), Math.abs(x2 - x1), Math.abs(y2 - y1)];
+      drawOverlay(data.images.find((i) => i.id === imageId), views[imageId]);
+    });
+    const finish = (e) => {
+      const draw = state.draw;
+      if (!draw || draw.imageId !== imageId || draw.pointer !== e.pointerId) return;
+      draw.pointer = null;
+      draw.start = null;
+      const ok = draw.box && draw.box[2] >= 0.01 && draw.box[3] >= 0.01;
+      if (!ok) draw.box = null;
+      views[imageId].save.disabled = !ok;
+      refresh();
+    };
+    stage.addEventListener("pointerup", finish);
+    stage.addEventListener("pointercancel", finish);
+  }
+
+  function cleanBox(box) {
+    let [x, y, w, h] = box.map((v) => Math.round(v * 1e6) / 1e6);
+    x = Math.min(x, 0.999);
+    y = Math.min(y, 0.999);
+    w = Math.min(w, 1 - x);
+    h = Math.min(h, 1 - y);
+    return [x, y, w, h];
+  }
+
+  function saveDraw() {
+    const draw = state.draw;
+    if (!draw || !draw.box) return;
+    const box = cleanBox(draw.box);
+    const image = data.images.find((i) => i.id === draw.imageId);
+    const view = views[draw.imageId];
+    run(async () => {
+      if (draw.mode === "adjust") {
+        const updated = await api(reviewUrl(draw.findingId), "POST", { decision: "adjust", box: box });
+        applyFinding(updated);
+        showMessage("Box adjusted: " + labelOf(updated) + " (counts as confirmed).", "ok");
+        cancelDraw();
+        select(updated.id, true);
+      } else {
+        const condition = view.tools.querySelector("[data-role=condition]").value;
+        const created = await api(image.add_url, "POST", { condition: condition, box: box });
+        created.threshold = null;
+        image.findings.push(created);
+        showMessage("Added: " + human(created.condition) + ".", "ok");
+        cancelDraw();
+        select(created.id, true);
+      }
+    });
+  }
+
+  // ---------------------------------------------------------------- signing and amendments
+  if (signButton) {
+    signButton.addEventListener("click", () => run(async () => {
+      const report = await api(data.urls.report, "POST");
+      await reloadData();
+      showMessage("Report signed: version " + report.version + " by " + report.signed_by + ".", "ok");
+    }));
+  }
+
+  if (amendForm) {
+    amendForm.addEventListener("submit", (e) => {
+      e.preventDefault();
+      const input = document.getElementById("amend-reason");
+      const reason = input.value.trim();
+      if (!reason) {
+        showMessage("An amendment needs a reason.", "error");
+        input.focus();
+        return;
+      }
+      run(async () => {
+        await api(data.urls.amend, "POST", { reason: reason });
+        input.value = "";
+        await reloadData();
+        showMessage("Amendment opened: change the findings, then sign the new version.", "ok");
+      });
+    });
+  }
+
+  // Re-read the page's JSON blob (one source of truth) and its state line; a full reload if that fails.
+  async function reloadData() {
+    let doc;
+    try {
+      const response = await fetch(window.location.href, { credentials: "same-origin", headers: { "Accept": "text/html" } });
+      if (!response.ok) throw new Error(String(response.status));
+      doc = new DOMParser().parseFromString(await response.text(), "text/html");
+    } catch (err) {
+      window.location.reload();
+      return;
+    }
+    const fresh = doc.getElementById("review-data");
+    if (!fresh) { window.location.reload(); return; }
+    data = JSON.parse(fresh.textContent);
+    const stateLine = doc.getElementById("review-state");
+    const current = document.getElementById("review-state");
+    if (stateLine && current) current.replaceWith(document.importNode(stateLine, true));
+    const selected = state.selected;
+    state.draw = null;
+    build();
+    state.selected = selected && locate(selected) ? selected : null;
+    refresh();
+    if (data.analysing) startPolling();
+  }
+
+  // ---------------------------------------------------------------- live analysis status
+  function startPolling() {
+    if (state.pollTimer) return;
+    liveEl.hidden = false;
+    liveEl.textContent = "Analysing…";
+    const tick = async () => {
+      try {
+        const page = await api(data.urls.analyses, "GET");
+        const analyses = page.results || page;
+        const total = analyses.length;
+        const finished = analyses.filter((a) => a.status === "done" || a.status === "failed").length;
+        if (finished < total) {
+          liveEl.textContent = "Analysing… " + finished + " of " + total + " done";
+          state.pollTimer = window.setTimeout(tick, POLL_MS);
+          return;
+        }
+        state.pollTimer = null;
+        const failed = analyses.filter((a) => a.status === "failed").length;
+        liveEl.textContent = "Analysis finished" + (failed ? " (" + failed + " failed)" : "") + ".";
+        await reloadData();
+      } catch (err) {
+        liveEl.textContent = "Analysis status unavailable: " + err.message + " (retrying)";
+        state.pollTimer = window.setTimeout(tick, POLL_MS);
+      }
+    };
+    state.pollTimer = window.setTimeout(tick, 0);
+  }
+
+  build();
+  refresh();
+  if (data.analysing) startPolling();
+})();
