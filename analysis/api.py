@@ -1,8 +1,9 @@
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from django.http import Http404
+from django.http import Http404, HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers
@@ -11,6 +12,7 @@ from rest_framework.response import Response
 
 from clinics import audit
 from clinics.api.base import ClinicGenericAPIView
+from clinics.services import ServiceError
 from patients.models import Image as PatientImage
 from patients.models import Visit
 
@@ -226,3 +228,41 @@ class AgreementView(ClinicGenericAPIView):
     def get(self, request: Request) -> Response:
         audit.record(action="monitoring.view", clinic_id=request.access.clinic.id, object_type="agreement")
         return Response(AgreementRow(agreement(), many=True).data)
+
+
+class VisitReportFhirView(ClinicGenericAPIView):
+    """The latest signed report (or ``?version=n``) as a FHIR R4 Bundle: Patient, DiagnosticReport and
+    one Observation per confirmed finding."""
+
+    def get_object(self) -> Visit:
+        return _visit_or_404(self.kwargs["pk"])
+
+    @extend_schema(
+        parameters=[OpenApiParameter("version", int, description="A signed version (default: the latest)")],
+        responses={(200, "application/fhir+json"): OpenApiTypes.OBJECT},
+    )
+    def get(self, request: Request, pk: str) -> Response:
+        from .fhir import report_bundle
+        from .reports import report_content
+
+        visit = self.get_object()
+        reports = Report.objects.filter(visit=visit).select_related("visit__patient").order_by("-version")
+        version = request.query_params.get("version")
+        if version:
+            if not version.isdigit():
+                raise ServiceError("invalid_version", "version must be a positive integer.")
+            reports = reports.filter(version=int(version))
+        report = reports.first()
+        if report is None:
+            raise ServiceError("not_signed", "This visit has no signed report (version) to export.", 409)
+        audit.record(
+            action="report.export",
+            clinic_id=request.access.clinic.id,
+            object_type="report",
+            object_id=report.pk,
+            details={"format": "fhir-r4"},
+        )
+        body = json.dumps(report_bundle(report_content(report)))
+        response = HttpResponse(body, content_type="application/fhir+json")
+        response["Cache-Control"] = "no-store"
+        return response

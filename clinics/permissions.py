@@ -45,7 +45,7 @@ ROLE_PERMISSIONS: Final[dict[str, frozenset[str]]] = {
 
 # What a clinic API key (a third-party system) may be granted; never member or audit management.
 API_KEY_GRANTABLE: Final = frozenset(
-    {"patient.view", "patient.create", "patient.update", "image.upload", "image.view", "analysis.view"}
+    {"patient.view", "patient.create", "patient.update", "image.upload", "image.view", "analysis.view", "report.view"}
 )
 API_KEY_DEFAULT_SCOPES: Final = sorted(API_KEY_GRANTABLE)
 
@@ -89,6 +89,7 @@ ROUTE_PERMISSIONS: Final[dict[str, dict[str, str]]] = {
     "api:image-finding-add": {"POST": "finding.add"},
     "api:visit-report": {"GET": "report.view", "POST": "report.sign"},
     "api:visit-amendment": {"POST": "report.sign"},
+    "api:visit-report-fhir": {"GET": "report.view"},
     "api:monitoring-agreement": {"GET": "monitoring.view"},
     "api:audit-event-list": {"GET": "audit.view"},
     "api:audit-event-export": {"GET": "audit.export"},

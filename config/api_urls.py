@@ -25,6 +25,7 @@ urlpatterns = [
     path("images/<uuid:pk>/findings/", analysis_api.ImageFindingAddView.as_view(), name="image-finding-add"),
     path("visits/<uuid:pk>/report/", analysis_api.VisitReportView.as_view(), name="visit-report"),
     path("visits/<uuid:pk>/amendments/", analysis_api.VisitAmendmentView.as_view(), name="visit-amendment"),
+    path("visits/<uuid:pk>/report/fhir", analysis_api.VisitReportFhirView.as_view(), name="visit-report-fhir"),
     path("monitoring/agreement/", analysis_api.AgreementView.as_view(), name="monitoring-agreement"),
     path("audit-events/", clinic_api.AuditEventListView.as_view(), name="audit-event-list"),
     path("audit-events/export", clinic_api.AuditEventExportView.as_view(), name="audit-event-export"),

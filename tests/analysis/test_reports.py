@@ -150,3 +150,39 @@ def test_signing_emits_report_signed_to_the_clinics_webhooks(alice: World, bob: 
     deliveries = list(WebhookDelivery.unscoped.all())
     assert [(d.event, d.endpoint.url) for d in deliveries] == [("report.signed", "https://pms.example/hook")]
     assert deliveries[0].payload["data"]["version"] == 1
+
+
+def test_signed_report_as_html_pdf_and_fhir(alice: World, bob: World) -> None:
+    from fhir.resources.R4B.bundle import Bundle
+
+    from ..conftest import user_client
+
+    staff = user_client(alice.users["staff"])
+    assert b"not signed yet" in staff.get(reverse("analysis:report", kwargs={"pk": alice.image.visit_id})).content
+    fhir_url = reverse("api:visit-report-fhir", kwargs={"pk": alice.image.visit_id})
+    assert token_client(alice, "staff").get(fhir_url).status_code == 409
+    token_client(alice, "dentist").post(
+        reverse("api:finding-review", kwargs={"pk": alice.finding.pk}), {"decision": "confirm"}, format="json"
+    )
+    assert _sign(alice).status_code == 201
+
+    page = staff.get(reverse("analysis:report", kwargs={"pk": alice.image.visit_id}))
+    assert page.status_code == 200 and page["Cache-Control"] == "no-store"
+    html = page.content.decode()
+    assert alice.patient_name in html and "Tooth decay" in html and "Reviewed and signed by" in html
+    pdf = staff.get(reverse("analysis:report-pdf", kwargs={"pk": alice.image.visit_id}))
+    assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF") and pdf["Content-Type"] == "application/pdf"
+
+    response = token_client(alice, "staff").get(fhir_url)
+    assert response.status_code == 200 and response["Content-Type"] == "application/fhir+json"
+    bundle = response.json()
+    Bundle.model_validate(bundle)
+    kinds = [e["resource"]["resourceType"] for e in bundle["entry"]]
+    assert kinds.count("DiagnosticReport") == 1 and kinds.count("Observation") == 1
+    report = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "DiagnosticReport")
+    assert report["status"] == "final"
+    from ..conftest import key_client
+
+    assert key_client(alice).get(fhir_url).status_code == 200  # integrations pull the reviewed result
+    assert key_client(bob).get(fhir_url).status_code == 404
+    assert AuditEvent.unscoped.filter(action="report.export", clinic=alice.clinic).count() == 2

@@ -43,6 +43,7 @@ OBJECT_FOR_ROUTE: dict[str, str] = {
     "analysis:report-pdf": "visit",
     "analysis:review": "visit",
     "api:visit-amendment": "visit",
+    "api:visit-report-fhir": "visit",
 }
 PRINCIPALS = ["staff", "dentist", "clinic_admin", "other_user", "anonymous", "own_key", "other_key"]
 

@@ -150,6 +150,7 @@ def test_policy_invariants_of_the_permission_map() -> None:
         "image.upload",
         "image.view",
         "analysis.view",
+        "report.view",
     }
     assert ROLE_PERMISSIONS["finding.review"] == {Role.DENTIST}
 
