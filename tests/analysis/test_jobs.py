@@ -161,3 +161,49 @@ def test_clinic_thresholds_decide_what_is_shown(alice: World) -> None:
         ConditionThreshold.objects.create(modality="photo", condition="caries", threshold=0.95)
     assert token_client(alice, "staff").get(url).json()["findings"] == []
     assert len(token_client(alice, "staff").get(url, {"all": "true"}).json()["findings"]) == 1
+
+
+def test_transient_errors_retry_then_fail_with_a_reason(alice: World, photo_model, eager, monkeypatch) -> None:  # noqa: ANN001
+    from django.db import OperationalError
+
+    import analysis.services as services
+    from analysis.services import analysis_request
+
+    calls = []
+
+    def database_down(**kwargs: object) -> bytes:
+        calls.append(1)
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(services, "image_read", database_down)
+    with clinic_scope(alice.clinic.id):
+        analysis = analysis_request(image=alice.image)
+    # Eager apply() re-applies the task on each retry (countdowns are not waited for in-process).
+    app.conf.task_eager_propagates = False  # restored by the eager fixture
+    result = run_analysis.apply(args=(str(analysis.pk), str(alice.clinic.id)), throw=False)
+    assert result.get(propagate=False) == "failed"
+    with clinic_scope(alice.clinic.id):
+        analysis.refresh_from_db()
+        assert analysis.status == "failed" and "gave up after 4 retries" in analysis.failure_reason
+        assert not Finding.objects.filter(analysis=analysis).exists()
+    assert len(calls) == 5  # the first try and four retries
+
+
+def test_a_permanent_error_fails_at_once_without_retries(alice: World, photo_model, eager, monkeypatch) -> None:  # noqa: ANN001
+    import analysis.services as services
+    from analysis.services import analysis_request
+    from patients.crypto import IntegrityFailure
+
+    calls = []
+
+    def tampered(**kwargs: object) -> bytes:
+        calls.append(1)
+        raise IntegrityFailure("authentication tag mismatch")
+
+    monkeypatch.setattr(services, "image_read", tampered)
+    with clinic_scope(alice.clinic.id):
+        analysis = analysis_request(image=alice.image)
+    assert run_analysis.apply(args=(str(analysis.pk), str(alice.clinic.id))).get() == "failed"
+    with clinic_scope(alice.clinic.id):
+        analysis.refresh_from_db()
+    assert analysis.status == "failed" and "IntegrityFailure" in analysis.failure_reason and len(calls) == 1
