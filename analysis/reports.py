@@ -44,7 +44,7 @@ def report_content(report: Report) -> dict[str, Any]:
     return json.loads(crypto.decrypt(key, bytes(report.content), _content_aad(report.pk)))
 
 
-def _finding_dict(finding: Finding) -> dict[str, Any]:
+def finding_dict(finding: Finding) -> dict[str, Any]:
     model = finding.analysis.model_version.model_id if finding.analysis_id else None
     return {
         "id": str(finding.pk),
@@ -104,7 +104,7 @@ def report_snapshot(
                 "modality": image.modality,
                 "width": image.width,
                 "height": image.height,
-                "findings": [_finding_dict(f) for f in findings],
+                "findings": [finding_dict(f) for f in findings],
             }
             for image, findings in visit_findings(visit).items()
         ],

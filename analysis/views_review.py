@@ -29,7 +29,7 @@ from .models import (
 )
 from .monitoring import agreement
 from .registry import ModelNotAvailable, model_version_active
-from .reports import visit_findings, visit_locked
+from .reports import finding_dict, visit_findings, visit_locked
 from .reviews import CONDITIONS
 from .selectors import thresholds_for
 
@@ -43,18 +43,7 @@ def _no_store(response: HttpResponse) -> HttpResponse:
 
 
 def _finding_data(finding: Any, threshold: float | None) -> dict[str, Any]:
-    return {
-        "id": str(finding.pk),
-        "condition": finding.condition,
-        "probability": finding.probability,
-        "box": finding.box,
-        "status": finding.status,
-        "source": finding.source,
-        "reason": finding.reason,
-        "reviewed_by": finding.reviewed_by.email if finding.reviewed_by_id else None,
-        "model": finding.analysis.model_version.model_id if finding.analysis_id else None,
-        "threshold": threshold,
-    }
+    return {**finding_dict(finding), "threshold": threshold}
 
 
 def review_data(visit: Visit, *, can_review: bool, can_add: bool, can_sign: bool) -> dict[str, Any]:

@@ -209,22 +209,25 @@ class PatientImageListView(PatientObjectMixin, ClinicGenericAPIView):
             415: OpenApiResponse(description="Unsupported format"),
         },
     )
+    def reject(self, patient: Patient, exc: IntakeError) -> Response:
+        """A refused upload: nothing was stored; the refusal is audited and explained."""
+        audit.record(
+            action="image.rejected",
+            clinic_id=self.request.access.clinic.id,
+            object_type="patient",
+            object_id=patient.pk,
+            outcome="denied",
+            details={"code": exc.code},
+        )
+        return intake_error_response(exc)
+
     def post(self, request: Request, pk: str) -> Response:
         patient = self.get_object()
         fields = request.data  # parses the body; the upload handler flags an oversized file
         if getattr(request._request, "upload_too_large", False):
-            exc = IntakeError("file_too_large", "The file is larger than the upload limit.", 413)
-            audit.record(
-                action="image.rejected",
-                clinic_id=request.access.clinic.id,
-                object_type="patient",
-                object_id=patient.pk,
-                outcome="denied",
-                details={"code": exc.code},
-            )
-            return intake_error_response(exc)
+            return self.reject(patient, IntakeError("file_too_large", "The file is larger than the upload limit.", 413))
         if len(request.FILES.getlist("file")) > 1:
-            return intake_error_response(IntakeError("too_many_files", "Send one file per request.", 400))
+            return self.reject(patient, IntakeError("too_many_files", "Send one file per request.", 400))
         data = ImageUploadInput(data=fields)
         data.is_valid(raise_exception=True)
         upload = data.validated_data["file"]
@@ -240,15 +243,7 @@ class PatientImageListView(PatientObjectMixin, ClinicGenericAPIView):
                 )
                 analysis_request(image=image)
         except IntakeError as exc:
-            audit.record(
-                action="image.rejected",
-                clinic_id=request.access.clinic.id,
-                object_type="patient",
-                object_id=patient.pk,
-                outcome="denied",
-                details={"code": exc.code},
-            )
-            return intake_error_response(exc)
+            return self.reject(patient, exc)
         return Response(ImageOutput(image).data, status=status.HTTP_201_CREATED)
 
 
