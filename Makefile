@@ -22,6 +22,7 @@ install: $(STAMP)
 run: $(STAMP)
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py seed_demo
+	$(PY) manage.py register_model --shipped
 	@echo ""
 	@echo "DentalScan is starting at http://$(HOST):$(PORT)/  (log in with a demo account above)"
 	@echo ""

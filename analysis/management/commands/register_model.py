@@ -22,6 +22,9 @@ class Command(BaseCommand):
         if options["shipped"]:
             dirs += [found[-1] for m in ModelModality.values if (found := shipped_artifacts(m))]
         if not dirs:
+            if options["shipped"]:
+                self.stdout.write("No shipped model artefacts found under analysis/models/.")
+                return
             raise CommandError("Name an artefact folder, or use --shipped.")
         for artifact_dir in dirs:
             try:
