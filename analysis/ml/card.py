@@ -61,14 +61,23 @@ def render_card(model: dict, metrics: dict) -> str:
     add("- Status: **development / demonstration** model (see data licence below).")
     add("")
     add("## Data provenance and licence")
-    add(LICENCE_NOTE)
-    add("")
-    add(
-        "Curation (by the data set maintainers): exact duplicates merged; near-duplicates (perceptual hash "
-        "incl. mirror images, thumbnail correlation) clustered into groups; images that appeared under "
-        "several disease folders carry the union of the labels. Labels are positive evidence only "
-        "(an unlabelled condition may still be visible)."
-    )
+    data = metrics.get("data", {})
+    if data.get("shared_intraoral_photos", True):
+        add(LICENCE_NOTE)
+    else:
+        add(
+            f"Trained on a user-supplied image set (`{data.get('name', '?')}`, {data.get('images', '?')} images). "
+            "Its provenance, consent and licence are the responsibility of whoever supplied it and must be "
+            "documented here before any use beyond development."
+        )
+    if data.get("shared_intraoral_photos", True):
+        add("")
+        add(
+            "Curation (by the data set maintainers): exact duplicates merged; near-duplicates (perceptual hash "
+            "incl. mirror images, thumbnail correlation) clustered into groups; images that appeared under "
+            "several disease folders carry the union of the labels. Labels are positive evidence only "
+            "(an unlabelled condition may still be visible)."
+        )
     add("")
     add(
         f"Split (seed {split.get('seed')}): {split.get('method', '')}. Train {split.get('train')} / "

@@ -452,6 +452,30 @@ def hardware_description() -> str:
     return f"{cpu}, {len(os.sched_getaffinity(0))} CPU cores, {gpu}"
 
 
+def _is_shared_photo_manifest(data: str) -> bool:
+    from .data import photo_manifest_path
+
+    try:
+        return Path(data).resolve() == photo_manifest_path().resolve() or (
+            Path(data).name == "manifest.csv" and Path(data).parent.name == "intraoral-photos"
+        )
+    except OSError:
+        return False
+
+
+def json_safe(obj):
+    """Replace NaN/inf (undefined metrics, e.g. AUC without positives) by None so the JSON is strict."""
+    if isinstance(obj, float):
+        return obj if np.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.floating | np.integer):
+        return json_safe(obj.item())
+    return obj
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with Path(path).open("rb") as fh:
@@ -517,7 +541,7 @@ def export_artifact(
         "metrics": metrics_summary or {},
         "created": created or datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    (artifact_dir / "model.json").write_text(json.dumps(model_json, indent=2))
+    (artifact_dir / "model.json").write_text(json.dumps(json_safe(model_json), indent=2, allow_nan=False))
     return model_json
 
 
@@ -601,6 +625,11 @@ def evaluate_run(
             "seed": cfg.seed,
             "method": "group-aware (near-duplicate clusters), stratified by label set",
         },
+        "data": {
+            "name": Path(cfg.data).name,
+            "shared_intraoral_photos": _is_shared_photo_manifest(cfg.data),
+            "images": len(records),
+        },
         "test": metrics,
         "test_by_source": by_source,
         "calibration": {
@@ -673,7 +702,7 @@ def evaluate_run(
         metrics_summary=result["summary"],
         created=result["created"],
     )
-    (artifact_dir / "metrics.json").write_text(json.dumps(result, indent=2))
+    (artifact_dir / "metrics.json").write_text(json.dumps(json_safe(result), indent=2, allow_nan=False))
     if card:
         from .card import write_card
 
