@@ -208,9 +208,21 @@ def test_non_admin_cannot_set_thresholds(alice: World, active_model: ModelVersio
         assert not ConditionThreshold.objects.exists()
 
 
-def test_thresholds_page_without_an_active_model(alice: World) -> None:
+def test_thresholds_page_without_an_active_model(alice: World, monkeypatch) -> None:  # noqa: ANN001
+    import analysis.registry
+
+    monkeypatch.setattr(analysis.registry, "shipped_artifacts", lambda modality: [])  # an install with no model
     response = user_client(alice.users["clinic_admin"]).get(reverse("analysis:thresholds"))
     assert response.status_code == 200 and b"No model is active yet" in response.content
+
+
+def test_thresholds_page_lists_the_shipped_photo_model(alice: World) -> None:
+    from analysis.registry import shipped_artifacts
+
+    if not shipped_artifacts("photo"):
+        pytest.skip("no shipped photo model")
+    page = user_client(alice.users["clinic_admin"]).get(reverse("analysis:thresholds")).content.decode()
+    assert "photo-effnetlite0" in page and "caries" in page
 
 
 # ---------------------------------------------------------------- agreement
