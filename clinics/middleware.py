@@ -45,3 +45,20 @@ class RequestContextMiddleware:
             deactivate_clinic()
         response["X-Request-ID"] = request_id
         return response
+
+
+class SecurityHeadersMiddleware:
+    """Content Security Policy on every page, and ``Cache-Control: no-store`` on every dynamic
+    response (patient data must not stay in browser or proxy caches). Static files are served
+    before this middleware and keep their long cache headers."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        response.setdefault("Content-Security-Policy", settings.CONTENT_SECURITY_POLICY)
+        response["Cache-Control"] = "no-store"
+        response.setdefault("Permissions-Policy", "camera=(self), microphone=(), geolocation=()")
+        response.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+        return response

@@ -51,6 +51,9 @@ class User(AbstractBaseUser, PermissionsMixin):
     is_active = models.BooleanField(default=True)
     is_staff = models.BooleanField(default=False)
     date_joined = models.DateTimeField(default=timezone.now)
+    # Changed to end every session of the user at once (log-out, deactivation, password change):
+    # it is part of the session's auth hash, so Django refuses sessions made before the change.
+    security_stamp = models.UUIDField(default=uuid.uuid4, editable=False)
 
     objects = UserManager()
 
@@ -67,6 +70,39 @@ class User(AbstractBaseUser, PermissionsMixin):
     def clean(self) -> None:
         super().clean()
         self.email = normalize_email(self.email)
+
+    def get_session_auth_hash(self) -> str:
+        from django.utils.crypto import salted_hmac
+
+        return salted_hmac(
+            "clinics.User.get_session_auth_hash", f"{self.password}:{self.security_stamp}", algorithm="sha256"
+        ).hexdigest()
+
+
+class TotpDevice(models.Model):
+    """A user's TOTP authenticator. The shared secret is wrapped by the master key provider (never
+    stored in clear); ``last_step`` is the last accepted 30-second step, so a code cannot be replayed."""
+
+    user = models.OneToOneField(User, on_delete=models.CASCADE, related_name="totp_device")
+    master_key_id = models.CharField(max_length=64)
+    wrapped_secret = models.BinaryField()
+    confirmed_at = models.DateTimeField(null=True, blank=True)
+    last_step = models.BigIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"TOTP of {self.user_id}"
+
+
+class RecoveryCode(models.Model):
+    """A single-use recovery code (only its hash is stored), shown once at enrolment."""
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="recovery_codes")
+    code_hash = models.CharField(max_length=64)
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"recovery code of {self.user_id}"
 
 
 class Clinic(models.Model):

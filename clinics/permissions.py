@@ -54,6 +54,8 @@ ROUTE_PERMISSIONS: Final[dict[str, dict[str, str]]] = {
     # HTML
     "clinics:login": {"GET": PUBLIC, "POST": PUBLIC},
     "clinics:logout": {"POST": MEMBER},
+    "clinics:mfa": {"GET": PUBLIC, "POST": PUBLIC},
+    "clinics:reauth": {"GET": MEMBER, "POST": MEMBER},
     "clinics:home": {"GET": "clinic.view"},
     "clinics:switch-clinic": {"POST": MEMBER},
     "clinics:members": {"GET": "member.view", "POST": "member.manage"},
@@ -94,6 +96,22 @@ ROUTE_PERMISSIONS: Final[dict[str, dict[str, str]]] = {
     "api:audit-event-list": {"GET": "audit.view"},
     "api:audit-event-export": {"GET": "audit.export"},
 }
+
+
+# Routes that need the password (and second factor) confirmed within REAUTH_MAX_AGE_SECONDS:
+# exports of patient data or of the audit trail, and erasure. URL name -> methods.
+REAUTH_ROUTES: Final[dict[str, frozenset[str]]] = {
+    "patients:export": frozenset({"POST"}),
+    "patients:erase": frozenset({"POST"}),
+    "clinics:audit-export": frozenset({"GET"}),
+    "api:patient-export": frozenset({"GET"}),
+    "api:patient-detail": frozenset({"DELETE"}),
+    "api:audit-event-export": frozenset({"GET"}),
+}
+
+
+def needs_reauth(view_name: str, method: str) -> bool:
+    return method.upper() in REAUTH_ROUTES.get(view_name, frozenset())
 
 
 def route_permission(view_name: str, method: str) -> str | None:

@@ -112,11 +112,11 @@ def member_update(*, membership: Membership, role: str | None = None, is_active:
         if admins.exclude(pk=membership.pk).count() == 0:
             raise ServiceError("last_admin", "A clinic must keep at least one active clinic admin.", status=409)
     membership.save(update_fields=["role", "is_active"])
-    if not membership.is_active:
-        # Removing access ends every API token the person holds for this clinic at once.
-        UserToken.objects.filter(user_id=membership.user_id, clinic_id=membership.clinic_id, revoked_at=None).update(
-            revoked_at=timezone.now()
-        )
+    if not membership.is_active and before["is_active"]:
+        # Removing access ends every session and API token the person holds, at once.
+        from .sessions import sessions_end_all
+
+        sessions_end_all(membership.user, reason="membership_deactivated", clinic_id=membership.clinic_id)
     audit.record(
         action="member.update",
         clinic_id=membership.clinic_id,

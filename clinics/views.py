@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import time
 from typing import Any
 
+import segno
+from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth import authenticate, login, logout
+from django.contrib.auth import authenticate, logout
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.db.models import Count
@@ -13,11 +16,12 @@ from django.utils.http import url_has_allowed_host_and_scheme
 
 from patients.models import Patient
 
-from . import audit
+from . import audit, mfa, ratelimit
 from .access import SESSION_CLINIC_KEY, access_for_user
 from .exports import EXPORT_FORMATS, audit_export_response
 from .forms import ApiKeyForm, AuditFilterForm, LoginForm, MemberAddForm, MemberUpdateForm
-from .models import ApiKey, AuditOutcome, Membership
+from .middleware import client_ip
+from .models import ApiKey, AuditOutcome, Membership, User
 from .selectors import audit_events
 from .services import (
     ServiceError,
@@ -27,41 +31,184 @@ from .services import (
     member_add,
     member_update,
 )
+from .sessions import complete_login, mark_reauthenticated, sessions_end_all
 from .views_base import ClinicView
+
+MFA_PENDING = "mfa_pending"
+
+
+def _safe_next(request: HttpRequest, next_url: str) -> str:
+    if not url_has_allowed_host_and_scheme(next_url, {request.get_host()}, request.is_secure()):
+        return ""
+    return next_url
+
+
+def _too_many(request: HttpRequest, template: str, context_data: dict[str, Any], retry_after: int) -> HttpResponse:
+    context_data["locked_minutes"] = max(1, (retry_after + 59) // 60)
+    response = render(request, template, context_data, status=429)
+    response["Retry-After"] = str(retry_after)
+    return response
 
 
 class LoginView(ClinicView):
+    """Step one: email and password. People with an authenticator (and every dentist and clinic
+    admin) go on to the second step before any session is created."""
+
     template_name = "clinics/login.html"
 
     def get(self, request: HttpRequest) -> HttpResponse:
         if request.user.is_authenticated:
             return redirect("clinics:home")
-        return render(request, self.template_name, {"form": LoginForm(), "next": request.GET.get("next", "")})
+        reason = request.session.pop("logged_out_reason", "")
+        return render(
+            request,
+            self.template_name,
+            {"form": LoginForm(), "next": request.GET.get("next", ""), "logged_out_reason": reason},
+        )
 
     def post(self, request: HttpRequest) -> HttpResponse:
         form = LoginForm(request.POST)
-        next_url = request.POST.get("next", "")
+        next_url = _safe_next(request, request.POST.get("next", ""))
         if form.is_valid():
             email = form.cleaned_data["email"]
+            ip = client_ip(request)
+            locked = ratelimit.locked_for(email, ip)
+            if locked:
+                login_failed_record(email, "locked_out")
+                form.add_error(None, "Too many failed attempts from this address. Try again later.")
+                return _too_many(request, self.template_name, {"form": form, "next": next_url}, locked)
             user = authenticate(request, email=email, password=form.cleaned_data["password"])
             access = access_for_user(user) if user is not None else None
             if access is not None:
-                login(request, user)  # rotates the session key
-                request.session[SESSION_CLINIC_KEY] = str(access.clinic.id)
-                audit.record(
-                    action="auth.login", clinic_id=access.clinic.id, actor=access.actor, details={"channel": "web"}
-                )
-                if not url_has_allowed_host_and_scheme(next_url, {request.get_host()}, request.is_secure()):
-                    next_url = ""
+                if mfa.has_mfa(user) or mfa.mfa_required(user):
+                    request.session.cycle_key()
+                    request.session[MFA_PENDING] = {
+                        "user": str(user.pk),
+                        "at": time.time(),
+                        "next": next_url,
+                        "clinic": str(access.clinic.id),
+                    }
+                    return redirect("clinics:mfa")
+                complete_login(request, user, access)
+                ratelimit.success(email, ip)
                 return redirect(next_url or "clinics:home")
             login_failed_record(email, "bad_credentials" if user is None else "no_membership")
+            locked = ratelimit.failure(email, ip)
             form.add_error(None, "Email or password is not correct, or the account has no active clinic.")
+            if locked:
+                return _too_many(request, self.template_name, {"form": form, "next": next_url}, locked)
         return render(request, self.template_name, {"form": form, "next": next_url}, status=400)
+
+
+class MfaView(ClinicView):
+    """Step two of log-in: a code from the authenticator or a recovery code; dentists and clinic
+    admins without an authenticator enrol here first (secret and QR code, then a first code)."""
+
+    template_name = "clinics/mfa.html"
+
+    def _pending(self, request: HttpRequest) -> tuple[User, dict[str, Any]] | None:
+        pending = request.session.get(MFA_PENDING)
+        if not pending or time.time() - float(pending.get("at", 0)) > settings.MFA_PENDING_MAX_AGE_SECONDS:
+            request.session.pop(MFA_PENDING, None)
+            return None
+        user = User.objects.filter(pk=pending["user"], is_active=True).first()
+        return (user, pending) if user is not None else None
+
+    def _render(self, request: HttpRequest, user: User, status: int = 200, error: str = "") -> HttpResponse:
+        data: dict[str, Any] = {"error": error, "enrolled": mfa.has_mfa(user)}
+        if not data["enrolled"]:
+            secret = mfa.pending_secret(user) or mfa.enrol_begin(user)
+            uri = mfa.provisioning_uri(user, secret)
+            data.update(secret=secret, qr_svg=segno.make(uri, error="m").svg_inline(scale=4), uri=uri)
+        return render(request, self.template_name, data, status=status)
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        found = self._pending(request)
+        if found is None:
+            return redirect("clinics:login")
+        return self._render(request, found[0])
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        found = self._pending(request)
+        if found is None:
+            return redirect("clinics:login")
+        user, pending = found
+        ip = client_ip(request)
+        locked = ratelimit.locked_for(user.email, ip)
+        if locked:
+            login_failed_record(user.email, "locked_out")
+            return _too_many(
+                request, "clinics/mfa.html", {"error": "Too many failed attempts.", "enrolled": True}, locked
+            )
+        code = request.POST.get("code", "")
+        recovery_codes: list[str] | None = None
+        if mfa.has_mfa(user):
+            method = mfa.verify(user, code)
+        else:
+            recovery_codes = mfa.enrol_confirm(user, code)
+            method = "totp" if recovery_codes else None
+        access = access_for_user(user, pending.get("clinic")) if method else None
+        if access is None:
+            login_failed_record(user.email, "bad_second_factor")
+            locked = ratelimit.failure(user.email, ip)
+            if locked:
+                return _too_many(
+                    request, "clinics/mfa.html", {"error": "Too many failed attempts.", "enrolled": True}, locked
+                )
+            return self._render(request, user, status=400, error="That code is not valid. Try the current one.")
+        request.session.pop(MFA_PENDING, None)
+        complete_login(request, user, access, mfa=method or "")
+        ratelimit.success(user.email, ip)
+        next_url = pending.get("next") or ""
+        if recovery_codes:
+            return render(request, "clinics/recovery_codes.html", {"codes": recovery_codes, "next": next_url})
+        return redirect(next_url or "clinics:home")
+
+
+class ReauthView(ClinicView):
+    """Confirm the password (and second factor) again before exports and erasure."""
+
+    template_name = "clinics/reauth.html"
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        return render(
+            request,
+            self.template_name,
+            {"next": _safe_next(request, request.GET.get("next", "")), "needs_code": mfa.has_mfa(request.user)},
+        )
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        user = request.user
+        next_url = _safe_next(request, request.POST.get("next", ""))
+        ip = client_ip(request)
+        data = {"next": next_url, "needs_code": mfa.has_mfa(user)}
+        locked = ratelimit.locked_for(user.email, ip)
+        if locked:
+            return _too_many(request, self.template_name, {**data, "error": "Too many failed attempts."}, locked)
+        ok = user.check_password(request.POST.get("password", ""))
+        if ok and data["needs_code"]:
+            ok = mfa.verify(user, request.POST.get("code", "")) is not None
+        if not ok:
+            audit.record(
+                action="auth.reauth",
+                clinic_id=self.access.clinic.id,
+                outcome=AuditOutcome.DENIED,
+            )
+            locked = ratelimit.failure(user.email, ip)
+            if locked:
+                return _too_many(request, self.template_name, {**data, "error": "Too many failed attempts."}, locked)
+            return render(request, self.template_name, {**data, "error": "Not correct. Try again."}, status=400)
+        mark_reauthenticated(request)
+        audit.record(action="auth.reauth", clinic_id=self.access.clinic.id)
+        messages.success(request, "Identity confirmed for the next few minutes: repeat the action.")
+        return redirect(next_url or "clinics:home")
 
 
 class LogoutView(ClinicView):
     def post(self, request: HttpRequest) -> HttpResponse:
         audit.record(action="auth.logout", clinic_id=self.access.clinic.id)
+        # Log-out ends every session (other devices too) and every API token of this person.
+        sessions_end_all(request.user, reason="logout", clinic_id=self.access.clinic.id)
         logout(request)
         return redirect("clinics:login")
 

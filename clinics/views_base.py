@@ -4,15 +4,23 @@ permission map. ``dispatch`` is sealed so no subclass can skip it."""
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
+from django.contrib.auth import logout
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
-from django.shortcuts import render
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views import View
 
+from . import ratelimit
 from .access import SESSION_CLINIC_KEY, Access, access_for_user, enter, record_denial
-from .permissions import PUBLIC, ROUTE_PERMISSIONS, route_permission
+from .mfa import MFA_REQUIRED_ROLES
+from .middleware import client_ip
+from .permissions import PUBLIC, ROUTE_PERMISSIONS, needs_reauth, route_permission
+from .sessions import MFA_METHOD, reauthenticated_recently
 
 
 class ClinicView(View):
@@ -40,10 +48,27 @@ class ClinicView(View):
             access = access_for_user(request.user, request.session.get(SESSION_CLINIC_KEY))
             if access is None:
                 return render(request, "clinics/no_clinic.html", status=403)
+            if access.role in MFA_REQUIRED_ROLES and not request.session.get(MFA_METHOD):
+                # A session made before this person's role needed MFA: log in again, with the second factor.
+                logout(request)
+                return redirect_to_login(request.get_full_path())
             self.access = access
             request.access = access  # type: ignore[attr-defined]
             enter(access)
             if not access.can(permission):
                 record_denial(access, view_name=view_name, method=method, reason=permission)
                 return render(request, "403.html", {"permission": permission}, status=403)
+        limit = ratelimit.limit_for(view_name, method)
+        if limit is not None:
+            ident = f"{self.access.clinic.id}:{request.user.pk}" if self.access else f"ip:{client_ip(request)}"
+            retry_after = ratelimit.hit(limit, ident)
+            if retry_after is not None:
+                response = render(request, "429.html", {"retry_after": retry_after}, status=429)
+                response["Retry-After"] = str(retry_after)
+                return response
+        if self.access is not None and needs_reauth(view_name, method) and not reauthenticated_recently(request):
+            back = request.get_full_path() if method == "GET" else request.META.get("HTTP_REFERER", "")
+            if not url_has_allowed_host_and_scheme(back, {request.get_host()}, request.is_secure()):
+                back = ""
+            return redirect(f"{reverse('clinics:reauth')}?{urlencode({'next': back})}")
         return super().dispatch(request, *args, **kwargs)

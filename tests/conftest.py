@@ -109,6 +109,16 @@ def _image_storage(settings: Any, tmp_path: Path) -> Path:
 
 
 @pytest.fixture(autouse=True)
+def _fresh_cache() -> Iterator[None]:
+    """Rate-limit and lockout counters never carry from one test to the next."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture(autouse=True)
 def _no_scope_leaks() -> Iterator[None]:
     deactivate_clinic()
     yield
@@ -125,10 +135,48 @@ def bob(db: Any) -> World:
     return build_clinic("bob", patient_name="Bobsonmarker")
 
 
-def user_client(user: User) -> Client:
+def user_client(user: User, *, mfa: str = "totp") -> Client:
+    """A browser session as after a complete log-in (password and, by default, the second factor)."""
+    import time
+
+    from clinics import sessions
+
     client = Client()
     client.force_login(user)
+    session = client.session
+    now = time.time()
+    session.update({sessions.AUTH_AT: now, sessions.LAST_SEEN: now, sessions.REAUTH_AT: now, sessions.MFA_METHOD: mfa})
+    session.save()
     return client
+
+
+def enrol_totp(user: User) -> str:
+    """Enrol and confirm an authenticator for ``user``; returns its base32 secret."""
+    import pyotp
+
+    from clinics import mfa
+
+    secret = mfa.enrol_begin(user)
+    device = user.totp_device
+    assert mfa.enrol_confirm(user, pyotp.TOTP(secret).now()) is not None
+    device.refresh_from_db()
+    return secret
+
+
+def next_totp(user: User, secret: str) -> str:
+    """A code for a step after the last one used (codes cannot be replayed within a test)."""
+    import time
+
+    import pyotp
+
+    from clinics.models import TotpDevice
+
+    totp = pyotp.TOTP(secret)
+    last = TotpDevice.objects.get(user=user).last_step
+    step = max(int(time.time() // 30), last + 1)
+    if step > int(time.time() // 30) + 1:
+        raise AssertionError("no unused TOTP step left in the accepted window")
+    return totp.generate_otp(step)
 
 
 def token_client(world: World, role: str) -> APIClient:

@@ -9,6 +9,7 @@ import sys
 from io import StringIO
 from pathlib import Path
 
+import pyotp
 import pytest
 from django.core.management import call_command
 from django.test import Client
@@ -89,12 +90,16 @@ def test_seed_demo_prints_the_documented_json_and_is_idempotent(db: object) -> N
         assert set(clinic["users"]) == {"staff", "dentist", "clinic_admin"}
         for creds in clinic["users"].values():
             assert set(creds) == {"email", "password", "totp_secret"}
-            login = Client().post(
-                "/api/v1/auth/token/",
-                {"email": creds["email"], "password": creds["password"]},
-                content_type="application/json",
-            )
+            body = {"email": creds["email"], "password": creds["password"]}
+            if creds["totp_secret"] is not None:
+                # Dentists and clinic admins are enrolled: the printed secret gives working codes.
+                denied = Client().post("/api/v1/auth/token/", body, content_type="application/json")
+                assert denied.status_code == 401 and denied.json()["error"]["code"] == "mfa_required"
+                body["otp"] = pyotp.TOTP(creds["totp_secret"]).now()
+            login = Client().post("/api/v1/auth/token/", body, content_type="application/json")
             assert login.status_code == 200 and login.json()["clinic"] == clinic["id"]
+        roles_with_mfa = {role for role, creds in clinic["users"].items() if creds["totp_secret"]}
+        assert roles_with_mfa == {"dentist", "clinic_admin"}
         api = Client(HTTP_AUTHORIZATION=f"Bearer {clinic['api_key']}")
         assert api.get("/api/v1/patients/").status_code == 200
 

@@ -2,12 +2,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from rest_framework import permissions
+from django.utils import timezone
+from rest_framework import exceptions, permissions, throttling
 from rest_framework.request import Request
 
+from .. import ratelimit
 from ..access import record_denial
-from ..permissions import PUBLIC, route_permission
+from ..mfa import MFA_REQUIRED_ROLES
+from ..middleware import client_ip
+from ..models import UserToken
+from ..permissions import PUBLIC, needs_reauth, route_permission
+from ..sessions import MFA_METHOD, reauthenticated_recently
 
 
 class RoutePermission(permissions.BasePermission):
@@ -41,4 +48,57 @@ class RoutePermission(permissions.BasePermission):
                 view.get_object()
             record_denial(access, view_name=view_name, method=request.method or "", reason=permission)
             return False
+        if access.role in MFA_REQUIRED_ROLES and request.auth is None and not request.session.get(MFA_METHOD):
+            record_denial(access, view_name=view_name, method=request.method or "", reason="mfa_required")
+            raise MfaRequired()
+        if needs_reauth(view_name, request.method or "GET") and not _recently_authenticated(request):
+            record_denial(access, view_name=view_name, method=request.method or "", reason="reauthentication")
+            raise ReauthenticationRequired()
         return True
+
+
+class MfaRequired(exceptions.PermissionDenied):
+    default_detail = "This role needs a second factor: log in again with your authenticator code."
+    default_code = "mfa_required"
+
+
+class ReauthenticationRequired(exceptions.PermissionDenied):
+    default_detail = (
+        "Exports and erasure need a fresh confirmation of identity: get a new token (password and code) "
+        "and repeat the request within a few minutes."
+    )
+    default_code = "reauthentication_required"
+
+
+def _recently_authenticated(request: Request) -> bool:
+    auth = request.auth
+    if isinstance(auth, UserToken):
+        return (timezone.now() - auth.created_at).total_seconds() <= settings.REAUTH_MAX_AGE_SECONDS
+    if auth is None:  # a browser session
+        return reauthenticated_recently(request._request)
+    return True  # a clinic API key: export and erasure are never grantable to one anyway
+
+
+class RouteThrottle(throttling.BaseThrottle):
+    """The limits of ``clinics.ratelimit.ROUTE_LIMITS``, per principal within its clinic (per IP when
+    anonymous); over the limit the API answers 429 with Retry-After."""
+
+    def __init__(self) -> None:
+        self.wait_seconds: int | None = None
+
+    def allow_request(self, request: Request, view: Any) -> bool:
+        view_name = request.resolver_match.view_name if request.resolver_match else ""
+        limit = ratelimit.limit_for(view_name, request.method or "GET")
+        if limit is None:
+            return True
+        access = getattr(request, "access", None)
+        if access is not None:
+            principal = access.api_key.pk if access.api_key is not None else access.user.pk
+            ident = f"{access.clinic.id}:{principal}"
+        else:
+            ident = f"ip:{client_ip(request._request)}"
+        self.wait_seconds = ratelimit.hit(limit, ident)
+        return self.wait_seconds is None
+
+    def wait(self) -> float | None:
+        return self.wait_seconds

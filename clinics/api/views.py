@@ -9,10 +9,12 @@ from rest_framework import exceptions, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from .. import mfa, ratelimit
 from ..access import access_for_user
 from ..exports import audit_export_response
+from ..middleware import client_ip
 from ..selectors import audit_events
-from ..services import login_failed_record, user_token_create
+from ..services import ServiceError, login_failed_record, user_token_create
 from .base import ClinicAPIView, ClinicGenericAPIView
 from .serializers import AuditEventOutput, AuditExportInput, AuditFilterInput, TokenInput, TokenOutput
 
@@ -26,25 +28,63 @@ class TokenView(ClinicAPIView):
         return "Bearer"  # bad credentials are a 401, as on every other endpoint
 
     @extend_schema(
-        request=TokenInput, responses={200: TokenOutput, 401: OpenApiResponse(description="Bad credentials")}
+        request=TokenInput,
+        responses={
+            200: TokenOutput,
+            400: OpenApiResponse(description="Invalid request"),
+            401: OpenApiResponse(
+                description="Bad credentials, or a missing or wrong second factor (mfa_required)"
+            ),
+            403: OpenApiResponse(
+                description="Role needs MFA, none enrolled (mfa_enrollment_required)"
+            ),
+            429: OpenApiResponse(description="Locked out after failed attempts, or rate limited; see Retry-After"),
+        },
     )
     def post(self, request: Request) -> Response:
         data = TokenInput(data=request.data)
         data.is_valid(raise_exception=True)
         email, password = data.validated_data["email"], data.validated_data["password"]
+        ip = client_ip(request._request)
+        locked = ratelimit.locked_for(email, ip)
+        if locked:
+            login_failed_record(email, "locked_out")
+            raise exceptions.Throttled(wait=locked, detail="Too many failed attempts from this address.")
         user = authenticate(request._request, email=email, password=password)
-        if user is None:
-            login_failed_record(email, "bad_credentials")
-            raise exceptions.AuthenticationFailed("Email or password is not correct.")
-        access = access_for_user(user, data.validated_data.get("clinic"))
+        access = access_for_user(user, data.validated_data.get("clinic")) if user is not None else None
         if access is None:
-            login_failed_record(email, "no_membership")
-            raise exceptions.AuthenticationFailed("This account has no active membership for that clinic.")
+            login_failed_record(email, "bad_credentials" if user is None else "no_membership")
+            self._failed(email, ip)
+            raise exceptions.AuthenticationFailed("Email or password is not correct, or no active membership.")
+        if mfa.has_mfa(user):
+            otp = data.validated_data.get("otp") or ""
+            if mfa.verify(user, otp) is None:
+                login_failed_record(email, "bad_second_factor" if otp else "second_factor_missing")
+                self._failed(email, ip)
+                raise MfaCodeRequired()
+        elif mfa.mfa_required(user):
+            login_failed_record(email, "mfa_not_enrolled")
+            raise ServiceError(
+                "mfa_enrollment_required",
+                "This role needs a second factor: log in once in the browser to set up an authenticator.",
+                status=403,
+            )
+        ratelimit.success(email, ip)
         token, raw = user_token_create(user=user, clinic=access.clinic)
         return Response(
             TokenOutput({"token": raw, "expires_at": token.expires_at, "clinic": access.clinic.id}).data,
             status=status.HTTP_200_OK,
         )
+
+    def _failed(self, email: str, ip: str | None) -> None:
+        locked = ratelimit.failure(email, ip)
+        if locked:
+            raise exceptions.Throttled(wait=locked, detail="Too many failed attempts from this address.")
+
+
+class MfaCodeRequired(exceptions.AuthenticationFailed):
+    default_detail = "A valid code from the authenticator (field otp) or a recovery code is required."
+    default_code = "mfa_required"
 
 
 class AuditEventListView(ClinicGenericAPIView):

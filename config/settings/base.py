@@ -62,10 +62,12 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "clinics.middleware.RequestContextMiddleware",
+    "clinics.middleware.SecurityHeadersMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "clinics.sessions.SessionTimeoutMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -155,6 +157,21 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 # Short-lived user API tokens (POST /api/v1/auth/token/).
 USER_TOKEN_TTL_SECONDS = int(os.environ.get("USER_TOKEN_TTL_SECONDS", "3600"))
+# Second log-in step (MFA) must follow the password within this time.
+MFA_PENDING_MAX_AGE_SECONDS = 300
+# Exports and erasure need the password (and code) confirmed this recently (a fresh token for the API).
+REAUTH_MAX_AGE_SECONDS = 300
+# Lockout of an (email, client IP) pair after failed log-ins, and its cool-off.
+LOCKOUT_FAILURES = 5
+LOCKOUT_COOLOFF_SECONDS = 15 * 60
+# Rate limits "requests/seconds" per principal within its clinic (anonymous: per IP); 429 + Retry-After.
+RATE_LIMITS = {
+    "login": "20/60",
+    "token": "20/60",
+    "upload": "300/60",
+    "analysis": "600/60",
+    "export": "20/3600",
+}
 
 # --- Sessions and cookies -------------------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True
@@ -162,6 +179,14 @@ SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_SAMESITE = "Lax"
 SESSION_COOKIE_AGE = 12 * 60 * 60
 SESSION_EXPIRE_AT_BROWSER_CLOSE = True
+# Automatic log-off (HIPAA 164.312(a)(2)(iii)): idle limit and absolute limit of a session.
+SESSION_IDLE_TIMEOUT_SECONDS = 15 * 60
+SESSION_ABSOLUTE_TIMEOUT_SECONDS = 12 * 60 * 60
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; style-src-attr 'unsafe-inline'; "
+    "img-src 'self' data: blob:; media-src 'self' blob:; connect-src 'self'; font-src 'self'; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
@@ -230,6 +255,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "clinics.api.pagination.Pagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "clinics.api.errors.exception_handler",
+    "DEFAULT_THROTTLE_CLASSES": ["clinics.api.permissions.RouteThrottle"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": [

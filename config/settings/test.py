@@ -16,3 +16,7 @@ WHITENOISE_AUTOREFRESH = True
 
 # Master key for patient data encryption, one per installation, kept under var/.
 MASTER_KEYS, MASTER_KEY_ID = local_master_keys(VAR_DIR)
+
+# Rate-limit and lockout counters live in the cache: each test process keeps its own, and the suite
+# clears it between tests (the Redis database of REDIS_URL is the Celery broker in CI).
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}

@@ -10,7 +10,7 @@ from clinics.models import ApiKey, AuditEvent, User, UserToken
 from clinics.services import api_key_revoke
 from clinics.tenancy import clinic_scope
 
-from ..conftest import PASSWORD, World, key_client, token_client
+from ..conftest import PASSWORD, World, enrol_totp, key_client, next_totp, token_client
 
 
 def test_passwords_are_hashed_with_argon2(alice: World) -> None:
@@ -31,12 +31,12 @@ def test_login_is_case_insensitive_rotates_session_and_is_audited(alice: World) 
     client = Client()
     client.get(reverse("clinics:login"))
     client.cookies["sessionid"] = "attacker-fixed-session-id"
-    response = client.post(reverse("clinics:login"), {"email": "  Dentist@ALICE.test", "password": PASSWORD})
+    response = client.post(reverse("clinics:login"), {"email": "  Staff@ALICE.test", "password": PASSWORD})
     assert response.status_code == 302 and response["Location"] == reverse("clinics:home")
     assert client.cookies["sessionid"].value != "attacker-fixed-session-id"
     assert client.get(reverse("clinics:home")).status_code == 200
     event = AuditEvent.unscoped.filter(action="auth.login").latest("id")
-    assert event.clinic_id == alice.clinic.id and event.actor_user_id == alice.users["dentist"].pk
+    assert event.clinic_id == alice.clinic.id and event.actor_user_id == alice.users["staff"].pk
     assert event.ip == "127.0.0.1" and event.request_id
 
 
@@ -66,9 +66,12 @@ def test_logout_ends_the_session_and_is_audited(alice: World) -> None:
 
 
 def test_token_endpoint_issues_short_lived_tokens(alice: World) -> None:
+    secret = enrol_totp(alice.users["dentist"])
     client = Client()
     response = client.post(
-        reverse("api:token"), {"email": "dentist@alice.test", "password": PASSWORD}, content_type="application/json"
+        reverse("api:token"),
+        {"email": "dentist@alice.test", "password": PASSWORD, "otp": next_totp(alice.users["dentist"], secret)},
+        content_type="application/json",
     )
     assert response.status_code == 200, response.content
     body = response.json()

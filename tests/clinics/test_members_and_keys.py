@@ -51,7 +51,9 @@ def test_role_change_and_deactivation_take_effect_at_once(alice: World) -> None:
     admin.post(member_url, {"role": "clinic_admin"})
     assert staff_web.get(reverse("clinics:audit")).status_code == 200
     admin.post(member_url, {"is_active": "0"})
-    assert staff_web.get(reverse("clinics:home")).status_code == 403  # no active clinic
+    # Deactivation ends the person's sessions at once: the next page asks for a log-in.
+    response = staff_web.get(reverse("clinics:home"))
+    assert response.status_code == 302 and response["Location"].startswith(reverse("clinics:login"))
     assert staff_api.get(reverse("api:patient-list")).status_code == 401
     assert not UserToken.objects.filter(user=alice.users["staff"], revoked_at=None).exists()
     event = AuditEvent.unscoped.filter(action="member.update").latest("id")

@@ -16,7 +16,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from clinics import context, services
+from clinics import context, mfa, services
 from clinics.models import ApiKey, Clinic, Membership, Role, User
 from clinics.permissions import API_KEY_DEFAULT_SCOPES
 from clinics.tenancy import clinic_scope
@@ -31,6 +31,11 @@ ROLES = [Role.STAFF, Role.DENTIST, Role.CLINIC_ADMIN]
 def _derive(label: str, length: int) -> str:
     digest = hmac.new(settings.SECRET_KEY.encode(), f"seed_demo:{label}".encode(), hashlib.sha256).digest()
     return base64.b32encode(digest).decode().lower().rstrip("=")[:length]
+
+
+def _totp_secret(email: str) -> str:
+    digest = hmac.new(settings.SECRET_KEY.encode(), f"seed_demo:totp:{email}".encode(), hashlib.sha256).digest()
+    return base64.b32encode(digest[:20]).decode()
 
 
 class Command(BaseCommand):
@@ -50,7 +55,10 @@ class Command(BaseCommand):
         for clinic in result["clinics"]:
             self.stdout.write(f"{clinic['name']} ({clinic['id']})  API key: {clinic['api_key']}")
             for role, creds in clinic["users"].items():
-                self.stdout.write(f"  {role:<13} {creds['email']:<36} {creds['password']}")
+                line = f"  {role:<13} {creds['email']:<36} {creds['password']}"
+                if creds["totp_secret"]:
+                    line += f"  TOTP secret: {creds['totp_secret']}"
+                self.stdout.write(line)
 
     @transaction.atomic
     def _seed_clinic(self, slug: str, name: str) -> dict[str, Any]:
@@ -71,7 +79,12 @@ class Command(BaseCommand):
                         user.set_password(password)
                         user.is_active = True
                         user.save(update_fields=["password", "is_active"])
-                users[role.value] = {"email": email, "password": password, "totp_secret": None}
+                totp_secret = None
+                if role in mfa.MFA_REQUIRED_ROLES:
+                    user = User.objects.get(email=email)
+                    totp_secret = _totp_secret(email)
+                    mfa.demo_enrol(user, totp_secret)
+                users[role.value] = {"email": email, "password": password, "totp_secret": totp_secret}
             secret = f"dsk_{_derive(f'key-prefix:{slug}', 12)}_{_derive(f'key:{slug}', 43)}"
             prefix = secret.split("_")[1]
             key = ApiKey.objects.filter(prefix=prefix).first()

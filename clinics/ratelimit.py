@@ -1,0 +1,101 @@
+"""Rate limits and log-in lockout, written once and used by the HTML views and the API.
+
+``ROUTE_LIMITS`` names, per URL name and method, the limit that applies; limits are counted per
+principal inside its clinic (``clinic:user`` or ``clinic:api-key``), so one clinic's burst never
+uses up another clinic's allowance. Anonymous routes (log-in, token) count per client IP.
+
+Lockout: failed log-ins are counted per (email, client IP) pair, not per IP alone, so an attacker
+cannot lock a person out from everywhere and cannot reset the count by changing the email; after
+``LOCKOUT_FAILURES`` failures that pair is refused for ``LOCKOUT_COOLOFF_SECONDS``. The client IP is
+``clinics.middleware.client_ip``: a spoofed X-Forwarded-For is ignored unless it comes from a
+trusted proxy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+from django.conf import settings
+from django.core.cache import cache
+
+from .models import normalize_email
+
+# URL name -> {method: limit name}; limits are in settings.RATE_LIMITS as "count/seconds".
+ROUTE_LIMITS: dict[str, dict[str, str]] = {
+    "clinics:login": {"POST": "login"},
+    "clinics:mfa": {"POST": "login"},
+    "clinics:reauth": {"POST": "login"},
+    "api:token": {"POST": "token"},
+    "api:patient-image-list": {"POST": "upload"},
+    "patients:upload": {"POST": "upload"},
+    "api:analysis-list": {"GET": "analysis"},
+    "api:analysis-detail": {"GET": "analysis"},
+    "api:patient-export": {"GET": "export"},
+    "patients:export": {"POST": "export"},
+    "api:audit-event-export": {"GET": "export"},
+    "clinics:audit-export": {"GET": "export"},
+}
+
+
+def _parse(limit: str) -> tuple[int, int]:
+    count, _, seconds = limit.partition("/")
+    return int(count), int(seconds)
+
+
+def limit_for(view_name: str, method: str) -> str | None:
+    method = "GET" if method.upper() == "HEAD" else method.upper()
+    return ROUTE_LIMITS.get(view_name, {}).get(method)
+
+
+def hit(name: str, ident: str) -> int | None:
+    """Count one request against limit ``name`` for ``ident``; returns seconds to wait when over it."""
+    count, window = _parse(settings.RATE_LIMITS[name])
+    now = int(time.time())
+    bucket = now // window
+    key = f"rl:{name}:{hashlib.sha256(ident.encode()).hexdigest()[:32]}:{bucket}"
+    cache.add(key, 0, timeout=window + 5)
+    try:
+        used = cache.incr(key)
+    except ValueError:  # expired between add and incr
+        cache.set(key, 1, timeout=window + 5)
+        used = 1
+    if used > count:
+        return max(1, (bucket + 1) * window - now)
+    return None
+
+
+def _lock_key(email: str, ip: str | None) -> str:
+    digest = hashlib.sha256(f"{normalize_email(email)}|{ip or '-'}".encode()).hexdigest()[:40]
+    return f"lockout:{digest}"
+
+
+def locked_for(email: str, ip: str | None) -> int | None:
+    """Seconds left of a lockout of this (email, IP) pair, or None."""
+    until = cache.get(_lock_key(email, ip) + ":until")
+    if until is None:
+        return None
+    left = int(until - time.time())
+    return left if left > 0 else None
+
+
+def failure(email: str, ip: str | None) -> int | None:
+    """Record a failed log-in; returns the cool-off in seconds when this failure locks the pair."""
+    key = _lock_key(email, ip)
+    cooloff = settings.LOCKOUT_COOLOFF_SECONDS
+    cache.add(key, 0, timeout=cooloff)
+    try:
+        failures = cache.incr(key)
+    except ValueError:
+        cache.set(key, 1, timeout=cooloff)
+        failures = 1
+    if failures >= settings.LOCKOUT_FAILURES:
+        cache.set(key + ":until", time.time() + cooloff, timeout=cooloff)
+        cache.delete(key)
+        return cooloff
+    return None
+
+
+def success(email: str, ip: str | None) -> None:
+    key = _lock_key(email, ip)
+    cache.delete_many([key, key + ":until"])

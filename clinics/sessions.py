@@ -1,0 +1,99 @@
+"""Session lifecycle: log-in completion, idle and absolute timeouts, re-authentication, and ending
+every session and token of a person at once.
+
+Invariants: the session key rotates at log-in (``django.contrib.auth.login``); a session idle for
+``SESSION_IDLE_TIMEOUT_SECONDS`` or older than ``SESSION_ABSOLUTE_TIMEOUT_SECONDS`` is ended on its
+next request; ``sessions_end_all`` changes the user's security stamp (part of every session's auth
+hash, so all their sessions on every device stop working) and revokes all their API tokens.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+
+from django.conf import settings
+from django.contrib.auth import login, logout
+from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
+
+from . import audit, context
+from .access import SESSION_CLINIC_KEY, Access
+from .models import AuditOutcome, User, UserToken
+
+AUTH_AT = "auth_at"  # when the person logged in (absolute limit)
+LAST_SEEN = "last_seen"  # last request made by the person, not by a background poll (idle limit)
+REAUTH_AT = "reauth_at"  # last time the password (and second factor) were checked
+MFA_METHOD = "mfa"
+# Requests a page makes by itself (status polling) send this header; they do not count as activity.
+BACKGROUND_HEADER = "HTTP_X_BACKGROUND_REQUEST"
+
+
+def complete_login(request: HttpRequest, user: User, access: Access, *, mfa: str = "") -> None:
+    login(request, user, backend="clinics.auth.EmailBackend")  # rotates the session key
+    now = time.time()
+    request.session[SESSION_CLINIC_KEY] = str(access.clinic.id)
+    request.session[AUTH_AT] = now
+    request.session[LAST_SEEN] = now
+    request.session[REAUTH_AT] = now
+    request.session[MFA_METHOD] = mfa
+    audit.record(
+        action="auth.login", clinic_id=access.clinic.id, actor=access.actor, details={"channel": "web", "mfa": mfa}
+    )
+
+
+def reauthenticated_recently(request: HttpRequest) -> bool:
+    at = request.session.get(REAUTH_AT, 0)
+    return time.time() - float(at) <= settings.REAUTH_MAX_AGE_SECONDS
+
+
+def mark_reauthenticated(request: HttpRequest) -> None:
+    request.session[REAUTH_AT] = time.time()
+
+
+def sessions_end_all(user: User, *, reason: str, clinic_id: object = None) -> int:
+    """End every browser session and revoke every API token of ``user``; returns tokens revoked."""
+    User.objects.filter(pk=user.pk).update(security_stamp=uuid.uuid4())
+    revoked = UserToken.objects.filter(user=user, revoked_at=None).update(revoked_at=timezone.now())
+    audit.record(
+        action="auth.sessions.end_all",
+        clinic_id=clinic_id,
+        object_type="user",
+        object_id=user.pk,
+        details={"reason": reason, "tokens_revoked": revoked},
+    )
+    return revoked
+
+
+class SessionTimeoutMiddleware:
+    """Ends a logged-in session that was idle too long or is older than the absolute limit."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        user = getattr(request, "user", None)
+        if user is not None and user.is_authenticated:
+            now = time.time()
+            auth_at = float(request.session.get(AUTH_AT, 0))
+            last_seen = float(request.session.get(LAST_SEEN, 0))
+            reason = ""
+            if now - auth_at > settings.SESSION_ABSOLUTE_TIMEOUT_SECONDS:
+                reason = "absolute_timeout"
+            elif now - last_seen > settings.SESSION_IDLE_TIMEOUT_SECONDS:
+                reason = "idle_timeout"
+            if reason:
+                clinic_id = request.session.get(SESSION_CLINIC_KEY)
+                audit.record(
+                    action="auth.session.expired",
+                    clinic_id=clinic_id,
+                    outcome=AuditOutcome.DENIED,
+                    actor=context.Actor(user=user),
+                    details={"reason": reason},
+                )
+                logout(request)
+                request.session["logged_out_reason"] = reason
+            elif not request.META.get(BACKGROUND_HEADER):
+                request.session[LAST_SEEN] = now
+        return self.get_response(request)

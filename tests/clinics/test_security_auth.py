@@ -1,0 +1,259 @@
+"""MFA, lockout, rate limits, session timeouts, global log-out and re-authentication.
+
+Each test fails without its feature: it drives the real views and API through the test client.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from typing import Any
+
+import pyotp
+import pytest
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
+
+from clinics import sessions
+from clinics.models import AuditEvent, RecoveryCode, TotpDevice, UserToken
+
+from ..conftest import PASSWORD, World, enrol_totp, next_totp, token_client, user_client
+
+
+def _login(client: Client, email: str, password: str = PASSWORD, **extra: Any) -> Any:
+    return client.post(reverse("clinics:login"), {"email": email, "password": password}, **extra)
+
+
+# --- MFA ---------------------------------------------------------------------------------------
+
+
+def test_dentist_must_enrol_totp_before_any_patient_data(alice: World) -> None:
+    client = Client()
+    response = _login(client, "dentist@alice.test")
+    assert response.status_code == 302 and response["Location"] == reverse("clinics:mfa")
+    # Password alone gives no session: patient pages still ask for a log-in.
+    assert client.get(reverse("patients:list")).status_code == 302
+    page = client.get(reverse("clinics:mfa"))
+    assert page.status_code == 200 and b"Set up your authenticator" in page.content and b"<svg" in page.content
+    secret = page.context["secret"]
+    assert TotpDevice.objects.get(user=alice.users["dentist"]).confirmed_at is None
+    assert secret.encode() not in bytes(TotpDevice.objects.get(user=alice.users["dentist"]).wrapped_secret)
+    wrong = client.post(reverse("clinics:mfa"), {"code": "000000"})
+    assert wrong.status_code == 400
+    done = client.post(reverse("clinics:mfa"), {"code": pyotp.TOTP(secret).now()})
+    assert done.status_code == 200 and len(done.context["codes"]) == 10
+    assert client.get(reverse("patients:list")).status_code == 200
+    login = AuditEvent.unscoped.filter(action="auth.login").latest("id")
+    assert login.details == {"channel": "web", "mfa": "totp"}
+    assert AuditEvent.unscoped.filter(action="auth.mfa.enrol", object_id=str(alice.users["dentist"].pk)).exists()
+
+
+def test_enrolled_user_logs_in_with_a_code_and_a_code_cannot_be_replayed(alice: World) -> None:
+    admin = alice.users["clinic_admin"]
+    secret = enrol_totp(admin)
+    code = next_totp(admin, secret)
+    first = Client()
+    _login(first, admin.email)
+    assert first.post(reverse("clinics:mfa"), {"code": code})["Location"] == reverse("clinics:home")
+    # The same code a second time (an eavesdropper replaying it) is refused.
+    second = Client()
+    _login(second, admin.email)
+    assert second.post(reverse("clinics:mfa"), {"code": code}).status_code == 400
+    assert second.get(reverse("clinics:home")).status_code == 302
+
+
+def test_recovery_codes_work_once(alice: World) -> None:
+    dentist = alice.users["dentist"]
+    enrol_totp(dentist)
+    from clinics import mfa
+
+    codes = mfa.recovery_codes_regenerate(dentist)
+    assert not RecoveryCode.objects.filter(code_hash__in=codes).exists()  # only hashes are stored
+    client = Client()
+    _login(client, dentist.email)
+    assert client.post(reverse("clinics:mfa"), {"code": codes[0]}).status_code == 302
+    assert client.get(reverse("patients:list")).status_code == 200
+    again = Client()
+    _login(again, dentist.email)
+    assert again.post(reverse("clinics:mfa"), {"code": codes[0]}).status_code == 400
+
+
+def test_user_tokens_only_after_mfa(alice: World) -> None:
+    url = reverse("api:token")
+    body = {"email": "dentist@alice.test", "password": PASSWORD}
+    not_enrolled = Client().post(url, body, content_type="application/json")
+    assert not_enrolled.status_code == 403 and not_enrolled.json()["error"]["code"] == "mfa_enrollment_required"
+    secret = enrol_totp(alice.users["dentist"])
+    missing = Client().post(url, body, content_type="application/json")
+    assert missing.status_code == 401 and missing.json()["error"]["code"] == "mfa_required"
+    wrong = Client().post(url, {**body, "otp": "123456"}, content_type="application/json")
+    assert wrong.status_code == 401
+    code = next_totp(alice.users["dentist"], secret)
+    ok = Client().post(url, {**body, "otp": code}, content_type="application/json")
+    assert ok.status_code == 200 and ok.json()["token"].startswith("dut_")
+    replay = Client().post(url, {**body, "otp": code}, content_type="application/json")
+    assert replay.status_code == 401
+    # Staff need no second factor.
+    staff = Client().post(url, {"email": "staff@alice.test", "password": PASSWORD}, content_type="application/json")
+    assert staff.status_code == 200
+
+
+def test_a_session_without_mfa_is_refused_for_roles_that_need_it(alice: World) -> None:
+    client = user_client(alice.users["dentist"], mfa="")
+    assert client.get(reverse("patients:list")).status_code == 302
+    api = user_client(alice.users["dentist"], mfa="")
+    response = api.get(reverse("api:patient-list"))
+    assert response.status_code in (401, 403)
+
+
+# --- Lockout and rate limits -------------------------------------------------------------------
+
+
+def test_lockout_on_email_and_ip_with_retry_after(alice: World, settings: Any) -> None:
+    settings.LOCKOUT_FAILURES = 3
+    attacker = Client(REMOTE_ADDR="203.0.113.9")
+    for _ in range(2):
+        assert _login(attacker, "staff@alice.test", "wrong-password-1").status_code == 400
+    locked = _login(attacker, "staff@alice.test", "wrong-password-1")
+    assert locked.status_code == 429 and int(locked["Retry-After"]) > 60
+    # Even the right password is refused from that address during the cool-off...
+    assert _login(attacker, "staff@alice.test").status_code == 429
+    # ...and a forged X-Forwarded-For does not reset it (no trusted proxy configured).
+    spoofed = _login(attacker, "staff@alice.test", HTTP_X_FORWARDED_FOR="198.51.100.7")
+    assert spoofed.status_code == 429
+    # The person can still log in from their own address: not locked on the IP or the email alone.
+    assert _login(Client(REMOTE_ADDR="192.0.2.10"), "staff@alice.test").status_code == 302
+    assert _login(attacker, "dentist@alice.test", "wrong-password-1").status_code == 400
+    api = Client(REMOTE_ADDR="203.0.113.9").post(
+        reverse("api:token"), {"email": "staff@alice.test", "password": PASSWORD}, content_type="application/json"
+    )
+    assert api.status_code == 429 and api.json()["error"]["code"] == "rate_limited" and api["Retry-After"]
+    assert AuditEvent.unscoped.filter(action="auth.login.failed", details__reason="locked_out").exists()
+
+
+def test_cool_off_ends_the_lockout(alice: World, settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings.LOCKOUT_FAILURES = 2
+    client = Client(REMOTE_ADDR="203.0.113.9")
+    _login(client, "staff@alice.test", "wrong-password-1")
+    assert _login(client, "staff@alice.test", "wrong-password-1").status_code == 429
+    later = time.time() + settings.LOCKOUT_COOLOFF_SECONDS + 1
+    monkeypatch.setattr("clinics.ratelimit.time.time", lambda: later)
+    assert _login(client, "staff@alice.test").status_code == 302
+
+
+def test_upload_and_export_rate_limits_answer_429_per_clinic(alice: World, bob: World, settings: Any) -> None:
+    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "upload": "2/60", "export": "1/3600"}
+    url = reverse("api:patient-image-list", kwargs={"pk": alice.patient.pk})
+    client = token_client(alice, "staff")
+    statuses = [client.post(url, {"modality": "photo"}, format="multipart").status_code for _ in range(3)]
+    assert statuses[:2] == [400, 400] and statuses[2] == 429
+    third = client.post(url, {"modality": "photo"}, format="multipart")
+    assert third.status_code == 429 and int(third["Retry-After"]) >= 1
+    assert third.json()["error"]["code"] == "rate_limited"
+    # Another clinic's allowance is untouched by alice's burst.
+    bob_url = reverse("api:patient-image-list", kwargs={"pk": bob.patient.pk})
+    assert token_client(bob, "staff").post(bob_url, {"modality": "photo"}, format="multipart").status_code == 400
+    admin = user_client(alice.users["clinic_admin"])
+    assert admin.get(reverse("clinics:audit-export"), {"format": "csv"}).status_code == 200
+    limited = admin.get(reverse("clinics:audit-export"), {"format": "csv"})
+    assert limited.status_code == 429 and limited["Retry-After"]
+
+
+# --- Sessions ----------------------------------------------------------------------------------
+
+
+def _age_session(client: Client, **seconds_ago: float) -> None:
+    session = client.session
+    for key, ago in seconds_ago.items():
+        session[key] = time.time() - ago
+    session.save()
+
+
+def test_idle_timeout_logs_out_after_15_minutes(alice: World) -> None:
+    client = user_client(alice.users["staff"])
+    assert client.get(reverse("patients:list")).status_code == 200
+    _age_session(client, last_seen=14 * 60)
+    assert client.get(reverse("patients:list")).status_code == 200  # activity renews it
+    _age_session(client, last_seen=15 * 60 + 5)
+    response = client.get(reverse("patients:list"))
+    assert response.status_code == 302 and response["Location"].startswith(reverse("clinics:login"))
+    assert b"15 minutes without activity" in client.get(reverse("clinics:login")).content
+    assert AuditEvent.unscoped.filter(action="auth.session.expired", details__reason="idle_timeout").exists()
+
+
+def test_background_polling_does_not_keep_a_session_alive(alice: World) -> None:
+    client = user_client(alice.users["staff"])
+    _age_session(client, last_seen=10 * 60)
+    assert client.get(reverse("patients:list"), HTTP_X_BACKGROUND_REQUEST="1").status_code == 200
+    assert time.time() - client.session[sessions.LAST_SEEN] >= 10 * 60 - 5
+
+
+def test_absolute_limit_of_12_hours_even_when_active(alice: World) -> None:
+    client = user_client(alice.users["staff"])
+    _age_session(client, auth_at=12 * 3600 + 5, last_seen=1)
+    assert client.get(reverse("patients:list")).status_code == 302
+
+
+def test_logout_ends_every_session_and_token_of_the_person(alice: World) -> None:
+    laptop = user_client(alice.users["staff"])
+    tablet = user_client(alice.users["staff"])
+    api = token_client(alice, "staff")
+    assert tablet.get(reverse("patients:list")).status_code == 200
+    assert laptop.post(reverse("clinics:logout")).status_code == 302
+    assert tablet.get(reverse("patients:list")).status_code == 302
+    assert api.get(reverse("api:patient-list")).status_code == 401
+    assert not UserToken.objects.filter(user=alice.users["staff"], revoked_at=None).exists()
+    # Others are not affected.
+    assert user_client(alice.users["dentist"]).get(reverse("patients:list")).status_code == 200
+
+
+# --- Re-authentication before exports and erasure ------------------------------------------
+
+
+def test_exports_and_erasure_need_a_fresh_reauthentication(alice: World) -> None:
+    admin = alice.users["clinic_admin"]
+    secret = enrol_totp(admin)
+    client = user_client(admin)
+    _age_session(client, reauth_at=10 * 60)
+    detail = reverse("patients:detail", kwargs={"pk": alice.patient.pk})
+    response = client.post(reverse("patients:export", kwargs={"pk": alice.patient.pk}), HTTP_REFERER=detail)
+    assert response.status_code == 302 and response["Location"].startswith(reverse("clinics:reauth"))
+    audit_export = client.get(reverse("clinics:audit-export"), {"format": "csv"})
+    assert audit_export.status_code == 302 and reverse("clinics:reauth") in audit_export["Location"]
+    bad = client.post(reverse("clinics:reauth"), {"password": PASSWORD, "code": "000000", "next": detail})
+    assert bad.status_code == 400
+    ok = client.post(
+        reverse("clinics:reauth"), {"password": PASSWORD, "code": next_totp(admin, secret), "next": detail}
+    )
+    assert ok.status_code == 302 and ok["Location"] == detail
+    export = client.post(reverse("patients:export", kwargs={"pk": alice.patient.pk}), HTTP_REFERER=detail)
+    assert export.status_code == 200 and export["Content-Type"] == "application/zip"
+
+
+def test_api_export_needs_a_fresh_token(alice: World) -> None:
+    client = token_client(alice, "clinic_admin")
+    url = reverse("api:audit-event-export")
+    assert client.get(url, {"format": "json"}).status_code == 200
+    ten_minutes_ago = timezone.now() - timedelta(minutes=10)
+    UserToken.objects.filter(user=alice.users["clinic_admin"]).update(created_at=ten_minutes_ago)
+    stale = client.get(url, {"format": "json"})
+    assert stale.status_code == 403 and stale.json()["error"]["code"] == "reauthentication_required"
+    # Ordinary reads keep working with the same token.
+    assert client.get(reverse("api:patient-list")).status_code == 200
+
+
+# --- Headers -----------------------------------------------------------------------------------
+
+
+def test_security_headers_on_pages_and_patient_data(alice: World) -> None:
+    client = user_client(alice.users["staff"])
+    for url in (reverse("patients:list"), reverse("clinics:login"), reverse("api:patient-list")):
+        response = client.get(url)
+        csp = response["Content-Security-Policy"]
+        assert "frame-ancestors 'none'" in csp and "script-src 'self'" in csp and "object-src 'none'" in csp
+        assert response["Cache-Control"] == "no-store"
+        assert response["X-Content-Type-Options"] == "nosniff"
+        assert response["X-Frame-Options"] == "DENY"
+    image = client.get(reverse("api:image-file", kwargs={"pk": alice.image.pk}))
+    assert image.status_code == 200 and image["Cache-Control"] == "no-store"
