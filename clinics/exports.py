@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from . import audit
 from .models import AuditEvent
+from .tenancy import clinic_scope
 
 EXPORT_FORMATS = ("csv", "json")
 FIELDS = (
@@ -81,6 +82,14 @@ def _json_stream(rows: Iterable[dict[str, Any]]) -> Iterator[str]:
     yield "]\n"
 
 
+def _rows_in_scope(clinic_id: object, events: QuerySet[AuditEvent]) -> Iterator[dict[str, Any]]:
+    """The rows are read while the response streams, after the request's scope has ended: re-enter the
+    clinic's scope (PostgreSQL row-level security shows nothing without it)."""
+    with clinic_scope(clinic_id):
+        for event in events.iterator(chunk_size=1000):
+            yield event_row(event)
+
+
 def audit_export_response(
     *, events: QuerySet[AuditEvent], fmt: str, clinic_id: object, filters: dict
 ) -> StreamingHttpResponse:
@@ -92,7 +101,7 @@ def audit_export_response(
         object_type="audit_trail",
         details={"format": fmt, "filters": filters, "events": count},
     )
-    rows = (event_row(e) for e in events.order_by("seq").iterator(chunk_size=1000))
+    rows = _rows_in_scope(clinic_id, events.order_by("seq"))
     stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")
     if fmt == "csv":
         response = StreamingHttpResponse(_csv_stream(rows), content_type="text/csv; charset=utf-8")

@@ -8,7 +8,7 @@ from django.db import models
 from django.db.models.functions import Lower
 from django.utils import timezone
 
-from .tenancy import ClinicScopedManager, ClinicScopedModel
+from .tenancy import ClinicScopedManager, ClinicScopedModel, UnscopedManager
 
 
 class Role(models.TextChoices):
@@ -212,7 +212,7 @@ class AuditEvent(models.Model):
 
     # Reads by views go through the clinic scope; ``clinics.audit`` writes and verifies unscoped.
     objects = ClinicScopedManager()
-    unscoped = models.Manager()  # noqa: DJ012 - a manager, not a field
+    unscoped = UnscopedManager()  # noqa: DJ012 - a manager, not a field
 
     class Meta:
         ordering = ["chain", "seq"]

@@ -21,6 +21,8 @@ from typing import Any
 
 from django.db import models
 
+from .rls import rls_bypass
+
 _current_clinic_id: contextvars.ContextVar[uuid.UUID | None] = contextvars.ContextVar("current_clinic_id", default=None)
 
 
@@ -79,13 +81,57 @@ class ClinicScopedManager(models.Manager.from_queryset(ClinicScopedQuerySet)):  
         return super().get_queryset().filter(clinic_id=require_clinic_id())
 
 
+class UnscopedQuerySet(models.QuerySet):
+    """The explicit cross-clinic escape hatch. On PostgreSQL its statements run with the row-level
+    security bypass open (``clinics.rls``), so crossing clinics is possible exactly where the code says
+    ``unscoped`` and nowhere else. Saves of single rows (``Model.save``) are not bypassed: they must
+    match the clinic in scope."""
+
+    def _fetch_all(self) -> None:
+        with rls_bypass():
+            super()._fetch_all()
+
+    def iterator(self, chunk_size: int | None = None) -> Iterator[Any]:
+        # Materialised inside the bypass: a half-consumed generator must not hold it open.
+        with rls_bypass():
+            rows = list(super().iterator(chunk_size=chunk_size))
+        return iter(rows)
+
+    def count(self) -> int:
+        with rls_bypass():
+            return super().count()
+
+    def exists(self) -> bool:
+        with rls_bypass():
+            return super().exists()
+
+    def aggregate(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        with rls_bypass():
+            return super().aggregate(*args, **kwargs)
+
+    def update(self, **kwargs: Any) -> int:
+        with rls_bypass():
+            return super().update(**kwargs)
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        with rls_bypass():
+            return super().delete()
+
+    def bulk_create(self, *args: Any, **kwargs: Any) -> list[Any]:
+        with rls_bypass():
+            return super().bulk_create(*args, **kwargs)
+
+
+UnscopedManager = models.Manager.from_queryset(UnscopedQuerySet)
+
+
 class ClinicScopedModel(models.Model):
     """Base of every clinic-owned model: ``objects`` is scoped, ``unscoped`` is the escape hatch."""
 
     clinic = models.ForeignKey("clinics.Clinic", on_delete=models.PROTECT, related_name="+", editable=False)
 
     objects = ClinicScopedManager()
-    unscoped = models.Manager()  # noqa: DJ012 - a manager, not a field
+    unscoped = UnscopedManager()  # noqa: DJ012 - a manager, not a field
 
     class Meta:
         abstract = True

@@ -108,6 +108,35 @@ def _image_storage(settings: Any, tmp_path: Path) -> Path:
     return location
 
 
+APP_ROLE = "dentalscan_test_app"
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup: None, django_db_blocker: Any) -> Iterator[None]:
+    """On PostgreSQL the suite works as an application role that owns no table, is not a superuser
+    and cannot bypass row-level security, exactly as production must (``manage.py setup_db_roles``).
+    The test database is created and migrated by the login role (the owner) first."""
+    from django.conf import settings as django_settings
+    from django.db import connections
+
+    from clinics.rls import app_role_grants_sql
+
+    if connection.vendor != "postgresql":
+        yield
+        return
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [APP_ROLE])
+        if cursor.fetchone() is None:
+            cursor.execute(f"CREATE ROLE {APP_ROLE} NOLOGIN NOSUPERUSER NOBYPASSRLS")
+        for statement in app_role_grants_sql(APP_ROLE, allow_truncate=True):
+            cursor.execute(statement)
+    django_settings.DATABASE_APP_ROLE = APP_ROLE
+    connections.close_all()
+    yield
+    django_settings.DATABASE_APP_ROLE = ""
+    connections.close_all()
+
+
 @pytest.fixture(autouse=True)
 def _fresh_cache() -> Iterator[None]:
     """Rate-limit and lockout counters never carry from one test to the next."""

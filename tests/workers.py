@@ -23,6 +23,8 @@ def start_worker(queues: str, **extra_env: str) -> subprocess.Popen[str]:
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "config.settings.test",
         "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        # The worker works as the application's role too, under row-level security.
+        "DATABASE_APP_ROLE": settings.DATABASE_APP_ROLE,
         **extra_env,
     }
     return subprocess.Popen(

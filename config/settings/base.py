@@ -100,6 +100,11 @@ DATABASES = {
         ssl_require=env_bool("DATABASE_SSL_REQUIRE"),
     )
 }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Same backend plus row-level security settings kept in line with the clinic scope (clinics.rls).
+    DATABASES["default"]["ENGINE"] = "clinics.dbbackend"
+# Optional: SET ROLE to this role on connect (log in as a member of the application role).
+DATABASE_APP_ROLE = os.environ.get("DATABASE_APP_ROLE", "")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache and Celery -----------------------------------------------------------------------

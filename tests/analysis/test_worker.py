@@ -34,7 +34,7 @@ def _world_and_upload(random_artifact: Path, world: object = None) -> tuple[str,
     world = world or build_clinic("worker")
     client = APIClient()
     token = client.post(
-        reverse("api:token"), {"email": f"dentist@{world.clinic.slug}.test", "password": PASSWORD}, format="json"
+        reverse("api:token"), {"email": f"staff@{world.clinic.slug}.test", "password": PASSWORD}, format="json"
     ).json()["token"]
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
     f = io.BytesIO(png_bytes((120, 90), (180, 60, 60)))

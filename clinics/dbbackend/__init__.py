@@ -1,0 +1,2 @@
+"""PostgreSQL backend that keeps the connection's row-level-security settings in line with the
+application's clinic scope (see ``clinics.rls``)."""
