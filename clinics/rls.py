@@ -37,6 +37,7 @@ RLS_TABLES: tuple[str, ...] = (
     "patients_datakey",
     "patients_visit",
     "patients_image",
+    "patients_breakglassgrant",
     "analysis_analysis",
     "analysis_finding",
     "analysis_findingdecision",

@@ -21,7 +21,7 @@ from .access import SESSION_CLINIC_KEY, access_for_user
 from .exports import EXPORT_FORMATS, audit_export_response
 from .forms import ApiKeyForm, AuditFilterForm, LoginForm, MemberAddForm, MemberUpdateForm
 from .middleware import client_ip
-from .models import ApiKey, AuditOutcome, Membership, User
+from .models import ApiKey, AuditEvent, AuditOutcome, Membership, User
 from .selectors import audit_events
 from .services import (
     ServiceError,
@@ -311,6 +311,20 @@ def _audit_filters(request: HttpRequest) -> tuple[AuditFilterForm, dict[str, Any
     return form, filters
 
 
+def _recent_break_glass() -> list[Any]:
+    from patients.models import BreakGlassGrant
+
+    grants = list(BreakGlassGrant.objects.select_related("user").order_by("-created_at")[:50])
+    uses = dict(
+        AuditEvent.objects.filter(action="breakglass.use", details__grant__in=[str(g.pk) for g in grants])
+        .values_list("details__grant")
+        .annotate(n=Count("id"))
+    )
+    for grant in grants:
+        grant.uses = uses.get(str(grant.pk), 0)
+    return grants
+
+
 class AuditView(ClinicView):
     def get(self, request: HttpRequest) -> HttpResponse:
         form, filters = _audit_filters(request)
@@ -326,6 +340,7 @@ class AuditView(ClinicView):
                 "query": query.urlencode(),
                 "formats": EXPORT_FORMATS,
                 "outcomes": AuditOutcome,
+                "grants": _recent_break_glass(),
             },
         )
 

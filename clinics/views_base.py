@@ -58,6 +58,11 @@ class ClinicView(View):
             if not access.can(permission):
                 record_denial(access, view_name=view_name, method=method, reason=permission)
                 return render(request, "403.html", {"permission": permission}, status=403)
+            from patients.restricted import RESTRICTED, patient_route_decision
+
+            decision, patient_id = patient_route_decision(access, view_name, method, kwargs)
+            if decision == RESTRICTED:
+                return render(request, "patients/restricted.html", {"patient_id": patient_id}, status=403)
         limit = ratelimit.limit_for(view_name, method)
         if limit is not None:
             ident = f"{self.access.clinic.id}:{request.user.pk}" if self.access else f"ip:{client_ip(request)}"

@@ -6,6 +6,7 @@ from analysis import api as analysis_api
 from clinics.api import views as clinic_api
 from clinics.api.docs import ApiDocsView, SchemaView
 from patients import api as patient_api
+from patients.api_breakglass import PatientBreakGlassView
 
 app_name = "api"
 
@@ -17,6 +18,7 @@ urlpatterns = [
     path("patients/<uuid:pk>/", patient_api.PatientDetailView.as_view(), name="patient-detail"),
     path("patients/<uuid:pk>/export", patient_api.PatientExportView.as_view(), name="patient-export"),
     path("patients/<uuid:pk>/images/", patient_api.PatientImageListView.as_view(), name="patient-image-list"),
+    path("patients/<uuid:pk>/break-glass/", PatientBreakGlassView.as_view(), name="patient-break-glass"),
     path("images/<uuid:pk>/", patient_api.ImageDetailView.as_view(), name="image-detail"),
     path("images/<uuid:pk>/file", patient_api.ImageFileView.as_view(), name="image-file"),
     path("analyses/", analysis_api.AnalysisListView.as_view(), name="analysis-list"),

@@ -37,6 +37,9 @@ class Patient(ClinicScopedModel):
     given_name_index = models.CharField(max_length=64, editable=False, default="")
     sex = models.CharField(max_length=10, choices=Sex.choices, default=Sex.UNKNOWN)
     legal_hold = models.BooleanField(default=False)
+    # A restricted record (a colleague, a public figure...): its clinical data is open to dentists and
+    # clinic admins only; other members need emergency access (``patients.restricted``).
+    restricted = models.BooleanField(default=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(default=timezone.now)
 
@@ -133,3 +136,28 @@ class Image(ClinicScopedModel):
     @property
     def blob_keys(self) -> dict[str, str]:
         return {"original": self.original_key, "preview": self.preview_key, "thumbnail": self.thumbnail_key}
+
+
+class BreakGlassGrant(ClinicScopedModel):
+    """Emergency access of one member to one restricted patient: a mandatory reason, a fixed end.
+
+    Opening it notifies the clinic admins; every request made under it is audited
+    (``breakglass.use``); it expires by itself at ``expires_at``. Never extended: a new one is opened.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey("clinics.User", on_delete=models.PROTECT, related_name="+")
+    patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="break_glass_grants")
+    reason = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+
+    class Meta(ClinicScopedModel.Meta):
+        indexes = [models.Index(fields=["clinic", "user", "patient", "expires_at"])]
+
+    def __str__(self) -> str:
+        return f"break-glass {self.pk} until {self.expires_at:%Y-%m-%d %H:%M}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.expires_at > timezone.now()

@@ -11,6 +11,7 @@ from clinics.views_base import ClinicView
 
 from .forms import PatientForm
 from .models import Image, Modality, Patient
+from .restricted import active_grant, break_glass_open, patient_restrict
 from .selectors import image_get, patient_get, patient_identity, patient_list, visit_list
 from .services import image_read, patient_create, patient_erase, patient_export, patient_update
 
@@ -27,9 +28,15 @@ def _patient_or_404(pk: object) -> Patient:
         raise Http404 from exc
 
 
+SEARCH_SESSION_KEY = "patient_search"
+
+
 class PatientListView(ClinicView):
+    """Patients of the clinic. The search words travel in a POST and live in the session, never in
+    the URL (URLs end up in access logs and browser history)."""
+
     def _render(self, request: HttpRequest, form: PatientForm, status: int = 200) -> HttpResponse:
-        search = request.GET.get("q", "")
+        search = request.session.get(SEARCH_SESSION_KEY, "")
         page = Paginator(patient_list(search=search), 25).get_page(request.GET.get("page"))
         rows = [(p, patient_identity(p)) for p in page]
         audit.record(
@@ -45,6 +52,9 @@ class PatientListView(ClinicView):
         return self._render(request, PatientForm())
 
     def post(self, request: HttpRequest) -> HttpResponse:
+        if request.POST.get("action") == "search":
+            request.session[SEARCH_SESSION_KEY] = request.POST.get("q", "").strip()[:200]
+            return redirect("patients:list")
         form = PatientForm(request.POST)
         if form.is_valid():
             try:
@@ -69,6 +79,8 @@ class PatientDetailView(ClinicView):
             "can_export": self.access.can("patient.export"),
             "can_erase": self.access.can("patient.erase"),
             "can_upload": self.access.can("image.upload"),
+            "can_restrict": self.access.can("patient.restrict"),
+            "break_glass": active_grant(self.access.user, patient.pk) if self.access.user else None,
         }
         return _no_store(render(request, "patients/detail.html", context, status=status))
 
@@ -114,6 +126,36 @@ class ImageView(ClinicView):
             return HttpResponse(exc.message, status=exc.status, content_type="text/plain")
         content_type = "image/png" if variant == "original" else "image/jpeg"
         return _no_store(HttpResponse(data, content_type=content_type))
+
+
+class PatientRestrictView(ClinicView):
+    """Dentists and clinic admins mark a record restricted (or open it again)."""
+
+    def post(self, request: HttpRequest, pk: str) -> HttpResponse:
+        patient = _patient_or_404(pk)
+        restricted = request.POST.get("restricted") == "1"
+        patient_restrict(access=self.access, patient=patient, restricted=restricted)
+        done = "The record is now restricted." if restricted else "The record is no longer restricted."
+        messages.success(request, done)
+        return redirect("patients:detail", pk=patient.pk)
+
+
+class BreakGlassView(ClinicView):
+    """Emergency access to a restricted record: a reason, then time-limited access (admins notified)."""
+
+    def post(self, request: HttpRequest, pk: str) -> HttpResponse:
+        patient = _patient_or_404(pk)
+        try:
+            grant = break_glass_open(access=self.access, patient=patient, reason=request.POST.get("reason", ""))
+        except ServiceError as exc:
+            context = {"patient_id": patient.pk, "error": exc.message, "reason": request.POST.get("reason", "")}
+            return render(request, "patients/restricted.html", context, status=exc.status)
+        messages.warning(
+            request,
+            f"Emergency access is open until {grant.expires_at:%H:%M} UTC. The clinic admins were notified "
+            "and every page you open is recorded.",
+        )
+        return redirect("patients:detail", pk=patient.pk)
 
 
 class PatientExportView(ClinicView):

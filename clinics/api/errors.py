@@ -44,7 +44,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         return None
     assert isinstance(exc, exceptions.APIException)
     code = next((c for cls, c in _CODES.items() if isinstance(exc, cls)), "error")
-    if exc.default_code in ("mfa_required", "reauthentication_required"):
+    if exc.default_code in ("mfa_required", "reauthentication_required", "restricted_patient"):
         code = exc.default_code
     if isinstance(exc, exceptions.ValidationError):
         message, details = "The request is not valid.", exc.detail

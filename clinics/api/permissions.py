@@ -51,6 +51,11 @@ class RoutePermission(permissions.BasePermission):
         if access.role in MFA_REQUIRED_ROLES and request.auth is None and not request.session.get(MFA_METHOD):
             record_denial(access, view_name=view_name, method=request.method or "", reason="mfa_required")
             raise MfaRequired()
+        from patients.restricted import RESTRICTED, patient_route_decision
+
+        decision, _ = patient_route_decision(access, view_name, request.method or "GET", getattr(view, "kwargs", {}))
+        if decision == RESTRICTED:
+            raise RestrictedPatient()
         if needs_reauth(view_name, request.method or "GET") and not _recently_authenticated(request):
             record_denial(access, view_name=view_name, method=request.method or "", reason="reauthentication")
             raise ReauthenticationRequired()
@@ -60,6 +65,14 @@ class RoutePermission(permissions.BasePermission):
 class MfaRequired(exceptions.PermissionDenied):
     default_detail = "This role needs a second factor: log in again with your authenticator code."
     default_code = "mfa_required"
+
+
+class RestrictedPatient(exceptions.PermissionDenied):
+    default_detail = (
+        "This patient's record is restricted to dentists and clinic admins. In an emergency, open "
+        "time-limited access with a reason: POST /api/v1/patients/{id}/break-glass/."
+    )
+    default_code = "restricted_patient"
 
 
 class ReauthenticationRequired(exceptions.PermissionDenied):

@@ -32,12 +32,8 @@ class TokenView(ClinicAPIView):
         responses={
             200: TokenOutput,
             400: OpenApiResponse(description="Invalid request"),
-            401: OpenApiResponse(
-                description="Bad credentials, or a missing or wrong second factor (mfa_required)"
-            ),
-            403: OpenApiResponse(
-                description="Role needs MFA, none enrolled (mfa_enrollment_required)"
-            ),
+            401: OpenApiResponse(description="Bad credentials, or a missing or wrong second factor (mfa_required)"),
+            403: OpenApiResponse(description="Role needs MFA, none enrolled (mfa_enrollment_required)"),
             429: OpenApiResponse(description="Locked out after failed attempts, or rate limited; see Retry-After"),
         },
     )

@@ -77,7 +77,9 @@ def test_html_patient_pages(alice: World) -> None:
     detail = client.get(response["Location"])
     assert detail.status_code == 200 and b"Lovelace" in detail.content
     assert detail["Cache-Control"] == "no-store"
-    listing = client.get(reverse("patients:list"), {"q": "Lovelace"})
+    searched = client.post(reverse("patients:list"), {"action": "search", "q": "Lovelace"})
+    assert searched.status_code == 302 and "Lovelace" not in searched["Location"]  # never in a URL
+    listing = client.get(searched["Location"])
     assert b"PMS-77" in listing.content and b"alice-0001" not in listing.content
     bad = client.post(reverse("patients:list"), {**NEW, "external_id": "PMS-77", "sex": "female"})
     assert bad.status_code == 400 and b"already exists" in bad.content

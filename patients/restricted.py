@@ -1,0 +1,166 @@
+"""Restricted patient records and emergency ("break-glass") access (HIPAA 164.312(a)(2)(ii)).
+
+Invariants:
+- Every route that shows or changes one patient's clinical data is listed in ``PATIENT_ROUTES`` with
+  how to find its patient; the HTML base view and the API permission class both call
+  ``patient_route_decision`` after the role check, so a restricted record is closed on every such
+  route unless the member's role holds ``patient.view_restricted`` or the member holds an active grant.
+- A grant needs a reason, lasts ``BREAK_GLASS_MINUTES`` and is never extended; opening it writes
+  ``breakglass.open`` and e-mails every active clinic admin (no patient name in the message); each
+  request made under it writes ``breakglass.use``. Clinic API keys cannot open restricted records.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.mail import send_mail
+from django.db import transaction
+from django.utils import timezone
+
+from clinics import audit
+from clinics.models import Membership, Role
+from clinics.services import ServiceError
+
+from .models import BreakGlassGrant, Patient
+
+# URL name -> (model label, field holding the patient id) for the object named by ``pk``.
+PATIENT_ROUTES: dict[str, tuple[str, str]] = {
+    "patients:detail": ("patients.Patient", "pk"),
+    "patients:upload": ("patients.Patient", "pk"),
+    "patients:export": ("patients.Patient", "pk"),
+    "patients:erase": ("patients.Patient", "pk"),
+    "patients:image": ("patients.Image", "patient_id"),
+    "analysis:report": ("patients.Visit", "patient_id"),
+    "analysis:report-pdf": ("patients.Visit", "patient_id"),
+    "analysis:review": ("patients.Visit", "patient_id"),
+    "api:patient-detail": ("patients.Patient", "pk"),
+    "api:patient-export": ("patients.Patient", "pk"),
+    "api:patient-image-list": ("patients.Patient", "pk"),
+    "api:image-detail": ("patients.Image", "patient_id"),
+    "api:image-file": ("patients.Image", "patient_id"),
+    "api:image-finding-add": ("patients.Image", "patient_id"),
+    "api:analysis-detail": ("analysis.Analysis", "image__patient_id"),
+    "api:finding-review": ("analysis.Finding", "image__patient_id"),
+    "api:visit-report": ("patients.Visit", "patient_id"),
+    "api:visit-amendment": ("patients.Visit", "patient_id"),
+    "api:visit-report-fhir": ("patients.Visit", "patient_id"),
+}
+
+OPEN, RESTRICTED = "open", "restricted"
+
+
+def _patient_id(view_name: str, kwargs: dict[str, Any]) -> uuid.UUID | None:
+    from django.apps import apps
+
+    label, field = PATIENT_ROUTES[view_name]
+    model = apps.get_model(label)
+    try:
+        pk = uuid.UUID(str(kwargs.get("pk")))
+    except ValueError:
+        return None
+    return model.objects.filter(pk=pk).values_list(field, flat=True).first()
+
+
+def active_grant(user: Any, patient_id: uuid.UUID) -> BreakGlassGrant | None:
+    return (
+        BreakGlassGrant.objects.filter(user=user, patient_id=patient_id, expires_at__gt=timezone.now())
+        .order_by("-expires_at")
+        .first()
+    )
+
+
+def patient_route_decision(access: Any, view_name: str, method: str, kwargs: dict[str, Any]) -> tuple[str, Any]:
+    """``(OPEN, None)`` or ``(RESTRICTED, patient_id)`` for a request that passed the role check."""
+    if view_name not in PATIENT_ROUTES:
+        return OPEN, None
+    patient_id = _patient_id(view_name, kwargs)
+    if patient_id is None:  # missing or another clinic's: the view answers 404
+        return OPEN, None
+    if not Patient.objects.filter(pk=patient_id, restricted=True).exists():
+        return OPEN, None
+    if access.api_key is None and access.can("patient.view_restricted"):
+        return OPEN, None
+    grant = active_grant(access.user, patient_id) if access.api_key is None else None
+    if grant is None:
+        audit.record(
+            action="patient.restricted.denied",
+            clinic_id=access.clinic.id,
+            outcome="denied",
+            object_type="patient",
+            object_id=patient_id,
+            details={"route": view_name, "method": method},
+        )
+        return RESTRICTED, patient_id
+    audit.record(
+        action="breakglass.use",
+        clinic_id=access.clinic.id,
+        object_type="patient",
+        object_id=patient_id,
+        details={"grant": str(grant.pk), "route": view_name, "method": method},
+    )
+    return OPEN, None
+
+
+@transaction.atomic
+def break_glass_open(*, access: Any, patient: Patient, reason: str) -> BreakGlassGrant:
+    """Open emergency access to a restricted patient for ``BREAK_GLASS_MINUTES``."""
+    reason = (reason or "").strip()
+    if len(reason) < 10:
+        raise ServiceError("reason_required", "Say why emergency access is needed (at least 10 characters).")
+    if access.user is None:
+        raise ServiceError("not_allowed", "Only a person can open emergency access.", status=403)
+    if not patient.restricted:
+        raise ServiceError("not_restricted", "This record is not restricted: no emergency access is needed.", 409)
+    grant = BreakGlassGrant.objects.create(
+        user=access.user,
+        patient=patient,
+        reason=reason[:2000],
+        expires_at=timezone.now() + timedelta(minutes=settings.BREAK_GLASS_MINUTES),
+    )
+    admins = list(
+        Membership.objects.filter(role=Role.CLINIC_ADMIN, is_active=True, user__is_active=True).values_list(
+            "user__email", flat=True
+        )
+    )
+    audit.record(
+        action="breakglass.open",
+        clinic_id=access.clinic.id,
+        object_type="patient",
+        object_id=patient.pk,
+        details={"grant": str(grant.pk), "expires_at": grant.expires_at.isoformat(), "notified": len(admins)},
+    )
+    if admins:
+        transaction.on_commit(lambda: _notify_admins(grant, access.user.email, access.clinic.name, admins))
+    return grant
+
+
+def _notify_admins(grant: BreakGlassGrant, who: str, clinic_name: str, admins: list[str]) -> None:
+    # Identifiers only: no patient name or reason text travels by e-mail.
+    send_mail(
+        subject=f"[DentalScan] Emergency access opened in {clinic_name}",
+        message=(
+            f"{who} opened emergency access to restricted patient record {grant.patient_id}\n"
+            f"until {grant.expires_at:%Y-%m-%d %H:%M} UTC (grant {grant.pk}).\n"
+            "The reason and every use are on the clinic's audit page."
+        ),
+        from_email=None,
+        recipient_list=admins,
+        fail_silently=True,
+    )
+
+
+@transaction.atomic
+def patient_restrict(*, access: Any, patient: Patient, restricted: bool) -> Patient:
+    patient.restricted = restricted
+    patient.save(update_fields=["restricted"])
+    audit.record(
+        action="patient.restrict" if restricted else "patient.unrestrict",
+        clinic_id=access.clinic.id,
+        object_type="patient",
+        object_id=patient.pk,
+    )
+    return patient
