@@ -12,6 +12,7 @@ from rest_framework.response import Response
 
 from clinics import audit
 from clinics.api.base import ClinicGenericAPIView
+from clinics.api.docs import error_response
 from clinics.services import ServiceError
 from patients.models import Image as PatientImage
 from patients.models import Visit
@@ -152,6 +153,11 @@ class AmendmentInput(serializers.Serializer):
     reason = serializers.CharField(max_length=500)
 
 
+class AmendmentOutput(serializers.Serializer):
+    id = serializers.UUIDField()
+    reason = serializers.CharField()
+
+
 class AgreementRow(serializers.Serializer):
     model = serializers.CharField()
     condition = serializers.CharField()
@@ -191,6 +197,7 @@ class ImageFindingAddView(ClinicGenericAPIView):
 
 class VisitReportView(ClinicGenericAPIView):
     serializer_class = ReportOutput
+    pagination_class = None  # every signed version, newest first (a visit has a handful)
 
     def get_object(self) -> Visit:
         return _visit_or_404(self.kwargs["pk"])
@@ -202,7 +209,15 @@ class VisitReportView(ClinicGenericAPIView):
         audit.record(action="report.view", clinic_id=request.access.clinic.id, object_type="visit", object_id=visit.pk)
         return Response(ReportOutput(reports, many=True).data)
 
-    @extend_schema(request=None, responses={201: ReportOutput})
+    @extend_schema(
+        request=None,
+        responses={
+            201: ReportOutput,
+            409: error_response(
+                "`report_signed`, `analysis_pending` or `findings_pending`: the report cannot be signed now"
+            ),
+        },
+    )
     def post(self, request: Request, pk: str) -> Response:
         report = report_sign(visit=self.get_object(), signer=request.user)
         return Response(ReportOutput(report).data, status=201)
@@ -212,12 +227,19 @@ class VisitAmendmentView(ClinicGenericAPIView):
     def get_object(self) -> Visit:
         return _visit_or_404(self.kwargs["pk"])
 
-    @extend_schema(request=AmendmentInput, responses={201: None})
+    @extend_schema(
+        request=AmendmentInput,
+        responses={
+            201: AmendmentOutput,
+            409: error_response("`not_signed` (nothing to amend) or `amendment_open` (one is open already)"),
+        },
+    )
     def post(self, request: Request, pk: str) -> Response:
+        visit = self.get_object()  # another clinic's visit is a 404 before any validation error
         data = AmendmentInput(data=request.data)
         data.is_valid(raise_exception=True)
-        amendment = amendment_open(visit=self.get_object(), actor=request.user, reason=data.validated_data["reason"])
-        return Response({"id": str(amendment.pk), "reason": amendment.reason}, status=201)
+        amendment = amendment_open(visit=visit, actor=request.user, reason=data.validated_data["reason"])
+        return Response(AmendmentOutput(amendment).data, status=201)
 
 
 class AgreementView(ClinicGenericAPIView):
@@ -239,7 +261,10 @@ class VisitReportFhirView(ClinicGenericAPIView):
 
     @extend_schema(
         parameters=[OpenApiParameter("version", int, description="A signed version (default: the latest)")],
-        responses={(200, "application/fhir+json"): OpenApiTypes.OBJECT},
+        responses={
+            (200, "application/fhir+json"): OpenApiTypes.OBJECT,
+            409: error_response("`not_signed`: no signed report (of that version) to export"),
+        },
     )
     def get(self, request: Request, pk: str) -> Response:
         from .fhir import report_bundle

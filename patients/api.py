@@ -5,7 +5,7 @@ from typing import Any
 from django.db import transaction
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
@@ -14,6 +14,7 @@ from rest_framework.response import Response
 from analysis.services import analysis_request
 from clinics import audit
 from clinics.api.base import ClinicGenericAPIView
+from clinics.api.docs import error_response
 
 from .intake import IntakeError
 from .models import Image, Modality, Patient, Sex
@@ -124,7 +125,10 @@ class PatientListView(ClinicGenericAPIView):
         )
         return self.get_paginated_response(PatientOutput(page, many=True).data)
 
-    @extend_schema(request=PatientCreateInput, responses={201: PatientOutput})
+    @extend_schema(
+        request=PatientCreateInput,
+        responses={201: PatientOutput, 409: error_response("`duplicate_external_id`: the practice id is taken")},
+    )
     def post(self, request: Request) -> Response:
         data = PatientCreateInput(data=request.data)
         data.is_valid(raise_exception=True)
@@ -153,7 +157,10 @@ class PatientDetailView(PatientObjectMixin, ClinicGenericAPIView):
         )
         return Response(PatientOutput(patient).data)
 
-    @extend_schema(request=PatientUpdateInput, responses=PatientOutput)
+    @extend_schema(
+        request=PatientUpdateInput,
+        responses={200: PatientOutput, 409: error_response("`duplicate_external_id`: the practice id is taken")},
+    )
     def patch(self, request: Request, pk: str) -> Response:
         patient = self.get_object()
         data = PatientUpdateInput(data=request.data)
@@ -163,7 +170,7 @@ class PatientDetailView(PatientObjectMixin, ClinicGenericAPIView):
 
     @extend_schema(
         description="Erase the patient (GDPR Art. 17): clinic admins only; 409 under legal hold.",
-        responses={204: None, 409: OpenApiResponse(description="Legal hold")},
+        responses={204: None, 409: error_response("`legal_hold`: the records are under legal hold")},
     )
     def delete(self, request: Request, pk: str) -> Response:
         patient_erase(patient=self.get_object())
@@ -200,15 +207,6 @@ class PatientImageListView(PatientObjectMixin, ClinicGenericAPIView):
         )
         return self.get_paginated_response(ImageOutput(page, many=True).data)
 
-    @extend_schema(
-        request=ImageUploadInput,
-        responses={
-            201: ImageOutput,
-            400: OpenApiResponse(description="Rejected file: error code and message, nothing stored"),
-            413: OpenApiResponse(description="File too large"),
-            415: OpenApiResponse(description="Unsupported format"),
-        },
-    )
     def reject(self, patient: Patient, exc: IntakeError) -> Response:
         """A refused upload: nothing was stored; the refusal is audited and explained."""
         audit.record(
@@ -221,6 +219,16 @@ class PatientImageListView(PatientObjectMixin, ClinicGenericAPIView):
         )
         return intake_error_response(exc)
 
+    @extend_schema(
+        request=ImageUploadInput,
+        responses={
+            201: ImageOutput,
+            400: error_response("Rejected file or fields: error code and message, nothing stored"),
+            404: error_response("No such patient (or `visit_not_found`: no such visit of the patient)"),
+            413: error_response("`file_too_large`: over the upload limit, nothing stored"),
+            415: error_response("`unsupported_format`: not a supported image format, nothing stored"),
+        },
+    )
     def post(self, request: Request, pk: str) -> Response:
         patient = self.get_object()
         fields = request.data  # parses the body; the upload handler flags an oversized file
@@ -270,7 +278,8 @@ class ImageDetailView(ClinicGenericAPIView):
 class ImageFileView(ImageDetailView):
     @extend_schema(
         parameters=[OpenApiParameter("variant", str, enum=["original", "preview", "thumbnail"])],
-        responses={(200, "image/png"): OpenApiTypes.BINARY},
+        description="The original as PNG; the preview and thumbnail variants as JPEG.",
+        responses={(200, "image/png"): OpenApiTypes.BINARY, (200, "image/jpeg"): OpenApiTypes.BINARY},
     )
     def get(self, request: Request, pk: str) -> HttpResponse:
         image = self.get_object()

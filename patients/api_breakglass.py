@@ -31,6 +31,13 @@ class PatientBreakGlassView(ClinicGenericAPIView):
 
     serializer_class = BreakGlassInput
 
+    def get_object(self) -> Patient:
+        # Another clinic's patient is a 404 before any permission answer (see RoutePermission).
+        try:
+            return patient_get(self.kwargs["pk"])
+        except Patient.DoesNotExist as exc:
+            raise Http404 from exc
+
     @extend_schema(
         request=BreakGlassInput,
         responses={
@@ -41,13 +48,6 @@ class PatientBreakGlassView(ClinicGenericAPIView):
             409: OpenApiResponse(description="The record is not restricted"),
         },
     )
-    def get_object(self) -> Patient:
-        # Another clinic's patient is a 404 before any permission answer (see RoutePermission).
-        try:
-            return patient_get(self.kwargs["pk"])
-        except Patient.DoesNotExist as exc:
-            raise Http404 from exc
-
     def post(self, request: Request, pk: str) -> Response:
         patient = self.get_object()
         data = BreakGlassInput(data=request.data)

@@ -83,9 +83,7 @@ def _errors_for(path: str, method: str, operation: dict[str, Any]) -> dict[str, 
             "fresh re-authentication is required first."
         )
     if any(p.get("in") == "path" for p in parameters) or any(p.get("name") == "page" for p in query):
-        errors["404"] = (
-            "No such object in your clinic (an object of another clinic answers the same), or no such page."
-        )
+        errors["404"] = "No such object in your clinic (an object of another clinic answers the same), or no such page."
     if "requestBody" in operation or method in _BODY_METHODS:
         errors["415"] = "The request body's Content-Type is not one this operation accepts."
     errors["429"] = "Too many requests (`rate_limited`): retry after ``details.retry_after_seconds``."
@@ -139,7 +137,7 @@ class AuditExportDocs(OpenApiViewExtension):
                 },
             )
         )
-        class AuditEventExportView(self.target_class):  # type: ignore[name-defined]
+        class AuditEventExportView(self.target):
             pass
 
         return AuditEventExportView

@@ -3,6 +3,18 @@ from rest_framework import serializers
 from ..models import AuditEvent
 
 
+class ErrorBodySerializer(serializers.Serializer):
+    code = serializers.CharField(help_text="Stable, machine-readable error code.")
+    message = serializers.CharField(help_text="For people; may change.")
+    details = serializers.JSONField(allow_null=True, help_text="Per-field messages, retry delay or null.")
+
+
+class ErrorSerializer(serializers.Serializer):
+    """Every error answer of the API: ``{"error": {"code", "message", "details"}}``."""
+
+    error = ErrorBodySerializer()
+
+
 class TokenInput(serializers.Serializer):
     email = serializers.EmailField()
     password = serializers.CharField(max_length=1024, trim_whitespace=False)
@@ -25,6 +37,26 @@ class AuditFilterInput(serializers.Serializer):
 
 class AuditExportInput(AuditFilterInput):
     format = serializers.ChoiceField(choices=["csv", "json"], default="json")
+
+
+class AuditExportRowOutput(serializers.Serializer):
+    """One event of ``GET /api/v1/audit-events/export?format=json`` (``clinics.exports.event_row``)."""
+
+    chain = serializers.CharField()
+    seq = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+    action = serializers.CharField()
+    outcome = serializers.CharField()
+    actor = serializers.CharField(allow_blank=True)
+    actor_user_id = serializers.UUIDField(allow_null=True)
+    actor_api_key_id = serializers.UUIDField(allow_null=True)
+    object_type = serializers.CharField(allow_blank=True)
+    object_id = serializers.CharField(allow_blank=True)
+    ip = serializers.IPAddressField(allow_null=True)
+    request_id = serializers.CharField(allow_blank=True)
+    details = serializers.JSONField()
+    prev_hash = serializers.CharField()
+    hash = serializers.CharField()
 
 
 class AuditEventOutput(serializers.ModelSerializer):
