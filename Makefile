@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: run test install lint check-migrations clean
+.PHONY: run test install browser lint check-migrations clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,15 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Browser tests drive Debian's Chromium (no browser download by Playwright). Installed when we can
+# (root with apt); without it the browser tests skip and say why.
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@test -x $(CHROMIUM) || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  (apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1 || \
+	   (apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends chromium >/dev/null)) ; } || \
+	  echo "Chromium not installed: the browser tests will be skipped."
 
 ## Start the platform on embedded defaults (SQLite, local storage, no broker) with demo clinics.
 run: $(STAMP)
@@ -29,7 +38,7 @@ run: $(STAMP)
 	$(PY) manage.py runserver $(HOST):$(PORT)
 
 ## Run the whole suite: lint, migration check, tests (PostgreSQL/Redis when DATABASE_URL/REDIS_URL are set).
-test: $(STAMP) lint check-migrations
+test: $(STAMP) browser lint check-migrations
 	$(PY) -m pytest
 
 lint: $(STAMP)

@@ -590,7 +590,9 @@
   async function reloadData() {
     let doc;
     try {
-      const response = await fetch(window.location.href, { credentials: "same-origin", headers: { "Accept": "text/html" } });
+      const response = await fetch(window.location.href, {
+        credentials: "same-origin", headers: { "Accept": "text/html", "X-Background-Request": "1" },
+      });
       if (!response.ok) throw new Error(String(response.status));
       doc = new DOMParser().parseFromString(await response.text(), "text/html");
     } catch (err) {

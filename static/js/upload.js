@@ -10,6 +10,51 @@
   const input = document.getElementById("files");
   const results = document.getElementById("results");
   const modality = document.getElementById("modality");
+  const ZERO = "00000000-0000-0000-0000-000000000000";
+
+  // Follow the analysis of a stored image until it is done (or failed), then link to the review.
+  async function follow(li, name, data) {
+    const status = document.createElement("span");
+    status.className = "analysis-status";
+    li.appendChild(document.createTextNode(" · "));
+    li.appendChild(status);
+    if (!data.analysis || !data.analysis.id) {
+      status.textContent = "no model for this type of scan on this installation";
+      return;
+    }
+    const url = root.dataset.analysisUrl.replace(ZERO, data.analysis.id);
+    for (let attempt = 0; attempt < 600; attempt += 1) {
+      let body = null;
+      try {
+        const response = await fetch(url, {
+          credentials: "same-origin", headers: { "Accept": "application/json", "X-Background-Request": "1" },
+        });
+        body = response.ok ? await response.json() : null;
+      } catch (err) {
+        body = null;
+      }
+      const state = body ? body.status : "unknown";
+      if (state === "done") {
+        const count = body.findings.length;
+        status.textContent = "analysis done: " + count + " suggestion" + (count === 1 ? "" : "s") + " ";
+        status.dataset.state = "done";
+        if (data.visit) {
+          const link = document.createElement("a");
+          link.href = root.dataset.reviewUrl.replace(ZERO, data.visit);
+          link.textContent = "Review";
+          status.appendChild(link);
+        }
+        return;
+      }
+      if (state === "failed") {
+        status.textContent = "analysis failed" + (body.error ? ": " + body.error : "");
+        status.dataset.state = "failed";
+        return;
+      }
+      status.textContent = "analysis " + state + "…";
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+    }
+  }
 
   function row(name) {
     const li = document.createElement("li");
@@ -32,6 +77,7 @@
       if (response.ok) {
         li.className = "ok";
         li.textContent = name + ": stored (" + data.width + "×" + data.height + ", " + data.original_format + ")";
+        follow(li, name, data);
       } else {
         const error = data.error || {};
         li.className = "error";
@@ -44,8 +90,10 @@
     }
   }
 
+  // One file after the other: phones on clinic Wi-Fi do better, and each file still gets its own answer.
+  let queue = Promise.resolve();
   function sendAll(files) {
-    Array.from(files).forEach((file) => send(file, file.name));
+    Array.from(files).forEach((file) => { queue = queue.then(() => send(file, file.name)); });
   }
 
   drop.addEventListener("click", () => input.click());
