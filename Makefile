@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: run test install browser lint check-migrations clean
+.PHONY: run test install tools lint check-migrations clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,14 +18,19 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Browser tests drive Debian's Chromium (no browser download by Playwright). Installed when we can
-# (root with apt); without it the browser tests skip and say why.
+# System tools of the test suite, from Debian's packages (installed when we can: root with apt):
+# Chromium for the browser tests (Playwright drives it; no browser download) and docker-compose to
+# validate docker/compose.yaml. Without them those tests skip and say why.
 CHROMIUM ?= /usr/bin/chromium
-browser:
-	@test -x $(CHROMIUM) || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
-	  (apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1 || \
-	   (apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends chromium >/dev/null)) ; } || \
-	  echo "Chromium not installed: the browser tests will be skipped."
+APT_INSTALL = apt-get install -y -q --no-install-recommends
+tools:
+	@if ! test -x $(CHROMIUM) || ! command -v docker-compose >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    $(APT_INSTALL) chromium docker-compose >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null && $(APT_INSTALL) chromium docker-compose >/dev/null; } || \
+	    echo "Could not install chromium/docker-compose: their tests will be skipped."; \
+	  else echo "chromium/docker-compose missing and not root: their tests will be skipped."; fi; \
+	fi
 
 ## Start the platform on embedded defaults (SQLite, local storage, no broker) with demo clinics.
 run: $(STAMP)
@@ -38,7 +43,7 @@ run: $(STAMP)
 	$(PY) manage.py runserver $(HOST):$(PORT)
 
 ## Run the whole suite: lint, migration check, tests (PostgreSQL/Redis when DATABASE_URL/REDIS_URL are set).
-test: $(STAMP) browser lint check-migrations
+test: $(STAMP) tools lint check-migrations
 	$(PY) -m pytest
 
 lint: $(STAMP)

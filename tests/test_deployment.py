@@ -1,0 +1,84 @@
+"""The deployment files, validated by the means available here (no Docker engine on this machine):
+the compose file by docker-compose's own schema validation and interpolation, the Dockerfiles and
+the compose services by the rules an IT admin expects (pinned images, non-root, health checks,
+secrets only from the environment, a GPU reservation for the inference worker)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCKER = ROOT / "docker"
+COMPOSE = DOCKER / "compose.yaml"
+ENV_EXAMPLE = DOCKER / "compose.env.example"
+needs_compose = pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose not installed")
+
+
+def _compose(*args: str, env_file: Path | None = ENV_EXAMPLE) -> subprocess.CompletedProcess[str]:
+    command = ["docker-compose", "-f", str(COMPOSE)]
+    if env_file is not None:
+        command += ["--env-file", str(env_file)]
+    return subprocess.run([*command, *args], capture_output=True, text=True, timeout=60, cwd=DOCKER, check=False)
+
+
+@needs_compose
+def test_compose_file_is_valid_and_fully_configured_by_environment(tmp_path: Path) -> None:
+    ok = _compose("config", "-q")
+    assert ok.returncode == 0, ok.stderr
+    rendered = yaml.safe_load(_compose("config").stdout)
+    services = rendered["services"]
+    assert {"db", "redis", "s3", "web", "worker-gpu", "worker-default", "migrate"} <= set(services)
+    gpu = services["worker-gpu"]
+    assert gpu["environment"]["WORKER_QUEUES"] == "gpu"
+    devices = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
+    assert services["worker-default"]["environment"]["WORKER_QUEUES"] == "default"
+    # The web app and workers share one configuration: database, broker, bucket and keys.
+    for name in ("web", "worker-gpu", "worker-default"):
+        env = services[name]["environment"]
+        assert env["DJANGO_SETTINGS_MODULE"] == "config.settings.production"
+        assert env["DATABASE_URL"].startswith("postgres://dentalscan_app:")  # the role without BYPASSRLS
+        assert env["REDIS_URL"] and env["STORAGE_S3_BUCKET"] and env["MASTER_KEYS"]
+    # A required secret left out stops the stack from starting, with its name.
+    partial = tmp_path / "partial.env"
+    partial.write_text("\n".join(line for line in ENV_EXAMPLE.read_text().splitlines() if "MASTER_KEYS" not in line))
+    missing = _compose("config", "-q", env_file=partial)
+    assert missing.returncode != 0 and "MASTER_KEYS" in missing.stderr
+
+
+def test_compose_takes_secrets_only_from_the_environment() -> None:
+    raw = yaml.safe_load(COMPOSE.read_text())
+    for name, service in raw["services"].items():
+        for key, value in (service.get("environment") or {}).items():
+            if re.search(r"SECRET|PASSWORD|MASTER_KEYS|ACCESS_KEY", key):
+                assert "${" in str(value), f"{name}.{key} must come from the environment"
+        if name in ("db", "redis", "s3"):
+            assert "healthcheck" in service, f"{name} needs a health check"
+            assert re.search(r":\S*\d", service["image"]) and not service["image"].endswith(":latest"), name
+
+
+@pytest.mark.parametrize("dockerfile", ["web.Dockerfile", "worker.Dockerfile"])
+def test_dockerfiles_follow_the_rules(dockerfile: str) -> None:
+    lines = [
+        line.strip() for line in (DOCKER / dockerfile).read_text().replace("\\\n", " ").splitlines() if line.strip()
+    ]
+    instructions = [line for line in lines if not line.startswith("#")]
+    base = next(line for line in instructions if line.startswith("FROM "))
+    assert re.fullmatch(r"FROM python:3\.11\.\d+-slim-bookworm", base), base  # pinned, small
+    users = [line for line in instructions if line.startswith("USER ")]
+    assert users and users[-1] != "USER root", "the image must run as a non-root user"
+    assert any(line.startswith("HEALTHCHECK ") for line in instructions)
+    assert not any(line.startswith("ADD ") for line in instructions), "use COPY; never ADD remote files"
+    for line in instructions:
+        if "pip install" in line:
+            assert "--no-cache-dir" in line, line
+    copied = " ".join(line for line in instructions if line.startswith("COPY "))
+    assert "var" not in copied.split() and ".env" not in copied
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {".git", ".venv", "var", ".env"} <= set(ignored)
