@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: run test install tools lint check-migrations clean
+.PHONY: run test install tools audit lint check-migrations clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,8 +35,8 @@ tools:
 ## Start the platform on embedded defaults (SQLite, local storage, no broker) with demo clinics.
 run: $(STAMP)
 	$(PY) manage.py migrate --noinput
-	$(PY) manage.py seed_demo
 	$(PY) manage.py register_model --shipped
+	$(PY) manage.py seed_demo --samples
 	@echo ""
 	@echo "DentalScan is starting at http://$(HOST):$(PORT)/  (log in with a demo account above)"
 	@echo ""
@@ -45,6 +45,10 @@ run: $(STAMP)
 ## Run the whole suite: lint, migration check, tests (PostgreSQL/Redis when DATABASE_URL/REDIS_URL are set).
 test: $(STAMP) tools lint check-migrations
 	$(PY) -m pytest
+
+## Known-vulnerability audit of every installed package (needs PyPI's JSON API or OSV on the network).
+audit: $(STAMP)
+	$(VENV)/bin/pip-audit --strict --skip-editable --progress-spinner off
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -14,6 +14,8 @@ import pytest
 from django.core.management import call_command
 from django.test import Client
 
+from tests.ml.conftest import random_artifact  # noqa: F401 - fixture
+
 ROOT = Path(__file__).resolve().parent.parent
 PROD_ENV = {
     "DJANGO_SETTINGS_MODULE": "config.settings.production",
@@ -139,3 +141,36 @@ def test_schema_generation_has_no_warnings() -> None:
 def test_malformed_master_keys_fail_the_start_up_checks() -> None:
     result = _manage("check", env={**PROD_ENV, "MASTER_KEYS": "k2026:not-base64!"})
     assert result.returncode != 0 and "patients.E001" in result.stderr
+
+
+@pytest.mark.django_db(transaction=True)  # the analyses run when the sample uploads commit
+def test_seed_demo_samples_give_analysed_partly_reviewed_visits(random_artifact: object) -> None:  # noqa: F811
+    from analysis.models import Analysis, Finding
+    from analysis.registry import model_register
+    from patients.models import Patient
+
+    model_register(artifact_dir=random_artifact)  # a photo model that proposes every condition
+    call_command("seed_demo", "--samples", "--json", stdout=StringIO())
+    out = StringIO()
+    call_command("seed_demo", "--samples", "--json", stdout=out)  # idempotent
+    assert Patient.unscoped.count() == 2
+    from django.conf import settings
+
+    if not settings.CELERY_TASK_ALWAYS_EAGER:  # with a broker the analyses wait for a worker
+        assert Analysis.unscoped.filter(status="queued").count() == 4
+        return
+    assert Analysis.unscoped.filter(status="done").count() == 4  # four photos; no X-ray model here
+    statuses = set(Finding.unscoped.values_list("status", flat=True))
+    assert {"confirmed", "rejected", "pending"} <= statuses  # partly reviewed
+    assert json.loads(out.getvalue())["clinics"][0]["sample_patients"] == []
+
+
+def test_every_dependency_is_pinned() -> None:
+    import tomllib
+
+    project = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())["project"]
+    requirements = list(project["dependencies"])
+    for extra in project["optional-dependencies"].values():
+        requirements += extra
+    loose = [r for r in requirements if "==" not in r]
+    assert not loose, f"unpinned requirements: {loose}"

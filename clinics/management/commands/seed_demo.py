@@ -43,12 +43,26 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--json", action="store_true", help="Print the credentials as one JSON object.")
+        parser.add_argument(
+            "--samples",
+            action="store_true",
+            help="Also create sample patients with analysed, partly reviewed visits in the first clinic.",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if not getattr(settings, "DEMO_DATA_ALLOWED", False):
             raise CommandError("seed_demo refuses to run with production settings: demo data only.")
         context.actor_var.set(context.Actor(system="seed_demo"))
         result = {"clinics": [self._seed_clinic(slug, name) for slug, name in DEMO_CLINICS]}
+        if options["samples"]:
+            from clinics.demo_samples import seed_samples
+
+            first = result["clinics"][0]
+            dentist = User.objects.get(email=first["users"]["dentist"]["email"])
+            with clinic_scope(first["id"]):
+                context.actor_var.set(context.Actor(user=dentist))
+                first["sample_patients"] = seed_samples(dentist)
+                context.actor_var.set(context.Actor(system="seed_demo"))
         if options["json"]:
             self.stdout.write(json.dumps(result))
             return
