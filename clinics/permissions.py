@@ -86,6 +86,7 @@ ROUTE_PERMISSIONS: Final[dict[str, dict[str, str]]] = {
     "api:docs": {"GET": MEMBER},
     "api:token": {"POST": PUBLIC},
     "api:patient-list": {"GET": "patient.view", "POST": "patient.create"},
+    "api:patient-search": {"POST": "patient.view"},
     "api:patient-detail": {"GET": "patient.view", "PATCH": "patient.update", "DELETE": "patient.erase"},
     "api:patient-export": {"GET": "patient.export"},
     "api:patient-break-glass": {"POST": "patient.break_glass"},

@@ -15,6 +15,7 @@ urlpatterns = [
     path("docs/", ApiDocsView.as_view(url_name="api:schema"), name="docs"),
     path("auth/token/", clinic_api.TokenView.as_view(), name="token"),
     path("patients/", patient_api.PatientListView.as_view(), name="patient-list"),
+    path("patients/search/", patient_api.PatientSearchView.as_view(), name="patient-search"),
     path("patients/<uuid:pk>/", patient_api.PatientDetailView.as_view(), name="patient-detail"),
     path("patients/<uuid:pk>/export", patient_api.PatientExportView.as_view(), name="patient-export"),
     path("patients/<uuid:pk>/images/", patient_api.PatientImageListView.as_view(), name="patient-image-list"),

@@ -108,20 +108,48 @@ def intake_error_response(exc: IntakeError) -> Response:
     return Response(error_body(exc.code, exc.message), status=exc.status)
 
 
-class PatientListView(ClinicGenericAPIView):
-    serializer_class = PatientOutput
+class PatientSearchInput(serializers.Serializer):
+    query = serializers.CharField(max_length=200, help_text="Practice id, or a given or family name (exact match)")
 
-    @extend_schema(
-        parameters=[OpenApiParameter("search", str, description="Practice id or a given or family name (exact)")],
-        responses=PatientOutput(many=True),
-    )
-    def get(self, request: Request) -> Response:
-        page = self.paginate_queryset(patient_list(search=request.query_params.get("search", "")))
+
+class PatientSearchOutput(serializers.Serializer):
+    count = serializers.IntegerField()
+    results = PatientOutput(many=True)
+
+
+class PatientSearchView(ClinicGenericAPIView):
+    """Find patients by practice id or exact name. A POST, so the words never appear in a URL."""
+
+    serializer_class = PatientSearchInput
+    MAX_RESULTS = 50
+
+    @extend_schema(request=PatientSearchInput, responses=PatientSearchOutput)
+    def post(self, request: Request) -> Response:
+        data = PatientSearchInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        found = list(patient_list(search=data.validated_data["query"])[: self.MAX_RESULTS])
         audit.record(
             action="patient.list",
             clinic_id=request.access.clinic.id,
             object_type="patient",
-            details={"ids": [str(p.id) for p in page], "searched": bool(request.query_params.get("search"))},
+            details={"ids": [str(p.id) for p in found], "searched": True},
+        )
+        return Response({"count": len(found), "results": PatientOutput(found, many=True).data})
+
+
+class PatientListView(ClinicGenericAPIView):
+    serializer_class = PatientOutput
+
+    @extend_schema(responses=PatientOutput(many=True))
+    def get(self, request: Request) -> Response:
+        """The clinic's patients, newest first. To search, POST to ``patients/search/``: search words
+        are patient data and must not travel in URLs (they end up in access logs)."""
+        page = self.paginate_queryset(patient_list())
+        audit.record(
+            action="patient.list",
+            clinic_id=request.access.clinic.id,
+            object_type="patient",
+            details={"ids": [str(p.id) for p in page], "searched": False},
         )
         return self.get_paginated_response(PatientOutput(page, many=True).data)
 

@@ -66,7 +66,7 @@ def test_list_is_paginated_and_searchable(alice: World, bob: World) -> None:
         page = client.get(page["next"]).json()
         ids |= {p["id"] for p in page["results"]}
     assert len(ids) == 8 and str(bob.patient.pk) not in ids
-    found = client.get(reverse("api:patient-list"), {"search": "fam3"}).json()
+    found = client.post(reverse("api:patient-search"), {"query": "fam3"}, format="json").json()
     assert [p["external_id"] for p in found["results"]] == ["P3"]
 
 
