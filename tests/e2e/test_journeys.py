@@ -35,8 +35,6 @@ from patients.models import Image, Patient
 from ..conftest import PASSWORD, World, build_clinic, enrol_totp, next_totp
 from ..ml.conftest import random_artifact  # noqa: F401 - fixture
 
-# Playwright's sync API runs an asyncio loop in this thread; the ORM calls of the test itself are sync.
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 SHOTS = Path(os.environ.get("E2E_SCREENSHOT_DIR", settings.BASE_DIR / "var" / "e2e-screenshots"))
 OKABE_ITO = {"#e69f00", "#56b4e9", "#009e73", "#f0e442", "#0072b2", "#d55e00", "#cc79a7", "#000000"}
@@ -85,10 +83,21 @@ def chromium() -> Iterator[Any]:
     if SHOTS.exists():
         shutil.rmtree(SHOTS)
     SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-dev-shm-usage"])
-        yield chromium
-        chromium.close()
+    # Playwright's sync API keeps an asyncio loop running in this thread while it is open; the ORM
+    # calls of the tests (and of pytest-django's fixtures) are plain sync calls. Allowed for exactly
+    # that span: a leaked variable would fail ``check --deploy`` in later tests.
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    try:
+        with sync_playwright() as p:
+            chromium = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-dev-shm-usage"])
+            yield chromium
+            chromium.close()
+    finally:
+        if previous is None:
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
 class Browser:
