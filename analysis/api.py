@@ -16,6 +16,7 @@ from clinics.api.docs import error_response
 from clinics.services import ServiceError
 from patients.models import Image as PatientImage
 from patients.models import Visit
+from patients.restricted import restricted_visible
 
 from .models import Analysis, AnalysisStatus, Finding, RejectReason, Report
 from .monitoring import agreement
@@ -90,7 +91,10 @@ class AnalysisListView(ClinicGenericAPIView):
     def get(self, request: Request) -> Response:
         filters = AnalysisFilterInput(data=request.query_params)
         filters.is_valid(raise_exception=True)
-        page = self.paginate_queryset(analysis_list(**filters.validated_data))
+        analyses = analysis_list(**filters.validated_data)
+        if not restricted_visible(request.access):
+            analyses = analyses.exclude(image__patient__restricted=True)
+        page = self.paginate_queryset(analyses)
         audit.record(
             action="analysis.list",
             clinic_id=request.access.clinic.id,

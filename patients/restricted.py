@@ -65,6 +65,12 @@ def _patient_id(view_name: str, kwargs: dict[str, Any]) -> uuid.UUID | None:
     return model.objects.filter(pk=pk).values_list(field, flat=True).first()
 
 
+def restricted_visible(access: Any) -> bool:
+    """Whether lists may include restricted patients' clinical data for this principal (a grant opens
+    one record's own pages, never the lists)."""
+    return access.api_key is None and access.can("patient.view_restricted")
+
+
 def active_grant(user: Any, patient_id: uuid.UUID) -> BreakGlassGrant | None:
     return (
         BreakGlassGrant.objects.filter(user=user, patient_id=patient_id, expires_at__gt=timezone.now())

@@ -120,3 +120,12 @@ def test_unrestricted_records_need_no_emergency_access(alice: World) -> None:
     staff = user_client(alice.users["staff"])
     assert staff.post(url, {"reason": "Just checking something"}).status_code == 409
     assert staff.get(reverse("patients:detail", kwargs={"pk": alice.patient.pk})).status_code == 200
+
+
+def test_lists_leave_out_restricted_clinical_data(alice: World) -> None:
+    _restrict(alice)
+    staff_ids = {a["id"] for a in token_client(alice, "staff").get(reverse("api:analysis-list")).json()["results"]}
+    key_ids = {a["id"] for a in key_client(alice).get(reverse("api:analysis-list")).json()["results"]}
+    dentist_ids = {a["id"] for a in token_client(alice, "dentist").get(reverse("api:analysis-list")).json()["results"]}
+    assert str(alice.analysis.pk) not in staff_ids | key_ids
+    assert str(alice.analysis.pk) in dentist_ids
