@@ -127,9 +127,9 @@ _load_lock = threading.Lock()
 
 @functools.lru_cache(maxsize=4)
 def _load(path: str, sha256: str) -> Any:
-    from analysis.ml.infer import Predictor
+    from analysis.ml.infer import make_predictor
 
-    return Predictor(path)
+    return make_predictor(path)
 
 
 def predictor(artifact_dir: Path) -> Any:

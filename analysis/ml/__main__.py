@@ -1,4 +1,4 @@
-"""Command line: ``python -m analysis.ml {train,calibrate,evaluate,card} ...``.
+"""Command line: ``python -m analysis.ml {train,calibrate,evaluate,card,train-xray,evaluate-xray,card-xray} ...``.
 
 Examples::
 
@@ -9,6 +9,12 @@ Examples::
     python -m analysis.ml evaluate --run-dir var/ml-runs/photo-1.0.0 \
         --artifact-dir analysis/models/photo/1.0.0 --version 1.0.0
     python -m analysis.ml card --artifact-dir analysis/models/photo/1.0.0
+
+    # X-ray findings detector (FCOS on EfficientNet-Lite0 + FPN), YOLO-format data
+    python -m analysis.ml train-xray --data ../shared/datasets/dental-xrays/train \
+        --run-dir var/ml-runs/xray/1.0.0 --input-size 512 --epochs 9
+    python -m analysis.ml evaluate-xray --run-dir var/ml-runs/xray/1.0.0 \
+        --test-data ../shared/datasets/dental-xrays/test --artifact-dir analysis/models/xray/1.0.0 --version 1.0.0
 """
 
 from __future__ import annotations
@@ -81,6 +87,52 @@ def _add_card(sub):
     p.add_argument("--artifact-dir", required=True)
 
 
+def _add_train_xray(sub):
+    p = sub.add_parser("train-xray", help="train (or resume) the X-ray findings detector on YOLO-format data")
+    p.add_argument("--data", default=None, help="YOLO folder (images/, labels/); default: shared dental-xrays/train")
+    p.add_argument("--run-dir", required=True, help="checkpoints/logs go here (e.g. var/ml-runs/xray/1.0.0)")
+    p.add_argument("--input-size", type=int, default=512)
+    p.add_argument("--epochs", type=int, default=9)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--warmup-steps", type=int, default=150)
+    p.add_argument("--val-fraction", type=float, default=0.15)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, cuda:1, mps")
+    p.add_argument("--limit", type=int, default=0, help="use only the first N images (smoke test)")
+    p.add_argument("--max-steps", type=int, default=0, help="at most N steps per epoch (smoke test)")
+    p.add_argument("--deadline", default="", help="ISO UTC time; no new epoch is started that would end after it")
+    p.add_argument(
+        "--time-budget-min",
+        type=float,
+        default=0.0,
+        help="wall-clock budget (minutes, incl. validation): the cosine schedule ends and training stops "
+        "when it is spent, even before --epochs",
+    )
+    p.add_argument("--no-resume", action="store_true", help="ignore an existing last.pt")
+    p.add_argument("--no-pretrained", action="store_true")
+
+
+def _add_evaluate_xray(sub):
+    p = sub.add_parser("evaluate-xray", help="validation + test mAP, CIs, PR curves; writes the X-ray artefact")
+    p.add_argument("--run-dir", required=True)
+    p.add_argument("--test-data", default=None, help="YOLO test folder; default: shared dental-xrays/test")
+    p.add_argument("--artifact-dir", required=True)
+    p.add_argument("--version", default="1.0.0")
+    p.add_argument("--name", default="xray-fcos-effnetlite0")
+    p.add_argument("--checkpoint", default="best.pt")
+    p.add_argument("--bootstrap", type=int, default=1000)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-card", action="store_true", help="do not (re)generate MODEL_CARD.md")
+    p.add_argument("--training-note", default="", help="free text about the training run for the model card")
+
+
+def _add_card_xray(sub):
+    p = sub.add_parser("card-xray", help="(re)generate the X-ray MODEL_CARD.md from model.json + metrics.json")
+    p.add_argument("--artifact-dir", required=True)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m analysis.ml", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -90,7 +142,61 @@ def main(argv=None) -> int:
     _add_calibrate(sub)
     _add_evaluate(sub)
     _add_card(sub)
+    _add_train_xray(sub)
+    _add_evaluate_xray(sub)
+    _add_card_xray(sub)
     args = parser.parse_args(argv)
+
+    if args.command == "train-xray":
+        from .detect_train import DetTrainConfig, default_xray_root, train_detector
+
+        data = args.data or str(default_xray_root() / "train")
+        cfg = DetTrainConfig(
+            data=str(Path(data).resolve()),
+            run_dir=args.run_dir,
+            input_size=args.input_size,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            warmup_steps=args.warmup_steps,
+            val_fraction=args.val_fraction,
+            seed=args.seed,
+            threads=args.threads,
+            device=args.device,
+            limit=args.limit,
+            max_steps=args.max_steps,
+            deadline=args.deadline,
+            time_budget_min=args.time_budget_min,
+            pretrained=not args.no_pretrained,
+        )
+        summary = train_detector(cfg, resume=not args.no_resume, log=lambda m: print(m, flush=True))
+        print(json.dumps(summary, indent=2))
+        return 0
+    if args.command == "evaluate-xray":
+        from .detect_eval import evaluate_detector_run
+        from .detect_train import default_xray_root
+
+        test = args.test_data or str(default_xray_root() / "test")
+        metrics = evaluate_detector_run(
+            args.run_dir,
+            args.artifact_dir,
+            test_data=test,
+            version=args.version,
+            name=args.name,
+            which=args.checkpoint,
+            n_boot=args.bootstrap,
+            device=args.device,
+            card=not args.no_card,
+            training_note=args.training_note,
+            log=lambda m: print(m, flush=True),
+        )
+        print(json.dumps(metrics["summary"], indent=2))
+        return 0
+    if args.command == "card-xray":
+        from .detect_card import write_xray_card
+
+        print(write_xray_card(args.artifact_dir))
+        return 0
 
     if args.command == "train":
         from .data import photo_manifest_path

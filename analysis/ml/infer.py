@@ -1,4 +1,7 @@
-"""Inference on a shipped artefact folder (``analysis/models/photo/<version>/``).
+"""Inference on a shipped artefact folder (``analysis/models/photo/<version>/`` or ``.../xray/<version>/``).
+
+:func:`make_predictor` / :func:`load_predictor` pick the class from ``model.json``'s ``modality``:
+:class:`Predictor` (photo classifier) or :class:`XrayPredictor` (X-ray findings detector, see below).
 
     >>> from analysis.ml.infer import load_predictor
     >>> p = load_predictor(artifact_dir)
@@ -116,16 +119,109 @@ class Predictor:
         return results
 
 
-_CACHE: dict[tuple[str, str], Predictor] = {}
+class XrayPredictor:
+    """X-ray findings detector (FCOS on EfficientNet-Lite0 + FPN).
+
+    ``predict`` returns, per image, ``scores`` = the highest box score per class (0 when the class has no
+    box) and ``findings`` = every detected box with score >= ``min_probability`` (default: the model's own
+    floor, ``score_threshold`` in model.json, 0.001), highest first, each
+    ``{"condition", "probability", "box": [x, y, w, h], "heatmap": None}`` with the box normalised to the
+    original image (top-left x, y, width, height in 0..1). No per-class threshold is applied here: the
+    shipped ``thresholds`` are suggested display operating points (F1-optimal on validation).
+    """
+
+    def __init__(self, artifact_dir: str | Path, device: str | torch.device | None = None, batch_size: int = 4):
+        from .detection import build_detector, select_device
+
+        self.artifact_dir = Path(artifact_dir)
+        meta = json.loads((self.artifact_dir / "model.json").read_text())
+        self.meta = meta
+        self.name = meta["name"]
+        self.version = meta["version"]
+        self.model_id = f"{self.name}@{self.version}"
+        self.labels: list[str] = list(meta["labels"])
+        self.thresholds: dict[str, float] = {k: float(v) for k, v in meta.get("thresholds", {}).items()}
+        self.input_size = int(meta["input_size"])
+        self.score_threshold = float(meta.get("score_threshold", 0.001))
+        self.batch_size = batch_size
+        self.device = select_device(str(device) if device else None)
+        model = build_detector(
+            len(self.labels),
+            self.input_size,
+            pretrained=False,
+            score_thresh=self.score_threshold,
+            detections_per_img=int(meta.get("detections_per_img", 100)),
+            nms_thresh=float(meta.get("nms_threshold", 0.6)),
+            fpn_channels=int(meta.get("fpn_channels", 96)),
+        )
+        state = torch.load(self.artifact_dir / "weights.pt", map_location="cpu", weights_only=True)
+        state = {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
+        model.load_state_dict(state)
+        self.model = model.eval().to(self.device)
+        self._lock = threading.Lock()
+
+    def _preprocess(self, images: Sequence[Image.Image]) -> list[torch.Tensor]:
+        from .detection import preprocess_xray
+
+        return [preprocess_xray(im, self.input_size).float().div_(255.0).to(self.device) for im in images]
+
+    def predict(
+        self,
+        images: Sequence[Image.Image],
+        explain: bool = True,
+        batch_size: int | None = None,
+        min_probability: float | None = None,
+    ) -> list[dict]:
+        bs = batch_size or self.batch_size
+        floor = self.score_threshold if min_probability is None else float(min_probability)
+        size = float(self.input_size)
+        results: list[dict] = []
+        with self._lock, torch.inference_mode():
+            for start in range(0, len(images), bs):
+                chunk = list(images[start : start + bs])
+                xs = self._preprocess(chunk)
+                dets = self.model(xs)  # fp32 (no autocast): box decoding and NMS stay exact
+                for d in dets:
+                    boxes = (d["boxes"].float().cpu() / size).clamp_(0.0, 1.0).tolist()
+                    scores = d["scores"].float().cpu().tolist()
+                    labels = d["labels"].cpu().tolist()
+                    best = dict.fromkeys(self.labels, 0.0)
+                    findings = []
+                    for (x1, y1, x2, y2), s, c in zip(boxes, scores, labels, strict=True):
+                        name = self.labels[int(c)]
+                        best[name] = max(best[name], float(s))
+                        if s >= floor:
+                            findings.append(
+                                {
+                                    "condition": name,
+                                    "probability": float(s),
+                                    "box": [x1, y1, max(0.0, x2 - x1), max(0.0, y2 - y1)],
+                                    "heatmap": None,
+                                }
+                            )
+                    findings.sort(key=lambda f: -f["probability"])
+                    results.append({"scores": best, "findings": findings})
+        return results
+
+
+def make_predictor(artifact_dir: str | Path, device: str | None = None):
+    """:class:`XrayPredictor` for a detection artefact (``modality`` xray), else :class:`Predictor`."""
+    meta = json.loads((Path(artifact_dir) / "model.json").read_text())
+    if meta.get("modality") == "xray" or meta.get("task") == "detection":
+        return XrayPredictor(artifact_dir, device=device)
+    return Predictor(artifact_dir, device=device)
+
+
+_CACHE: dict[tuple[str, str], Predictor | XrayPredictor] = {}
 _CACHE_LOCK = threading.Lock()
 
 
-def load_predictor(artifact_dir: str | Path, device: str | None = None) -> Predictor:
-    """Load (once per process and artefact folder) a :class:`Predictor`."""
+def load_predictor(artifact_dir: str | Path, device: str | None = None) -> Predictor | XrayPredictor:
+    """Load (once per process and artefact folder) the predictor of an artefact (see :func:`make_predictor`)."""
     key = (str(Path(artifact_dir).resolve()), str(device))
     with _CACHE_LOCK:
         if key not in _CACHE:
-            _CACHE[key] = Predictor(artifact_dir, device=device)
+            _CACHE[key] = make_predictor(artifact_dir, device=device)
         return _CACHE[key]
 
 
@@ -134,4 +230,4 @@ def clear_cache() -> None:
         _CACHE.clear()
 
 
-__all__ = ["Predictor", "load_predictor", "clear_cache"]
+__all__ = ["Predictor", "XrayPredictor", "make_predictor", "load_predictor", "clear_cache"]
