@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: run test install tools audit lint check-migrations clean
+.PHONY: run test install tools audit bench test-faults lint check-migrations clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,16 @@ test: $(STAMP) tools lint check-migrations
 ## Known-vulnerability audit of every installed package (needs PyPI's JSON API or OSV on the network).
 audit: $(STAMP)
 	$(VENV)/bin/pip-audit --strict --skip-editable --progress-spinner off
+
+## Benchmarks (each prints its table and writes bench/results/*.json) and the fault tests alone.
+bench: $(STAMP)
+	$(PY) bench/bench_throughput.py
+	$(PY) bench/bench_xray_inference.py
+	$(PY) bench/bench_end_to_end.py
+	$(PY) bench/bench_api_load.py
+
+test-faults: $(STAMP)
+	$(PY) -m pytest -m faults tests/faults
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

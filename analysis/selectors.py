@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Prefetch, QuerySet, Value
+
+from clinics.tenancy import current_clinic_id
 
 from .models import Analysis, ConditionThreshold, Finding, FindingSource, FindingStatus, ModelVersion
 
 
 def thresholds_for(model: ModelVersion) -> dict[str, float]:
-    """The clinic's operating point per condition; the model card's thresholds by default."""
+    """The clinic's operating point per condition; the model card's thresholds by default.
+
+    A model version loaded by ``analysis_list`` (one instance shared by every analysis of the page, marked
+    ``cache_thresholds``) keeps the answer for the clinic in scope, so a page of N analyses costs one
+    query here instead of N."""
+    cache = None
+    if getattr(model, "cache_thresholds", False):
+        cache = model.__dict__.setdefault("_thresholds_by_clinic", {})
+        clinic_id = current_clinic_id()
+        if clinic_id in cache:
+            return dict(cache[clinic_id])
     chosen = dict(model.thresholds)
     for row in ConditionThreshold.objects.filter(modality=model.modality):
         chosen[row.condition] = row.threshold
+    if cache is not None:
+        cache[clinic_id] = dict(chosen)
     return chosen
 
 
@@ -22,11 +36,11 @@ def is_shown(finding: Finding, thresholds: dict[str, float]) -> bool:
 
 
 def analysis_list(*, status: str | None = None, visit: object = None) -> QuerySet[Analysis]:
-    analyses = (
-        Analysis.objects.select_related("model_version")
-        .prefetch_related(Prefetch("findings", queryset=Finding.objects.select_related("reviewed_by")))
-        .order_by("-created_at", "id")
-    )
+    analyses = Analysis.objects.prefetch_related(
+        # prefetched, not joined: one ModelVersion instance per version, shared by the page's rows
+        Prefetch("model_version", queryset=ModelVersion.objects.annotate(cache_thresholds=Value(True))),
+        Prefetch("findings", queryset=Finding.objects.select_related("reviewed_by")),
+    ).order_by("-created_at", "id")
     if status:
         analyses = analyses.filter(status=status)
     if visit:

@@ -9,7 +9,6 @@ a dead worker and may be taken over.
 
 from __future__ import annotations
 
-import io
 import logging
 import time
 import uuid
@@ -22,7 +21,7 @@ from botocore.exceptions import EndpointConnectionError
 from django.conf import settings
 from django.db import InterfaceError as DjangoInterfaceError
 from django.db import OperationalError as DjangoOperationalError
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 from PIL import Image as PILImage
@@ -76,8 +75,52 @@ def analysis_request(*, image: Image) -> Analysis | None:
             details={"image_id": str(image.pk), "model": model.model_id},
         )
         analysis_id = str(analysis.id)
-        transaction.on_commit(lambda: run_analysis.delay(analysis_id, clinic_id))
+        transaction.on_commit(lambda: _enqueue(run_analysis, analysis_id, clinic_id))
     return analysis
+
+
+def _enqueue(task: Any, analysis_id: str, clinic_id: str) -> bool:
+    """Send the task message; a broker that is down must not turn a committed upload into an error
+    (the client would retry and store the image twice). The analysis stays ``queued`` and
+    ``analysis_requeue_stale`` sends its message again later."""
+    try:
+        task.delay(analysis_id, clinic_id)
+    except Exception:  # noqa: BLE001 - kombu raises its own OperationalError and plain socket errors
+        logger.warning(
+            "analysis %s: broker unavailable, left queued for the re-queue sweep", analysis_id, exc_info=True
+        )
+        return False
+    return True
+
+
+def analysis_requeue_stale(*, older_than_seconds: float | None = None, limit: int = 1000) -> int:
+    """Send again the message of every analysis whose message may have been lost (a broker restarted
+    without persistence, a message dropped): ``queued`` for longer than ``older_than_seconds``
+    (``ANALYSIS_REQUEUE_AFTER_SECONDS``) since it was created or last re-sent, or ``running`` under a
+    claim that went stale (its worker died and no redelivery came). Crosses clinics (an operator job:
+    ``manage.py requeue_analyses`` or the ``analysis.requeue_stale`` periodic task); each message
+    carries ids only and re-enters its clinic's scope. A duplicate message is harmless: the claim is a
+    compare-and-swap. For a queued analysis ``claimed_at`` records when its message was last re-sent,
+    so a long backlog is not multiplied by every sweep. Returns how many messages were sent."""
+    from .tasks import run_analysis
+
+    if older_than_seconds is None:
+        older_than_seconds = float(getattr(settings, "ANALYSIS_REQUEUE_AFTER_SECONDS", 300))
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=older_than_seconds)
+    lost = (
+        Q(status=AnalysisStatus.QUEUED, claimed_at__isnull=True, created_at__lt=cutoff)
+        | Q(status=AnalysisStatus.QUEUED, claimed_at__lt=cutoff)
+        | Q(status=AnalysisStatus.RUNNING, claimed_at__lt=_stale_before())
+    )
+    rows = list(Analysis.unscoped.filter(lost).order_by("created_at").values_list("pk", "clinic_id", "status")[:limit])
+    queued = [pk for pk, _, status in rows if status == AnalysisStatus.QUEUED]
+    if queued:
+        Analysis.unscoped.filter(pk__in=queued, status=AnalysisStatus.QUEUED).update(claimed_at=now)
+    sent = sum(_enqueue(run_analysis, str(pk), str(clinic_id)) for pk, clinic_id, _ in rows)
+    if rows:
+        logger.info("re-queued %d of %d analyses whose message may have been lost", sent, len(rows))
+    return sent
 
 
 def _stale_before() -> Any:
@@ -182,10 +225,15 @@ def analysis_finish(claimed: Claimed, result: dict[str, Any]) -> bool:
     return True
 
 
-def _load_pixels(image: Image) -> PILImage.Image:
-    pixels = PILImage.open(io.BytesIO(image_read(image=image, variant="original")))
-    pixels.load()
-    return pixels
+def _load_batch(claimed: list[Claimed], model: Any) -> list[PILImage.Image]:
+    """Read (and check) every original, then decode them in parallel (Pillow releases the GIL): a batch's
+    PNG decoding used one core while the others idled. For a photo classifier the images are also resized
+    to its input there (exactly its own preprocessing, so its resize becomes a copy)."""
+    from analysis.ml.fast import decode_many
+
+    datas = [image_read(image=c.analysis.image, variant="original") for c in claimed]
+    photo = getattr(model, "meta", {}).get("modality") == "photo"
+    return decode_many(datas, int(model.input_size) if photo and hasattr(model, "input_size") else None)
 
 
 def analysis_execute(*, analysis_id: object) -> str:
@@ -210,7 +258,7 @@ def analysis_execute(*, analysis_id: object) -> str:
             claimed.append(Claimed(sibling, sibling_token))
     try:
         model = predictor(artifact_path(first.model_version))
-        pixels = [_load_pixels(c.analysis.image) for c in claimed]
+        pixels = _load_batch(claimed, model)
         results = model.predict(pixels, explain=True, min_probability=CANDIDATE_FLOOR)
         if settings.ANALYSIS_DEBUG_SLEEP_SECONDS:  # fault tests only: widen the window for a kill
             time.sleep(settings.ANALYSIS_DEBUG_SLEEP_SECONDS)
@@ -223,5 +271,18 @@ def analysis_execute(*, analysis_id: object) -> str:
         for c in claimed:
             analysis_fail(c.analysis.pk, f"{type(exc).__name__}: {exc}"[:200], token=c.token)
         return "failed"
-    finished = sum(analysis_finish(c, r) for c, r in zip(claimed, results, strict=True))
+    finished = 0
+    for index, (c, r) in enumerate(zip(claimed, results, strict=True)):
+        try:
+            finished += analysis_finish(c, r)
+        except TRANSIENT_ERRORS:
+            # The database went away between two results: hand back the claims not yet finished (if it
+            # is reachable again) so the retry need not wait for them to go stale.
+            connection.close_if_unusable_or_obsolete()
+            for rest in claimed[index:]:
+                try:
+                    analysis_release(rest.analysis.pk, rest.token)
+                except TRANSIENT_ERRORS:
+                    break
+            raise
     return f"done:{finished}/{len(claimed)}"

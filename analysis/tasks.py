@@ -11,7 +11,7 @@ from clinics import context
 from clinics.tenancy import clinic_scope
 
 from .models import WebhookDelivery
-from .services import TRANSIENT_ERRORS, analysis_execute, analysis_fail
+from .services import TRANSIENT_ERRORS, analysis_execute, analysis_fail, analysis_requeue_stale
 from .webhooks import send
 
 logger = logging.getLogger(__name__)
@@ -47,6 +47,14 @@ def run_analysis(self, analysis_id: str, clinic_id: str) -> str:  # noqa: ANN001
             raise self.retry(countdown=settings.ANALYSIS_STALE_AFTER_SECONDS, max_retries=MAX_RETRIES + 10)
         logger.info("analysis %s: %s", analysis_id, outcome)
         return outcome
+
+
+@shared_task(name="analysis.requeue_stale", soft_time_limit=60, time_limit=90)
+def requeue_stale_analyses() -> int:
+    """Periodic (``CELERY_BEAT_SCHEDULE``): send again the messages of analyses whose message was lost,
+    e.g. when the broker restarted without persistence. Duplicates are harmless (idempotent claim)."""
+    context.actor_var.set(context.Actor(system="analysis.requeue_stale"))
+    return analysis_requeue_stale()
 
 
 @shared_task(

@@ -73,6 +73,20 @@ def visit_list(patient: Patient) -> QuerySet[Visit]:
     return Visit.objects.filter(patient=patient).prefetch_related("images").order_by("-visit_date", "-created_at")
 
 
+def image_list(patient: Patient) -> QuerySet[Image]:
+    """A patient's images, oldest first, each with its analyses prefetched newest first in
+    ``newest_analyses`` (the image list shows each image's newest analysis: one query per page, not per row).
+    """
+    from django.db.models import Prefetch
+
+    analyses = Image.analyses.rel.related_model.objects.order_by("-created_at")
+    return (
+        Image.objects.filter(patient=patient)
+        .order_by("uploaded_at")
+        .prefetch_related(Prefetch("analyses", queryset=analyses, to_attr="newest_analyses"))
+    )
+
+
 def image_get(pk: object) -> Image:
     return Image.objects.select_related("patient", "visit").prefetch_related("patient__data_keys").get(pk=pk)
 

@@ -5,10 +5,13 @@ Object names are random ids (``blobs/<32 hex>``), never user file names or patie
 
 from __future__ import annotations
 
+import logging
 import uuid
 
 from django.core.files.base import ContentFile
 from django.core.files.storage import Storage, storages
+
+logger = logging.getLogger(__name__)
 
 
 def image_storage() -> Storage:
@@ -16,8 +19,19 @@ def image_storage() -> Storage:
 
 
 def blob_put(data: bytes) -> str:
+    """Store one blob under a new random name. A failed write (disk full, I/O error, storage down)
+    removes whatever part of it was written, so a failed upload never leaves an orphan."""
     name = f"blobs/{uuid.uuid4().hex}"
-    saved = image_storage().save(name, ContentFile(data))
+    storage = image_storage()
+    try:
+        saved = storage.save(name, ContentFile(data))
+    except BaseException:
+        try:
+            if storage.exists(name):
+                storage.delete(name)
+        except Exception:  # noqa: BLE001 - the write error is the one to report
+            logger.exception("could not remove the partly written blob %s", name)
+        raise
     if saved != name:  # a collision of 128 random bits would be a bug elsewhere
         raise RuntimeError("storage renamed a blob")
     return saved

@@ -134,6 +134,15 @@ CELERY_TASK_ROUTES = {
 # Analysis jobs: a claim older than this belongs to a dead worker (must exceed the hard time limit).
 ANALYSIS_STALE_AFTER_SECONDS = int(os.environ.get("ANALYSIS_STALE_AFTER_SECONDS", "300"))
 ANALYSIS_BATCH_SIZE = int(os.environ.get("ANALYSIS_BATCH_SIZE", "16"))
+# Analyses queued longer than this (a lost broker message) are sent again by the periodic sweep
+# "analysis.requeue_stale" (celery beat) or by `manage.py requeue_analyses`.
+ANALYSIS_REQUEUE_AFTER_SECONDS = int(os.environ.get("ANALYSIS_REQUEUE_AFTER_SECONDS", "300"))
+CELERY_BEAT_SCHEDULE = {
+    "analysis-requeue-stale": {
+        "task": "analysis.requeue_stale",
+        "schedule": float(os.environ.get("ANALYSIS_REQUEUE_EVERY_SECONDS", "60")),
+    }
+}
 # Fault tests only: pause before writing results so a worker can be killed mid-task.
 ANALYSIS_DEBUG_SLEEP_SECONDS = float(os.environ.get("ANALYSIS_DEBUG_SLEEP_SECONDS", "0"))
 WEBHOOK_RETRY_BASE_SECONDS = float(os.environ.get("WEBHOOK_RETRY_BASE_SECONDS", "10"))

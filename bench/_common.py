@@ -1,0 +1,95 @@
+"""Shared bits of the benchmark scripts: the machine description, the table printer, the JSON writer."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def busy_processes() -> list[str]:
+    """Other processes (not this one nor its children) using a lot of CPU right now: while there are any,
+    the numbers are pessimistic."""
+    try:
+        out = subprocess.run(
+            ["ps", "-eo", "pid,ppid,pcpu,args", "--sort=-pcpu", "--no-headers"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    rows = [line.split(None, 3) for line in out.splitlines()]
+    rows = [r for r in rows if len(r) == 4]
+    parent = {int(r[0]): int(r[1]) for r in rows}
+
+    def ours(pid: int) -> bool:
+        while pid > 1:
+            if pid == os.getpid():
+                return True
+            pid = parent.get(pid, 0)
+        return False
+
+    return [f"{r[2]}% {r[3][:100]}" for r in rows[:10] if float(r[2]) >= 50 and not ours(int(r[0]))]
+
+
+def machine() -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "cpu": cpu_model(),
+        "cores": len(os.sched_getaffinity(0)),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "busy_processes": busy_processes(),
+    }
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["torch_threads"] = torch.get_num_threads()
+    except ImportError:
+        pass
+    return info
+
+
+def machine_line(info: dict[str, Any]) -> str:
+    line = f"machine: {info['cpu']}, {info['cores']} cores, Python {info['python']}, {info['measured_at']}"
+    if info.get("busy_processes"):
+        line += f"\nWARNING other busy processes (numbers are pessimistic): {'; '.join(info['busy_processes'])}"
+    return line
+
+
+def table(headers: list[str], rows: list[list[Any]]) -> str:
+    cells = [[h for h in headers]] + [[f"{c:.2f}" if isinstance(c, float) else str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = [" | ".join(c.rjust(w) for c, w in zip(cells[0], widths, strict=True))]
+    lines.append("-+-".join("-" * w for w in widths))
+    lines += [" | ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in cells[1:]]
+    return "\n".join(lines)
+
+
+def write_json(name: str, payload: dict[str, Any], out: Path | None = None) -> Path:
+    path = out or RESULTS / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, default=str))
+    return path
