@@ -155,6 +155,22 @@ def _audit_clinic(user: User) -> object:
     return membership.clinic_id if membership else None
 
 
+def totp_rewrap_all() -> int:
+    """Re-wrap every TOTP secret with the current master key (part of ``rotate_master_key``)."""
+    from patients import crypto
+
+    provider = crypto.key_provider()
+    target = provider.current_key_id()
+    count = 0
+    for device in TotpDevice.objects.exclude(master_key_id=target):
+        raw = provider.unwrap(device.master_key_id, bytes(device.wrapped_secret), _aad(device.user_id))
+        TotpDevice.objects.filter(pk=device.pk).update(
+            master_key_id=target, wrapped_secret=provider.wrap(target, raw, _aad(device.user_id))
+        )
+        count += 1
+    return count
+
+
 def demo_enrol(user: User, secret_b32: str) -> None:
     """Enrol a known secret (``seed_demo`` only, so the printed secret works in an authenticator)."""
     from patients import crypto

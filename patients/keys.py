@@ -79,6 +79,9 @@ def master_key_rotate() -> dict[str, int]:
                 wrapped=key.wrapped, master_key_id=key.master_key_id, rotated_at=key.rotated_at
             )
             per_clinic[str(key.clinic_id)] += 1
+    from clinics.mfa import totp_rewrap_all
+
+    totp_rewrap_all()
     for clinic_id, count in per_clinic.items():
         with clinic_scope(clinic_id):
             audit.record(

@@ -156,6 +156,12 @@ def test_rotation_rewraps_keys_and_every_image_still_decrypts(
     import base64
     import os
 
+    from clinics.mfa import verify
+
+    from ..conftest import enrol_totp, next_totp
+
+    dentist = alice.users["dentist"]
+    totp_secret = enrol_totp(dentist)
     blobs_before = {p: p.read_bytes() for p in stored_files(_image_storage)}
     wrapped_before = dict(DataKey.unscoped.values_list("id", "wrapped"))
     new_key = base64.b64encode(os.urandom(32)).decode()
@@ -182,6 +188,8 @@ def test_rotation_rewraps_keys_and_every_image_still_decrypts(
             == alice.patient_name
         )
         assert AuditEvent.unscoped.filter(action="crypto.master_key.rotate", clinic=alice.clinic).exists()
+        # Authenticator secrets were re-wrapped too: codes still work with the old key retired.
+        assert verify(dentist, next_totp(dentist, totp_secret)) == "totp"
     finally:
         crypto.reset_key_provider()
 
