@@ -18,7 +18,7 @@ from clinics.api.docs import error_response
 
 from .intake import IntakeError
 from .models import Image, Modality, Patient, Sex
-from .selectors import image_get, patient_get, patient_identity, patient_list
+from .selectors import image_get, image_list, patient_get, patient_identity, patient_list
 from .services import image_ingest, image_read, patient_create, patient_erase, patient_export, patient_update
 
 
@@ -92,7 +92,11 @@ class ImageOutput(serializers.Serializer):
     @extend_schema_field(AnalysisSummary(allow_null=True))
     def get_analysis(self, image: Image) -> dict[str, Any] | None:
         """The newest analysis of the image (None when no model exists for its modality)."""
-        analysis = image.analyses.order_by("-created_at").first()
+        found = getattr(image, "newest_analyses", None)  # prefetched by patients.selectors.image_list
+        if found is None:
+            analysis = image.analyses.order_by("-created_at").first()
+        else:
+            analysis = found[0] if found else None
         return {"id": analysis.pk, "status": analysis.status} if analysis else None
 
 
@@ -225,7 +229,7 @@ class PatientImageListView(PatientObjectMixin, ClinicGenericAPIView):
     @extend_schema(responses=ImageOutput(many=True))
     def get(self, request: Request, pk: str) -> Response:
         patient = self.get_object()
-        page = self.paginate_queryset(Image.objects.filter(patient=patient).order_by("uploaded_at"))
+        page = self.paginate_queryset(image_list(patient))
         audit.record(
             action="image.list",
             clinic_id=request.access.clinic.id,

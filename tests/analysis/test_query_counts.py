@@ -61,15 +61,7 @@ def _queries(client, url: str, page_size: int) -> int:  # noqa: ANN001
     "endpoint",
     [
         pytest.param("patients", id="patients"),
-        pytest.param(
-            "images",
-            id="images",
-            marks=pytest.mark.xfail(
-                reason="N+1 in patients/api.py (ImageOutput.get_analysis queries per row); the fix is to list "
-                "with patients.selectors.image_list and read image.newest_analyses there",
-                strict=False,
-            ),
-        ),
+        pytest.param("images", id="images"),
         pytest.param("analyses", id="analyses"),
     ],
 )
