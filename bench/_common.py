@@ -93,3 +93,16 @@ def write_json(name: str, payload: dict[str, Any], out: Path | None = None) -> P
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2, default=str))
     return path
+
+
+def latest_artifact(modality: str) -> Path:
+    """The newest artefact shipped for a modality (as ``analysis.registry.shipped_artifacts``, which
+    needs Django; the benchmarks run without it)."""
+    base = ROOT / "analysis" / "models" / modality
+    versions = sorted(
+        (d for d in base.glob("*") if (d / "model.json").exists()),
+        key=lambda d: [int(x) if x.isdigit() else x for x in d.name.split(".")],
+    )
+    if not versions:
+        raise SystemExit(f"no artefact under {base}")
+    return versions[-1]

@@ -25,20 +25,10 @@ if str(ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from _common import latest_artifact  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from analysis.ml.infer import load_predictor  # noqa: E402
-
-
-def latest_artifact() -> Path:
-    base = ROOT / "analysis" / "models" / "xray"
-    versions = sorted(
-        (d for d in base.glob("*") if (d / "model.json").exists()),
-        key=lambda d: [int(x) if x.isdigit() else x for x in d.name.split(".")],
-    )
-    if not versions:
-        raise SystemExit(f"no artefact under {base}")
-    return versions[-1]
 
 
 def synthetic_xrays(n: int, kind: str, seed: int = 0) -> list[Image.Image]:
@@ -92,7 +82,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    artifact = args.artifact or latest_artifact()
+    artifact = args.artifact or latest_artifact("xray")
     t0 = time.perf_counter()
     predictor = load_predictor(artifact, device="cpu")
     load_s = time.perf_counter() - t0
