@@ -53,6 +53,17 @@ def _stored_path(artifact_dir: Path) -> str:
         return str(resolved)
 
 
+@functools.lru_cache(maxsize=16)
+def _meta(path: str, sha256: str) -> dict[str, Any]:
+    return json.loads((Path(path) / "model.json").read_text())
+
+
+def artifact_meta(artifact_dir: Path, weights_sha256: str) -> dict[str, Any]:
+    """``model.json`` of a registered artefact, read once per process (the weights are checked when the
+    model is loaded, not here: this is for the web process, which never loads a model)."""
+    return _meta(str(artifact_dir.resolve()), weights_sha256)
+
+
 def artifact_path(model: ModelVersion) -> Path:
     path = Path(model.artifact_dir)
     return path if path.is_absolute() else Path(settings.BASE_DIR) / path
@@ -126,14 +137,19 @@ _load_lock = threading.Lock()
 
 
 @functools.lru_cache(maxsize=4)
-def _load(path: str, sha256: str) -> Any:
+def _load(path: str, sha256: str, onnx: bool) -> Any:
     from analysis.ml.infer import make_predictor
 
-    return make_predictor(path)
+    loaded = make_predictor(path)
+    if onnx:  # photo classifier on CPU only; anything else stays as loaded
+        from analysis.ml.fast import maybe_onnx
+
+        loaded = maybe_onnx(loaded)
+    return loaded
 
 
 def predictor(artifact_dir: Path) -> Any:
     """The loaded model for an artefact, once per process (worker or command)."""
     meta = read_artifact(artifact_dir)
     with _load_lock:
-        return _load(str(artifact_dir.resolve()), meta["weights_sha256"])
+        return _load(str(artifact_dir.resolve()), meta["weights_sha256"], settings.ANALYSIS_ONNX_RUNTIME)

@@ -14,9 +14,15 @@ What each row runs, per image (all start from the encrypted stored PNG, as in st
 - ``onnxruntime``: the same model exported with ``torch.onnx.export`` (logits and class-activation maps as
   outputs), decrypt + decode + the same preprocessing and postprocessing as the worker around
   ``InferenceSession.run``, same thread count.
-- ``worker, parallel decode``: what it does now (``analysis.services._load_batch``): decrypt, then
+- ``worker, parallel decode``: the path of 2026-12-02 (``analysis.services._load_batch`` then): decrypt, then
   ``analysis.ml.fast.decode_many`` (decode + resize of a batch in a thread pool; Pillow releases the GIL).
 - ``worker + fast.py``: parallel decode and ``analysis.ml.fast.OnnxPhotoPredictor`` (ONNX Runtime).
+- ``worker (now)``: what ``analysis.run`` does now: it reads the **model-input copy** that intake stored
+  beside the original (``analysis.ml.model_input``: the image already reduced to the model's input, a
+  lossless 224x224 PNG, encrypted like every variant), decodes the batch in parallel and runs the predictor
+  the registry gives it: ONNX Runtime on CPU (``ANALYSIS_ONNX_RUNTIME=on``, the default), or PyTorch (off).
+  The upload pays for the copy (reduce + PNG + encrypt, from the pixels intake has already decoded);
+  that cost is measured and printed too.
 
 Prints one table and writes ``bench/results/throughput.json``. The X-ray detector is measured too when
 ``analysis/models/xray/*/weights.pt`` exists (worker path only).
@@ -88,6 +94,23 @@ def stored_blobs(n: int, size: tuple[int, int], key: bytes) -> list[tuple[bytes,
     return blobs
 
 
+def model_input_copies(blobs, key: bytes, meta: dict) -> tuple[list[tuple[bytes, bytes]], dict]:  # noqa: ANN001
+    """What intake stores beside each original now: the model-input copy (encrypted). Also what it costs the
+    upload: reduce + encode + encrypt, from the pixels intake has decoded anyway (ms per image)."""
+    from analysis.ml import model_input
+
+    pixels = [decode(key, b, a) for b, a in blobs]
+    copies = []
+    t0 = time.perf_counter()
+    for i, image in enumerate(pixels):
+        _, data = model_input.make(image, meta)
+        aad = f"image:{i}:model_input".encode()
+        copies.append((crypto.encrypt(key, data, aad), aad))
+    ms = 1000 * (time.perf_counter() - t0) / len(pixels)
+    size = statistics.mean(len(b) for b, _ in copies)
+    return copies, {"upload_ms_per_image": round(ms, 2), "copy_bytes_mean": round(size)}
+
+
 def decode(key: bytes, blob: bytes, aad: bytes) -> Image.Image:
     """The former serial ``_load_pixels`` without the database: decrypt, open, load."""
     pixels = Image.open(io.BytesIO(crypto.decrypt(key, blob, aad)))
@@ -119,12 +142,14 @@ def worker_runner(predictor, blobs, key: bytes, bs: int, parallel: bool = False)
     """Per batch: decrypt + decode (serially, or in parallel like ``_load_batch``), predict."""
     from analysis.ml import fast
 
+    size = predictor.input_size if predictor.meta.get("modality") == "photo" else None  # as _load_batch
+
     def run(warmup: bool) -> None:
         items = blobs[:bs] if warmup else blobs
         for start in range(0, len(items), bs):
             chunk = items[start : start + bs]
             if parallel:
-                pixels = fast.decode_many([crypto.decrypt(key, b, a) for b, a in chunk], predictor.input_size)
+                pixels = fast.decode_many([crypto.decrypt(key, b, a) for b, a in chunk], size)
             else:
                 pixels = [decode(key, b, a) for b, a in chunk]
             out = predictor.predict(pixels, explain=True, min_probability=CANDIDATE_FLOOR, batch_size=bs)
@@ -167,7 +192,7 @@ def check_same_outputs(a: list[dict], b: list[dict]) -> float:
 
 
 def breakdown(predictor, blobs, key: bytes, bs: int) -> dict:  # noqa: ANN001
-    """Where the worker's time goes at batch ``bs`` (ms per image)."""
+    """Where PyTorch worker time goes at batch ``bs`` (ms per image), decoding ``blobs`` one by one."""
     from analysis.ml.explain import heatmap_box, normalise_cams
 
     items = blobs[: max(bs, min(len(blobs), 32))]
@@ -231,8 +256,10 @@ def main(argv: list[str] | None = None) -> int:
     naive = add("naive loop (tutorial)", 1, naive_runner(artifact, blobs, key))
     add("worker, serial decode (before)", 1, worker_runner(predictor, blobs, key, 1))
     add("worker, serial decode (before)", batch, worker_runner(predictor, blobs, key, batch))
-    add("worker, parallel decode (now)", 1, worker_runner(predictor, blobs, key, 1, parallel=True))
-    add("worker, parallel decode (now)", batch, worker_runner(predictor, blobs, key, batch, parallel=True))
+    add("worker, parallel decode (12-02)", 1, worker_runner(predictor, blobs, key, 1, parallel=True))
+    add("worker, parallel decode (12-02)", batch, worker_runner(predictor, blobs, key, batch, parallel=True))
+    copies, copy_info = model_input_copies(blobs, key, predictor.meta)
+    add("worker (now), copy, ORT off", batch, worker_runner(predictor, copies, key, batch, parallel=True))
     onnx_info: dict = {}
     if not args.no_onnx:
         try:
@@ -259,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
                 batch,
                 worker_runner(ort_predictor, blobs, key, batch, parallel=True),
             )
+            add("worker (now): copy + ORT", 1, worker_runner(ort_predictor, copies, key, 1, parallel=True))
+            add("worker (now): copy + ORT", batch, worker_runner(ort_predictor, copies, key, batch, parallel=True))
         except ImportError:
             onnx_info = {"skipped": "onnxruntime is not installed"}
         finally:
@@ -271,17 +300,21 @@ def main(argv: list[str] | None = None) -> int:
     if xray is not None:
         xp = load_predictor(xray, device="cpu")
         xbs = 4
-        rows.append(
-            {
-                "path": "xray worker (analysis.run)",
-                "model": xp.model_id,
-                "batch_size": xbs,
-                **timed(worker_runner(xp, blobs[: max(8, xbs)], key, xbs), len(blobs[: max(8, xbs)]), 1),
-            }
-        )
+        xblobs = blobs[: max(8, xbs)]
+        xcopies, _ = model_input_copies(xblobs, key, xp.meta)
+        for label, items in (("xray worker, originals (before)", xblobs), ("xray worker (now): copy", xcopies)):
+            rows.append(
+                {
+                    "path": label,
+                    "model": xp.model_id,
+                    "batch_size": xbs,
+                    **timed(worker_runner(xp, items, key, xbs, parallel=True), len(items), 1),
+                }
+            )
     for r in rows:
         r["vs_naive"] = round(r["images_per_s"] / naive["images_per_s"], 2)
     split = breakdown(predictor, blobs, key, batch)
+    split_copy = breakdown(predictor, copies, key, batch)
     info = machine()
     print(
         f"Photo throughput on CPU: {predictor.model_id}, input {predictor.input_size}px, {len(blobs)} stored "
@@ -297,7 +330,12 @@ def main(argv: list[str] | None = None) -> int:
             ],
         )
     )
-    print(f"worker at batch {batch}, ms/image: " + ", ".join(f"{k} {v}" for k, v in split.items()))
+    print(f"PyTorch at batch {batch}, ms/image, originals: " + ", ".join(f"{k} {v}" for k, v in split.items()))
+    print(f"PyTorch at batch {batch}, ms/image, copies: " + ", ".join(f"{k} {v}" for k, v in split_copy.items()))
+    print(
+        f"model-input copy, paid at upload: {copy_info['upload_ms_per_image']} ms/image "
+        f"(reduce + PNG + encrypt), {copy_info['copy_bytes_mean']} bytes"
+    )
     if onnx_info:
         print("onnx: " + ", ".join(f"{k} {v}" for k, v in onnx_info.items()))
     print(f"x-ray model: {xray_info}")
@@ -310,6 +348,8 @@ def main(argv: list[str] | None = None) -> int:
         "batch_size_setting": batch,
         "results": rows,
         "worker_breakdown_ms_per_image": split,
+        "worker_breakdown_copy_ms_per_image": split_copy,
+        "model_input_copy": copy_info,
         "onnx": onnx_info,
         "xray": xray_info,
         "quick": args.quick,

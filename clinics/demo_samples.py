@@ -77,7 +77,7 @@ def seed_samples(dentist: Any) -> list[str]:
     """Create the sample patients of the clinic in scope (idempotent); returns their ids."""
     from analysis.models import Finding
     from analysis.reviews import finding_review
-    from analysis.services import analysis_request
+    from analysis.services import analysis_request, model_input_maker
     from patients.selectors import patient_list
     from patients.services import image_ingest, patient_create
 
@@ -104,6 +104,7 @@ def seed_samples(dentist: Any) -> list[str]:
                     size=len(data),
                     modality=modality,
                     visit_id=visit_id,
+                    model_input=model_input_maker(modality),
                 )
                 visit_id = image.visit_id
                 analysis_request(image=image)

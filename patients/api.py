@@ -11,7 +11,7 @@ from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from analysis.services import analysis_request
+from analysis.services import analysis_request, model_input_maker
 from clinics import audit
 from clinics.api.base import ClinicGenericAPIView
 from clinics.api.docs import error_response
@@ -280,6 +280,7 @@ class PatientImageListView(PatientObjectMixin, ClinicGenericAPIView):
                     size=upload.size,
                     modality=data.validated_data["modality"],
                     visit_id=data.validated_data.get("visit"),
+                    model_input=model_input_maker(data.validated_data["modality"]),
                 )
                 analysis_request(image=image)
         except IntakeError as exc:

@@ -29,7 +29,7 @@ import re
 import unicodedata
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import BinaryIO
 
 import numpy as np
@@ -101,6 +101,7 @@ class SanitizedImage:
     preview: bytes  # JPEG, longest side <= PREVIEW_SIZE, 8-bit
     thumbnail: bytes  # JPEG, longest side <= THUMBNAIL_SIZE, 8-bit
     window: tuple[int, int] | None  # raw (low, high) used to window 16-bit data for display
+    pixels: Image.Image | None = field(default=None, compare=False)  # the decoded pixels of ``data``
 
     def __repr__(self) -> str:  # keep the bytes out of logs and tracebacks
         return (
@@ -719,4 +720,5 @@ def _finish(image: Image.Image, original_format: str, window: tuple[int, int] | 
         preview=_jpeg(display, PREVIEW_SIZE, PREVIEW_QUALITY),
         thumbnail=_jpeg(display, THUMBNAIL_SIZE, THUMBNAIL_QUALITY),
         window=window,
+        pixels=image,
     )

@@ -99,8 +99,8 @@ class Visit(ClinicScopedModel):
 
 
 class Image(ClinicScopedModel):
-    """A sanitised scan. Its pixels (a PNG rebuilt from pixels only), preview and thumbnail are
-    stored as separate encrypted blobs; ``sha256`` is the digest of the sanitised PNG and is
+    """A sanitised scan. Its pixels (a PNG rebuilt from pixels only), preview, thumbnail and model-input
+    copy are stored as separate encrypted blobs; ``sha256`` is the digest of the sanitised PNG and is
     checked on every read."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -120,6 +120,10 @@ class Image(ClinicScopedModel):
     original_key = models.CharField(max_length=64, editable=False)
     preview_key = models.CharField(max_length=64, editable=False)
     thumbnail_key = models.CharField(max_length=64, editable=False)
+    # The image already reduced to the input of the model that was active at upload (``model_input_spec``
+    # says which reduction), so the worker need not decode the full-size original; "" when none was made.
+    model_input_key = models.CharField(max_length=64, blank=True, default="", editable=False)
+    model_input_spec = models.CharField(max_length=80, blank=True, default="", editable=False)
     uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, related_name="+")
     uploaded_by_api_key = models.ForeignKey(
         "clinics.ApiKey", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
@@ -135,7 +139,10 @@ class Image(ClinicScopedModel):
 
     @property
     def blob_keys(self) -> dict[str, str]:
-        return {"original": self.original_key, "preview": self.preview_key, "thumbnail": self.thumbnail_key}
+        keys = {"original": self.original_key, "preview": self.preview_key, "thumbnail": self.thumbnail_key}
+        if self.model_input_key:
+            keys["model_input"] = self.model_input_key
+        return keys
 
 
 class BreakGlassGrant(ClinicScopedModel):

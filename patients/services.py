@@ -10,6 +10,7 @@ import json
 import logging
 import uuid
 import zipfile
+from collections.abc import Callable
 from typing import Any, BinaryIO
 
 from django.conf import settings
@@ -149,9 +150,14 @@ def image_ingest(
     size: int | None,
     modality: str,
     visit_id: object = None,
+    model_input: Callable[[Any], tuple[str, bytes] | None] | None = None,
 ) -> Image:
     """Sanitise one upload, encrypt and store it, and record it. A rejection (``IntakeError``)
-    stores nothing; a failure after blobs were written removes them again."""
+    stores nothing; a failure after blobs were written removes them again.
+
+    ``model_input`` (the analysis app's, for the active model of the modality) turns the decoded pixels
+    into ``(spec, PNG bytes)``: a copy already reduced to the model's input, stored beside the original so
+    the worker does not decode the full-size image again; None when that model takes no copy."""
     sanitized: SanitizedImage = sanitize_upload(
         stream,
         modality=modality,
@@ -170,13 +176,13 @@ def image_ingest(
             )
     key = patient_key(patient)
     image_id = uuid.uuid4()
+    reduced = model_input(sanitized.pixels) if model_input is not None and sanitized.pixels is not None else None
+    variants = [("original", sanitized.data), ("preview", sanitized.preview), ("thumbnail", sanitized.thumbnail)]
+    if reduced is not None:
+        variants.append(("model_input", reduced[1]))
     written: list[str] = []
     try:
-        for variant, data in (
-            ("original", sanitized.data),
-            ("preview", sanitized.preview),
-            ("thumbnail", sanitized.thumbnail),
-        ):
+        for variant, data in variants:
             written.append(blob_put(crypto.encrypt(key, data, _aad(image_id, variant))))
         actor = context.actor_var.get() or context.Actor()
         with transaction.atomic():
@@ -199,6 +205,8 @@ def image_ingest(
                 original_key=written[0],
                 preview_key=written[1],
                 thumbnail_key=written[2],
+                model_input_key=written[3] if reduced is not None else "",
+                model_input_spec=reduced[0] if reduced is not None else "",
                 uploaded_by=actor.user,
                 uploaded_by_api_key=actor.api_key,
             )
@@ -230,6 +238,18 @@ def image_read(*, image: Image, variant: str = "original") -> bytes:
     no unauthenticated bytes are ever returned."""
     if variant not in IMAGE_VARIANTS:
         raise ServiceError("invalid_variant", f"Unknown image variant {variant!r}.")
+    return _read_variant(image, variant)
+
+
+def image_read_model_input(*, image: Image, spec: str) -> bytes | None:
+    """The model-input copy (for the analysis worker) when it was made for ``spec``, else None.
+    Authenticated like every variant (AES-GCM with the image id and variant as associated data)."""
+    if not spec or not image.model_input_key or image.model_input_spec != spec:
+        return None
+    return _read_variant(image, "model_input")
+
+
+def _read_variant(image: Image, variant: str) -> bytes:
     try:
         data = crypto.decrypt(patient_key(image.patient), blob_get(image.blob_keys[variant]), _aad(image.pk, variant))
         if variant == "original" and hashlib.sha256(data).hexdigest() != image.sha256:

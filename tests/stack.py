@@ -478,7 +478,7 @@ from patients.models import Image
 from clinics.rls import rls_bypass
 
 with rls_bypass():
-    images = list(Image.unscoped.values("id", "original_key", "preview_key", "thumbnail_key"))
+    images = list(Image.unscoped.values("id", "original_key", "preview_key", "thumbnail_key", "model_input_key"))
     analyses = list(Analysis.unscoped.values("id", "image_id", "status", "attempts", "failure_reason"))
     findings = list(Finding.unscoped.values("id", "analysis_id", "image_id"))
 root = Path(settings.STORAGES["images"]["OPTIONS"]["location"])
@@ -491,19 +491,22 @@ def invariant_violations(state: dict[str, Any], accepted_image_ids: set[str] | N
     """What is wrong with a recovered installation (empty when nothing was lost or duplicated).
 
     - every accepted upload (201) has an image row, and every image row has exactly one analysis, done;
-    - every image row's three blobs exist; no blob exists that no image row names (no orphans);
+    - every image row's blobs (three, four with a model-input copy) exist; no blob exists that no image
+      row names (no orphans);
     - no analysis or finding points at a missing image or analysis; findings only on done analyses."""
     problems: list[str] = []
     images = {str(i["id"]): i for i in state["images"]}
     blobs = set(state["blobs"])
     named: set[str] = set()
     for image in images.values():
-        for key in ("original_key", "preview_key", "thumbnail_key"):
-            if not image[key]:
-                problems.append(f"image {image['id']} has no {key}")
+        for key in ("original_key", "preview_key", "thumbnail_key", "model_input_key"):
+            if not image.get(key):
+                if key != "model_input_key":  # optional: only when a model taking a copy was active
+                    problems.append(f"image {image['id']} has no {key}")
             elif image[key] not in blobs:
                 problems.append(f"image {image['id']}: blob {image[key]} missing")
-            named.add(image[key])
+            else:
+                named.add(image[key])
     orphans = blobs - named
     if orphans:
         problems.append(f"{len(orphans)} orphan blob(s) in storage: {sorted(orphans)[:5]}")

@@ -112,6 +112,12 @@ def _add_train_xray(sub):
     )
     p.add_argument("--no-resume", action="store_true", help="ignore an existing last.pt")
     p.add_argument("--no-pretrained", action="store_true")
+    p.add_argument(
+        "--init-from",
+        default="",
+        metavar="ARTIFACT_DIR_OR_CHECKPOINT",
+        help="start from an earlier model's weights (e.g. analysis/models/xray/1.0.0) instead of ImageNet",
+    )
 
 
 def _add_evaluate_xray(sub):
@@ -168,6 +174,7 @@ def main(argv=None) -> int:
             deadline=args.deadline,
             time_budget_min=args.time_budget_min,
             pretrained=not args.no_pretrained,
+            init_from=args.init_from,
         )
         summary = train_detector(cfg, resume=not args.no_resume, log=lambda m: print(m, flush=True))
         print(json.dumps(summary, indent=2))

@@ -248,6 +248,12 @@ def render_xray_card(model: dict, metrics: dict, bench: dict | None = None) -> s
         f"- Trained on: **{hw}**; training time {_f((secs or 0) / 60, 1)} min "
         f"({len(hist)} epoch(s) incl. per-epoch validation). Evaluation machine: {metrics.get('evaluation_hardware')}."
     )
+    if cfg.get("init_from"):
+        add(
+            f"- **Fine-tuned from `{cfg['init_from']}`** (its weights, not ImageNet's, were the starting point; "
+            "a fresh optimiser and schedule). The training time above is this run only; add the earlier model's "
+            "(its card) for the total."
+        )
     if training.get("note"):
         add(f"- {training['note']}")
     if hist:
@@ -278,12 +284,17 @@ def render_xray_card(model: dict, metrics: dict, bench: dict | None = None) -> s
         f"- `weights.pt`: fp16 state dict (sha256 `{model['weights_sha256']}`); `model.json`: labels, "
         "thresholds, preprocessing; `metrics.json`: every number in this card; `plots/`: PR and training curves."
     )
+    version = model.get("version", "1.0.0")
+    run = f"var/ml-runs/xray/{version}"
+    init = cfg.get("init_from") or ""
     add(
-        "- Reproduce: `python -m analysis.ml train-xray --run-dir var/ml-runs/xray/1.0.0 --input-size "
+        f"- Reproduce: `python -m analysis.ml train-xray --run-dir {run} --input-size "
         f"{cfg.get('input_size')} --epochs {cfg.get('epochs')}"
+        + (f" --lr {cfg.get('lr'):g} --warmup-steps {cfg.get('warmup_steps')}" if init else "")
         + (f" --time-budget-min {cfg.get('time_budget_min'):g}" if cfg.get("time_budget_min") else "")
-        + "` then `python -m analysis.ml evaluate-xray "
-        "--run-dir var/ml-runs/xray/1.0.0 --artifact-dir analysis/models/xray/1.0.0 --version 1.0.0`."
+        + (f" --init-from {init}" if init else "")
+        + f"` then `python -m analysis.ml evaluate-xray --run-dir {run} --artifact-dir analysis/models/xray/"
+        f"{version} --version {version}`."
     )
     add("")
     return "\n".join(lines)

@@ -73,6 +73,9 @@ class DetTrainConfig:
     contrast: float = 0.25
     jitter_p: float = 0.8
     min_box_visible: float = 0.4
+    # start from these weights instead of ImageNet (a shipped artefact folder or a checkpoint): fine-tuning an
+    # earlier version at a new input size; its own schedule, optimiser and best-model selection start afresh
+    init_from: str = ""
 
 
 def set_seed(seed: int) -> None:
@@ -219,6 +222,16 @@ def prepare(cfg: DetTrainConfig):
     return records, tr, va
 
 
+def load_init_weights(path: str | Path) -> dict:
+    """State dict (float32) from an artefact folder (``weights.pt``), or a ``best.pt``/``last.pt`` checkpoint."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "weights.pt"
+    blob = torch.load(path, map_location="cpu", weights_only=False)
+    state = blob.get("model", blob) if isinstance(blob, dict) else blob
+    return {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
+
+
 def lr_factor(cfg: DetTrainConfig, step: int, progress: float) -> float:
     """Linear warm-up over ``warmup_steps``, then cosine from 1 to 0.01 as ``progress`` goes 0 -> 1."""
     if step < cfg.warmup_steps:
@@ -254,7 +267,11 @@ def train_detector(cfg: DetTrainConfig, resume: bool = True, log=print) -> dict:
     val_imgs = load_or_build_cache(run_dir / "cache_val.pt", val_recs, cfg.input_size)
     val_gt = [(r.boxes, r.labels) for r in val_recs]
 
-    model = build_detector(len(cfg.labels), cfg.input_size, pretrained=cfg.pretrained).to(device)
+    model = build_detector(len(cfg.labels), cfg.input_size, pretrained=cfg.pretrained and not cfg.init_from)
+    if cfg.init_from and not (resume and (run_dir / "last.pt").exists()):
+        model.load_state_dict(load_init_weights(cfg.init_from))
+        log(f"initialised from {cfg.init_from}")
+    model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 

@@ -23,6 +23,7 @@ from PIL import Image
 from torch import nn
 
 from .model import MEAN, STD, pretrained_weights_path
+from .model_input import xray_to_uint8_grey
 
 FPN_CHANNELS = 96
 # indices of the last MBConv block of each returned stage in EfficientNet-Lite0 (16 blocks)
@@ -129,28 +130,6 @@ def build_detector(
 
 
 # ----------------------------------------------------------------------------- preprocessing
-
-
-def xray_to_uint8_grey(img: Image.Image) -> np.ndarray:
-    """Any Pillow image (8/16-bit greyscale, RGB, palette, ...) -> HxW uint8 array."""
-    mode = img.mode
-    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
-        arr = np.asarray(img, dtype=np.float32)
-        if arr.ndim == 3:
-            arr = arr.mean(-1)
-        lo, hi = np.percentile(arr, [0.5, 99.5]) if arr.size else (0.0, 1.0)
-        if hi <= lo:
-            lo, hi = float(arr.min()), float(arr.max())
-        if hi <= lo:
-            return np.zeros(arr.shape, dtype=np.uint8)
-        return np.clip((arr - lo) * (255.0 / (hi - lo)), 0, 255).round().astype(np.uint8)
-    if mode in ("RGBA", "LA", "PA", "P"):
-        img = img.convert("RGBA")
-        bg = Image.new("RGBA", img.size, (0, 0, 0, 255))
-        img = Image.alpha_composite(bg, img)
-    if img.mode != "L":
-        img = img.convert("L")
-    return np.asarray(img, dtype=np.uint8)
 
 
 def resize_square(grey: np.ndarray, size: int) -> torch.Tensor:

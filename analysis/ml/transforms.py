@@ -26,6 +26,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from .model import MEAN, STD
+from .model_input import photo_reduce
 
 EVAL_PREPROCESSING = (
     "RGB; resize whole image to {size}x{size} (PIL bilinear, antialiased, aspect ratio not preserved, "
@@ -35,7 +36,7 @@ EVAL_PREPROCESSING = (
 
 def eval_resize_pil(img: Image.Image, size: int) -> Image.Image:
     """Deterministic evaluation resize used by training-time validation, evaluation and inference."""
-    return img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
+    return photo_reduce(img, size)
 
 
 def center_square_resize_pil(img: Image.Image, size: int) -> Image.Image:

@@ -81,7 +81,10 @@ def test_every_hostile_or_odd_file_through_the_api(
             assert (body["width"], body["height"]) == case.size
         if case.original_format:
             assert body["original_format"] == case.original_format
-        assert len(stored_files(_image_storage)) == len(before_files) + 3
+        stored = Image.unscoped.get(pk=body["id"])
+        # original, preview, thumbnail, and the copy at the active model's input (the shipped model's)
+        assert stored.model_input_key and stored.model_input_spec
+        assert len(stored_files(_image_storage)) == len(before_files) + len(stored.blob_keys) == len(before_files) + 4
         served = token_client(alice, "staff").get(body["file"])
         assert served.status_code == 200 and served["Cache-Control"] == "no-store"
         image = PILImage.open(io.BytesIO(served.content))

@@ -78,7 +78,8 @@ def test_images_round_trip_through_s3_encrypted(
     )
     assert response.status_code == 201, response.content
     new = _keys(s3_images) - before
-    assert len(new) == 3 and all(k.startswith("blobs/") and "passwd" not in k for k in new)
+    # original, preview, thumbnail and the model-input copy
+    assert len(new) == 4 and all(k.startswith("blobs/") and "passwd" not in k for k in new)
     for key in new:
         body = s3_images.get_object(Bucket=BUCKET, Key=key)["Body"].read()
         assert not body.startswith((b"\x89PNG", b"\xff\xd8")) and b"IHDR" not in body
