@@ -51,6 +51,12 @@ def _add_train(sub):
     p.add_argument("--no-resume", action="store_true", help="ignore an existing last.pt")
     p.add_argument("--no-pretrained", action="store_true")
     p.add_argument(
+        "--init-from",
+        default="",
+        metavar="ARTIFACT_DIR_OR_CHECKPOINT",
+        help="start from an earlier model's weights (e.g. analysis/models/photo/1.0.0) instead of ImageNet",
+    )
+    p.add_argument(
         "--export",
         default=None,
         metavar="ARTIFACT_DIR",
@@ -227,6 +233,7 @@ def main(argv=None) -> int:
             limit=args.limit,
             deadline=args.deadline,
             pretrained=not args.no_pretrained,
+            init_from=args.init_from,
         )
         summary = train(cfg, resume=not args.no_resume, log=lambda m: print(m, flush=True))
         print(json.dumps(summary, indent=2))

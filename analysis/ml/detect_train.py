@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from .detect_metrics import mean_ap
 from .detection import build_detector, hardware_description, select_device, xray_to_uint8_grey
+from .model import load_init_weights
 from .yolo import XRAY_LABELS, DetRecord, class_counts, group_split, read_yolo_split
 
 
@@ -220,16 +221,6 @@ def prepare(cfg: DetTrainConfig):
     records = read_yolo_split(cfg.data, len(cfg.labels), limit=cfg.limit)
     tr, va = group_split(records, cfg.val_fraction, seed=cfg.seed)
     return records, tr, va
-
-
-def load_init_weights(path: str | Path) -> dict:
-    """State dict (float32) from an artefact folder (``weights.pt``), or a ``best.pt``/``last.pt`` checkpoint."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "weights.pt"
-    blob = torch.load(path, map_location="cpu", weights_only=False)
-    state = blob.get("model", blob) if isinstance(blob, dict) else blob
-    return {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
 
 
 def lr_factor(cfg: DetTrainConfig, step: int, progress: float) -> float:

@@ -7,6 +7,8 @@ The backbone comes from the ``efficientnet-lite-pytorch`` wheel, the pretrained 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -82,3 +84,13 @@ class PhotoClassifier(nn.Module):
 
 def build_model(num_labels: int = 4, input_size: int = 224, pretrained: bool = True, **kw) -> PhotoClassifier:
     return PhotoClassifier(num_labels=num_labels, input_size=input_size, pretrained=pretrained, **kw)
+
+
+def load_init_weights(path: str | Path) -> dict:
+    """State dict (float32) from an artefact folder (``weights.pt``), or a ``best.pt``/``last.pt`` checkpoint."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "weights.pt"
+    blob = torch.load(path, map_location="cpu", weights_only=False)
+    state = blob.get("model", blob) if isinstance(blob, dict) else blob
+    return {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from . import LABELS
 from .data import MultiLabelDataset, Record, load_rgb, read_records, targets
-from .model import build_model
+from .model import build_model, load_init_weights
 from .splits import train_val_test_split
 from .transforms import (
     center_square_resize_pil,
@@ -67,6 +67,9 @@ class TrainConfig:
     sensitive_label: str = "caries"
     sensitive_beta: float = 2.0
     channels_last: bool = True
+    # start from an earlier model's weights (artefact folder or checkpoint) instead of ImageNet's, e.g. to
+    # fine-tune it at a higher resolution; optimiser, schedule and early stopping start afresh
+    init_from: str = ""
 
 
 def set_seed(seed: int) -> None:
@@ -282,7 +285,10 @@ def train(cfg: TrainConfig, resume: bool = True, log=print) -> dict:
     criterion = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
     log(f"pos_weight={pos_weight.numpy().round(3).tolist()}")
 
-    model = build_model(len(cfg.labels), cfg.input_size, pretrained=cfg.pretrained)
+    model = build_model(len(cfg.labels), cfg.input_size, pretrained=cfg.pretrained and not cfg.init_from)
+    if cfg.init_from and not (resume and (run_dir / "last.pt").exists()):
+        model.load_state_dict(load_init_weights(cfg.init_from))
+        log(f"initialised from {cfg.init_from}")
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
 
