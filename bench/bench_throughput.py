@@ -299,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     xray_info = "measured" if xray is not None else "skipped: no analysis/models/xray/*/weights.pt"
     if xray is not None:
         xp = load_predictor(xray, device="cpu")
-        xbs = 4
+        xbs = xp.batch_size  # what the worker uses (1 on CPU)
         xblobs = blobs[: max(8, xbs)]
         xcopies, _ = model_input_copies(xblobs, key, xp.meta)
         for label, items in (("xray worker, originals (before)", xblobs), ("xray worker (now): copy", xcopies)):

@@ -138,6 +138,12 @@ def _add_evaluate_xray(sub):
     p.add_argument("--device", default="auto")
     p.add_argument("--no-card", action="store_true", help="do not (re)generate MODEL_CARD.md")
     p.add_argument("--training-note", default="", help="free text about the training run for the model card")
+    p.add_argument(
+        "--tta",
+        choices=["none", "hflip", "auto"],
+        default="none",
+        help="test-time augmentation; auto = hflip (mirror image merged by NMS) only if it raises validation mAP",
+    )
 
 
 def _add_card_xray(sub):
@@ -201,6 +207,7 @@ def main(argv=None) -> int:
             device=args.device,
             card=not args.no_card,
             training_note=args.training_note,
+            tta=args.tta,
             log=lambda m: print(m, flush=True),
         )
         print(json.dumps(metrics["summary"], indent=2))

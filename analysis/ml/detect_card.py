@@ -184,6 +184,16 @@ def render_xray_card(model: dict, metrics: dict, bench: dict | None = None) -> s
         f"weights, checkpoint of epoch {(metrics.get('checkpoint', {}).get('epoch') or 0) + 1} (best validation "
         "mAP@0.5)."
     )
+    if metrics.get("tta") == "hflip":
+        by = metrics.get("val_map50_by_tta", {})
+        add("")
+        add(
+            "**Test-time augmentation (shipped, used by the platform):** each image is also run mirrored "
+            "left/right, the mirror's boxes are mapped back, and both sets are merged by the model's per-class "
+            f"NMS (IoU {model.get('nms_threshold')}) and 100-box limit; it doubles inference time. Chosen on "
+            f"validation only (mAP@0.5 without {_f(by.get('none'))}, with {_f(by.get('hflip'))}); every number "
+            "below includes it."
+        )
     add("")
     lines += _split_table("Validation (group-aware, from train/)", metrics["val"], labels)
     if "test" in metrics:
@@ -294,7 +304,7 @@ def render_xray_card(model: dict, metrics: dict, bench: dict | None = None) -> s
         + (f" --time-budget-min {cfg.get('time_budget_min'):g}" if cfg.get("time_budget_min") else "")
         + (f" --init-from {init}" if init else "")
         + f"` then `python -m analysis.ml evaluate-xray --run-dir {run} --artifact-dir analysis/models/xray/"
-        f"{version} --version {version}`."
+        f"{version} --version {version}" + (" --tta auto" if metrics.get("tta") else "") + "`."
     )
     add("")
     return "\n".join(lines)

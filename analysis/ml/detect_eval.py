@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .detect_metrics import IOU_THRESHOLDS, ImageMatches, aggregate, bootstrap_map, compute_matches
+from .detect_metrics import IOU_THRESHOLDS, ImageMatches, aggregate, bootstrap_map, compute_matches, mean_ap
 from .detect_train import DetTrainConfig, config_from_run, load_or_build_cache, predict_cached, prepare
 from .detection import FPN_CHANNELS, PREPROCESSING, build_detector, select_device
 from .evaluate import hardware_description, json_safe, save_weights_fp16, sha256_file
@@ -301,6 +301,7 @@ def evaluate_detector_run(
     device: str = "auto",
     card: bool = True,
     training_note: str = "",
+    tta: str = "none",
     log=print,
 ) -> dict:
     run_dir, artifact_dir = Path(run_dir), Path(artifact_dir)
@@ -316,10 +317,19 @@ def evaluate_detector_run(
     model.to(dev)
 
     val_imgs = load_or_build_cache(run_dir / "cache_val.pt", val_recs, cfg.input_size)
+    val_gt = [(r.boxes, r.labels) for r in val_recs]
     t0 = time.time()
     val_dets = predict_cached(model, val_imgs, dev, desc="predict val")
     val_seconds = time.time() - t0
-    val_matches = compute_matches(val_dets, [(r.boxes, r.labels) for r in val_recs], len(labels))
+    tta_report = {"none": mean_ap(val_dets, val_gt, len(labels))["map50"]}
+    if tta in ("auto", "hflip"):  # decided on validation only
+        flip_dets = predict_cached(model, val_imgs, dev, desc="predict val (hflip)", tta="hflip")
+        tta_report["hflip"] = mean_ap(flip_dets, val_gt, len(labels))["map50"]
+        if tta == "hflip" or tta_report["hflip"] > tta_report["none"]:
+            tta, val_dets = "hflip", flip_dets
+    tta = "hflip" if tta == "hflip" else ""
+    log(f"test-time augmentation: {tta or 'none'} (validation mAP@0.5 by choice: {tta_report})")
+    val_matches = compute_matches(val_dets, val_gt, len(labels))
     thresholds = f1_thresholds(val_matches, labels)
     result: dict = {
         "model": f"{name}@{version}",
@@ -332,6 +342,8 @@ def evaluate_detector_run(
             "truth; mAP@0.5:0.95 averages IoU 0.50:0.05:0.95"
         ),
         "checkpoint": {"file": which, "epoch": ck.get("epoch"), "val_map50_at_training": ck.get("val_map50")},
+        "tta": tta,
+        "val_map50_by_tta": tta_report,
         "val": summarise(val_matches, labels, n_boot, seed=1),
         "thresholds": thresholds,
         "threshold_rule": "per class, the score maximising F1 at IoU 0.5 on the validation split",
@@ -346,7 +358,7 @@ def evaluate_detector_run(
     if test_data and Path(test_data).is_dir():
         test_recs = read_yolo_split(test_data, len(labels))
         test_imgs = load_or_build_cache(run_dir / "cache_test.pt", test_recs, cfg.input_size)
-        test_dets = predict_cached(model, test_imgs, dev, desc="predict test")
+        test_dets = predict_cached(model, test_imgs, dev, desc="predict test", tta=tta)
         test_matches = compute_matches(test_dets, [(r.boxes, r.labels) for r in test_recs], len(labels))
         result["test"] = summarise(test_matches, labels, n_boot, seed=2)
         result["test"]["operating_point"] = operating_point(test_matches, labels, thresholds)
@@ -457,6 +469,7 @@ def evaluate_detector_run(
             "trained_on": result["training"]["hardware"],
             "metrics": json_safe(result["summary"]),
             "created": result["created"],
+            "tta": tta,
         },
     )
     (artifact_dir / "metrics.json").write_text(json.dumps(json_safe(result), indent=2, allow_nan=False))

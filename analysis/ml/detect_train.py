@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from .detect_metrics import mean_ap
-from .detection import build_detector, hardware_description, select_device, xray_to_uint8_grey
+from .detection import build_detector, detect_hflip_tta, hardware_description, select_device, xray_to_uint8_grey
 from .model import load_init_weights
 from .yolo import XRAY_LABELS, DetRecord, class_counts, group_split, read_yolo_split
 
@@ -182,9 +182,15 @@ def collate(batch):
 
 @torch.inference_mode()
 def predict_cached(
-    model: nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = 8, desc: str = ""
+    model: nn.Module,
+    images: torch.Tensor,
+    device: torch.device,
+    batch_size: int = 8,
+    desc: str = "",
+    tta: str = "",
 ) -> list[dict]:
-    """Detections (normalised xyxy boxes, scores, labels as numpy) for a cached (N, S, S) uint8 stack."""
+    """Detections (normalised xyxy boxes, scores, labels as numpy) for a cached (N, S, S) uint8 stack;
+    ``tta="hflip"`` merges the mirror image's detections (:func:`detection.detect_hflip_tta`)."""
     model.eval()
     size = images.shape[-1]
     out = []
@@ -193,7 +199,8 @@ def predict_cached(
         it = tqdm(it, desc=desc, mininterval=10, file=sys.stderr, leave=False)
     for i in it:
         xs = [im.float().div(255.0)[None].expand(3, -1, -1).to(device) for im in images[i : i + batch_size]]
-        dets = model(xs)  # fp32 everywhere: the model is small, and box decoding / NMS stay exact
+        # fp32 everywhere: the model is small, and box decoding / NMS stay exact
+        dets = detect_hflip_tta(model, xs) if tta == "hflip" else model(xs)
         for d in dets:
             out.append(
                 {

@@ -173,3 +173,27 @@ def hardware_description(device: torch.device) -> str:
     except OSError:
         pass
     return f"CPU {cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads (torch {torch.__version__})"
+
+
+@torch.no_grad()
+def detect_hflip_tta(model: nn.Module, xs: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+    """Test-time augmentation: detect on each image and on its mirror image, map the mirror's boxes back,
+    and merge both sets with the model's own per-class NMS and detection limit. Same output as ``model(xs)``.
+    (Flipping is harmless for these classes: training used left/right flips too.)"""
+    from torchvision.ops import batched_nms
+
+    plain = model(xs)
+    mirrored = model([x.flip(-1) for x in xs])
+    head = model.module if hasattr(model, "module") else model
+    nms, limit = float(head.nms_thresh), int(head.detections_per_img)
+    out = []
+    for x, a, b in zip(xs, plain, mirrored, strict=True):
+        width = float(x.shape[-1])
+        back = b["boxes"].clone()
+        back[:, 0], back[:, 2] = width - b["boxes"][:, 2], width - b["boxes"][:, 0]
+        boxes = torch.cat([a["boxes"], back])
+        scores = torch.cat([a["scores"], b["scores"]])
+        labels = torch.cat([a["labels"], b["labels"]])
+        keep = batched_nms(boxes, scores, labels, nms)[:limit]
+        out.append({"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]})
+    return out

@@ -270,3 +270,42 @@ def test_analyze_images_xray_prints_boxes_and_errors(xray_artifact, tmp_path):
             x, y, w, h = finding["box"]
             assert 0 <= x <= 1 and 0 <= y <= 1 and 0 <= x + w <= 1 + 1e-6 and 0 <= y + h <= 1 + 1e-6
     _load.cache_clear()
+
+
+# ----------------------------------------------------------------------------- test-time augmentation
+
+
+def test_hflip_tta_is_mirror_symmetric_and_used_when_the_artefact_says_so(xray_artifact: Path, tmp_path) -> None:  # noqa: ANN001
+    """The merged detections of an image and of its mirror image are mirror images of each other (the union
+    of plain + mirrored detections is the same set), and the predictor applies it from ``model.json``."""
+    import shutil
+
+    from analysis.ml.detection import detect_hflip_tta
+    from analysis.ml.infer import XrayPredictor
+
+    plain = XrayPredictor(xray_artifact, device="cpu")
+    x = plain._preprocess([synthetic_xray("L", (300, 150), seed=3)])[0]
+    with torch.inference_mode():
+        a = detect_hflip_tta(plain.model, [x])[0]
+        b = detect_hflip_tta(plain.model, [x.flip(-1)])[0]
+        single = plain.model([x])[0]
+    assert len(a["boxes"]) > 0 and len(a["boxes"]) >= min(len(single["boxes"]), 100)
+    width = float(x.shape[-1])
+    mirrored = b["boxes"].clone()
+    mirrored[:, 0], mirrored[:, 2] = width - b["boxes"][:, 2], width - b["boxes"][:, 0]
+    key_a = sorted(zip(a["labels"].tolist(), a["scores"].tolist(), a["boxes"].tolist(), strict=True))
+    key_b = sorted(zip(b["labels"].tolist(), b["scores"].tolist(), mirrored.tolist(), strict=True))
+    assert [k[:1] for k in key_a] == [k[:1] for k in key_b]
+    assert np.allclose([k[1] for k in key_a], [k[1] for k in key_b], atol=1e-4)
+    assert np.allclose([k[2] for k in key_a], [k[2] for k in key_b], atol=0.5)  # pixels at 128 px
+
+    tta_dir = tmp_path / "tta"
+    shutil.copytree(xray_artifact, tta_dir)
+    meta = json.loads((tta_dir / "model.json").read_text())
+    (tta_dir / "model.json").write_text(json.dumps({**meta, "tta": "hflip"}))
+    img = synthetic_xray("L", (300, 150), seed=3)
+    with_tta = XrayPredictor(tta_dir, device="cpu")
+    assert with_tta.tta == "hflip" and plain.tta == ""
+    got = with_tta.predict([img])[0]["findings"]
+    expected = sorted(a["scores"].tolist(), reverse=True)
+    assert [round(f["probability"], 5) for f in got] == [round(s, 5) for s in expected]
