@@ -30,6 +30,7 @@ from PIL import Image as PILImage
 
 from clinics import audit
 from clinics.models import AuditOutcome
+from clinics.services import ServiceError
 from clinics.tenancy import require_clinic_id
 from patients import crypto
 from patients.keys import patient_key
@@ -250,11 +251,20 @@ def _load_batch(claimed: list[Claimed], model: Any) -> list[PILImage.Image]:
     from analysis.ml.fast import decode_many
 
     spec = model_input.spec(getattr(model, "meta", {}))
-    datas = [
-        image_read_model_input(image=c.analysis.image, spec=spec) or image_read(image=c.analysis.image) for c in claimed
-    ]
+    datas = [_read_for_model(c.analysis.image, spec) for c in claimed]
     photo = getattr(model, "meta", {}).get("modality") == "photo"
     return decode_many(datas, int(model.input_size) if photo and hasattr(model, "input_size") else None)
+
+
+def _read_for_model(image: Image, spec: str) -> bytes:
+    """The model-input copy, or the original when there is none for this model or the copy fails its check
+    (audited by ``image_read_model_input``): a damaged copy must not cost the analysis."""
+    try:
+        copy = image_read_model_input(image=image, spec=spec)
+    except ServiceError:
+        logger.warning("image %s: model-input copy unreadable, using the original", image.pk)
+        copy = None
+    return copy or image_read(image=image)
 
 
 def analysis_execute(*, analysis_id: object) -> str:

@@ -176,3 +176,18 @@ def test_the_worker_runs_the_photo_model_on_onnx_runtime_unless_turned_off(photo
         assert type(predictor(path)) is Predictor
     finally:
         _load.cache_clear()
+
+
+def test_a_damaged_copy_is_audited_and_the_original_used(alice: World, photo_model, settings) -> None:  # noqa: ANN001
+    image_id = _upload(alice, _noisy_png(8))["id"]
+    with clinic_scope(alice.clinic.id):
+        image = Image.objects.get(pk=image_id)
+        path = _blob_path(settings, image.model_input_key)
+        blob = bytearray(path.read_bytes())
+        blob[-1] ^= 0xFF  # the AES-GCM tag no longer matches
+        path.write_bytes(bytes(blob))
+        analysis = Analysis.objects.get(image_id=image_id)
+        assert analysis_execute(analysis_id=analysis.pk) == "done:1/1"
+    failed = AuditEvent.unscoped.get(action="image.integrity_failed", object_id=str(image_id))
+    assert failed.details["variant"] == "model_input"
+    assert _variants_read(image_id) == ["original"]
