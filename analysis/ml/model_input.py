@@ -1,13 +1,13 @@
 """Model-input copies: an image already reduced exactly as a model's own preprocessing reduces it.
 
-Decoding a stored full-size PNG (1280x960: ~22 ms) cost the worker more than the photo model itself
-(~18 ms per image at batch 16 on 2 CPU cores). Intake decodes every upload anyway (to validate it and
-rebuild it without metadata), so it also keeps the image at the active model's input size (a 224x224 PNG:
-~0.3 ms to decode). The worker uses that copy only when its ``spec`` equals the model's: any other model
-(another input size or preprocessing) reads the original as before, so results never depend on which copy
-was read: :func:`reduce` is the first step of the predictors' own preprocessing, and applying that step to
-its own output changes nothing (a resize to the same size is a copy; an 8-bit greyscale image is windowed
-as is).
+Decoding and resizing a stored full-size PNG (1280x960: ~26 ms) cost the worker about as much as the photo
+model itself (bench/bench_throughput.py, 2 CPU cores). Intake decodes every upload anyway (to validate it
+and rebuild it without metadata), so it also keeps the image at the active model's input size (a 224x224
+PNG: ~1.8 ms to decode and preprocess). The worker uses that copy only when its ``spec`` equals the
+model's: any other model (another input size or preprocessing) reads the original as before, so results
+never depend on which copy was read: :func:`reduce` is the first step of the predictors' own
+preprocessing, and applying that step to its own output changes nothing (a resize to the same size is a
+copy; an 8-bit greyscale image is windowed as is).
 
 No torch here: the web process makes these copies at upload.
 """
