@@ -34,8 +34,9 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from .detect_metrics import mean_ap
-from .detection import build_detector, detect_hflip_tta, hardware_description, select_device, xray_to_uint8_grey
+from .detection import build_detector, detect_hflip_tta, hardware_description, select_device
 from .model import load_init_weights
+from .model_input import xray_reduce
 from .yolo import XRAY_LABELS, DetRecord, class_counts, group_split, read_yolo_split
 
 
@@ -95,7 +96,7 @@ def cache_grey(records: Sequence[DetRecord], size: int, desc: str = "cache") -> 
     out = torch.empty((len(records), size, size), dtype=torch.uint8)
     for i, r in enumerate(tqdm(records, desc=desc, mininterval=10, file=sys.stderr, leave=False)):
         with Image.open(r.path) as im:
-            g = Image.fromarray(xray_to_uint8_grey(im), mode="L").resize((size, size), Image.Resampling.BILINEAR)
+            g = xray_reduce(im, size)
         out[i] = torch.from_numpy(np.asarray(g, dtype=np.uint8).copy())
     return out
 

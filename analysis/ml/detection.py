@@ -5,7 +5,7 @@ weights, Apache-2.0, offline). Feature maps of stride 8 / 16 / 32 (40 / 112 / 32
 feature pyramid (``FPN_CHANNELS`` channels) with two extra levels P6, P7 (FCOS style). The stem and the
 first stride-2/4 blocks are frozen, and so are all backbone BatchNorm statistics (small detection batches).
 
-Preprocessing (:func:`xray_to_uint8_rgb` then :func:`resize_square`): any Pillow mode; 16-bit (``I;16``,
+Preprocessing (:func:`preprocess_xray`): any Pillow mode; 16-bit (``I;16``,
 ``I``, ``F``) greyscale is windowed to 8 bit between its 0.5th and 99.5th percentiles; 8-bit greyscale
 and RGB are converted to greyscale and replicated to three channels; the *whole* image is resized
 (stretched, no letterbox, no crop) to ``input_size x input_size`` -- the training images were themselves
@@ -23,7 +23,7 @@ from PIL import Image
 from torch import nn
 
 from .model import MEAN, STD, pretrained_weights_path
-from .model_input import xray_to_uint8_grey
+from .model_input import xray_reduce, xray_to_uint8_grey  # noqa: F401 - xray_to_uint8_grey re-exported
 
 FPN_CHANNELS = 96
 # indices of the last MBConv block of each returned stage in EfficientNet-Lite0 (16 blocks)
@@ -132,17 +132,11 @@ def build_detector(
 # ----------------------------------------------------------------------------- preprocessing
 
 
-def resize_square(grey: np.ndarray, size: int) -> torch.Tensor:
-    """HxW uint8 -> 3xSxS uint8 tensor (stretched resize, PIL bilinear)."""
-    im = Image.fromarray(grey, mode="L")
-    if im.size != (size, size):
-        im = im.resize((size, size), Image.Resampling.BILINEAR)
-    t = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy())
-    return t.unsqueeze(0).expand(3, -1, -1).contiguous()
-
-
 def preprocess_xray(img: Image.Image, size: int) -> torch.Tensor:
-    return resize_square(xray_to_uint8_grey(img), size)
+    """Any Pillow image -> 3xSxS uint8 tensor: :func:`model_input.xray_reduce` (the one reduction, also used
+    for the copies stored at upload and the training caches), replicated to three channels."""
+    t = torch.from_numpy(np.asarray(xray_reduce(img, size), dtype=np.uint8).copy())
+    return t.unsqueeze(0).expand(3, -1, -1).contiguous()
 
 
 def select_device(device: str | None = None) -> torch.device:
