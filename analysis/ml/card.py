@@ -251,8 +251,13 @@ def render_card(model: dict, metrics: dict) -> str:
     add("## Training")
     if cfg:
         add(
-            f"- Recipe: {cfg.get('warmup_epochs')} head warm-up epoch(s) with frozen backbone, then full "
-            f"fine-tune; AdamW (backbone lr {cfg.get('lr')}, head 5x, weight decay {cfg.get('weight_decay')}), "
+            "- Recipe: "
+            + (
+                f"{cfg.get('warmup_epochs')} head warm-up epoch(s) with frozen backbone, then full fine-tune"
+                if cfg.get("warmup_epochs")
+                else "full fine-tune from the first epoch (no head warm-up)"
+            )
+            + f"; AdamW (backbone lr {cfg.get('lr')}, head 5x, weight decay {cfg.get('weight_decay')}), "
             f"one-cycle cosine schedule, batch {cfg.get('batch_size')}, BCE with pos_weight sqrt(neg/pos), "
             f"early stopping on validation macro ROC-AUC (patience {cfg.get('patience')}), "
             f"planned epochs {cfg.get('epochs')}, seed {cfg.get('seed')}."
@@ -263,6 +268,13 @@ def render_card(model: dict, metrics: dict) -> str:
             f"{_f(max(h['val_macro_auc'] for h in hist))} at epoch "
             f"{metrics.get('training', {}).get('best_epoch', 0) + 1}; "
             f"total training time {sum(h['seconds'] for h in hist) / 60:.0f} min."
+        )
+    if cfg.get("init_from"):
+        add(
+            f"- **Fine-tuned from `{cfg['init_from']}`** at {cfg.get('input_size')} px: its weights, not "
+            "ImageNet's, were the starting point (fresh optimiser and schedule, same split and seed). The "
+            "training time above is this run only; add the earlier model's (its card) for the total."
+            + _init_comparison(cfg["init_from"], hist)
         )
     add(
         f"- Hardware: {metrics.get('hardware', 'CPU only, 2 cores (no GPU)')}; "
@@ -276,6 +288,21 @@ def render_card(model: dict, metrics: dict) -> str:
     add(f"Generated from `metrics.json` ({metrics.get('created', '')}) by `python -m analysis.ml card`.")
     add("")
     return "\n".join(lines)
+
+
+def _init_comparison(init_from: str, hist: list[dict]) -> str:
+    """One sentence comparing validation macro ROC-AUC with the model this one was fine-tuned from."""
+    try:
+        earlier = json.loads((Path(init_from) / "metrics.json").read_text())
+        before = max(h["val_macro_auc"] for h in earlier["training"]["history"])
+        after = max(h["val_macro_auc"] for h in hist)
+    except (OSError, KeyError, ValueError, TypeError):
+        return ""
+    return (
+        f" Best validation macro ROC-AUC: {_f(after)} here, {_f(before)} for the starting model "
+        f"({earlier.get('model', init_from)}); validation chose the checkpoint, calibration and thresholds, "
+        "the test groups were used for nothing but the numbers above."
+    )
 
 
 def write_card(artifact_dir: str | Path) -> Path:
