@@ -37,6 +37,7 @@ from .detect_metrics import mean_ap
 from .detection import build_detector, detect_hflip_tta, hardware_description, select_device
 from .model import load_init_weights
 from .model_input import xray_reduce
+from .runs import deadline_ts, set_seed
 from .yolo import XRAY_LABELS, DetRecord, class_counts, group_split, read_yolo_split
 
 
@@ -78,12 +79,6 @@ class DetTrainConfig:
     # start from these weights instead of ImageNet (a shipped artefact folder or a checkpoint): fine-tuning an
     # earlier version at a new input size; its own schedule, optimiser and best-model selection start afresh
     init_from: str = ""
-
-
-def set_seed(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
 
 
 # ----------------------------------------------------------------------------- cache + augmentation
@@ -216,15 +211,6 @@ def predict_cached(
 # ----------------------------------------------------------------------------- training
 
 
-def _deadline_ts(deadline: str) -> float | None:
-    if not deadline:
-        return None
-    dt = datetime.fromisoformat(deadline)
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt.timestamp()
-
-
 def prepare(cfg: DetTrainConfig):
     records = read_yolo_split(cfg.data, len(cfg.labels), limit=cfg.limit)
     tr, va = group_split(records, cfg.val_fraction, seed=cfg.seed)
@@ -313,7 +299,7 @@ def train_detector(cfg: DetTrainConfig, resume: bool = True, log=print) -> dict:
         start_epoch = ck["epoch"] + 1
         log(f"resumed from {last} at epoch {start_epoch} (best val mAP@0.5 {best:.4f} @ {best_epoch})")
 
-    deadline = _deadline_ts(cfg.deadline)
+    deadline = deadline_ts(cfg.deadline)
     epoch_time = None
     hardware = hardware_description(device)
     stop = False

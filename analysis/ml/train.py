@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from . import LABELS
 from .data import MultiLabelDataset, Record, load_rgb, read_records, targets
 from .model import build_model, load_init_weights
+from .runs import deadline_ts, set_seed
 from .splits import train_val_test_split
 from .transforms import (
     center_square_resize_pil,
@@ -70,12 +71,6 @@ class TrainConfig:
     # start from an earlier model's weights (artefact folder or checkpoint) instead of ImageNet's, e.g. to
     # fine-tune it at a higher resolution; optimiser, schedule and early stopping start afresh
     init_from: str = ""
-
-
-def set_seed(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
 
 
 # ----------------------------------------------------------------------------- metrics helpers
@@ -207,15 +202,6 @@ def choose_thresholds(
 # ----------------------------------------------------------------------------- training
 
 
-def _deadline_ts(deadline: str) -> float | None:
-    if not deadline:
-        return None
-    dt = datetime.fromisoformat(deadline)
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt.timestamp()
-
-
 def prepare(cfg: TrainConfig):
     """Records, split and cached images (also used by evaluation)."""
     records = read_records(cfg.data, cfg.labels)
@@ -325,7 +311,7 @@ def train(cfg: TrainConfig, resume: bool = True, log=print) -> dict:
         start_epoch = ck["epoch"] + 1
         log(f"resumed from {last} at epoch {start_epoch} (best macro AUC {best_auc:.4f} @ {best_epoch})")
 
-    deadline = _deadline_ts(cfg.deadline)
+    deadline = deadline_ts(cfg.deadline)
     epoch_time = None
     for epoch in range(start_epoch, cfg.epochs):
         if best_epoch >= 0 and epoch - best_epoch > cfg.patience:
