@@ -10,6 +10,7 @@ a dead worker and may be taken over.
 from __future__ import annotations
 
 import functools
+import io
 import logging
 import time
 import uuid
@@ -35,7 +36,7 @@ from clinics.tenancy import require_clinic_id
 from patients import crypto
 from patients.keys import patient_key
 from patients.models import Image
-from patients.services import image_read, image_read_model_input
+from patients.services import image_model_input_replace, image_read, image_read_model_input
 
 from .ml import model_input
 from .models import Analysis, AnalysisStatus, Finding
@@ -60,14 +61,58 @@ def model_input_maker(modality: str) -> Callable[[PILImage.Image], tuple[str, by
     """For ``image_ingest``: what turns an upload's pixels into the active model's input copy (or None when
     there is no model for the modality, or it takes no copy). The copy is a lossless PNG of the model's
     own first preprocessing step; the worker uses it only while that model (that ``spec``) is active."""
-    try:
-        model = model_version_active(modality)
-        meta = artifact_meta(artifact_path(model), model.weights_sha256)
-    except (ModelNotAvailable, OSError, ValueError):
-        return None
-    if not model_input.spec(meta):
+    meta = _active_meta(modality)
+    if meta is None or not model_input.spec(meta):
         return None
     return functools.partial(model_input.make, meta=meta)
+
+
+def _active_meta(modality: str) -> dict | None:
+    """The active model's ``model.json`` for a modality, or None when there is none usable."""
+    try:
+        model = model_version_active(modality)
+        return artifact_meta(artifact_path(model), model.weights_sha256)
+    except (ModelNotAvailable, OSError, ValueError):
+        return None
+
+
+def model_inputs_refresh(*, modality: str, limit: int = 0) -> dict[str, int]:
+    """Give the images of the clinic in scope a model-input copy for the active model of ``modality``
+    where theirs was made for another model (or none was made): after a model change the worker would
+    otherwise decode every older original again. The original is read with its integrity check; an image
+    whose original fails it is counted as ``failed`` (and audited by the read) and keeps what it had.
+    Audited once per clinic with the counts. ``limit``: at most that many images (0 = all)."""
+    meta = _active_meta(modality)
+    spec = model_input.spec(meta) if meta is not None else ""
+    counts = {"refreshed": 0, "failed": 0, "changed_meanwhile": 0}
+    if not spec:
+        return counts
+    stale = (
+        Image.objects.filter(modality=modality)
+        .exclude(model_input_spec=spec)
+        .select_related("patient")
+        .order_by("uploaded_at")
+    )
+    for image in stale[:limit] if limit else stale.iterator(chunk_size=200):
+        try:
+            with PILImage.open(io.BytesIO(image_read(image=image))) as pixels:
+                made = model_input.make(pixels, meta)
+        except (ServiceError, OSError, ValueError):
+            logger.warning("image %s: original unreadable, model-input copy not refreshed", image.pk)
+            counts["failed"] += 1
+            continue
+        if made is None:
+            continue
+        ok = image_model_input_replace(image=image, spec=made[0], data=made[1])
+        counts["refreshed" if ok else "changed_meanwhile"] += 1
+    if any(counts.values()):
+        audit.record(
+            action="image.model_input.refresh",
+            clinic_id=require_clinic_id(),
+            object_type="model_version",
+            details={"modality": modality, "spec": spec, **counts},
+        )
+    return counts
 
 
 def analysis_request(*, image: Image) -> Analysis | None:

@@ -233,6 +233,29 @@ def image_ingest(
     return image
 
 
+def image_model_input_replace(*, image: Image, spec: str, data: bytes) -> bool:
+    """Store a new model-input copy (``spec`` says which model's reduction) in place of the image's current
+    one: encrypted like the other variants, swapped in by compare-and-swap on the old key, the old blob
+    removed after commit. False (and nothing kept) when the row changed meanwhile or is gone (erased)."""
+    old_key = image.model_input_key
+    new_key = blob_put(crypto.encrypt(patient_key(image.patient), data, _aad(image.pk, "model_input")))
+    try:
+        with transaction.atomic():
+            swapped = Image.objects.filter(pk=image.pk, model_input_key=old_key).update(
+                model_input_key=new_key, model_input_spec=spec
+            )
+            if swapped and old_key:
+                transaction.on_commit(lambda: blob_delete(old_key))
+    except BaseException:
+        blob_delete(new_key)
+        raise
+    if not swapped:
+        blob_delete(new_key)
+        return False
+    image.model_input_key, image.model_input_spec = new_key, spec
+    return True
+
+
 def image_read(*, image: Image, variant: str = "original") -> bytes:
     """Decrypt one stored variant, checking its integrity. A failed check is audited and raised;
     no unauthenticated bytes are ever returned."""
