@@ -96,14 +96,12 @@ def model_inputs_refresh(*, modality: str, limit: int = 0) -> dict[str, int]:
     for image in stale[:limit] if limit else stale.iterator(chunk_size=200):
         try:
             with PILImage.open(io.BytesIO(image_read(image=image))) as pixels:
-                made = model_input.make(pixels, meta)
+                data = model_input.encode(model_input.reduce(pixels, meta))
         except (ServiceError, OSError, ValueError):
             logger.warning("image %s: original unreadable, model-input copy not refreshed", image.pk)
             counts["failed"] += 1
             continue
-        if made is None:
-            continue
-        ok = image_model_input_replace(image=image, spec=made[0], data=made[1])
+        ok = image_model_input_replace(image=image, spec=spec, data=data)
         counts["refreshed" if ok else "changed_meanwhile"] += 1
     if any(counts.values()):
         audit.record(

@@ -210,7 +210,9 @@ def test_refresh_model_inputs_remakes_stale_copies_once_and_reports_unreadable_o
     active_spec = "photo-rgb8-stretch-bilinear-v1-64"
     with clinic_scope(alice.clinic.id):
         fresh = Image.objects.get(pk=current)
-        old_key = Image.objects.get(pk=stale_id).model_input_key
+        stale = Image.objects.get(pk=stale_id)
+        old_key = stale.model_input_key
+        made_at_upload = image_read_model_input(image=stale, spec=active_spec)
         assert Image.objects.get(pk=none_id).model_input_key == ""
         # an image whose copy was made for an earlier model (another input size)
         Image.objects.filter(pk=stale_id).update(model_input_spec="photo-rgb8-stretch-bilinear-v1-32")
@@ -233,6 +235,8 @@ def test_refresh_model_inputs_remakes_stale_copies_once_and_reports_unreadable_o
                     PILImage.open(io.BytesIO(image_read(image=image))), {"modality": "photo", "input_size": 64}
                 )[1]
             )
+        # byte for byte what the upload itself stored for this model
+        assert image_read_model_input(image=Image.objects.get(pk=stale_id), spec=active_spec) == made_at_upload
         assert Image.objects.get(pk=current).model_input_key == untouched_key  # already right: not rewritten
         assert Image.objects.get(pk=broken_id).model_input_spec == "photo-rgb8-stretch-bilinear-v1-32"
         event = AuditEvent.objects.get(action="image.model_input.refresh")
