@@ -124,6 +124,13 @@ def _add_train_xray(sub):
         metavar="ARTIFACT_DIR_OR_CHECKPOINT",
         help="start from an earlier model's weights (e.g. analysis/models/xray/1.0.0) instead of ImageNet",
     )
+    p.add_argument(
+        "--repeat-threshold",
+        type=float,
+        default=0.0,
+        help="repeat-factor sampling threshold t (e.g. 1.0): images of classes held by fewer than a fraction t "
+        "of the training images are drawn more often; 0 = plain shuffling",
+    )
 
 
 def _add_evaluate_xray(sub):
@@ -187,6 +194,7 @@ def main(argv=None) -> int:
             time_budget_min=args.time_budget_min,
             pretrained=not args.no_pretrained,
             init_from=args.init_from,
+            repeat_threshold=args.repeat_threshold,
         )
         summary = train_detector(cfg, resume=not args.no_resume, log=lambda m: print(m, flush=True))
         print(json.dumps(summary, indent=2))

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as TF
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from tqdm.auto import tqdm
 
 from .detect_metrics import mean_ap
@@ -79,6 +79,9 @@ class DetTrainConfig:
     # start from these weights instead of ImageNet (a shipped artefact folder or a checkpoint): fine-tuning an
     # earlier version at a new input size; its own schedule, optimiser and best-model selection start afresh
     init_from: str = ""
+    # repeat-factor sampling (LVIS): an image is drawn in proportion to max(1, sqrt(t / f_c)) over the classes c
+    # it holds, f_c = fraction of training images holding c; 0 = uniform shuffling
+    repeat_threshold: float = 0.0
 
 
 # ----------------------------------------------------------------------------- cache + augmentation
@@ -217,6 +220,44 @@ def prepare(cfg: DetTrainConfig):
     return records, tr, va
 
 
+def repeat_factors(records: Sequence[DetRecord], n_classes: int, threshold: float) -> np.ndarray:
+    """Per-image repeat factor of repeat-factor sampling (Gupta et al., LVIS 2019): with ``f_c`` the fraction
+    of images holding class ``c``, an image's factor is ``max(1, max_c sqrt(threshold / f_c))`` over its
+    classes (1 for an image without boxes), so images of rare classes are drawn more often."""
+    holds = np.zeros((len(records), n_classes), dtype=bool)
+    for i, r in enumerate(records):
+        holds[i, np.unique(r.labels.astype(np.int64))] = True
+    freq = holds.mean(axis=0)
+    per_class = np.where(freq > 0, np.sqrt(threshold / np.maximum(freq, 1e-12)), 1.0)
+    per_class = np.maximum(per_class, 1.0)
+    return np.where(holds, per_class[None, :], 1.0).max(axis=1, initial=1.0)
+
+
+def train_loader(ds: DetDataset, cfg: DetTrainConfig, gen: torch.Generator, log=print) -> DataLoader:
+    """Shuffled batches, or with ``cfg.repeat_threshold`` repeat-factor sampling (:func:`repeat_factors`)
+    with as many draws per epoch as plain shuffling, so epoch time and the schedule are unchanged."""
+    sampler = None
+    if cfg.repeat_threshold > 0:
+        factors = repeat_factors(ds.records, len(cfg.labels), cfg.repeat_threshold)
+        sampler = WeightedRandomSampler(
+            torch.from_numpy(factors).double(), num_samples=len(ds), replacement=True, generator=gen
+        )
+        log(
+            f"repeat-factor sampling t={cfg.repeat_threshold}: factors {factors.min():.2f}-{factors.max():.2f}; "
+            f"{int((factors > factors.min()).sum())} of {len(factors)} images drawn more often than the least-drawn"
+        )
+    return DataLoader(
+        ds,
+        batch_size=cfg.batch_size,
+        shuffle=sampler is None,
+        sampler=sampler,
+        drop_last=len(ds) > cfg.batch_size,
+        collate_fn=collate,
+        generator=gen,
+        num_workers=0,
+    )
+
+
 def lr_factor(cfg: DetTrainConfig, step: int, progress: float) -> float:
     """Linear warm-up over ``warmup_steps``, then cosine from 1 to 0.01 as ``progress`` goes 0 -> 1."""
     if step < cfg.warmup_steps:
@@ -262,15 +303,7 @@ def train_detector(cfg: DetTrainConfig, resume: bool = True, log=print) -> dict:
 
     ds = DetDataset(train_recs, train_imgs, cfg)
     gen = torch.Generator()
-    loader = DataLoader(
-        ds,
-        batch_size=cfg.batch_size,
-        shuffle=True,
-        drop_last=len(ds) > cfg.batch_size,
-        collate_fn=collate,
-        generator=gen,
-        num_workers=0,
-    )
+    loader = train_loader(ds, cfg, gen, log)
     steps_per_epoch = len(loader) if not cfg.max_steps else min(len(loader), cfg.max_steps)
     total_steps = max(1, steps_per_epoch * cfg.epochs)
     budget_s = cfg.time_budget_min * 60.0

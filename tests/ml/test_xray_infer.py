@@ -229,6 +229,61 @@ def test_augmentation_keeps_boxes_inside_the_image():
     assert torch.equal((x[0] * 255).round().to(torch.uint8), grey.flip(-1))
 
 
+def _records(label_sets: list[list[int]]) -> list[DetRecord]:
+    return [
+        DetRecord(
+            path=Path(f"{i}.jpg"),
+            boxes=np.tile(np.array([[0.1, 0.1, 0.5, 0.5]], np.float32), (len(ls), 1)),
+            labels=np.array(ls, np.int64),
+        )
+        for i, ls in enumerate(label_sets)
+    ]
+
+
+def test_repeat_factors_follow_the_lvis_rule():
+    from analysis.ml.detect_train import repeat_factors
+
+    # class 0 in 1 of 10 images, class 1 in all 10, class 2 in 5, class 3 in none; one image has no boxes
+    sets = [[0, 1]] + [[1, 2]] * 4 + [[1]] * 4 + [[1, 2, 2]]
+    sets = [*sets, []]
+    recs = _records(sets)
+    f = repeat_factors(recs, 4, threshold=0.5)
+    # f_0 = 1/11 -> sqrt(0.5 * 11); f_2 = 5/11 -> sqrt(0.5 * 11 / 5); f_1 = 10/11 -> below 1 -> 1
+    np.testing.assert_allclose(f[0], np.sqrt(5.5))
+    np.testing.assert_allclose(f[1:5], np.sqrt(1.1))
+    np.testing.assert_allclose(f[5:9], 1.0)
+    np.testing.assert_allclose(f[9], np.sqrt(1.1))
+    assert f[10] == 1.0  # no boxes
+    np.testing.assert_allclose(repeat_factors(recs, 4, threshold=0.0), 1.0)
+
+
+def test_train_loader_draws_rare_class_images_more_often():
+    from analysis.ml.detect_train import DetDataset, DetTrainConfig, train_loader
+
+    sets = [[0]] * 5 + [[1]] * 95  # class 0 in 5% of the images
+    recs = _records(sets)
+    images = torch.zeros((len(recs), 16, 16), dtype=torch.uint8)
+    logs: list[str] = []
+
+    def draws(t: float) -> list[int]:
+        cfg = DetTrainConfig(data="", run_dir="", repeat_threshold=t, batch_size=4)
+        loader = train_loader(DetDataset(recs, images, cfg), cfg, torch.Generator().manual_seed(0), logs.append)
+        out = []
+        for _ in range(20):
+            out += list(iter(loader.sampler))
+        return out
+
+    plain = draws(0.0)
+    assert sorted(plain[:100]) == list(range(100))  # plain shuffling: every image once per epoch
+    rfs = draws(0.5)
+    assert len(rfs) == len(plain)  # epoch length unchanged
+    rare_share = sum(i < 5 for i in rfs) / len(rfs)
+    expected = 5 * np.sqrt(10) / (5 * np.sqrt(10) + 95)  # factor sqrt(0.5 / 0.05) for the rare images
+    assert abs(rare_share - expected) < 0.03, rare_share
+    assert rare_share > 0.10  # against 0.05 without it
+    assert any("repeat-factor sampling t=0.5" in m for m in logs)
+
+
 def test_detrecord_defaults():
     r = DetRecord(path=Path("a.jpg"), boxes=np.zeros((0, 4), np.float32), labels=np.zeros(0, np.int64))
     assert r.group == "" and r.extra == {}
