@@ -16,7 +16,10 @@
     cavity: "#D55E00", filling: "#56B4E9", implant: "#009E73", impacted_tooth: "#0072B2",
   };
   const FALLBACK_COLOR = "#0072B2";
+  // Status re-checks while analyses run: 2 s at first, then 1.5x longer each time up to 15 s; none while
+  // the tab is hidden. Each check is an audited read, so a tab left open must not write one every 2 s.
   const POLL_MS = 2000;
+  const POLL_MAX_MS = 15000;
 
   const imagesEl = document.getElementById("review-images");
   const messageEl = document.getElementById("review-message");
@@ -41,6 +44,9 @@
     draw: null, // {mode: "add"|"adjust", imageId, findingId, box, start, pointer}
     busy: false,
     pollTimer: null,
+    polling: false, // a status check is scheduled or running
+    pollPaused: false, // polling waits for the tab to be shown again
+    pollResume: null,
   };
   const views = {}; // image id -> {section, stage, svg, list, hidden, draft, tools}
 
@@ -615,10 +621,22 @@
 
   // ---------------------------------------------------------------- live analysis status
   function startPolling() {
-    if (state.pollTimer) return;
+    if (state.polling) return;
+    state.polling = true;
     liveEl.hidden = false;
     liveEl.textContent = "Analysing…";
+    let delay = POLL_MS;
+    const schedule = (ms) => { state.pollTimer = window.setTimeout(tick, ms); };
+    const later = () => {
+      schedule(delay);
+      delay = Math.min(delay * 1.5, POLL_MAX_MS);
+    };
     const tick = async () => {
+      state.pollTimer = null;
+      if (document.hidden) { // a background tab reads (and audits) nothing; it checks again when shown
+        state.pollPaused = true;
+        return;
+      }
       try {
         const page = await api(data.urls.analyses, "GET");
         const analyses = page.results || page;
@@ -626,20 +644,30 @@
         const finished = analyses.filter((a) => a.status === "done" || a.status === "failed").length;
         if (finished < total) {
           liveEl.textContent = "Analysing… " + finished + " of " + total + " done";
-          state.pollTimer = window.setTimeout(tick, POLL_MS);
+          later();
           return;
         }
-        state.pollTimer = null;
+        state.polling = false;
         const failed = analyses.filter((a) => a.status === "failed").length;
         liveEl.textContent = "Analysis finished" + (failed ? " (" + failed + " failed)" : "") + ".";
         await reloadData();
       } catch (err) {
         liveEl.textContent = "Analysis status unavailable: " + err.message + " (retrying)";
-        state.pollTimer = window.setTimeout(tick, POLL_MS);
+        later();
       }
     };
-    state.pollTimer = window.setTimeout(tick, 0);
+    state.pollResume = () => {
+      if (!state.pollPaused) return;
+      state.pollPaused = false;
+      delay = POLL_MS;
+      schedule(0);
+    };
+    schedule(0);
   }
+
+  document.addEventListener("visibilitychange", () => {
+    if (!document.hidden && state.pollResume) state.pollResume();
+  });
 
   build();
   refresh();

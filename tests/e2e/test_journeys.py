@@ -27,9 +27,10 @@ import pytest
 from django.conf import settings
 from PIL import Image as PILImage
 
-from analysis.models import Finding, Report
+from analysis.models import Analysis, Finding, ModelVersion, Report
 from analysis.registry import model_register
 from clinics.models import AuditEvent
+from clinics.tenancy import clinic_scope
 from patients.models import Image, Patient
 
 from ..conftest import PASSWORD, World, build_clinic, enrol_totp, next_totp
@@ -290,3 +291,69 @@ def test_review_page_on_a_tablet(worlds: tuple[World, World], browser: Any, live
     assert strokes and {s.lower() for s in strokes} <= OKABE_ITO, strokes
     tablet.locator("li.finding button.finding-select").first.tap()
     _shot(tablet, "11-review-on-a-tablet")
+
+
+_SET_HIDDEN = """(hidden) => {
+  Object.defineProperty(document, "hidden", {configurable: true, get: () => hidden});
+  document.dispatchEvent(new Event("visibilitychange"));
+}"""
+
+
+def test_review_page_follows_a_running_analysis_without_flooding_the_audit_trail(
+    worlds: tuple[World, World], browser: Any, live_server: Any
+) -> None:
+    """The review page re-checks a running analysis with a growing interval, stops while its tab is hidden
+    (each check is an audited read) and draws the new findings once it is done."""
+    alice, _ = worlds
+    base = live_server.url
+    dentist_user = alice.users["dentist"]
+    secret = enrol_totp(dentist_user)
+    with clinic_scope(alice.clinic.id):
+        model = ModelVersion.objects.create(
+            name="photo-fixture-2",
+            version="0.0.1",
+            modality="photo",
+            artifact_dir="/nonexistent",
+            weights_sha256="0" * 64,
+            labels=["caries", "gingivitis", "calculus", "ulcer"],
+            thresholds={"caries": 0.3, "gingivitis": 0.5, "calculus": 0.5, "ulcer": 0.5},
+        )
+        # queued but never sent to a worker: the test finishes it itself
+        running = Analysis.objects.create(
+            image=alice.image, model_version=model, status="queued", input_sha256=alice.image.sha256
+        )
+
+    def status_reads() -> int:
+        return AuditEvent.unscoped.filter(action="analysis.list", actor_user=dentist_user).count()
+
+    page = _page(browser)
+    _login(page, base, dentist_user.email, secret)
+    page.goto(f"{base}/visits/{alice.image.visit_id}/review/")
+    page.wait_for_selector("#live-status:has-text('1 of 2 done')")
+    assert page.locator("li.finding").count() == 1
+    # Checks at about 0, 2, 5 and 9.5 s, then 16 s: at most 5 in the first 15 s (a fixed 2 s would make 8).
+    first = status_reads()
+    page.wait_for_timeout(15_000)
+    visible_reads = status_reads()
+    assert 2 <= visible_reads <= 5, visible_reads
+    assert first >= 1
+
+    # A hidden tab checks nothing: at most the check already scheduled runs (and then pauses).
+    page.evaluate(_SET_HIDDEN, True)
+    page.wait_for_timeout(8_000)
+    paused_at = status_reads()
+    page.wait_for_timeout(8_000)
+    assert status_reads() == paused_at
+    assert "1 of 2 done" in page.inner_text("#live-status")
+
+    # The analysis finishes while the tab is hidden; shown again, the page checks at once and draws it.
+    with clinic_scope(alice.clinic.id):
+        Finding.objects.create(
+            analysis=running, image=alice.image, condition="ulcer", probability=0.88, box=[0.5, 0.5, 0.2, 0.2]
+        )
+        Analysis.objects.filter(pk=running.pk).update(status="done")
+    page.evaluate(_SET_HIDDEN, False)
+    page.wait_for_selector("#live-status:has-text('Analysis finished.')", timeout=5_000)
+    page.locator("li.finding").nth(1).wait_for()
+    assert status_reads() == paused_at + 1
+    _shot(page, "12-review-live-status-finished")
