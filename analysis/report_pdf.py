@@ -11,7 +11,9 @@ caller asks (``annotate(..., show_pending=True)``, e.g. for a clinician's previe
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import io
+from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
 
@@ -19,9 +21,12 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from reportlab.lib import colors
 from reportlab.lib.enums import TA_CENTER
+from reportlab.lib.fonts import addMapping
 from reportlab.lib.pagesizes import A4
 from reportlab.lib.styles import ParagraphStyle, getSampleStyleSheet
 from reportlab.lib.units import mm
+from reportlab.pdfbase import pdfmetrics
+from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.platypus import Image as RLImage
 from reportlab.platypus import KeepTogether, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
@@ -360,19 +365,36 @@ def annotate(image: Image.Image, findings: list[dict[str, Any]], *, show_pending
 
 # --- PDF ----------------------------------------------------------------------------------------------------------
 
+#: DejaVu Sans (``analysis/fonts``, Bitstream Vera licence), embedded as a subset: the PDF base fonts (Helvetica)
+#: cover only Latin-1, so names such as "Łucja Dvořák" or "Юлия" came out as empty boxes. DejaVu covers Latin,
+#: Greek, Cyrillic and more, but not Chinese, Japanese or Korean.
+FONT = "DejaVuSans"
+FONT_BOLD = "DejaVuSans-Bold"
+_FONT_DIR = Path(__file__).resolve().parent / "fonts"
+
+
+@functools.cache
+def _register_fonts() -> None:
+    pdfmetrics.registerFont(TTFont(FONT, str(_FONT_DIR / "DejaVuSans.ttf")))
+    pdfmetrics.registerFont(TTFont(FONT_BOLD, str(_FONT_DIR / "DejaVuSans-Bold.ttf")))
+    # <b> in a paragraph picks the bold face; there is no italic face, so <i> keeps the upright one
+    addMapping(FONT, 0, 0, FONT)
+    addMapping(FONT, 1, 0, FONT_BOLD)
+    addMapping(FONT, 0, 1, FONT)
+    addMapping(FONT, 1, 1, FONT_BOLD)
+
 
 def _styles() -> dict[str, ParagraphStyle]:
+    _register_fonts()
     base = getSampleStyleSheet()
-    body = ParagraphStyle("body", parent=base["BodyText"], fontName="Helvetica", fontSize=10.5, leading=14)
+    body = ParagraphStyle("body", parent=base["BodyText"], fontName=FONT, fontSize=10.5, leading=14)
     return {
-        "title": ParagraphStyle("title", parent=base["Title"], fontName="Helvetica-Bold", fontSize=18, spaceAfter=4),
+        "title": ParagraphStyle("title", parent=base["Title"], fontName=FONT_BOLD, fontSize=18, spaceAfter=4),
         "clinic": ParagraphStyle("clinic", parent=body, fontSize=12, alignment=TA_CENTER, spaceAfter=10),
-        "h2": ParagraphStyle("h2", parent=base["Heading2"], fontName="Helvetica-Bold", fontSize=13, spaceBefore=10),
+        "h2": ParagraphStyle("h2", parent=base["Heading2"], fontName=FONT_BOLD, fontSize=13, spaceBefore=10),
         "body": body,
         "small": ParagraphStyle("small", parent=body, fontSize=9, leading=12, textColor=colors.HexColor("#333333")),
-        "notice": ParagraphStyle(
-            "notice", parent=body, fontName="Helvetica-Bold", textColor=colors.HexColor("#7a3b00")
-        ),
+        "notice": ParagraphStyle("notice", parent=body, fontName=FONT_BOLD, textColor=colors.HexColor("#7a3b00")),
     }
 
 
@@ -497,7 +519,7 @@ def render_pdf(
 
     def on_page(canvas: Any, document: Any) -> None:
         canvas.saveState()
-        canvas.setFont("Helvetica", 8.5)
+        canvas.setFont(FONT, 8.5)
         canvas.setFillColor(colors.HexColor("#333333"))
         canvas.drawString(margin, 12 * mm, footer)
         canvas.drawRightString(A4[0] - margin, 12 * mm, f"Page {document.page}")
