@@ -10,6 +10,8 @@ import json
 import math
 from pathlib import Path
 
+from .card import _ci, _f  # the photo card's number formatting: "n/a" for missing, " (lo–hi)" intervals
+
 ATTRIBUTION = (
     'Training and test images: the Roboflow Universe dataset "Рентгеновские снимки" (workspace dental-uispo, '
     "project -bhjcu), as exported into the public GitHub repository `AayushKarna/dental-detection-backend`; "
@@ -34,18 +36,6 @@ CLASS_LIMITS = {
         "numbers are affected most."
     ),
 }
-
-
-def _f(v, nd=3) -> str:
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return "n/a"
-    return f"{v:.{nd}f}"
-
-
-def _ci(ci) -> str:
-    if not ci or ci[0] is None:
-        return ""
-    return f" ({_f(ci[0])}–{_f(ci[1])})"
 
 
 def _split_table(name: str, res: dict, labels) -> list[str]:
