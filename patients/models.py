@@ -116,6 +116,9 @@ class Image(ClinicScopedModel):
     window_high = models.IntegerField(null=True, blank=True)
     sha256 = models.CharField(max_length=64)
     size_bytes = models.PositiveIntegerField()
+    # bytes the image's encrypted blobs (original, preview, thumbnail, model-input copy) occupy in storage:
+    # what the clinic's storage quota counts
+    stored_bytes = models.PositiveBigIntegerField(default=0, editable=False)
     display_name = models.BinaryField(editable=False)  # the uploaded file's (sanitised) name, encrypted
     original_key = models.CharField(max_length=64, editable=False)
     preview_key = models.CharField(max_length=64, editable=False)

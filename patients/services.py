@@ -15,7 +15,8 @@ from typing import Any, BinaryIO
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Sum
+from django.db.models import F, Sum
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from clinics import audit, context
@@ -28,7 +29,7 @@ from .intake import IntakeError, SanitizedImage, safe_display_name, sanitize_upl
 from .keys import clinic_key, patient_key, patient_key_new
 from .models import Image, Patient, Sex, Visit
 from .selectors import PatientIdentity, identity_aad, image_display_name, patient_identity
-from .storage import blob_delete, blob_get, blob_put
+from .storage import blob_delete, blob_get, blob_put, blob_size
 
 logger = logging.getLogger(__name__)
 
@@ -165,25 +166,19 @@ def image_ingest(
         max_bytes=settings.IMAGE_MAX_BYTES,
         max_pixels=settings.IMAGE_MAX_PIXELS,
     )
-    quota = settings.IMAGE_QUOTA_BYTES_PER_CLINIC
-    if quota:
-        used = Image.objects.aggregate(total=Sum("size_bytes"))["total"] or 0
-        if used + len(sanitized.data) > quota:
-            raise IntakeError(
-                "quota_exceeded",
-                "This clinic has used its image storage quota; ask your clinic admin to free space or raise it.",
-                413,
-            )
     key = patient_key(patient)
     image_id = uuid.uuid4()
     reduced = model_input(sanitized.pixels) if model_input is not None and sanitized.pixels is not None else None
     variants = [("original", sanitized.data), ("preview", sanitized.preview), ("thumbnail", sanitized.thumbnail)]
     if reduced is not None:
         variants.append(("model_input", reduced[1]))
+    blobs = [crypto.encrypt(key, data, _aad(image_id, variant)) for variant, data in variants]
+    stored_bytes = sum(len(blob) for blob in blobs)
+    _check_quota(stored_bytes)
     written: list[str] = []
     try:
-        for variant, data in variants:
-            written.append(blob_put(crypto.encrypt(key, data, _aad(image_id, variant))))
+        for blob in blobs:
+            written.append(blob_put(blob))
         actor = context.actor_var.get() or context.Actor()
         with transaction.atomic():
             visit = visit_for_upload(patient=patient, visit_id=visit_id)
@@ -201,6 +196,7 @@ def image_ingest(
                 window_high=sanitized.window[1] if sanitized.window else None,
                 sha256=hashlib.sha256(sanitized.data).hexdigest(),
                 size_bytes=len(sanitized.data),
+                stored_bytes=stored_bytes,
                 display_name=crypto.encrypt(key, safe_display_name(filename).encode(), _aad(image_id, "name")),
                 original_key=written[0],
                 preview_key=written[1],
@@ -233,16 +229,35 @@ def image_ingest(
     return image
 
 
+def _check_quota(incoming: int) -> None:
+    """The clinic's images may occupy at most ``IMAGE_QUOTA_BYTES_PER_CLINIC`` in storage, counting every
+    stored blob (original, preview, thumbnail, model-input copy; encrypted sizes), not only the originals."""
+    quota = settings.IMAGE_QUOTA_BYTES_PER_CLINIC
+    if not quota:
+        return
+    used = Image.objects.aggregate(total=Sum("stored_bytes"))["total"] or 0
+    if used + incoming > quota:
+        raise IntakeError(
+            "quota_exceeded",
+            "This clinic has used its image storage quota; ask your clinic admin to free space or raise it.",
+            413,
+        )
+
+
 def image_model_input_replace(*, image: Image, spec: str, data: bytes) -> bool:
     """Store a new model-input copy (``spec`` says which model's reduction) in place of the image's current
     one: encrypted like the other variants, swapped in by compare-and-swap on the old key, the old blob
     removed after commit. False (and nothing kept) when the row changed meanwhile or is gone (erased)."""
     old_key = image.model_input_key
-    new_key = blob_put(crypto.encrypt(patient_key(image.patient), data, _aad(image.pk, "model_input")))
+    old_size = blob_size(old_key) if old_key else 0
+    blob = crypto.encrypt(patient_key(image.patient), data, _aad(image.pk, "model_input"))
+    new_key = blob_put(blob)
     try:
         with transaction.atomic():
             swapped = Image.objects.filter(pk=image.pk, model_input_key=old_key).update(
-                model_input_key=new_key, model_input_spec=spec
+                model_input_key=new_key,
+                model_input_spec=spec,
+                stored_bytes=Greatest(F("stored_bytes") - old_size + len(blob), 0),
             )
             if swapped and old_key:
                 transaction.on_commit(lambda: blob_delete(old_key))
@@ -253,6 +268,7 @@ def image_model_input_replace(*, image: Image, spec: str, data: bytes) -> bool:
         blob_delete(new_key)
         return False
     image.model_input_key, image.model_input_spec = new_key, spec
+    image.stored_bytes = max(image.stored_bytes - old_size + len(blob), 0)
     return True
 
 

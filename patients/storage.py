@@ -48,3 +48,11 @@ def blob_delete(name: str) -> None:
 
 def blob_exists(name: str) -> bool:
     return image_storage().exists(name)
+
+
+def blob_size(name: str) -> int:
+    """Stored size in bytes; 0 for a blob that is missing."""
+    try:
+        return image_storage().size(name)
+    except (FileNotFoundError, OSError):
+        return 0

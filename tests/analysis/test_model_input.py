@@ -203,6 +203,7 @@ def test_refresh_model_inputs_remakes_stale_copies_once_and_reports_unreadable_o
     from django.core.management.base import CommandError
 
     from patients.services import image_read, image_read_model_input
+    from patients.storage import blob_size
 
     current = _upload(alice, _noisy_png(11))["id"]
     stale_id, broken_id = (_upload(alice, _noisy_png(seed))["id"] for seed in (12, 14))
@@ -238,6 +239,9 @@ def test_refresh_model_inputs_remakes_stale_copies_once_and_reports_unreadable_o
         # byte for byte what the upload itself stored for this model
         assert image_read_model_input(image=Image.objects.get(pk=stale_id), spec=active_spec) == made_at_upload
         assert Image.objects.get(pk=current).model_input_key == untouched_key  # already right: not rewritten
+        for pk in (stale_id, none_id, current):  # the quota's count follows the swapped copies
+            image = Image.objects.get(pk=pk)
+            assert image.stored_bytes == sum(blob_size(k) for k in image.blob_keys.values())
         assert Image.objects.get(pk=broken_id).model_input_spec == "photo-rgb8-stretch-bilinear-v1-32"
         event = AuditEvent.objects.get(action="image.model_input.refresh")
     assert not _blob_path(settings, old_key).exists()  # the replaced copy is gone

@@ -9,6 +9,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 from django.core.management import call_command
 from django.urls import reverse
@@ -20,6 +21,7 @@ from patients import crypto
 from patients.models import DataKey, Image, Patient
 from patients.selectors import image_get, patient_get
 from patients.services import image_read
+from patients.storage import blob_size
 
 from ..conftest import World, png_bytes, token_client, user_client
 from .hostile_corpus import build_corpus, exif_gps_orientation, half_red_jpeg_array, save
@@ -314,10 +316,40 @@ def test_patient_get_prefetches_keys(alice: World, django_assert_max_num_queries
             patient_get(alice.patient.pk)
 
 
+def _noise_png(seed: int) -> bytes:
+    out = io.BytesIO()
+    rng = np.random.default_rng(seed)
+    PILImage.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(out, "PNG")
+    return out.getvalue()
+
+
+def test_quota_counts_every_stored_blob_not_only_originals(alice: World, settings) -> None:  # noqa: ANN001
+    """Previews, thumbnails and model-input copies take space too: the quota counts what storage holds."""
+    settings.IMAGE_QUOTA_BYTES_PER_CLINIC = 0
+    first = upload(token_client(alice, "staff"), alice, "first.png", _noise_png(1))
+    assert first.status_code == 201
+    with clinic_scope(alice.clinic.id):
+        images = list(Image.objects.all())
+        for image in images:
+            assert image.stored_bytes == sum(blob_size(k) for k in image.blob_keys.values()) > image.size_bytes
+        new = Image.objects.get(pk=first.json()["id"])
+    stored = sum(i.stored_bytes for i in images)
+    # room for one more original (all the old rule counted) but not for its preview and thumbnail
+    settings.IMAGE_QUOTA_BYTES_PER_CLINIC = stored + new.size_bytes + 100
+    assert new.stored_bytes > new.size_bytes + 200
+    response = upload(token_client(alice, "staff"), alice, "second.png", _noise_png(2))
+    assert response.status_code == 413 and response.json()["error"]["code"] == "quota_exceeded"
+    with clinic_scope(alice.clinic.id):
+        assert Image.objects.count() == len(images)  # the rejected upload stored nothing
+    settings.IMAGE_QUOTA_BYTES_PER_CLINIC = stored + 2 * new.stored_bytes  # room for all its blobs
+    response = upload(token_client(alice, "staff"), alice, "second.png", _noise_png(2))
+    assert response.status_code == 201, response.json()
+
+
 def test_per_clinic_quota_and_one_file_per_request(alice: World, bob: World, settings) -> None:  # noqa: ANN001
     with clinic_scope(alice.clinic.id):
-        used = Image.objects.get().size_bytes
-    settings.IMAGE_QUOTA_BYTES_PER_CLINIC = used + 100
+        used = Image.objects.get().stored_bytes
+    settings.IMAGE_QUOTA_BYTES_PER_CLINIC = used + 8000  # room for a tiny image (~2 kB), not for 12 kB of noise
     noise = io.BytesIO()
     PILImage.frombytes("RGB", (64, 64), os.urandom(64 * 64 * 3)).save(noise, "PNG")
     response = upload(token_client(alice, "staff"), alice, "more.png", noise.getvalue())
@@ -333,3 +365,17 @@ def test_per_clinic_quota_and_one_file_per_request(alice: World, bob: World, set
         format="multipart",
     )
     assert response.status_code == 400 and response.json()["error"]["code"] == "too_many_files"
+
+
+def test_stored_bytes_backfill_of_images_uploaded_before_it_was_counted(alice: World) -> None:
+    import importlib
+
+    from django.apps import apps
+
+    migration = importlib.import_module("patients.migrations.0006_image_stored_bytes")
+    with clinic_scope(alice.clinic.id):
+        Image.objects.update(stored_bytes=0)
+    migration.backfill(apps, None)  # as the migration runs it: no clinic in scope
+    with clinic_scope(alice.clinic.id):
+        image = Image.objects.get()
+        assert image.stored_bytes == sum(blob_size(k) for k in image.blob_keys.values()) > image.size_bytes
