@@ -52,7 +52,10 @@ def blob_exists(name: str) -> bool:
 
 def blob_size(name: str) -> int:
     """Stored size in bytes; 0 for a blob that is missing."""
+    storage = image_storage()
     try:
-        return image_storage().size(name)
-    except (FileNotFoundError, OSError):
+        return storage.size(name)
+    except Exception:  # missing: FileNotFoundError on local files, botocore's ClientError (404) on S3
+        if storage.exists(name):
+            raise
         return 0

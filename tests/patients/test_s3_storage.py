@@ -83,6 +83,16 @@ def test_images_round_trip_through_s3_encrypted(
     for key in new:
         body = s3_images.get_object(Bucket=BUCKET, Key=key)["Body"].read()
         assert not body.startswith((b"\x89PNG", b"\xff\xd8")) and b"IHDR" not in body
+    # the quota's count is what the bucket holds; a missing object counts 0
+    from clinics.tenancy import clinic_scope
+    from patients.models import Image as ImageRow
+    from patients.storage import blob_size
+
+    with clinic_scope(alice.clinic.id):
+        row = ImageRow.objects.get(pk=response.json()["id"])
+    sizes = {k: s3_images.head_object(Bucket=BUCKET, Key=k)["ContentLength"] for k in new}
+    assert row.stored_bytes == sum(sizes.values()) == sum(blob_size(k) for k in row.blob_keys.values())
+    assert blob_size("blobs/" + "0" * 32) == 0
     served = client.get(response.json()["file"])
     assert served.status_code == 200 and served.content.startswith(b"\x89PNG")
     from PIL import Image
