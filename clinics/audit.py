@@ -118,8 +118,13 @@ class ChainReport:
     problem: ChainProblem | None
 
 
-def verify_chain(chain: str) -> ChainReport:
-    """Walk one chain in ``seq`` order; report the first event that was altered, removed or moved."""
+def verify_chain(chain: str, checkpoints: dict[int, tuple[str, str]] | None = None) -> ChainReport:
+    """Walk one chain in ``seq`` order; report the first event that was altered, removed or moved.
+
+    ``checkpoints`` (``{seq: (hash, checkpoint file)}``, see :mod:`clinics.audit_checkpoints`) are heads
+    recorded outside the database: the event at each such seq must still carry that hash, which catches a
+    rewrite that recomputed the chain itself."""
+    checkpoints = checkpoints or {}
     expected_seq = 1
     prev_hash = GENESIS_HASH
     count = 0
@@ -141,6 +146,12 @@ def verify_chain(chain: str) -> ChainReport:
             return ChainReport(
                 chain, count, ChainProblem(chain, event.id, event.seq, "content does not match its hash (altered)")
             )
+        if event.seq in checkpoints and checkpoints[event.seq][0] != event.hash:
+            reason = (
+                f"hash differs from the one checkpoint {checkpoints[event.seq][1]} recorded "
+                "(this event or an earlier one was rewritten and the chain recomputed)"
+            )
+            return ChainReport(chain, count, ChainProblem(chain, event.id, event.seq, reason))
         prev_hash = event.hash
         expected_seq += 1
     head = AuditChainHead.objects.filter(chain=chain).first()
@@ -148,6 +159,11 @@ def verify_chain(chain: str) -> ChainReport:
     if head is not None and (head.last_seq != last_seq or head.last_hash != prev_hash):
         reason = f"chain ends at seq {last_seq} but its head records seq {head.last_seq} (events removed at the end)"
         return ChainReport(chain, count, ChainProblem(chain, None, head.last_seq, reason))
+    if checkpoints and max(checkpoints) > last_seq:
+        seq = max(checkpoints)
+        reason = f"chain ends at seq {last_seq} but checkpoint {checkpoints[seq][1]} recorded seq {seq}"
+        reason += " (events removed)"
+        return ChainReport(chain, count, ChainProblem(chain, None, seq, reason))
     return ChainReport(chain, count, None)
 
 

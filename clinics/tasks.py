@@ -3,6 +3,7 @@ from __future__ import annotations
 from celery import shared_task
 
 from . import audit, context
+from .audit_checkpoints import checkpoints_load
 from .models import AuditOutcome
 from .tenancy import clinic_scope
 
@@ -12,7 +13,9 @@ def audit_chain_verify_task(clinic_id: str) -> dict[str, object]:
     """Verify one clinic's audit chain in the background and record the result in that chain."""
     context.actor_var.set(context.Actor(system="audit_chain_verify"))
     with clinic_scope(clinic_id) as scoped_id:
-        report = audit.verify_chain(audit.chain_key(scoped_id))
+        chain = audit.chain_key(scoped_id)
+        checkpoints = checkpoints_load()
+        report = audit.verify_chain(chain, checkpoints.heads.get(chain))
         audit.record(
             action="audit.verify",
             clinic_id=scoped_id,
@@ -21,3 +24,13 @@ def audit_chain_verify_task(clinic_id: str) -> dict[str, object]:
             details={"events": report.events, "problem": str(report.problem) if report.problem else None},
         )
     return {"intact": report.problem is None, "events": report.events}
+
+
+@shared_task(name="clinics.audit_checkpoint", soft_time_limit=300, time_limit=360)
+def audit_checkpoint_task() -> dict[str, object]:
+    """Seal every chain head outside the database (celery beat, ``AUDIT_CHECKPOINT_EVERY_SECONDS``)."""
+    from .audit_checkpoints import checkpoint_write
+
+    context.actor_var.set(context.Actor(system="audit_checkpoint"))
+    name, chains = checkpoint_write()
+    return {"file": name, "chains": chains}

@@ -35,6 +35,10 @@ class IntegrityFailure(Exception):
     """Ciphertext did not authenticate: altered, truncated, or bound to another object/key."""
 
 
+class UnknownMasterKey(IntegrityFailure):
+    """The master key a ciphertext names is not configured (e.g. removed after a rotation)."""
+
+
 def encrypt(key: bytes, plaintext: bytes, aad: bytes) -> bytes:
     nonce = os.urandom(NONCE_BYTES)
     return FORMAT_V1 + nonce + AESGCM(key).encrypt(nonce, plaintext, aad)
@@ -97,7 +101,7 @@ class StaticKeyProvider:
         try:
             return self._keys[key_id]
         except KeyError as exc:
-            raise IntegrityFailure(f"master key {key_id!r} is not configured") from exc
+            raise UnknownMasterKey(f"master key {key_id!r} is not configured") from exc
 
     def wrap(self, key_id: str, data_key: bytes, aad: bytes) -> bytes:
         return encrypt(self._key(key_id), data_key, aad)

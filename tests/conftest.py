@@ -99,11 +99,15 @@ def png_bytes(size: tuple[int, int] = (64, 48), color: tuple[int, int, int] = (2
 
 @pytest.fixture(autouse=True)
 def _image_storage(settings: Any, tmp_path: Path) -> Path:
-    """Every test stores image blobs in its own folder."""
+    """Every test stores image blobs, and audit checkpoints, in its own folders."""
     location = tmp_path / "images"
     settings.STORAGES = {
         **settings.STORAGES,
         "images": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(location)}},
+        "audit_checkpoints": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(tmp_path / "audit-checkpoints")},
+        },
     }
     return location
 

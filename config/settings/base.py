@@ -145,7 +145,12 @@ CELERY_BEAT_SCHEDULE = {
     "analysis-requeue-stale": {
         "task": "analysis.requeue_stale",
         "schedule": float(os.environ.get("ANALYSIS_REQUEUE_EVERY_SECONDS", "60")),
-    }
+    },
+    # sealed audit chain heads outside the database (clinics/audit_checkpoints.py)
+    "audit-checkpoint": {
+        "task": "clinics.audit_checkpoint",
+        "schedule": float(os.environ.get("AUDIT_CHECKPOINT_EVERY_SECONDS", "3600")),
+    },
 }
 # Fault tests only: pause before writing results so a worker can be killed mid-task.
 ANALYSIS_DEBUG_SLEEP_SECONDS = float(os.environ.get("ANALYSIS_DEBUG_SLEEP_SECONDS", "0"))
@@ -245,6 +250,15 @@ STORAGES = {
             "file_permissions_mode": 0o600,
         },
     },
+    # Sealed audit checkpoints (clinics/audit_checkpoints.py): keep them where the database's owner cannot
+    # write -- in production a bucket of their own with object lock (AUDIT_CHECKPOINT_S3_BUCKET).
+    "audit_checkpoints": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {
+            "location": os.environ.get("AUDIT_CHECKPOINT_DIR", str(VAR_DIR / "audit-checkpoints")),
+            "file_permissions_mode": 0o600,
+        },
+    },
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 if os.environ.get("STORAGE_S3_BUCKET"):
@@ -261,11 +275,24 @@ if os.environ.get("STORAGE_S3_BUCKET"):
             "file_overwrite": False,
         },
     }
+if os.environ.get("AUDIT_CHECKPOINT_S3_BUCKET"):
+    STORAGES["audit_checkpoints"] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": os.environ["AUDIT_CHECKPOINT_S3_BUCKET"],
+            "endpoint_url": os.environ.get("STORAGE_S3_ENDPOINT_URL") or None,
+            "region_name": os.environ.get("STORAGE_S3_REGION") or None,
+            "access_key": os.environ.get("STORAGE_S3_ACCESS_KEY_ID") or None,
+            "secret_key": os.environ.get("STORAGE_S3_SECRET_ACCESS_KEY") or None,
+            "default_acl": None,
+            "file_overwrite": False,
+        },
+    }
 
 # --- Patient images: intake limits and encryption ------------------------------------------
 IMAGE_MAX_BYTES = int(os.environ.get("IMAGE_MAX_BYTES", str(40 * 1024 * 1024)))
 IMAGE_MAX_PIXELS = int(os.environ.get("IMAGE_MAX_PIXELS", "50000000"))
-# Stored bytes (sanitised originals) a clinic may hold in total; 0 means no limit.
+# Bytes a clinic's images may occupy in storage (every encrypted blob of each image); 0 means no limit.
 IMAGE_QUOTA_BYTES_PER_CLINIC = int(os.environ.get("IMAGE_QUOTA_BYTES_PER_CLINIC", str(200 * 1024**3)))
 # Uploads stay in memory under the byte cap and are never spooled to temporary files.
 FILE_UPLOAD_HANDLERS = ["patients.uploads.LimitedMemoryUploadHandler"]

@@ -8,7 +8,7 @@ from django.core.management import call_command
 from django.db import DatabaseError, connection, connections, transaction
 
 from clinics import audit
-from clinics.models import AuditEvent
+from clinics.models import AuditChainHead, AuditEvent
 from clinics.services import clinic_create
 
 from ..conftest import requires_postgres
@@ -146,3 +146,99 @@ def test_concurrent_writers_keep_the_chain_unbroken() -> None:
     assert report.events == writers * per_writer + 1
     seqs = list(AuditEvent.unscoped.filter(clinic=clinic).order_by("seq").values_list("seq", flat=True))
     assert seqs == list(range(1, writers * per_writer + 2))
+
+
+# --- sealed checkpoints: a rewrite by the database's owner -------------------------------------------------------
+
+
+def _rewrite_from(target: AuditEvent, action: str) -> None:
+    """What an owner of the database can do: change an event, then recompute its hash, every later
+    event's link and hash, and the chain head, so that the chain alone verifies again."""
+    events = list(AuditEvent.unscoped.filter(chain=target.chain, seq__gte=target.seq).order_by("seq"))
+    prev_hash = events[0].prev_hash
+    events[0].action = action
+    for event in events:
+        event.prev_hash = prev_hash
+        event.hash = audit.event_hash(event)
+        prev_hash = event.hash
+        tamper(
+            "UPDATE clinics_auditevent SET action = %s, prev_hash = %s, hash = %s WHERE id = %s",
+            [event.action, event.prev_hash, event.hash, event.pk],
+        )
+    tamper("UPDATE clinics_auditchainhead SET last_hash = %s WHERE chain = %s", [prev_hash, target.chain])
+
+
+def test_a_recomputed_rewrite_passes_the_chain_but_not_a_sealed_checkpoint(chain: list[AuditEvent]) -> None:
+    from clinics.audit_checkpoints import checkpoints_load
+
+    out = StringIO()
+    call_command("audit_checkpoint", stdout=out)
+    assert "chain head(s) sealed" in out.getvalue()
+    assert AuditEvent.unscoped.filter(action="audit.checkpoint").count() == 1
+    code, output = verify()
+    assert code == 0 and "against 1 sealed checkpoint(s)" in output, output
+
+    _rewrite_from(chain[1], "test.innocent")
+    assert AuditEvent.unscoped.get(pk=chain[1].pk).action == "test.innocent"
+    # The chain alone cannot tell: everything after the edit was recomputed.
+    assert audit.verify_chain(chain[1].chain).problem is None
+    # The checkpoint, sealed with the master key outside the database, still can.
+    code, output = verify()
+    assert code == 1, output
+    assert "rewritten and the chain recomputed" in output and f"event id={chain[-1].pk}" in output
+    assert checkpoints_load().files == 1
+
+
+def test_removing_events_up_to_a_checkpoint_is_detected(chain: list[AuditEvent]) -> None:
+    call_command("audit_checkpoint", stdout=StringIO())
+    last = chain[-1]
+    # remove the last event and move the head back to the one before, as an owner could
+    tamper("DELETE FROM clinics_auditevent WHERE id = %s", [last.pk])
+    tamper(
+        "UPDATE clinics_auditchainhead SET last_seq = %s, last_hash = %s WHERE chain = %s",
+        [chain[-2].seq, chain[-2].hash, last.chain],
+    )
+    assert audit.verify_chain(last.chain).problem is None
+    code, output = verify("--clinic", str(last.clinic_id))
+    assert code == 1 and f"recorded seq {last.seq}" in output and "events removed" in output, output
+
+
+def test_a_forged_or_altered_checkpoint_is_refused(chain: list[AuditEvent], tmp_path) -> None:  # noqa: ANN001
+    import json
+
+    call_command("audit_checkpoint", stdout=StringIO())
+    (path,) = (tmp_path / "audit-checkpoints" / "checkpoints").glob("*.json")
+    document = json.loads(path.read_text())
+    document["body"]["heads"][0]["seq"] += 1  # e.g. to hide a rewrite
+    path.write_text(json.dumps(document))
+    code, output = verify()
+    assert code == 1 and "AUDIT CHECKPOINT BROKEN" in output and "does not match its seal" in output, output
+
+
+def test_a_checkpoint_sealed_with_a_removed_master_key_is_listed_not_used(
+    chain: list[AuditEvent],
+    tmp_path,  # noqa: ANN001
+) -> None:
+    import json
+
+    call_command("audit_checkpoint", stdout=StringIO())
+    (path,) = (tmp_path / "audit-checkpoints" / "checkpoints").glob("*.json")
+    document = json.loads(path.read_text())
+    document["key_id"] = "retired-2019"
+    path.write_text(json.dumps(document))
+    code, output = verify()
+    assert code == 0 and "warning:" in output and "retired-2019" in output and "against 0 sealed" in output, output
+
+
+def test_the_periodic_task_writes_a_checkpoint(chain: list[AuditEvent], settings) -> None:  # noqa: ANN001
+    from clinics.audit_checkpoints import checkpoints_load
+    from clinics.tasks import audit_checkpoint_task
+
+    assert settings.CELERY_BEAT_SCHEDULE["audit-checkpoint"]["task"] == audit_checkpoint_task.name
+    chains = AuditChainHead.objects.filter(last_seq__gt=0).count()
+    result = audit_checkpoint_task()
+    assert result["chains"] == chains >= 1
+    heads = checkpoints_load().heads
+    assert heads[chain[-1].chain] == {chain[-1].seq: (chain[-1].hash, result["file"])}
+    event = AuditEvent.unscoped.get(action="audit.checkpoint")
+    assert "audit_checkpoint" in event.actor_label, event.actor_label

@@ -6,21 +6,33 @@ from typing import Any
 from django.core.management.base import BaseCommand
 
 from clinics.audit import chains_to_verify, verify_chain
+from clinics.audit_checkpoints import checkpoints_load
 
 
 class Command(BaseCommand):
-    help = "Verify the audit trail's hash chains. Exit 0 when intact; exit 1 naming the first broken event."
+    help = (
+        "Verify the audit trail's hash chains, and every chain head recorded by the sealed checkpoints "
+        "(manage.py audit_checkpoint). Exit 0 when intact; exit 1 naming the first broken event or checkpoint."
+    )
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--clinic", help="Verify only this clinic's chain (clinic id).")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        checkpoints = checkpoints_load()
+        for line in checkpoints.unverifiable:
+            self.stderr.write(f"warning: {line} (not used)")
+        if checkpoints.problems:
+            for line in checkpoints.problems:
+                self.stderr.write(f"AUDIT CHECKPOINT BROKEN: {line}")
+            sys.exit(1)
         chains = chains_to_verify(options.get("clinic"))
         total = 0
         for chain in chains:
-            report = verify_chain(chain)
+            report = verify_chain(chain, checkpoints.heads.get(chain))
             total += report.events
             if report.problem is not None:
                 self.stderr.write(f"AUDIT CHAIN BROKEN: {report.problem}")
                 sys.exit(1)
         self.stdout.write(f"Audit trail intact: {len(chains)} chain(s), {total} event(s) verified.")
+        self.stdout.write(f"Checked against {checkpoints.files} sealed checkpoint(s).")

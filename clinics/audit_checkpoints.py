@@ -1,0 +1,107 @@
+"""Audit checkpoints: every chain's head, sealed with the master key and kept outside the database.
+
+The hash chains reveal an edit, removal or reordering made behind the application's back -- unless
+whoever made it also recomputed every later hash and the chain head, which the database's owner can
+do. A checkpoint records each chain's ``(seq, hash)`` at one moment, sealed by the key provider's
+current master key (which the database does not hold) and written to separate storage
+(``STORAGES["audit_checkpoints"]``; in production a bucket of its own, ideally with object lock).
+Verification then also checks that every checkpointed head is still in its chain: rewriting any event
+up to a checkpoint, or removing events up to it, is reported even when the chain was recomputed. The
+events after the newest checkpoint are protected by the chain alone; the periodic task
+``clinics.audit_checkpoint`` (``AUDIT_CHECKPOINT_EVERY_SECONDS``) bounds that window.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass, field
+
+from django.core.files.base import ContentFile
+from django.core.files.storage import Storage, storages
+from django.utils import timezone
+
+from patients.crypto import IntegrityFailure, UnknownMasterKey, key_provider
+
+from .audit import record
+from .models import AuditChainHead
+
+AAD = b"dentalscan:audit-checkpoint:v1"
+FOLDER = "checkpoints"
+
+
+def checkpoint_storage() -> Storage:
+    return storages["audit_checkpoints"]
+
+
+def _canonical(body: dict) -> bytes:
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def checkpoint_write() -> tuple[str, int]:
+    """Write one checkpoint of every chain's committed head (and record that in the global chain);
+    returns (file name, number of chains)."""
+    created = timezone.now()
+    heads = [
+        {"chain": h.chain, "seq": h.last_seq, "hash": h.last_hash}
+        for h in AuditChainHead.objects.order_by("chain")
+        if h.last_seq > 0
+    ]
+    body = {"version": 1, "created_at": created.isoformat(), "heads": heads}
+    provider = key_provider()
+    key_id = provider.current_key_id()
+    seal = provider.wrap(key_id, hashlib.sha256(_canonical(body)).digest(), AAD)
+    document = {"body": body, "key_id": key_id, "seal": base64.b64encode(seal).decode()}
+    name = f"{FOLDER}/{created.strftime('%Y%m%dT%H%M%S%fZ')}-{uuid.uuid4().hex[:8]}.json"
+    saved = checkpoint_storage().save(name, ContentFile(json.dumps(document, indent=1).encode()))
+    record(action="audit.checkpoint", clinic_id=None, object_type="audit_trail", details={"chains": len(heads)})
+    return saved, len(heads)
+
+
+@dataclass
+class Checkpoints:
+    """Heads by chain (``{chain: {seq: (hash, file)}}``) from the checkpoints whose seal holds; a problem
+    line for each checkpoint whose seal does not hold (forged or altered) or that is not a checkpoint at
+    all; and the checkpoints sealed with a master key that is no longer configured (after a rotation that
+    removed the old key), which can be neither trusted nor refuted and are only listed."""
+
+    heads: dict[str, dict[int, tuple[str, str]]] = field(default_factory=dict)
+    files: int = 0
+    problems: list[str] = field(default_factory=list)
+    unverifiable: list[str] = field(default_factory=list)
+
+
+def _open(storage: Storage, name: str) -> dict:
+    with storage.open(name, "rb") as handle:
+        document = json.loads(handle.read())
+    body = document["body"]
+    sealed_digest = key_provider().unwrap(document["key_id"], base64.b64decode(document["seal"]), AAD)
+    if sealed_digest != hashlib.sha256(_canonical(body)).digest():
+        raise IntegrityFailure("the content does not match its seal")
+    return body
+
+
+def checkpoints_load() -> Checkpoints:
+    storage = checkpoint_storage()
+    found = Checkpoints()
+    try:
+        _, files = storage.listdir(FOLDER)
+    except FileNotFoundError:  # none written yet (local folder absent)
+        return found
+    for file_name in sorted(f for f in files if f.endswith(".json")):
+        name = f"{FOLDER}/{file_name}"
+        try:
+            body = _open(storage, name)
+        except UnknownMasterKey as exc:
+            found.unverifiable.append(f"checkpoint {name}: {exc}")
+            continue
+        except (IntegrityFailure, ValueError, KeyError, TypeError) as exc:
+            # forged, altered, or not a checkpoint at all
+            found.problems.append(f"checkpoint {name}: cannot be trusted ({exc})")
+            continue
+        found.files += 1
+        for head in body["heads"]:
+            found.heads.setdefault(head["chain"], {})[int(head["seq"])] = (head["hash"], name)
+    return found
