@@ -242,3 +242,13 @@ def test_the_periodic_task_writes_a_checkpoint(chain: list[AuditEvent], settings
     assert heads[chain[-1].chain] == {chain[-1].seq: (chain[-1].hash, result["file"])}
     event = AuditEvent.unscoped.get(action="audit.checkpoint")
     assert "audit_checkpoint" in event.actor_label, event.actor_label
+
+
+def test_verification_reads_the_newest_checkpoints(chain: list[AuditEvent]) -> None:
+    from clinics.audit_checkpoints import checkpoint_write, checkpoints_load
+
+    names = [checkpoint_write()[0] for _ in range(3)]
+    loaded = checkpoints_load(newest=2)
+    assert loaded.files == 2
+    recorded = {name for heads in loaded.heads.values() for _, name in heads.values()}
+    assert recorded <= set(names[1:]) and names[2] in recorded
