@@ -261,11 +261,14 @@ STORAGES = {
     },
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
-if os.environ.get("STORAGE_S3_BUCKET"):
-    STORAGES["images"] = {
+
+
+def _s3_storage(bucket: str) -> dict:
+    """An S3-compatible bucket on the ``STORAGE_S3_*`` endpoint and credentials; objects never overwritten."""
+    return {
         "BACKEND": "storages.backends.s3.S3Storage",
         "OPTIONS": {
-            "bucket_name": os.environ["STORAGE_S3_BUCKET"],
+            "bucket_name": bucket,
             "endpoint_url": os.environ.get("STORAGE_S3_ENDPOINT_URL") or None,
             "region_name": os.environ.get("STORAGE_S3_REGION") or None,
             "access_key": os.environ.get("STORAGE_S3_ACCESS_KEY_ID") or None,
@@ -275,19 +278,12 @@ if os.environ.get("STORAGE_S3_BUCKET"):
             "file_overwrite": False,
         },
     }
+
+
+if os.environ.get("STORAGE_S3_BUCKET"):
+    STORAGES["images"] = _s3_storage(os.environ["STORAGE_S3_BUCKET"])
 if os.environ.get("AUDIT_CHECKPOINT_S3_BUCKET"):
-    STORAGES["audit_checkpoints"] = {
-        "BACKEND": "storages.backends.s3.S3Storage",
-        "OPTIONS": {
-            "bucket_name": os.environ["AUDIT_CHECKPOINT_S3_BUCKET"],
-            "endpoint_url": os.environ.get("STORAGE_S3_ENDPOINT_URL") or None,
-            "region_name": os.environ.get("STORAGE_S3_REGION") or None,
-            "access_key": os.environ.get("STORAGE_S3_ACCESS_KEY_ID") or None,
-            "secret_key": os.environ.get("STORAGE_S3_SECRET_ACCESS_KEY") or None,
-            "default_acl": None,
-            "file_overwrite": False,
-        },
-    }
+    STORAGES["audit_checkpoints"] = _s3_storage(os.environ["AUDIT_CHECKPOINT_S3_BUCKET"])
 
 # --- Patient images: intake limits and encryption ------------------------------------------
 IMAGE_MAX_BYTES = int(os.environ.get("IMAGE_MAX_BYTES", str(40 * 1024 * 1024)))
