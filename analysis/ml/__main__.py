@@ -131,6 +131,13 @@ def _add_train_xray(sub):
         help="repeat-factor sampling threshold t (e.g. 1.0): images of classes held by fewer than a fraction t "
         "of the training images are drawn more often; 0 = plain shuffling",
     )
+    p.add_argument(
+        "--ema-decay",
+        type=float,
+        default=0.0,
+        help="keep an exponential moving average of the weights (decay per step, e.g. 0.998); validation, best.pt "
+        "and the exported weights use it; 0 = off",
+    )
 
 
 def _add_evaluate_xray(sub):
@@ -195,6 +202,7 @@ def main(argv=None) -> int:
             pretrained=not args.no_pretrained,
             init_from=args.init_from,
             repeat_threshold=args.repeat_threshold,
+            ema_decay=args.ema_decay,
         )
         summary = train_detector(cfg, resume=not args.no_resume, log=lambda m: print(m, flush=True))
         print(json.dumps(summary, indent=2))

@@ -82,6 +82,9 @@ class DetTrainConfig:
     # repeat-factor sampling (LVIS): an image is drawn in proportion to max(1, sqrt(t / f_c)) over the classes c
     # it holds, f_c = fraction of training images holding c; 0 = uniform shuffling
     repeat_threshold: float = 0.0
+    # exponential moving average of the weights (decay per optimiser step, e.g. 0.998); validation, best.pt and
+    # the exported weights then use the averaged model, which is smoother than any single step; 0 = off
+    ema_decay: float = 0.0
 
 
 # ----------------------------------------------------------------------------- cache + augmentation
@@ -258,6 +261,17 @@ def train_loader(ds: DetDataset, cfg: DetTrainConfig, gen: torch.Generator, log=
     )
 
 
+def make_ema(model: nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel:
+    """Weight EMA with the usual warm-up, ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates, so early
+    averages are not dominated by the starting weights; buffers are averaged too."""
+
+    def avg(ema_p: torch.Tensor, p: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        d = min(decay, (1.0 + float(n)) / (10.0 + float(n)))
+        return d * ema_p + (1.0 - d) * p
+
+    return torch.optim.swa_utils.AveragedModel(model, avg_fn=avg, use_buffers=True)
+
+
 def lr_factor(cfg: DetTrainConfig, step: int, progress: float) -> float:
     """Linear warm-up over ``warmup_steps``, then cosine from 1 to 0.01 as ``progress`` goes 0 -> 1."""
     if step < cfg.warmup_steps:
@@ -300,6 +314,7 @@ def train_detector(cfg: DetTrainConfig, resume: bool = True, log=print) -> dict:
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    ema = make_ema(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
 
     ds = DetDataset(train_recs, train_imgs, cfg)
     gen = torch.Generator()
@@ -328,6 +343,8 @@ def train_detector(cfg: DetTrainConfig, resume: bool = True, log=print) -> dict:
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
         state.update(ck["state"])
+        if ema is not None and "ema" in ck:
+            ema.load_state_dict(ck["ema"])
         history, best, best_epoch = ck["history"], ck["best"], ck["best_epoch"]
         start_epoch = ck["epoch"] + 1
         log(f"resumed from {last} at epoch {start_epoch} (best val mAP@0.5 {best:.4f} @ {best_epoch})")
@@ -374,6 +391,8 @@ def train_detector(cfg: DetTrainConfig, resume: bool = True, log=print) -> dict:
             loss.backward()
             nn.utils.clip_grad_norm_(params, 10.0)
             opt.step()
+            if ema is not None:
+                ema.update_parameters(model)
             state["step"] += 1
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach())
@@ -381,7 +400,8 @@ def train_detector(cfg: DetTrainConfig, resume: bool = True, log=print) -> dict:
             bar.set_postfix(loss=f"{sum(sums.values()) / n:.3f}", lr=f"{lr:.2e}", refresh=False)
         bar.close()
         train_seconds = time.time() - t0
-        dets = predict_cached(model, val_imgs, device)
+        evaluated = ema.module if ema is not None else model  # the weights that best.pt / the export keep
+        dets = predict_cached(evaluated, val_imgs, device)
         m = mean_ap(dets, val_gt, len(cfg.labels))
         epoch_time = time.time() - t0
         state["elapsed"] = elapsed0 + epoch_time
@@ -405,7 +425,7 @@ def train_detector(cfg: DetTrainConfig, resume: bool = True, log=print) -> dict:
             best, best_epoch = score, epoch
             torch.save(
                 {
-                    "model": model.state_dict(),
+                    "model": evaluated.state_dict(),
                     "epoch": epoch,
                     "val_map50": m["map50"],
                     "config": dataclasses.asdict(cfg),
@@ -416,6 +436,7 @@ def train_detector(cfg: DetTrainConfig, resume: bool = True, log=print) -> dict:
             {
                 "model": model.state_dict(),
                 "opt": opt.state_dict(),
+                **({"ema": ema.state_dict()} if ema is not None else {}),
                 "state": dict(state),
                 "history": history,
                 "best": best,

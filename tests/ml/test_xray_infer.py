@@ -284,6 +284,72 @@ def test_train_loader_draws_rare_class_images_more_often():
     assert any("repeat-factor sampling t=0.5" in m for m in logs)
 
 
+def test_weight_ema_follows_its_warm_up_and_decay():
+    from analysis.ml.detect_train import make_ema
+
+    model = torch.nn.Linear(1, 1, bias=False)
+    ema = make_ema(model, decay=0.9)
+    expected = None
+    for n, w in enumerate([1.0, 2.0, 4.0, 8.0, 16.0, 3.0, 5.0, 7.0, 9.0, 11.0, 13.0, 15.0, 17.0, 19.0, 21.0]):
+        model.weight.data.fill_(w)
+        ema.update_parameters(model)
+        if expected is None:
+            expected = w  # the first update copies the weights
+        else:
+            d = min(0.9, (1.0 + n) / (10.0 + n))  # warm-up, n earlier updates
+            expected = d * expected + (1 - d) * w
+        assert float(ema.module.weight.detach()) == pytest.approx(expected, rel=1e-6), n
+    assert float(ema.module.weight.detach()) != pytest.approx(21.0)  # it lags the raw weights
+
+
+def _synthetic_yolo(root: Path, n: int = 16, size: int = 64) -> Path:
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        arr = (rng.random((size, size)) * 60).astype(np.uint8)
+        cx, cy = rng.uniform(0.3, 0.7, 2)
+        x0, y0 = int((cx - 0.15) * size), int((cy - 0.15) * size)
+        arr[y0 : y0 + int(0.3 * size), x0 : x0 + int(0.3 * size)] = 220
+        Image.fromarray(arr, "L").save(root / "images" / f"{i:03d}_jpg.rf.{i:032x}.jpg")
+        (root / "labels" / f"{i:03d}_jpg.rf.{i:032x}.txt").write_text(f"{i % 4} {cx:.4f} {cy:.4f} 0.3 0.3\n")
+    return root
+
+
+def test_training_with_weight_ema_keeps_the_average_and_resumes_it(tmp_path):
+    from analysis.ml.detect_train import DetTrainConfig, train_detector
+
+    data = _synthetic_yolo(tmp_path / "yolo")
+    cfg = DetTrainConfig(
+        data=str(data),
+        run_dir=str(tmp_path / "run"),
+        input_size=64,
+        epochs=1,
+        batch_size=4,
+        lr=1e-3,
+        warmup_steps=1,
+        val_fraction=0.25,
+        pretrained=False,
+        device="cpu",
+        ema_decay=0.99,
+    )
+    train_detector(cfg, log=lambda m: None)
+    last = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    best = torch.load(tmp_path / "run" / "best.pt", weights_only=False)
+    steps = last["state"]["step"]
+    assert steps >= 2 and int(last["ema"]["n_averaged"]) == steps
+    averaged = {k[len("module.") :]: v for k, v in last["ema"].items() if k.startswith("module.")}
+    assert averaged.keys() == best["model"].keys()
+    assert all(torch.equal(averaged[k], best["model"][k]) for k in averaged)  # best.pt keeps the average
+    raw = last["model"]
+    assert any(not torch.equal(raw[k], averaged[k]) for k in raw if raw[k].is_floating_point())
+
+    cfg.epochs = 2  # resuming continues the same average
+    train_detector(cfg, log=lambda m: None)
+    again = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    assert again["state"]["step"] == 2 * steps and int(again["ema"]["n_averaged"]) == 2 * steps
+
+
 def test_detrecord_defaults():
     r = DetRecord(path=Path("a.jpg"), boxes=np.zeros((0, 4), np.float32), labels=np.zeros(0, np.int64))
     assert r.group == "" and r.extra == {}
