@@ -20,7 +20,7 @@ from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from clinics import audit, context
-from clinics.models import AuditOutcome
+from clinics.models import AuditOutcome, Clinic
 from clinics.services import ServiceError
 from clinics.tenancy import require_clinic_id
 
@@ -174,13 +174,14 @@ def image_ingest(
         variants.append(("model_input", reduced[1]))
     blobs = [crypto.encrypt(key, data, _aad(image_id, variant)) for variant, data in variants]
     stored_bytes = sum(len(blob) for blob in blobs)
-    _check_quota(stored_bytes)
+    _check_quota(stored_bytes)  # early: a clinic over its quota writes nothing
     written: list[str] = []
     try:
         for blob in blobs:
             written.append(blob_put(blob))
         actor = context.actor_var.get() or context.Actor()
         with transaction.atomic():
+            _check_quota(stored_bytes, lock=True)  # again, under the clinic's lock, against concurrent uploads
             visit = visit_for_upload(patient=patient, visit_id=visit_id)
             image = Image.objects.create(
                 id=image_id,
@@ -229,12 +230,17 @@ def image_ingest(
     return image
 
 
-def _check_quota(incoming: int) -> None:
+def _check_quota(incoming: int, *, lock: bool = False) -> None:
     """The clinic's images may occupy at most ``IMAGE_QUOTA_BYTES_PER_CLINIC`` in storage, counting every
-    stored blob (original, preview, thumbnail, model-input copy; encrypted sizes), not only the originals."""
+    stored blob (original, preview, thumbnail, model-input copy; encrypted sizes), not only the originals.
+
+    ``lock`` (inside the upload's transaction) first takes the clinic row's lock, held until commit, so two
+    uploads of one clinic cannot both pass on the same total: the second waits, then counts the first."""
     quota = settings.IMAGE_QUOTA_BYTES_PER_CLINIC
     if not quota:
         return
+    if lock:
+        list(Clinic.objects.select_for_update().filter(pk=require_clinic_id()).values_list("pk", flat=True))
     used = Image.objects.aggregate(total=Sum("stored_bytes"))["total"] or 0
     if used + incoming > quota:
         raise IntakeError(

@@ -6,24 +6,28 @@ import io
 import json
 import os
 import tempfile
+import threading
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 from django.core.management import call_command
+from django.db import connections
+from django.db.models import Sum
 from django.urls import reverse
 from PIL import Image as PILImage
 
 from clinics.models import AuditEvent
 from clinics.tenancy import clinic_scope
 from patients import crypto
+from patients.intake import IntakeError
 from patients.models import DataKey, Image, Patient
 from patients.selectors import image_get, patient_get
-from patients.services import image_read
+from patients.services import image_ingest, image_read
 from patients.storage import blob_size
 
-from ..conftest import World, png_bytes, token_client, user_client
+from ..conftest import World, build_clinic, png_bytes, requires_postgres, token_client, user_client
 from .hostile_corpus import build_corpus, exif_gps_orientation, half_red_jpeg_array, save
 
 CORPUS = build_corpus()
@@ -344,6 +348,70 @@ def test_quota_counts_every_stored_blob_not_only_originals(alice: World, setting
     settings.IMAGE_QUOTA_BYTES_PER_CLINIC = stored + 2 * new.stored_bytes  # room for all its blobs
     response = upload(token_client(alice, "staff"), alice, "second.png", _noise_png(2))
     assert response.status_code == 201, response.json()
+
+
+@requires_postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_uploads_cannot_both_pass_the_quota_on_the_same_total(settings, monkeypatch) -> None:  # noqa: ANN001
+    """Two uploads of one clinic race: both pass the early check and write their blobs, then the check under
+    the clinic's lock lets exactly one in; the other stores nothing (its blobs are removed)."""
+    from patients import services as patient_services
+
+    world = build_clinic("race")
+    with clinic_scope(world.clinic.id):
+        used = Image.objects.aggregate(total=Sum("stored_bytes"))["total"]
+    data = [_noise_png(11), _noise_png(12)]
+    probe = build_clinic("race-probe")  # what each upload will occupy, measured in another clinic
+    with clinic_scope(probe.clinic.id):
+        sizes = [
+            image_ingest(
+                patient=probe.patient, stream=io.BytesIO(d), filename="p.png", size=None, modality="photo"
+            ).stored_bytes
+            for d in data
+        ]
+    settings.IMAGE_QUOTA_BYTES_PER_CLINIC = used + max(sizes) + min(sizes) // 2  # room for one, not two
+
+    barrier = threading.Barrier(2, timeout=30)
+    real_put = patient_services.blob_put
+    local = threading.local()
+    written: dict[int, list[str]] = {0: [], 1: []}
+
+    def put_after_both_passed_the_early_check(blob: bytes) -> str:
+        if not getattr(local, "met", False):
+            local.met = True
+            barrier.wait()
+        key = real_put(blob)
+        written[local.n].append(key)
+        return key
+
+    monkeypatch.setattr(patient_services, "blob_put", put_after_both_passed_the_early_check)
+    outcomes: dict[int, object] = {}
+
+    def upload_one(n: int) -> None:
+        local.n = n
+        try:
+            with clinic_scope(world.clinic.id):
+                outcomes[n] = image_ingest(
+                    patient=world.patient, stream=io.BytesIO(data[n]), filename=f"{n}.png", size=None, modality="photo"
+                )
+        except BaseException as exc:  # noqa: BLE001 - checked below
+            outcomes[n] = exc
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=upload_one, args=(n,)) for n in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stored = [n for n, o in outcomes.items() if isinstance(o, Image)]
+    refused = [n for n, o in outcomes.items() if isinstance(o, IntakeError) and o.code == "quota_exceeded"]
+    assert len(stored) == 1 and len(refused) == 1, outcomes
+    with clinic_scope(world.clinic.id):
+        assert Image.objects.count() == 2  # the fixture's image and the winner
+        assert Image.objects.aggregate(total=Sum("stored_bytes"))["total"] <= settings.IMAGE_QUOTA_BYTES_PER_CLINIC
+    assert written[refused[0]] and all(blob_size(k) == 0 for k in written[refused[0]])  # the loser's blobs are gone
+    assert all(blob_size(k) > 0 for k in written[stored[0]])
 
 
 def test_per_clinic_quota_and_one_file_per_request(alice: World, bob: World, settings) -> None:  # noqa: ANN001
