@@ -45,6 +45,19 @@ def test_compose_file_is_valid_and_fully_configured_by_environment(tmp_path: Pat
         assert env["DJANGO_SETTINGS_MODULE"] == "config.settings.production"
         assert env["DATABASE_URL"].startswith("postgres://dentalscan_app:")  # the role without BYPASSRLS
         assert env["REDIS_URL"] and env["STORAGE_S3_BUCKET"] and env["MASTER_KEYS"]
+    # MinIO starts empty: a one-shot service makes the image bucket and the checkpoint bucket (object lock, a
+    # default retention) before anything that writes to them starts.
+    buckets = services["buckets"]
+    script = " ".join(buckets["command"]).replace("$$", "$")  # what the container's shell gets
+    assert buckets["environment"]["IMAGES_BUCKET"] == services["web"]["environment"]["STORAGE_S3_BUCKET"]
+    checkpoint_bucket = services["web"]["environment"]["AUDIT_CHECKPOINT_S3_BUCKET"]
+    assert buckets["environment"]["CHECKPOINT_BUCKET"] == checkpoint_bucket
+    assert 'mc mb --ignore-existing "store/$IMAGES_BUCKET"' in script
+    assert 'mc mb --ignore-existing --with-lock "store/$CHECKPOINT_BUCKET"' in script
+    assert "mc retention set --default GOVERNANCE" in script
+    for name in ("web", "worker-gpu", "worker-default", "beat"):
+        assert services[name]["depends_on"]["buckets"]["condition"] == "service_completed_successfully", name
+        assert services[name]["environment"]["AUDIT_CHECKPOINT_S3_BUCKET"] == checkpoint_bucket, name
     # A required secret left out stops the stack from starting, with its name.
     partial = tmp_path / "partial.env"
     partial.write_text("\n".join(line for line in ENV_EXAMPLE.read_text().splitlines() if "MASTER_KEYS" not in line))

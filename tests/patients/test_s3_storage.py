@@ -115,3 +115,52 @@ def test_images_round_trip_through_s3_encrypted(
     with django_capture_on_commit_callbacks(execute=True):
         assert admin.delete(reverse("api:patient-detail", kwargs={"pk": alice.patient.pk})).status_code == 204
     assert not (new & _keys(s3_images))
+
+
+def test_audit_checkpoints_on_an_object_locked_bucket(alice: World, settings, s3_endpoint: str) -> None:  # noqa: ANN001
+    """What docker/compose.yaml's ``buckets`` service sets up: a bucket with object lock and a default retention.
+    Checkpoints are written there and verified from there, and the application's credentials cannot delete them."""
+    from botocore.exceptions import ClientError
+    from django.core.management import call_command
+
+    from clinics.audit_checkpoints import checkpoints_load
+
+    bucket = "dentalscan-test-checkpoints"
+    client = boto3.client(
+        "s3", endpoint_url=s3_endpoint, region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test"
+    )
+    client.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+    client.put_object_lock_configuration(
+        Bucket=bucket,
+        ObjectLockConfiguration={
+            "ObjectLockEnabled": "Enabled",
+            "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": 1}},
+        },
+    )
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "audit_checkpoints": {
+            "BACKEND": "storages.backends.s3.S3Storage",
+            "OPTIONS": {
+                "bucket_name": bucket,
+                "endpoint_url": s3_endpoint,
+                "region_name": "us-east-1",
+                "access_key": "test",
+                "secret_key": "test",
+                "default_acl": None,
+                "file_overwrite": False,
+            },
+        },
+    }
+    call_command("audit_checkpoint", stdout=io.StringIO())
+    (version,) = client.list_object_versions(Bucket=bucket)["Versions"]
+    head = client.head_object(Bucket=bucket, Key=version["Key"])
+    assert head["ObjectLockMode"] == "GOVERNANCE"  # the bucket's default retention applied to the checkpoint
+    assert checkpoints_load().files == 1
+    out = io.StringIO()
+    call_command("verify_audit_chain", stdout=out)
+    assert "against 1 sealed checkpoint(s)" in out.getvalue()
+    with pytest.raises(ClientError) as refused:
+        client.delete_object(Bucket=bucket, Key=version["Key"], VersionId=version["VersionId"])
+    assert refused.value.response["Error"]["Code"] == "AccessDenied"
+    assert checkpoints_load().files == 1
