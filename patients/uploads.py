@@ -8,21 +8,25 @@ from typing import Any
 from django.conf import settings
 from django.core.files.uploadedfile import InMemoryUploadedFile
 from django.core.files.uploadhandler import FileUploadHandler, StopUpload
+from django.http import QueryDict
+from django.utils.datastructures import MultiValueDict
 
 
 class LimitedMemoryUploadHandler(FileUploadHandler):
     """Keeps each uploaded file in memory and stops reading as soon as it passes IMAGE_MAX_BYTES.
 
-    A request whose declared length is already over the cap is not read at all. Either way the
-    request is marked ``upload_too_large`` so the view can answer 413 with a clear error.
+    A request whose declared length is already over the cap is not read at all: its form data is empty
+    (Django's "handled raw input" path; a ``StopUpload`` raised there would escape the parser as a 500).
+    Either way the request is marked ``upload_too_large`` so the view can answer 413 with a clear error.
     """
 
     def handle_raw_input(
         self, input_data: Any, META: dict, content_length: int, boundary: bytes, encoding: str | None = None
-    ) -> None:
+    ) -> tuple[QueryDict, MultiValueDict] | None:
         if content_length > settings.IMAGE_MAX_BYTES + 64 * 1024:
             self.request.upload_too_large = True
-            raise StopUpload(connection_reset=True)
+            return QueryDict(encoding=encoding), MultiValueDict()
+        return None
 
     def new_file(self, *args: Any, **kwargs: Any) -> None:
         super().new_file(*args, **kwargs)

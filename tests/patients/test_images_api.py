@@ -15,6 +15,7 @@ import pytest
 from django.core.management import call_command
 from django.db import connections
 from django.db.models import Sum
+from django.test import Client
 from django.urls import reverse
 from PIL import Image as PILImage
 
@@ -292,6 +293,24 @@ def test_search_uses_blind_indexes(alice: World) -> None:
         found = client.post(url, {"query": query}, format="json").json()["results"]
         assert [p["id"] for p in found] == [str(alice.patient.pk)], query
     assert client.post(url, {"query": "Alices"}, format="json").json()["results"] == []
+
+
+def test_a_declared_length_over_the_cap_is_refused_unread(alice: World, settings, _image_storage: Path) -> None:  # noqa: ANN001
+    """A body whose Content-Length is already over the cap (+ 64 KiB for the form) is not parsed at all: 413 with
+    the error shape, nothing stored -- not a 500 from the parser. Other POSTs so large get no form data either."""
+    settings.IMAGE_MAX_BYTES = 10_000
+    before = stored_files(_image_storage)
+    data = png_bytes((200, 200)) + b"\0" * 100_000
+    response = upload(token_client(alice, "staff"), alice, "huge.png", data)
+    assert response.status_code == 413 and response.json()["error"]["code"] == "file_too_large"
+    assert stored_files(_image_storage) == before
+    with clinic_scope(alice.clinic.id):
+        assert Image.objects.count() == 1
+    # an HTML form POST of that size: the CSRF check sees no token in the (unread) body and refuses it
+    page = Client(enforce_csrf_checks=True).post(
+        reverse("clinics:login"), {"email": "x@y.z", "password": "p" * 100_000}, format="multipart"
+    )
+    assert page.status_code == 403
 
 
 def test_byte_cap_is_enforced_while_streaming(alice: World, settings, _image_storage: Path) -> None:  # noqa: ANN001
