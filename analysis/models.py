@@ -218,7 +218,9 @@ class Report(ClinicScopedModel):
     content = models.BinaryField(editable=False)
     signed_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     signed_at = models.DateTimeField(default=timezone.now)
-    amends = models.ForeignKey("self", on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    # RESTRICT, not PROTECT: a version cannot be deleted while a later one amends it, but erasing the patient
+    # deletes every version with the visit in one operation
+    amends = models.ForeignKey("self", on_delete=models.RESTRICT, null=True, blank=True, related_name="+")
     amendment_reason = models.CharField(max_length=500, blank=True)
 
     class Meta(ClinicScopedModel.Meta):

@@ -186,3 +186,36 @@ def test_signed_report_as_html_pdf_and_fhir(alice: World, bob: World) -> None:
     assert key_client(alice).get(fhir_url).status_code == 200  # integrations pull the reviewed result
     assert key_client(bob).get(fhir_url).status_code == 404
     assert AuditEvent.unscoped.filter(action="report.export", clinic=alice.clinic).count() == 2
+
+
+def test_a_patient_with_an_amended_report_can_be_erased(alice: World, django_capture_on_commit_callbacks) -> None:  # noqa: ANN001
+    """Version 2 of a report ``amends`` version 1; erasure deletes both with the visit (Art. 17) instead of
+    failing on the reference between them -- while version 1 alone still cannot be deleted under version 2."""
+    from django.db.models import RestrictedError
+
+    from patients.models import Patient, Visit
+
+    dentist = token_client(alice, "dentist")
+    review = reverse("api:finding-review", kwargs={"pk": alice.finding.pk})
+    assert dentist.post(review, {"decision": "confirm"}, format="json").status_code == 200
+    assert _sign(alice).status_code == 201
+    amend_url = reverse("api:visit-amendment", kwargs={"pk": alice.image.visit_id})
+    assert dentist.post(amend_url, {"reason": "Second look"}, format="json").status_code == 201
+    assert _sign(alice).status_code == 201
+    with clinic_scope(alice.clinic.id):
+        v1 = Report.objects.get(version=1)
+        try:
+            v1.delete()
+        except RestrictedError:
+            pass
+        else:
+            raise AssertionError("version 1 was deleted while version 2 amends it")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = token_client(alice, "clinic_admin").delete(
+            reverse("api:patient-detail", kwargs={"pk": alice.patient.pk})
+        )
+    assert response.status_code == 204, response.content
+    assert not Patient.unscoped.filter(pk=alice.patient.pk).exists()
+    assert not Visit.unscoped.filter(patient_id=alice.patient.pk).exists()
+    assert not Report.unscoped.filter(visit_id=alice.image.visit_id).exists()
