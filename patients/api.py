@@ -11,6 +11,7 @@ from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from analysis.exports import patient_clinical_record
 from analysis.services import analysis_request, model_input_maker
 from clinics import audit
 from clinics.api.base import ClinicGenericAPIView
@@ -216,7 +217,9 @@ class PatientExportView(PatientObjectMixin, ClinicGenericAPIView):
     )
     def get(self, request: Request, pk: str) -> HttpResponse:
         patient = self.get_object()
-        response = HttpResponse(patient_export(patient=patient), content_type="application/zip")
+        response = HttpResponse(
+            patient_export(patient=patient, clinical=patient_clinical_record), content_type="application/zip"
+        )
         response["Content-Disposition"] = f'attachment; filename="patient-{patient.pk}.zip"'
         response["Cache-Control"] = "no-store"
         return response

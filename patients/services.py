@@ -322,9 +322,15 @@ def _read_variant(image: Image, variant: str) -> bytes:
     return data
 
 
-def patient_export(*, patient: Patient) -> bytes:
-    """A zip of everything held about one patient: ``patient.json`` and every sanitised image."""
+def patient_export(*, patient: Patient, clinical: Callable[[Patient], dict[str, Any]]) -> bytes:
+    """A zip of everything held about one patient: ``patient.json`` and every sanitised image.
+
+    ``clinical`` (``analysis.exports.patient_clinical_record``) gives what the analysis app holds: per image
+    id its analyses and findings (with every review decision), per visit id its signed reports and
+    amendments; this app does not import the analysis app."""
     identity = patient_identity(patient)
+    held = clinical(patient)
+    per_image, per_visit = held.get("images", {}), held.get("visits", {})
     buffer = io.BytesIO()
     visits = []
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
@@ -345,10 +351,20 @@ def patient_export(*, patient: Patient) -> bytes:
                         "sha256": image.sha256,
                         "uploaded_at": image.uploaded_at.isoformat(),
                         "original_name": image_display_name(image),
-                        "findings": [],
+                        "analyses": per_image.get(str(image.pk), {}).get("analyses", []),
+                        "findings": per_image.get(str(image.pk), {}).get("findings", []),
                     }
                 )
-            visits.append({"id": str(visit.pk), "date": visit.visit_date.isoformat(), "images": images})
+            visit_held = per_visit.get(str(visit.pk), {})
+            visits.append(
+                {
+                    "id": str(visit.pk),
+                    "date": visit.visit_date.isoformat(),
+                    "images": images,
+                    "reports": visit_held.get("reports", []),
+                    "amendments": visit_held.get("amendments", []),
+                }
+            )
         record = {
             "patient": {
                 "id": str(patient.pk),

@@ -219,3 +219,54 @@ def test_a_patient_with_an_amended_report_can_be_erased(alice: World, django_cap
     assert not Patient.unscoped.filter(pk=alice.patient.pk).exists()
     assert not Visit.unscoped.filter(patient_id=alice.patient.pk).exists()
     assert not Report.unscoped.filter(visit_id=alice.image.visit_id).exists()
+
+
+def test_the_patient_export_holds_findings_decisions_reports_and_amendments(alice: World, bob: World) -> None:
+    import io
+    import json
+    import zipfile
+
+    dentist = token_client(alice, "dentist")
+    review = reverse("api:finding-review", kwargs={"pk": alice.finding.pk})
+    assert dentist.post(review, {"decision": "confirm"}, format="json").status_code == 200
+    added = dentist.post(
+        reverse("api:image-finding-add", kwargs={"pk": alice.image.pk}),
+        {"condition": "calculus", "box": [0.5, 0.5, 0.2, 0.1]},
+        format="json",
+    ).json()
+    v1 = _sign(alice).json()
+    amend_url = reverse("api:visit-amendment", kwargs={"pk": alice.image.visit_id})
+    assert dentist.post(amend_url, {"reason": "Second look"}, format="json").status_code == 201
+    assert dentist.post(review, {"decision": "reject", "reason": "not_present"}, format="json").status_code == 200
+    v2 = _sign(alice).json()
+
+    response = token_client(alice, "clinic_admin").get(reverse("api:patient-export", kwargs={"pk": alice.patient.pk}))
+    assert response.status_code == 200
+    record = json.loads(zipfile.ZipFile(io.BytesIO(response.content)).read("patient.json"))
+    (visit,) = record["visits"]
+    (image,) = visit["images"]
+    assert [a["id"] for a in image["analyses"]] == [str(alice.analysis.pk)]
+    assert image["analyses"][0]["model"] == alice.analysis.model_version.model_id
+    findings = {f["id"]: f for f in image["findings"]}
+    assert findings.keys() == {str(alice.finding.pk), added["id"]}
+    model_finding = findings[str(alice.finding.pk)]
+    assert (model_finding["condition"], model_finding["status"], model_finding["reason"]) == (
+        "caries",
+        "rejected",
+        "not_present",
+    )
+    assert [(d["decision"], d["reason"]) for d in model_finding["decisions"]] == [
+        ("confirm", ""),
+        ("reject", "not_present"),
+    ]
+    assert all(d["by"] == alice.users["dentist"].email for d in model_finding["decisions"])
+    assert findings[added["id"]]["source"] == "clinician" and findings[added["id"]]["box"] == [0.5, 0.5, 0.2, 0.1]
+    assert [(r["id"], r["version"], r["amends"]) for r in visit["reports"]] == [
+        (v1["id"], 1, None),
+        (v2["id"], 2, v1["id"]),
+    ]
+    assert all(r["content"] and r["signed_by"] == alice.users["dentist"].email for r in visit["reports"])
+    assert alice.patient_name in json.dumps(visit["reports"][0]["content"])  # the snapshot as signed, decrypted
+    (amendment,) = visit["amendments"]
+    assert amendment["reason"] == "Second look" and amendment["closed_by_report"] == v2["id"]
+    assert str(bob.finding.pk) not in json.dumps(record)
