@@ -54,7 +54,9 @@ def mark_reauthenticated(request: HttpRequest) -> None:
 
 def sessions_end_all(user: User, *, reason: str, clinic_id: object = None) -> int:
     """End every browser session and revoke every API token of ``user``; returns tokens revoked."""
-    User.objects.filter(pk=user.pk).update(security_stamp=uuid.uuid4())
+    stamp = uuid.uuid4()
+    User.objects.filter(pk=user.pk).update(security_stamp=stamp)
+    user.security_stamp = stamp  # a later save() of this instance must not bring the old stamp back
     revoked = UserToken.objects.filter(user=user, revoked_at=None).update(revoked_at=timezone.now())
     audit.record(
         action="auth.sessions.end_all",

@@ -208,6 +208,37 @@ def test_logout_ends_every_session_and_token_of_the_person(alice: World) -> None
     assert user_client(alice.users["dentist"]).get(reverse("patients:list")).status_code == 200
 
 
+def test_a_password_change_ends_every_session_and_token_but_a_rehash_does_not(alice: World) -> None:
+    """However the password is changed (``set_password`` + ``save``: the admin, ``manage.py changepassword``, a
+    reset), API tokens are revoked as well as sessions; re-hashing the same password at login changes nothing."""
+    from clinics.models import User
+
+    staff = alice.users["staff"]
+    api = token_client(alice, "staff")
+    tablet = user_client(staff)
+    assert api.get(reverse("api:patient-list")).status_code == 200
+
+    user = User.objects.get(pk=staff.pk)
+    user.set_password(PASSWORD)  # the same password hashed again (what a hasher upgrade at login does)
+    user.save()
+    assert api.get(reverse("api:patient-list")).status_code == 200
+    assert not AuditEvent.unscoped.filter(action="auth.sessions.end_all", object_id=str(staff.pk)).exists()
+
+    user.set_password("a-brand-new passphrase 2026")
+    user.save()
+    assert api.get(reverse("api:patient-list")).status_code == 401
+    assert tablet.get(reverse("patients:list")).status_code == 302
+    assert not UserToken.objects.filter(user=staff, revoked_at=None).exists()
+    event = AuditEvent.unscoped.filter(action="auth.sessions.end_all", object_id=str(staff.pk)).get()
+    assert event.details["reason"] == "password_changed"
+    user.full_name = "Renamed"
+    user.save()  # a later save of the same instance keeps the new security stamp
+    assert User.objects.get(pk=staff.pk).security_stamp == user.security_stamp
+    # the new password works; others are not affected
+    assert _login(Client(), staff.email, "a-brand-new passphrase 2026").status_code == 302
+    assert token_client(alice, "dentist").get(reverse("api:patient-list")).status_code == 200
+
+
 # --- Re-authentication before exports and erasure ------------------------------------------
 
 
