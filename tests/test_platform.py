@@ -112,8 +112,10 @@ def test_seed_demo_refuses_production_settings() -> None:
 
 
 def test_schema_is_openapi_3_and_covers_the_api(db: object) -> None:
-    response = Client().get("/api/v1/schema/", HTTP_ACCEPT="application/json")
-    assert response.status_code == 200
+    response = Client().get("/api/v1/schema/")  # JSON by default, like the rest of the API
+    assert response.status_code == 200 and response["Content-Type"].startswith("application/vnd.oai.openapi+json")
+    yaml_doc = Client().get("/api/v1/schema/", HTTP_ACCEPT="application/yaml")
+    assert yaml_doc["Content-Type"].startswith("application/yaml") and yaml_doc.content.startswith(b"openapi: 3.")
     schema = json.loads(response.content)
     assert schema["openapi"].startswith("3.")
     for path in (

@@ -15,6 +15,12 @@ from typing import Any
 from django.urls import Resolver404, resolve
 from drf_spectacular.extensions import OpenApiViewExtension
 from drf_spectacular.generators import SchemaGenerator
+from drf_spectacular.renderers import (
+    OpenApiJsonRenderer,
+    OpenApiJsonRenderer2,
+    OpenApiYamlRenderer,
+    OpenApiYamlRenderer2,
+)
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
@@ -154,6 +160,8 @@ class SchemaView(ClinicScopedAPIMixin, SpectacularAPIView):
 
     permission_classes = [RoutePermission]
     generator_class = ApiSchemaGenerator
+    # JSON unless YAML is asked for (Accept: application/yaml or application/vnd.oai.openapi), like the rest
+    renderer_classes = [OpenApiJsonRenderer, OpenApiJsonRenderer2, OpenApiYamlRenderer, OpenApiYamlRenderer2]
 
 
 class ApiDocsView(ClinicScopedAPIMixin, SpectacularSwaggerView):
