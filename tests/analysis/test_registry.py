@@ -63,10 +63,7 @@ def test_analyze_images_prints_one_json_object_per_file(random_artifact: Path, t
     out = io.StringIO()
     call_command("analyze_images", "--modality", "photo", "--json", str(good), str(bad), stdout=out)
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
-    assert [line["file"] for line in lines] == [str(bad), str(good)] or [line["file"] for line in lines] == [
-        str(good),
-        str(bad),
-    ]
+    assert [line["file"] for line in lines] == [str(good), str(bad)]  # in the order given
     result = next(line for line in lines if line["file"] == str(good))
     error = next(line for line in lines if line["file"] == str(bad))
     assert error["error"]["code"] == "unsupported_format" and error["error"]["message"]
@@ -77,6 +74,21 @@ def test_analyze_images_prints_one_json_object_per_file(random_artifact: Path, t
         x, y, w, h = finding["box"]
         assert 0 <= x <= 1 and 0 <= y <= 1 and 0 < w <= 1 - x + 1e-6 and 0 < h <= 1 - y + 1e-6
         assert finding["probability"] == result["scores"][finding["condition"]]
+
+
+@pytest.mark.django_db
+def test_analyze_images_applies_the_configured_upload_limits(random_artifact: Path, tmp_path: Path, settings) -> None:  # noqa: ANN001, F811
+    call_command("register_model", str(random_artifact), stdout=io.StringIO())
+    image = tmp_path / "mouth.png"
+    synthetic_image(4, (120, 90)).save(image)
+    settings.IMAGE_MAX_PIXELS = 100 * 80  # what the upload would refuse, the command refuses too
+    out = io.StringIO()
+    call_command("analyze_images", "--modality", "photo", str(image), stdout=out)
+    assert json.loads(out.getvalue())["error"]["code"] == "image_too_large"
+    settings.IMAGE_MAX_PIXELS, settings.IMAGE_MAX_BYTES = 10_000_000, image.stat().st_size - 1
+    out = io.StringIO()
+    call_command("analyze_images", "--modality", "photo", str(image), stdout=out)
+    assert json.loads(out.getvalue())["error"]["code"] == "file_too_large"
 
 
 @pytest.mark.skipif(not shipped_artifacts("photo"), reason="no shipped photo model in analysis/models/photo yet")

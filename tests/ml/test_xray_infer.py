@@ -375,8 +375,9 @@ def test_analyze_images_xray_prints_boxes_and_errors(xray_artifact, tmp_path):
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     out = io.StringIO()
-    call_command("analyze_images", "--modality", "xray", str(eight), str(sixteen), str(bad), stdout=out)
+    call_command("analyze_images", "--modality", "xray", str(bad), str(eight), str(sixteen), stdout=out)
     lines = [json.loads(line) for line in out.getvalue().splitlines() if line.strip()]
+    assert [line["file"] for line in lines] == [str(bad), str(eight), str(sixteen)]  # in the order given
     by_file = {line["file"]: line for line in lines}
     assert set(by_file) == {str(eight), str(sixteen), str(bad)}
     assert set(by_file[str(bad)]["error"]) == {"code", "message"}

@@ -1,8 +1,9 @@
 """Run the active model of a modality on image files and print one JSON object per file.
 
 Needs neither a broker nor the database: without a usable database the newest shipped model is
-used. Files go through the same intake checks as uploads; an invalid file prints an error object
-and the command goes on with the next.
+used. Files go through the same intake checks as uploads (with the configured ``IMAGE_MAX_BYTES`` and
+``IMAGE_MAX_PIXELS``); an invalid file prints an error object and the command goes on with the next.
+Lines come out in the order of the paths given.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from PIL import Image
 
@@ -42,25 +44,37 @@ class Command(BaseCommand):
             model = predictor(active_artifact_dir(modality, use_database=not options["no_database"]))
         except ModelNotAvailable as exc:
             raise CommandError(str(exc)) from exc
-        pending: list[tuple[str, Image.Image]] = []
+        # in path order: an image, or the error line of a file that was refused
+        pending: list[tuple[str, Image.Image | dict[str, str]]] = []
         for path in options["paths"]:
             try:
                 with path.open("rb") as handle:
-                    clean = sanitize_upload(handle, modality=modality, size=path.stat().st_size)
+                    clean = sanitize_upload(
+                        handle,
+                        modality=modality,
+                        size=path.stat().st_size,
+                        max_bytes=settings.IMAGE_MAX_BYTES,
+                        max_pixels=settings.IMAGE_MAX_PIXELS,
+                    )
                 pending.append((str(path), Image.open(io.BytesIO(clean.data))))
             except IntakeError as exc:
-                self._emit({"file": str(path), "error": {"code": exc.code, "message": exc.message}})
+                pending.append((str(path), {"code": exc.code, "message": exc.message}))
             except OSError as exc:
-                self._emit({"file": str(path), "error": {"code": "unreadable_file", "message": str(exc)}})
-            if len(pending) >= BATCH:
+                pending.append((str(path), {"code": "unreadable_file", "message": str(exc)}))
+            if sum(isinstance(item, Image.Image) for _, item in pending) >= BATCH:
                 self._run(model, pending)
                 pending = []
         if pending:
             self._run(model, pending)
 
-    def _run(self, model: Any, batch: list[tuple[str, Image.Image]]) -> None:
-        results = model.predict([image for _, image in batch], explain=True)
-        for (name, _), result in zip(batch, results, strict=True):
+    def _run(self, model: Any, batch: list[tuple[str, Image.Image | dict[str, str]]]) -> None:
+        images = [item for _, item in batch if isinstance(item, Image.Image)]
+        results = iter(model.predict(images, explain=True) if images else [])
+        for name, item in batch:
+            if not isinstance(item, Image.Image):
+                self._emit({"file": name, "error": item})
+                continue
+            result = next(results)
             self._emit(
                 {
                     "file": name,
