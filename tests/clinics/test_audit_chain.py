@@ -4,7 +4,7 @@ import threading
 from io import StringIO
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.db import DatabaseError, connection, connections, transaction
 
 from clinics import audit
@@ -54,6 +54,9 @@ def test_intact_chain_verifies(chain: list[AuditEvent]) -> None:
     assert "intact" in output and "6 event(s)" in output  # clinic.create + 5
     code, output = verify("--clinic", str(chain[0].clinic_id))
     assert code == 0
+    for unknown in ("00000000-0000-0000-0000-000000000000", "not-a-uuid"):  # not "intact, 0 events"
+        with pytest.raises(CommandError, match="No clinic with id"):
+            call_command("verify_audit_chain", "--clinic", unknown, stdout=StringIO())
 
 
 def test_altered_event_is_detected(chain: list[AuditEvent]) -> None:

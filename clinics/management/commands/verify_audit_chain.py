@@ -3,10 +3,19 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from django.core.management.base import BaseCommand
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
 
 from clinics.audit import chains_to_verify, verify_chain
 from clinics.audit_checkpoints import checkpoints_load
+from clinics.models import Clinic
+
+
+def _clinic_exists(clinic_id: str) -> bool:
+    try:
+        return Clinic.objects.filter(pk=clinic_id).exists()
+    except ValidationError:  # not a UUID
+        return False
 
 
 class Command(BaseCommand):
@@ -19,6 +28,9 @@ class Command(BaseCommand):
         parser.add_argument("--clinic", help="Verify only this clinic's chain (clinic id).")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        clinic_id = options.get("clinic")
+        if clinic_id and not _clinic_exists(clinic_id):
+            raise CommandError(f"No clinic with id {clinic_id!r}: nothing to verify.")
         checkpoints = checkpoints_load()
         for line in checkpoints.unverifiable:
             self.stderr.write(f"warning: {line} (not used)")
@@ -26,7 +38,7 @@ class Command(BaseCommand):
             for line in checkpoints.problems:
                 self.stderr.write(f"AUDIT CHECKPOINT BROKEN: {line}")
             sys.exit(1)
-        chains = chains_to_verify(options.get("clinic"))
+        chains = chains_to_verify(clinic_id)
         total = 0
         for chain in chains:
             report = verify_chain(chain, checkpoints.heads.get(chain))
