@@ -56,11 +56,28 @@ def enter(access: Access) -> None:
     context.actor_var.set(access.actor)
 
 
-def record_denial(access: Access | None, *, view_name: str, method: str, reason: str) -> None:
+def record_denial(access: Access | None, *, view_name: str, method: str, reason: str, object_id: object = None) -> None:
     audit.record(
         action="permission.denied",
         clinic_id=access.clinic.id if access else None,
         outcome=AuditOutcome.DENIED,
         actor=access.actor if access else context.actor_var.get(),
+        object_id=object_id if object_id is not None else "",
         details={"route": view_name, "method": method, "reason": reason},
+    )
+
+
+def record_object_not_found(request: object) -> None:
+    """A member asked for an object id that their clinic does not hold (another clinic's, or none): the answer
+    is a plain 404 that confirms nothing, and the attempt goes into the member's clinic's audit trail."""
+    access = getattr(request, "access", None)
+    match = getattr(request, "resolver_match", None)
+    if access is None or match is None or "pk" not in match.kwargs:
+        return
+    record_denial(
+        access,
+        view_name=match.view_name,
+        method=getattr(request, "method", "") or "",
+        reason="not_found",
+        object_id=str(match.kwargs["pk"])[:64],
     )

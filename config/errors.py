@@ -7,10 +7,12 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 
+from clinics.access import record_object_not_found
 from clinics.api.errors import error_body
 
 
 def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    record_object_not_found(request)
     if request.path.startswith("/api/"):
         return JsonResponse(error_body("not_found", "Not found."), status=404)
     return render(request, "404.html", status=404)

@@ -12,6 +12,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from patients.intake import IntakeError
 
+from ..access import record_object_not_found
 from ..services import ServiceError
 
 _CODES = {
@@ -35,6 +36,8 @@ def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, (ServiceError, IntakeError)):
         return Response(error_body(exc.code, exc.message), status=exc.status)
+    if isinstance(exc, (Http404, exceptions.NotFound)) and "request" in context:
+        record_object_not_found(context["request"])
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):

@@ -288,3 +288,24 @@ def test_security_headers_on_pages_and_patient_data(alice: World) -> None:
         assert response["X-Frame-Options"] == "DENY"
     image = client.get(reverse("api:image-file", kwargs={"pk": alice.image.pk}))
     assert image.status_code == 200 and image["Cache-Control"] == "no-store"
+
+
+def test_asking_for_another_clinics_object_is_a_plain_404_and_audited(alice: World, bob: World) -> None:
+    """The answer confirms nothing (the same 404 as for an id that does not exist); the attempt is recorded in the
+    asker's clinic's audit trail, through the API and the pages alike."""
+    from clinics.tenancy import clinic_scope
+
+    api = token_client(alice, "staff")
+    other = api.get(reverse("api:patient-detail", kwargs={"pk": bob.patient.pk}))
+    missing = api.get(reverse("api:patient-detail", kwargs={"pk": "00000000-0000-0000-0000-000000000000"}))
+    assert other.status_code == missing.status_code == 404 and other.json() == missing.json()
+    page = user_client(alice.users["dentist"]).get(reverse("patients:detail", kwargs={"pk": bob.patient.pk}))
+    assert page.status_code == 404
+    events = AuditEvent.unscoped.filter(action="permission.denied", clinic=alice.clinic, details__reason="not_found")
+    assert sorted(e.object_id for e in events) == sorted(
+        [str(bob.patient.pk), str(bob.patient.pk), "00000000-0000-0000-0000-000000000000"]
+    )
+    assert {e.details["route"] for e in events} == {"api:patient-detail", "patients:detail"}
+    assert not AuditEvent.unscoped.filter(clinic=bob.clinic, action="permission.denied").exists()
+    with clinic_scope(bob.clinic.id):  # nothing in bob's trail points at alice's attempt
+        assert not AuditEvent.objects.filter(details__reason="not_found").exists()
