@@ -177,6 +177,8 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 12}},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+    # a common password with digits/symbols around it ("Password123!", "Welcome2024!"): clinics/passwords.py
+    {"NAME": "clinics.passwords.BreachedPatternValidator"},
 ]
 # Short-lived user API tokens (POST /api/v1/auth/token/).
 USER_TOKEN_TTL_SECONDS = int(os.environ.get("USER_TOKEN_TTL_SECONDS", "3600"))
