@@ -60,6 +60,13 @@ def test_env_example_lists_every_production_variable() -> None:
 
     read = set(re.findall(r'(?:require_env|env_bool|env_list|os\.environ\.get|os\.environ\[)\(?"([A-Z_0-9]+)"', source))
     assert read - {"DJANGO_SETTINGS_MODULE", "DEBUG"} <= names, sorted(read - names)
+    # one per line as NAME=example-value, each with a comment line of its own above it
+    lines = (ROOT / ".env.example").read_text().splitlines()
+    for i, line in enumerate(lines):
+        if line and not line.startswith("#"):
+            name, _, value = line.partition("=")
+            assert re.fullmatch(r"[A-Z][A-Z_0-9]*", name) and value, line
+            assert i > 0 and lines[i - 1].startswith("#"), f"{name} has no comment of its own above it"
 
 
 def test_embedded_default_needs_no_services() -> None:
