@@ -7,5 +7,6 @@ urlpatterns = [
     path("api/v1/", include("config.api_urls")),
 ]
 
+handler400 = "config.errors.bad_request"
 handler404 = "config.errors.not_found"
 handler500 = "config.errors.server_error"

@@ -466,3 +466,19 @@ def test_stored_bytes_backfill_of_images_uploaded_before_it_was_counted(alice: W
     with clinic_scope(alice.clinic.id):
         image = Image.objects.get()
         assert image.stored_bytes == sum(blob_size(k) for k in image.blob_keys.values()) > image.size_bytes
+
+
+def test_an_oversized_json_body_gets_the_api_error_shape(alice: World) -> None:
+    """Bodies over DATA_UPLOAD_MAX_MEMORY_SIZE are refused before any view runs: 413 in the API's JSON error
+    shape (it was Django's HTML 400 page), nothing created."""
+    body = json.dumps({"external_id": "x", "given_name": "A" * 3_000_000, "family_name": "B"})
+    for client, url in (
+        (Client(), reverse("api:token")),
+        (token_client(alice, "staff"), reverse("api:patient-list")),
+    ):
+        response = client.post(url, body, content_type="application/json")
+        assert response.status_code == 413, (url, response.status_code)
+        assert response["Content-Type"] == "application/json"
+        assert response.json()["error"]["code"] == "request_too_large"
+    with clinic_scope(alice.clinic.id):
+        assert Patient.objects.count() == 1
