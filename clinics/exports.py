@@ -90,6 +90,16 @@ def _rows_in_scope(clinic_id: object, events: QuerySet[AuditEvent]) -> Iterator[
             yield event_row(event)
 
 
+def record_audit_trail_read(*, clinic_id: object, filters: dict, page: int, shown: int) -> None:
+    """Reading the trail is itself a read of audited data: who looked, with which filters, at how many events."""
+    audit.record(
+        action="audit.view",
+        clinic_id=clinic_id,
+        object_type="audit_trail",
+        details={"filters": {k: str(v) for k, v in filters.items()}, "page": page, "events": shown},
+    )
+
+
 def audit_export_response(
     *, events: QuerySet[AuditEvent], fmt: str, clinic_id: object, filters: dict
 ) -> StreamingHttpResponse:

@@ -18,7 +18,7 @@ from patients.models import Patient
 
 from . import audit, mfa, ratelimit
 from .access import SESSION_CLINIC_KEY, access_for_user
-from .exports import EXPORT_FORMATS, audit_export_response
+from .exports import EXPORT_FORMATS, audit_export_response, record_audit_trail_read
 from .forms import ApiKeyForm, AuditFilterForm, LoginForm, MemberAddForm, MemberUpdateForm
 from .middleware import client_ip
 from .models import ApiKey, AuditEvent, AuditOutcome, Membership, User
@@ -329,6 +329,10 @@ class AuditView(ClinicView):
     def get(self, request: HttpRequest) -> HttpResponse:
         form, filters = _audit_filters(request)
         page = Paginator(audit_events(**filters), 50).get_page(request.GET.get("page"))
+        page.object_list = list(page.object_list)  # read before this read is itself recorded
+        record_audit_trail_read(
+            clinic_id=self.access.clinic.id, filters=filters, page=page.number, shown=len(page.object_list)
+        )
         query = request.GET.copy()
         query.pop("page", None)
         return render(

@@ -11,7 +11,7 @@ from rest_framework.response import Response
 
 from .. import mfa, ratelimit
 from ..access import access_for_user
-from ..exports import audit_export_response
+from ..exports import audit_export_response, record_audit_trail_read
 from ..middleware import client_ip
 from ..selectors import audit_events
 from ..services import ServiceError, login_failed_record, user_token_create
@@ -93,6 +93,12 @@ class AuditEventListView(ClinicGenericAPIView):
         filters = AuditFilterInput(data=request.query_params)
         filters.is_valid(raise_exception=True)
         page = self.paginate_queryset(audit_events(**filters.validated_data))
+        record_audit_trail_read(
+            clinic_id=request.access.clinic.id,
+            filters=filters.validated_data,
+            page=self.paginator.page.number,
+            shown=len(page),
+        )
         return self.get_paginated_response(AuditEventOutput(page, many=True).data)
 
 
