@@ -189,6 +189,9 @@ class UserToken(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     expires_at = models.DateTimeField()
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # Issued after a second factor. A token issued without one does not act in a role that needs MFA,
+    # even when the person is given such a role while the token lives.
+    mfa_verified = models.BooleanField(default=False)
 
     def __str__(self) -> str:
         return f"token {self.prefix} of {self.user_id}"

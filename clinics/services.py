@@ -194,7 +194,7 @@ def api_key_authenticate(raw: str) -> ApiKey | None:
 
 
 @transaction.atomic
-def user_token_create(*, user: User, clinic: Clinic) -> tuple[UserToken, str]:
+def user_token_create(*, user: User, clinic: Clinic, mfa_verified: bool = False) -> tuple[UserToken, str]:
     raw = f"{USER_TOKEN_PREFIX}_{secrets.token_hex(6)}_{secrets.token_urlsafe(32)}"
     prefix = raw.split("_", 2)[1]
     token = UserToken.objects.create(
@@ -203,8 +203,15 @@ def user_token_create(*, user: User, clinic: Clinic) -> tuple[UserToken, str]:
         prefix=prefix,
         secret_hash=_hash_secret(raw),
         expires_at=timezone.now() + timedelta(seconds=settings.USER_TOKEN_TTL_SECONDS),
+        mfa_verified=mfa_verified,
     )
-    audit.record(action="auth.token.issue", clinic_id=clinic.id, object_type="user_token", object_id=token.id)
+    audit.record(
+        action="auth.token.issue",
+        clinic_id=clinic.id,
+        object_type="user_token",
+        object_id=token.id,
+        details={"mfa": mfa_verified},
+    )
     return token, raw
 
 

@@ -212,9 +212,10 @@ def next_totp(user: User, secret: str) -> str:
     return totp.generate_otp(step)
 
 
-def token_client(world: World, role: str) -> APIClient:
+def token_client(world: World, role: str, *, mfa: bool = True) -> APIClient:
+    """A user token as ``POST auth/token/`` issues it (by default after the second factor)."""
     with clinic_scope(world.clinic.id):
-        _, raw = services.user_token_create(user=world.users[role], clinic=world.clinic)
+        _, raw = services.user_token_create(user=world.users[role], clinic=world.clinic, mfa_verified=mfa)
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
     return client

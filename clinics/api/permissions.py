@@ -48,7 +48,7 @@ class RoutePermission(permissions.BasePermission):
                 view.get_object()
             record_denial(access, view_name=view_name, method=request.method or "", reason=permission)
             return False
-        if access.role in MFA_REQUIRED_ROLES and request.auth is None and not request.session.get(MFA_METHOD):
+        if access.role in MFA_REQUIRED_ROLES and not _second_factor_done(request):
             record_denial(access, view_name=view_name, method=request.method or "", reason="mfa_required")
             raise MfaRequired()
         from patients.restricted import RESTRICTED, patient_route_decision
@@ -60,6 +60,16 @@ class RoutePermission(permissions.BasePermission):
             record_denial(access, view_name=view_name, method=request.method or "", reason="reauthentication")
             raise ReauthenticationRequired()
         return True
+
+
+def _second_factor_done(request: Request) -> bool:
+    """Did this request's credential come with a second factor? A browser session records it at log-in, a
+    user token when it was issued; an API key is a system, not a person, and its role never needs MFA."""
+    if request.auth is None:
+        return bool(request.session.get(MFA_METHOD))
+    if isinstance(request.auth, UserToken):
+        return request.auth.mfa_verified
+    return True
 
 
 class MfaRequired(exceptions.PermissionDenied):

@@ -18,7 +18,9 @@ class ErrorSerializer(serializers.Serializer):
 class TokenInput(serializers.Serializer):
     email = serializers.EmailField()
     password = serializers.CharField(max_length=1024, trim_whitespace=False)
-    otp = serializers.CharField(max_length=16, required=False, allow_blank=True)
+    otp = serializers.CharField(
+        max_length=64, required=False, allow_blank=True, help_text="Authenticator code, or a recovery code."
+    )
     clinic = serializers.UUIDField(required=False, help_text="Only for people in several clinics.")
 
 

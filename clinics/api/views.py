@@ -66,7 +66,7 @@ class TokenView(ClinicAPIView):
                 status=403,
             )
         ratelimit.success(email, ip)
-        token, raw = user_token_create(user=user, clinic=access.clinic)
+        token, raw = user_token_create(user=user, clinic=access.clinic, mfa_verified=mfa.has_mfa(user))
         return Response(
             TokenOutput({"token": raw, "expires_at": token.expires_at, "clinic": access.clinic.id}).data,
             status=status.HTTP_200_OK,

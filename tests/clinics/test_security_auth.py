@@ -14,6 +14,7 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
+from rest_framework.test import APIClient
 
 from clinics import sessions
 from clinics.models import AuditEvent, RecoveryCode, TotpDevice, UserToken
@@ -97,6 +98,39 @@ def test_user_tokens_only_after_mfa(alice: World) -> None:
     # Staff need no second factor.
     staff = Client().post(url, {"email": "staff@alice.test", "password": PASSWORD}, content_type="application/json")
     assert staff.status_code == 200
+
+
+def test_a_recovery_code_gets_a_token(alice: World) -> None:
+    from clinics import mfa
+
+    dentist = alice.users["dentist"]
+    enrol_totp(dentist)
+    codes = mfa.recovery_codes_regenerate(dentist)
+    body = {"email": dentist.email, "password": PASSWORD, "otp": codes[0]}
+    ok = Client().post(reverse("api:token"), body, content_type="application/json")
+    assert ok.status_code == 200, ok.content
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {ok.json()['token']}")
+    assert api.get(reverse("api:patient-list")).status_code == 200
+    again = Client().post(reverse("api:token"), body, content_type="application/json")
+    assert again.status_code == 401 and again.json()["error"]["code"] == "mfa_required"
+
+
+def test_a_token_issued_without_a_second_factor_does_not_act_in_a_role_that_needs_one(alice: World) -> None:
+    url = reverse("api:token")
+    issued = Client().post(url, {"email": "staff@alice.test", "password": PASSWORD}, content_type="application/json")
+    assert issued.status_code == 200
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {issued.json()['token']}")
+    assert api.get(reverse("api:patient-list")).status_code == 200
+    member_url = reverse("clinics:member-update", kwargs={"pk": alice.memberships["staff"].pk})
+    user_client(alice.users["clinic_admin"]).post(member_url, {"role": "dentist"})
+    promoted = api.get(reverse("api:patient-list"))
+    assert promoted.status_code == 403 and promoted.json()["error"]["code"] == "mfa_required"
+    denial = AuditEvent.unscoped.filter(action="permission.denied", clinic=alice.clinic).latest("seq")
+    assert denial.details["reason"] == "mfa_required"
+    issue = AuditEvent.unscoped.filter(action="auth.token.issue", clinic=alice.clinic).latest("seq")
+    assert issue.details == {"mfa": False}
 
 
 def test_a_session_without_mfa_is_refused_for_roles_that_need_it(alice: World) -> None:
