@@ -100,6 +100,12 @@ DATABASES = {
         ssl_require=env_bool("DATABASE_SSL_REQUIRE"),
     )
 }
+# TLS to PostgreSQL. DATABASE_SSL_REQUIRE=true alone is libpq's sslmode=require: encrypted, but the server's
+# certificate is not checked. DATABASE_SSLMODE=verify-full (and DATABASE_SSLROOTCERT, the CA file, unless
+# the server's CA is in ~/.postgresql/root.crt) also checks who answers.
+for _name, _option in (("DATABASE_SSLMODE", "sslmode"), ("DATABASE_SSLROOTCERT", "sslrootcert")):
+    if os.environ.get(_name) and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        DATABASES["default"].setdefault("OPTIONS", {})[_option] = os.environ[_name]
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # Same backend plus row-level security settings kept in line with the clinic scope (clinics.rls).
     DATABASES["default"]["ENGINE"] = "clinics.dbbackend"
@@ -119,6 +125,15 @@ if REDIS_URL:
     }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+# TLS to Redis: a rediss:// URL. The server's certificate is always checked, against REDIS_TLS_CA_FILE
+# when set, else the system's CAs (kombu alone would not check it for the broker).
+REDIS_TLS_CA_FILE = os.environ.get("REDIS_TLS_CA_FILE", "")
+if REDIS_URL.startswith("rediss://"):
+    import ssl
+
+    _ca = {"ssl_ca_certs": REDIS_TLS_CA_FILE} if REDIS_TLS_CA_FILE else {}
+    CACHES["default"]["OPTIONS"] = {"ssl_cert_reqs": "required", **_ca}
+    CELERY_BROKER_USE_SSL = {"ssl_cert_reqs": ssl.CERT_REQUIRED, **_ca}
 
 CELERY_BROKER_URL = REDIS_URL or "memory://"
 CELERY_RESULT_BACKEND = None
