@@ -1,8 +1,8 @@
 """Rate limits and log-in lockout, written once and used by the HTML views and the API.
 
 ``ROUTE_LIMITS`` names, per URL name and method, the limit that applies; limits are counted per
-principal inside its clinic (``clinic:user`` or ``clinic:api-key``), so one clinic's burst never
-uses up another clinic's allowance. Anonymous routes (log-in, token) count per client IP.
+principal inside its clinic (cache keys ``rl:clinic:<id>:...``), so one clinic's burst never uses up
+another clinic's allowance. Anonymous routes (log-in, token) count per client IP.
 
 Lockout: failed log-ins are counted per (email, client IP) pair, not per IP alone, so an attacker
 cannot lock a person out from everywhere and cannot reset the count by changing the email; after
@@ -15,11 +15,15 @@ from __future__ import annotations
 
 import hashlib
 import time
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.core.cache import cache
 
 from .models import normalize_email
+
+if TYPE_CHECKING:
+    from .access import Access
 
 # URL name -> {method: limit name}; limits are in settings.RATE_LIMITS as "count/seconds".
 ROUTE_LIMITS: dict[str, dict[str, str]] = {
@@ -48,12 +52,19 @@ def limit_for(view_name: str, method: str) -> str | None:
     return ROUTE_LIMITS.get(view_name, {}).get(method)
 
 
-def hit(name: str, ident: str) -> int | None:
-    """Count one request against limit ``name`` for ``ident``; returns seconds to wait when over it."""
+def hit(name: str, access: Access | None, ip: str | None) -> int | None:
+    """Count one request against limit ``name``, for the member or API key of ``access`` within its clinic
+    (the cache key starts with the clinic), or for the client IP when anonymous. Returns seconds to wait
+    when over the limit, else None."""
+    if access is not None:
+        scope = f"clinic:{access.clinic.id}"
+        ident = f"key:{access.api_key.pk}" if access.api_key is not None else f"user:{getattr(access.user, 'pk', '')}"
+    else:
+        scope, ident = "anonymous", f"ip:{ip}"
     count, window = _parse(settings.RATE_LIMITS[name])
     now = int(time.time())
     bucket = now // window
-    key = f"rl:{name}:{hashlib.sha256(ident.encode()).hexdigest()[:32]}:{bucket}"
+    key = f"rl:{scope}:{name}:{hashlib.sha256(ident.encode()).hexdigest()[:32]}:{bucket}"
     cache.add(key, 0, timeout=window + 5)
     try:
         used = cache.incr(key)

@@ -65,8 +65,7 @@ class ClinicView(View):
                 return render(request, "patients/restricted.html", {"patient_id": patient_id}, status=403)
         limit = ratelimit.limit_for(view_name, method)
         if limit is not None:
-            ident = f"{self.access.clinic.id}:{request.user.pk}" if self.access else f"ip:{client_ip(request)}"
-            retry_after = ratelimit.hit(limit, ident)
+            retry_after = ratelimit.hit(limit, self.access, client_ip(request))
             if retry_after is not None:
                 response = render(request, "429.html", {"retry_after": retry_after}, status=429)
                 response["Retry-After"] = str(retry_after)

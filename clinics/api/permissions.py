@@ -114,13 +114,7 @@ class RouteThrottle(throttling.BaseThrottle):
         limit = ratelimit.limit_for(view_name, request.method or "GET")
         if limit is None:
             return True
-        access = getattr(request, "access", None)
-        if access is not None:
-            principal = access.api_key.pk if access.api_key is not None else access.user.pk
-            ident = f"{access.clinic.id}:{principal}"
-        else:
-            ident = f"ip:{client_ip(request._request)}"
-        self.wait_seconds = ratelimit.hit(limit, ident)
+        self.wait_seconds = ratelimit.hit(limit, getattr(request, "access", None), client_ip(request._request))
         return self.wait_seconds is None
 
     def wait(self) -> float | None:

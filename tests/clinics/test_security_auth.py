@@ -197,6 +197,33 @@ def test_upload_and_export_rate_limits_answer_429_per_clinic(alice: World, bob: 
 # --- Sessions ----------------------------------------------------------------------------------
 
 
+def test_login_token_and_analysis_rate_limits_answer_429(alice: World, settings: Any) -> None:
+    from django.core.cache import cache
+
+    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "login": "2/60", "token": "2/60", "analysis": "2/60"}
+    # log-in (per client IP, right password: the lockout plays no part)
+    browser = Client(REMOTE_ADDR="203.0.113.20")
+    assert [_login(browser, "staff@alice.test").status_code for _ in range(2)] == [302, 302]
+    limited = _login(browser, "staff@alice.test")
+    assert limited.status_code == 429 and int(limited["Retry-After"]) >= 1
+    assert _login(Client(REMOTE_ADDR="203.0.113.21"), "staff@alice.test").status_code == 302
+    # token
+    body = {"email": "staff@alice.test", "password": PASSWORD}
+    issuer = Client(REMOTE_ADDR="203.0.113.22")
+    statuses = [issuer.post(reverse("api:token"), body, content_type="application/json").status_code for _ in range(3)]
+    assert statuses == [200, 200, 429]
+    # analysis reads (per member within the clinic)
+    api = token_client(alice, "staff")
+    statuses = [api.get(reverse("api:analysis-list")).status_code for _ in range(3)]
+    assert statuses == [200, 200, 429]
+    assert token_client(alice, "dentist").get(reverse("api:analysis-list")).status_code == 200
+    # counters of members live under their clinic's prefix; anonymous ones under "anonymous"
+    keys = [k.split(":", 2)[2] for k in cache._cache if ":rl:" in k]  # type: ignore[attr-defined]
+    assert any(k.startswith(f"rl:clinic:{alice.clinic.id}:analysis:") for k in keys), keys
+    assert any(k.startswith("rl:anonymous:login:") for k in keys), keys
+    assert all(k.startswith((f"rl:clinic:{alice.clinic.id}:", "rl:anonymous:")) for k in keys), keys
+
+
 def _age_session(client: Client, **seconds_ago: float) -> None:
     session = client.session
     for key, ago in seconds_ago.items():
