@@ -114,7 +114,9 @@ def tls_redis(tmp_path: Path):  # noqa: ANN201
     def ready() -> bool:
         import redis
 
-        return bool(redis.Redis(host="127.0.0.1", port=port, ssl=True, ssl_ca_certs=str(ca), socket_connect_timeout=1).ping())
+        return bool(
+            redis.Redis(host="127.0.0.1", port=port, ssl=True, ssl_ca_certs=str(ca), socket_connect_timeout=1).ping()
+        )
 
     try:
         if proc.poll() is not None:

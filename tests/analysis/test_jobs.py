@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 from collections.abc import Iterator
 from datetime import timedelta
@@ -64,6 +65,10 @@ def test_upload_queues_after_commit_and_the_embedded_default_finishes_it(
     for f in body["findings"]:
         assert len(f["box"]) == 4 and f["status"] == "pending" and f["source"] == "model"
     assert AuditEvent.unscoped.filter(action="analysis.completed", object_id=analysis_id).exists()
+    # The result names its input: the SHA-256 of the stored (sanitised) image, what the file endpoint serves.
+    original = token_client(alice, "dentist").get(reverse("api:image-file", kwargs={"pk": response.json()["id"]}))
+    served = b"".join(original.streaming_content) if original.streaming else original.content
+    assert body["input_sha256"] == response.json()["sha256"] == hashlib.sha256(served).hexdigest()
 
 
 def test_one_analysis_per_image_and_model(alice: World, photo_model) -> None:  # noqa: ANN001

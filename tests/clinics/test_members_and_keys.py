@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import pytest
+from django.db.models import ProtectedError
 from django.test import Client
 from django.urls import reverse
 
-from clinics.models import ApiKey, AuditEvent, Membership, Role, UserToken
+from clinics.models import ApiKey, AuditEvent, Membership, Role, User, UserToken
 from clinics.tenancy import clinic_scope
 
 from ..conftest import PASSWORD, World, token_client, user_client
@@ -99,3 +101,16 @@ def test_home_page_shows_the_clinic_and_role(alice: World) -> None:
     page = user_client(alice.users["dentist"]).get(reverse("clinics:home")).content.decode()
     assert "Clinic alice" in page and "dentist" in page
     assert PASSWORD not in page
+
+
+def test_a_person_the_audit_trail_points_at_is_never_deleted(alice: World) -> None:
+    staff = alice.users["staff"]
+    user_client(staff).get(reverse("patients:detail", kwargs={"pk": alice.patient.pk}))
+    assert AuditEvent.unscoped.filter(actor_user=staff).exists()
+    with pytest.raises(ProtectedError):
+        staff.delete()
+    with pytest.raises(ProtectedError):
+        User.objects.filter(pk=staff.pk).delete()
+    assert User.objects.filter(pk=staff.pk).exists()
+    with clinic_scope(alice.clinic.id):
+        assert Membership.objects.filter(user=staff).exists()
