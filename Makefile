@@ -8,15 +8,20 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: run test install tools audit bench test-faults lint check-migrations clean
+.PHONY: run test install lock tools audit bench test-faults lint check-migrations clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev,ml]"
+	$(PY) -m pip install --quiet -e ".[dev,ml]" -c constraints.txt
 	touch $(STAMP)
 
 install: $(STAMP)
+
+## Pin every installed package (transitive ones too) after a change to pyproject.toml.
+lock: $(STAMP)
+	{ sed -n '1,2p' constraints.txt; $(PY) -m pip freeze --exclude-editable; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 # System tools of the test suite, from Debian's packages (installed when we can: root with apt):
 # Chromium for the browser tests (Playwright drives it; no browser download) and docker-compose to

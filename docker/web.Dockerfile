@@ -5,7 +5,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
     DJANGO_SETTINGS_MODULE=config.settings.production
 RUN useradd --create-home --uid 10001 app
 WORKDIR /app
-COPY pyproject.toml README.md manage.py ./
+COPY pyproject.toml constraints.txt README.md manage.py ./
 COPY config ./config
 COPY clinics ./clinics
 COPY patients ./patients
@@ -13,7 +13,7 @@ COPY analysis ./analysis
 COPY templates ./templates
 COPY static ./static
 # The web process never runs a model: it installs without the ML extra (torch stays on workers).
-RUN pip install --no-cache-dir . \
+RUN pip install --no-cache-dir . -c constraints.txt \
  && SECRET_KEY=build-time-only-collectstatic-not-a-real-secret-0123456789abcdef \
     DATABASE_URL=postgres://build@localhost/build REDIS_URL=redis://localhost:6379/0 ALLOWED_HOSTS=localhost \
     MASTER_KEYS=build:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA= MASTER_KEY_ID=build \

@@ -11,14 +11,14 @@ RUN useradd --create-home --uid 10001 app
 WORKDIR /app
 RUN pip install --no-cache-dir --index-url "$TORCH_INDEX" --extra-index-url https://pypi.org/simple \
       torch==2.14.1 torchvision==0.29.1
-COPY pyproject.toml README.md manage.py ./
+COPY pyproject.toml constraints.txt README.md manage.py ./
 COPY config ./config
 COPY clinics ./clinics
 COPY patients ./patients
 COPY analysis ./analysis
 COPY templates ./templates
 COPY static ./static
-RUN pip install --no-cache-dir ".[ml]"
+RUN pip install --no-cache-dir ".[ml]" -c constraints.txt
 USER app
 # Healthy when the worker answers a ping over the broker.
 HEALTHCHECK --interval=60s --timeout=20s --start-period=60s --retries=3 \

@@ -91,6 +91,8 @@ def test_dockerfiles_follow_the_rules(dockerfile: str) -> None:
     for line in instructions:
         if "pip install" in line:
             assert "--no-cache-dir" in line, line
+            if "torch==" not in line:  # the project itself: every package at its pinned version
+                assert "-c constraints.txt" in line, line
     copied = " ".join(line for line in instructions if line.startswith("COPY "))
     assert "var" not in copied.split() and ".env" not in copied
     ignored = (ROOT / ".dockerignore").read_text().split()
