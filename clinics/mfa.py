@@ -117,6 +117,20 @@ def enrol_confirm(user: User, code: str) -> list[str] | None:
     return codes
 
 
+def recovery_codes_left(user: User) -> int:
+    return RecoveryCode.objects.filter(user=user, used_at__isnull=True).count()
+
+
+@transaction.atomic
+def mfa_remove(user: User) -> bool:
+    """Remove the person's authenticator and recovery codes (a lost phone); returns whether there was one.
+    Their next log-in enrols a new one where a role needs it. Callers audit and end sessions."""
+    had = has_mfa(user)
+    TotpDevice.objects.filter(user=user).delete()
+    RecoveryCode.objects.filter(user=user).delete()
+    return had
+
+
 def recovery_codes_regenerate(user: User) -> list[str]:
     RecoveryCode.objects.filter(user=user).delete()
     codes = [f"{secrets.token_hex(4)}-{secrets.token_hex(4)}" for _ in range(RECOVERY_CODE_COUNT)]

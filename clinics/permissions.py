@@ -64,6 +64,10 @@ ROUTE_PERMISSIONS: Final[dict[str, dict[str, str]]] = {
     "clinics:switch-clinic": {"POST": MEMBER},
     "clinics:members": {"GET": "member.view", "POST": "member.manage"},
     "clinics:member-update": {"POST": "member.manage"},
+    "clinics:member-mfa-reset": {"POST": "member.manage"},
+    "clinics:account": {"GET": MEMBER},
+    "clinics:account-password": {"POST": MEMBER},
+    "clinics:account-recovery-codes": {"POST": MEMBER},
     "clinics:api-keys": {"GET": "apikey.manage", "POST": "apikey.manage"},
     "clinics:api-key-revoke": {"POST": "apikey.manage"},
     "clinics:audit": {"GET": "audit.view"},
@@ -107,8 +111,10 @@ ROUTE_PERMISSIONS: Final[dict[str, dict[str, str]]] = {
 
 
 # Routes that need the password (and second factor) confirmed within REAUTH_MAX_AGE_SECONDS:
-# exports of patient data or of the audit trail, and erasure. URL name -> methods.
+# exports of patient data or of the audit trail, erasure, and changes to second factors. URL name -> methods.
 REAUTH_ROUTES: Final[dict[str, frozenset[str]]] = {
+    "clinics:member-mfa-reset": frozenset({"POST"}),
+    "clinics:account-recovery-codes": frozenset({"POST"}),
     "patients:export": frozenset({"POST"}),
     "patients:erase": frozenset({"POST"}),
     "clinics:audit-export": frozenset({"GET"}),

@@ -30,6 +30,7 @@ ROUTE_LIMITS: dict[str, dict[str, str]] = {
     "clinics:login": {"POST": "login"},
     "clinics:mfa": {"POST": "login"},
     "clinics:reauth": {"POST": "login"},
+    "clinics:account-password": {"POST": "login"},
     "api:token": {"POST": "token"},
     "api:patient-image-list": {"POST": "upload"},
     "patients:upload": {"POST": "upload"},

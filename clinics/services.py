@@ -128,6 +128,35 @@ def member_update(*, membership: Membership, role: str | None = None, is_active:
 
 
 @transaction.atomic
+def member_mfa_reset(*, membership: Membership, by: User | None) -> None:
+    """A clinic admin removes a member's authenticator (lost or replaced phone). Every session and token of the
+    person ends; their next log-in sets up a new authenticator where their role needs one. Refused for one's
+    own (use a recovery code, or ask another admin) and for people who also belong to another clinic: one
+    clinic alone must not lower the protection of another clinic's account."""
+    from . import mfa
+    from .sessions import sessions_end_all
+
+    user = membership.user
+    if by is not None and by.pk == user.pk:
+        raise ServiceError("own_second_factor", "Another clinic admin must reset your second factor.", status=409)
+    if Membership.unscoped.filter(user=user, is_active=True).exclude(clinic_id=membership.clinic_id).exists():
+        raise ServiceError(
+            "member_of_other_clinics",
+            "This person also belongs to another clinic, so their second factor cannot be reset from here.",
+            status=409,
+        )
+    had = mfa.mfa_remove(user)
+    sessions_end_all(user, reason="mfa_reset", clinic_id=membership.clinic_id)
+    audit.record(
+        action="auth.mfa.reset",
+        clinic_id=membership.clinic_id,
+        object_type="membership",
+        object_id=membership.id,
+        details={"user_id": str(user.pk), "had_authenticator": had},
+    )
+
+
+@transaction.atomic
 def api_key_create(
     *,
     name: str,

@@ -6,12 +6,14 @@ from typing import Any
 import segno
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth import authenticate, logout
+from django.contrib.auth import authenticate, logout, update_session_auth_hash
+from django.contrib.auth.forms import PasswordChangeForm
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.db.models import Count
+from django.db.models import Count, Exists, OuterRef
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 
 from patients.models import Patient
@@ -21,7 +23,7 @@ from .access import SESSION_CLINIC_KEY, access_for_user
 from .exports import EXPORT_FORMATS, audit_export_response, record_audit_trail_read
 from .forms import ApiKeyForm, AuditFilterForm, LoginForm, MemberAddForm, MemberUpdateForm
 from .middleware import client_ip
-from .models import ApiKey, AuditEvent, AuditOutcome, Membership, User
+from .models import ApiKey, AuditEvent, AuditOutcome, Membership, TotpDevice, User
 from .selectors import audit_events
 from .services import (
     ServiceError,
@@ -29,6 +31,7 @@ from .services import (
     api_key_revoke,
     login_failed_record,
     member_add,
+    member_mfa_reset,
     member_update,
 )
 from .sessions import complete_login, mark_reauthenticated, sessions_end_all
@@ -238,7 +241,12 @@ class HomeView(ClinicView):
 
 class MembersView(ClinicView):
     def _render(self, request: HttpRequest, form: MemberAddForm, status: int = 200) -> HttpResponse:
-        memberships = Membership.objects.select_related("user").order_by("-is_active", "user__email")
+        authenticator = TotpDevice.objects.filter(user=OuterRef("user"), confirmed_at__isnull=False)
+        memberships = (
+            Membership.objects.select_related("user")
+            .annotate(has_authenticator=Exists(authenticator))
+            .order_by("-is_active", "user__email")
+        )
         return render(request, "clinics/members.html", {"form": form, "memberships": memberships}, status=status)
 
     def get(self, request: HttpRequest) -> HttpResponse:
@@ -274,6 +282,82 @@ class MemberUpdateView(ClinicView):
         else:
             messages.success(request, f"{membership.user.email} updated.")
         return redirect("clinics:members")
+
+
+class MemberMfaResetView(ClinicView):
+    def post(self, request: HttpRequest, pk: str) -> HttpResponse:
+        membership = get_object_or_404(Membership.objects.select_related("user"), pk=pk)
+        try:
+            member_mfa_reset(membership=membership, by=request.user)
+        except ServiceError as exc:
+            messages.error(request, exc.message)
+        else:
+            messages.success(
+                request,
+                f"Second factor of {membership.user.email} removed and their sessions ended: they set up a new "
+                "authenticator at their next log-in.",
+            )
+        return redirect("clinics:members")
+
+
+def _account_page(request: HttpRequest, form: PasswordChangeForm, status: int = 200) -> HttpResponse:
+    user = request.user
+    data = {
+        "form": form,
+        "enrolled": mfa.has_mfa(user),
+        "mfa_required": mfa.mfa_required(user),
+        "codes_left": mfa.recovery_codes_left(user),
+    }
+    return render(request, "clinics/account.html", data, status=status)
+
+
+class AccountView(ClinicView):
+    """The person's own account: password and second factor."""
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        return _account_page(request, PasswordChangeForm(request.user))
+
+
+class PasswordChangeView(ClinicView):
+    def post(self, request: HttpRequest) -> HttpResponse:
+        form = PasswordChangeForm(request.user, request.POST)
+        if not form.is_valid():
+            if "old_password" in form.errors:
+                audit.record(
+                    action="auth.password.change",
+                    clinic_id=self.access.clinic.id,
+                    outcome=AuditOutcome.DENIED,
+                    object_type="user",
+                    object_id=request.user.pk,
+                    details={"reason": "wrong_current_password"},
+                )
+            return _account_page(request, form, status=400)
+        user = form.save()  # User.save ends every session and API token of the person...
+        update_session_auth_hash(request, user)  # ...except this session, which goes on (with a new key)
+        mark_reauthenticated(request)
+        audit.record(
+            action="auth.password.change", clinic_id=self.access.clinic.id, object_type="user", object_id=user.pk
+        )
+        messages.success(request, "Password changed. You were logged out everywhere else.")
+        return redirect("clinics:account")
+
+
+class RecoveryCodesView(ClinicView):
+    """New recovery codes (the old ones stop working), shown once."""
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        if not mfa.has_mfa(request.user):
+            messages.error(request, "You have no authenticator, so there are no recovery codes to renew.")
+            return redirect("clinics:account")
+        codes = mfa.recovery_codes_regenerate(request.user)
+        audit.record(
+            action="auth.mfa.recovery_codes",
+            clinic_id=self.access.clinic.id,
+            object_type="user",
+            object_id=request.user.pk,
+            details={"codes": len(codes)},
+        )
+        return render(request, "clinics/recovery_codes.html", {"codes": codes, "next": reverse("clinics:account")})
 
 
 class ApiKeysView(ClinicView):

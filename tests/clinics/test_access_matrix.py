@@ -24,6 +24,7 @@ from ..conftest import World, key_client, token_client, user_client
 # Which object fills a route's path parameters (an object of the owning clinic).
 OBJECT_FOR_ROUTE: dict[str, str] = {
     "clinics:member-update": "membership",
+    "clinics:member-mfa-reset": "membership",
     "clinics:api-key-revoke": "api_key",
     "patients:detail": "patient",
     "patients:upload": "patient",

@@ -1,0 +1,136 @@
+"""A person's own account (password, recovery codes) and a clinic admin resetting a member's second factor."""
+
+from __future__ import annotations
+
+from django.test import Client
+from django.urls import reverse
+
+from clinics import mfa, sessions
+from clinics.models import AuditEvent, AuditOutcome, RecoveryCode, Role, TotpDevice, User, UserToken
+from clinics.services import member_add
+
+from ..conftest import PASSWORD, World, enrol_totp, next_totp, token_client, user_client
+
+NEW_PASSWORD = "a-whole-new-passphrase-for-2027"
+
+
+def _login(client: Client, email: str, password: str = PASSWORD):  # noqa: ANN202
+    return client.post(reverse("clinics:login"), {"email": email, "password": password})
+
+
+def test_account_page_shows_the_second_factor_and_is_linked_from_every_page(alice: World) -> None:
+    dentist = alice.users["dentist"]
+    enrol_totp(dentist)
+    page = user_client(dentist).get(reverse("clinics:account"))
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "Authenticator set up" in html and "<strong>10</strong>" in html
+    assert reverse("clinics:account") in user_client(dentist).get(reverse("patients:list")).content.decode()
+    staff_html = user_client(alice.users["staff"]).get(reverse("clinics:account")).content.decode()
+    assert "Your role does not need a second factor" in staff_html
+
+
+def test_changing_the_password_keeps_this_session_and_ends_every_other(alice: World) -> None:
+    staff = alice.users["staff"]
+    here, elsewhere = user_client(staff), user_client(staff)
+    api = token_client(alice, "staff")
+    url = reverse("clinics:account-password")
+
+    wrong = here.post(url, {"old_password": "not-it", "new_password1": NEW_PASSWORD, "new_password2": NEW_PASSWORD})
+    assert wrong.status_code == 400 and "incorrectly" in wrong.content.decode()
+    denied = AuditEvent.unscoped.filter(action="auth.password.change", clinic=alice.clinic).get()
+    assert denied.outcome == AuditOutcome.DENIED and denied.details == {"reason": "wrong_current_password"}
+    weak = here.post(url, {"old_password": PASSWORD, "new_password1": "Password123!", "new_password2": "Password123!"})
+    assert weak.status_code == 400
+    staff.refresh_from_db()
+    assert staff.check_password(PASSWORD)
+
+    done = here.post(url, {"old_password": PASSWORD, "new_password1": NEW_PASSWORD, "new_password2": NEW_PASSWORD})
+    assert done.status_code == 302 and done["Location"] == reverse("clinics:account")
+    assert here.get(reverse("patients:list")).status_code == 200  # this session goes on
+    gone = elsewhere.get(reverse("patients:list"))  # the other one is logged out
+    assert gone.status_code == 302 and gone["Location"].startswith(reverse("clinics:login"))
+    assert api.get(reverse("api:patient-list")).status_code == 401
+    assert not UserToken.objects.filter(user=staff, revoked_at=None).exists()
+    assert _login(Client(), staff.email).status_code == 400
+    assert _login(Client(), staff.email, NEW_PASSWORD).status_code == 302
+    changed = AuditEvent.unscoped.filter(action="auth.password.change", clinic=alice.clinic).latest("seq")
+    assert changed.outcome == AuditOutcome.SUCCESS and changed.actor_user == staff
+
+
+def test_new_recovery_codes_replace_the_old_ones_and_need_a_recent_password(alice: World, settings) -> None:  # noqa: ANN001
+    dentist = alice.users["dentist"]
+    enrol_totp(dentist)
+    old = mfa.recovery_codes_regenerate(dentist)
+    client = user_client(dentist)
+    page = client.post(reverse("clinics:account-recovery-codes"))
+    assert page.status_code == 200 and page["Cache-Control"] == "no-store"
+    new = [c for c in old if c in page.content.decode()]
+    assert not new, "old codes must not be shown again"
+    assert RecoveryCode.objects.filter(user=dentist, used_at=None).count() == mfa.RECOVERY_CODE_COUNT
+    assert mfa.verify(dentist, old[0]) is None
+    event = AuditEvent.unscoped.filter(action="auth.mfa.recovery_codes", clinic=alice.clinic).get()
+    assert event.details == {"codes": mfa.RECOVERY_CODE_COUNT}
+    # a session whose password check is older than the re-authentication window is asked again first
+    stale = user_client(dentist)
+    session = stale.session
+    session[sessions.REAUTH_AT] = 0
+    session.save()
+    again = stale.post(reverse("clinics:account-recovery-codes"), HTTP_REFERER=reverse("clinics:account"))
+    assert again.status_code == 302 and reverse("clinics:reauth") in again["Location"]
+    assert AuditEvent.unscoped.filter(action="auth.mfa.recovery_codes").count() == 1
+    # without an authenticator there is nothing to renew
+    none = user_client(alice.users["staff"]).post(reverse("clinics:account-recovery-codes"))
+    assert none.status_code == 302 and not RecoveryCode.objects.filter(user=alice.users["staff"]).exists()
+
+
+def test_admin_resets_a_members_second_factor_and_the_member_enrols_again(alice: World) -> None:
+    dentist = alice.users["dentist"]
+    enrol_totp(dentist)
+    dentist_web, dentist_api = user_client(dentist), token_client(alice, "dentist")
+    admin = user_client(alice.users["clinic_admin"])
+    members = admin.get(reverse("clinics:members")).content.decode()
+    reset_url = reverse("clinics:member-mfa-reset", kwargs={"pk": alice.memberships["dentist"].pk})
+    assert reset_url in members  # offered only for members with an authenticator
+    assert reverse("clinics:member-mfa-reset", kwargs={"pk": alice.memberships["staff"].pk}) not in members
+
+    assert user_client(alice.users["staff"]).post(reset_url).status_code == 403
+    assert admin.post(reset_url).status_code == 302
+    assert not TotpDevice.objects.filter(user=dentist).exists()
+    assert not RecoveryCode.objects.filter(user=dentist).exists()
+    assert dentist_web.get(reverse("patients:list")).status_code == 302  # logged out everywhere
+    assert dentist_api.get(reverse("api:patient-list")).status_code == 401
+    event = AuditEvent.unscoped.filter(action="auth.mfa.reset", clinic=alice.clinic).get()
+    assert event.details == {"user_id": str(dentist.pk), "had_authenticator": True}
+    assert event.actor_user == alice.users["clinic_admin"]
+    # The next log-in sets up a new authenticator before any session exists.
+    client = Client()
+    assert _login(client, dentist.email)["Location"] == reverse("clinics:mfa")
+    setup = client.get(reverse("clinics:mfa")).content.decode()
+    assert "<svg" in setup
+    secret = mfa.pending_secret(dentist)
+    assert secret
+    assert client.post(reverse("clinics:mfa"), {"code": next_totp(dentist, secret)}).status_code == 200
+    assert client.get(reverse("patients:list")).status_code == 200
+
+
+def test_reset_is_refused_for_oneself_and_for_people_of_other_clinics(alice: World, bob: World) -> None:
+    admin_user = alice.users["clinic_admin"]
+    enrol_totp(admin_user)
+    admin = user_client(admin_user)
+    own = admin.post(reverse("clinics:member-mfa-reset", kwargs={"pk": alice.memberships["clinic_admin"].pk}))
+    assert own.status_code == 302 and TotpDevice.objects.filter(user=admin_user).exists()
+    # someone who also works at bob's clinic: alice's admin cannot weaken that account
+    shared = User.objects.create_user(email="shared@both.test", password=PASSWORD, full_name="Shared")
+    from clinics.tenancy import clinic_scope
+
+    with clinic_scope(bob.clinic.id):
+        member_add(email=shared.email, role=Role.DENTIST, full_name="", password="")
+    with clinic_scope(alice.clinic.id):
+        membership = member_add(email=shared.email, role=Role.DENTIST, full_name="", password="")
+    enrol_totp(shared)
+    refused = admin.post(reverse("clinics:member-mfa-reset", kwargs={"pk": membership.pk}))
+    assert refused.status_code == 302
+    assert TotpDevice.objects.filter(user=shared).exists()
+    assert "another clinic" in admin.get(reverse("clinics:members")).content.decode()
+    assert not AuditEvent.unscoped.filter(action="auth.mfa.reset").exists()
