@@ -113,7 +113,7 @@ def enrol_confirm(user: User, code: str) -> list[str] | None:
     device.confirmed_at = timezone.now()
     device.save(update_fields=["confirmed_at"])
     codes = recovery_codes_regenerate(user)
-    audit.record(action="auth.mfa.enrol", clinic_id=_audit_clinic(user), object_type="user", object_id=user.pk)
+    audit.record(action="auth.mfa.enrol", clinic_id=audit_clinic_of(user), object_type="user", object_id=user.pk)
     return codes
 
 
@@ -158,13 +158,15 @@ def verify(user: User, code: str) -> str | None:
         recovery.used_at = timezone.now()
         recovery.save(update_fields=["used_at"])
         audit.record(
-            action="auth.mfa.recovery_code_used", clinic_id=_audit_clinic(user), object_type="user", object_id=user.pk
+            action="auth.mfa.recovery_code_used", clinic_id=audit_clinic_of(user), object_type="user", object_id=user.pk
         )
         return "recovery_code"
     return None
 
 
-def _audit_clinic(user: User) -> object:
+def audit_clinic_of(user: User) -> object:
+    """The clinic whose trail records an event about the person that no clinic request carries (log-in steps,
+    password reset): their oldest active membership, or None (the global chain)."""
     membership = Membership.unscoped.filter(user=user, is_active=True).order_by("created_at").first()
     return membership.clinic_id if membership else None
 

@@ -59,6 +59,8 @@ ROUTE_PERMISSIONS: Final[dict[str, dict[str, str]]] = {
     "clinics:login": {"GET": PUBLIC, "POST": PUBLIC},
     "clinics:logout": {"POST": MEMBER},
     "clinics:mfa": {"GET": PUBLIC, "POST": PUBLIC},
+    "clinics:password-reset": {"GET": PUBLIC, "POST": PUBLIC},
+    "clinics:password-reset-confirm": {"GET": PUBLIC, "POST": PUBLIC},
     "clinics:reauth": {"GET": MEMBER, "POST": MEMBER},
     "clinics:home": {"GET": "clinic.view"},
     "clinics:switch-clinic": {"POST": MEMBER},

@@ -31,6 +31,8 @@ ROUTE_LIMITS: dict[str, dict[str, str]] = {
     "clinics:mfa": {"POST": "login"},
     "clinics:reauth": {"POST": "login"},
     "clinics:account-password": {"POST": "login"},
+    "clinics:password-reset": {"POST": "login"},
+    "clinics:password-reset-confirm": {"POST": "login"},
     "api:token": {"POST": "token"},
     "api:patient-image-list": {"POST": "upload"},
     "patients:upload": {"POST": "upload"},

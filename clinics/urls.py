@@ -10,6 +10,12 @@ urlpatterns = [
     path("logout/", views.LogoutView.as_view(), name="logout"),
     path("login/verify/", views.MfaView.as_view(), name="mfa"),
     path("reauth/", views.ReauthView.as_view(), name="reauth"),
+    path("password-reset/", views.PasswordResetView.as_view(), name="password-reset"),
+    path(
+        "password-reset/<str:uidb64>/<str:token>/",
+        views.PasswordResetConfirmView.as_view(),
+        name="password-reset-confirm",
+    ),
     path("clinic/switch/", views.SwitchClinicView.as_view(), name="switch-clinic"),
     path("clinic/members/", views.MembersView.as_view(), name="members"),
     path("clinic/members/<uuid:pk>/", views.MemberUpdateView.as_view(), name="member-update"),

@@ -7,18 +7,19 @@ import segno
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import authenticate, logout, update_session_auth_hash
-from django.contrib.auth.forms import PasswordChangeForm
+from django.contrib.auth.forms import PasswordChangeForm, PasswordResetForm, SetPasswordForm
+from django.contrib.auth.tokens import default_token_generator
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.db.models import Count, Exists, OuterRef
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.http import url_has_allowed_host_and_scheme, urlsafe_base64_decode
 
 from patients.models import Patient
 
-from . import audit, mfa, ratelimit
+from . import audit, context, mfa, ratelimit
 from .access import SESSION_CLINIC_KEY, access_for_user
 from .exports import EXPORT_FORMATS, audit_export_response, record_audit_trail_read
 from .forms import ApiKeyForm, AuditFilterForm, LoginForm, MemberAddForm, MemberUpdateForm
@@ -358,6 +359,92 @@ class RecoveryCodesView(ClinicView):
             details={"codes": len(codes)},
         )
         return render(request, "clinics/recovery_codes.html", {"codes": codes, "next": reverse("clinics:account")})
+
+
+class PasswordResetView(ClinicView):
+    """ "Forgot your password?": a link valid for PASSWORD_RESET_TIMEOUT goes to the address, if it belongs to an
+    active account. The answer is the same either way, so the page does not tell who has an account. The
+    second factor is still asked for at the next log-in."""
+
+    template_name = "clinics/password_reset.html"
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        return render(request, self.template_name, {"form": PasswordResetForm()})
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        form = PasswordResetForm(request.POST)
+        if not form.is_valid():
+            return render(request, self.template_name, {"form": form}, status=400)
+        for user in form.get_users(form.cleaned_data["email"]):
+            audit.record(
+                action="auth.password.reset_requested",
+                clinic_id=mfa.audit_clinic_of(user),
+                actor=context.Actor(user=user),
+                object_type="user",
+                object_id=user.pk,
+            )
+        form.save(
+            request=request,
+            use_https=request.is_secure(),
+            subject_template_name="clinics/password_reset_subject.txt",
+            email_template_name="clinics/password_reset_email.txt",
+            extra_email_context={"valid_minutes": settings.PASSWORD_RESET_TIMEOUT // 60},
+        )
+        return render(
+            request, self.template_name, {"sent": True, "valid_minutes": settings.PASSWORD_RESET_TIMEOUT // 60}
+        )
+
+
+RESET_TOKEN_SESSION_KEY = "password_reset_token"
+RESET_FROM_SESSION = "set-password"
+
+
+class PasswordResetConfirmView(ClinicView):
+    """The emailed link. Its token moves into the session at once and the browser is sent to a URL without it,
+    so the token never sits in the address bar, the history or a Referer header."""
+
+    template_name = "clinics/password_reset_confirm.html"
+
+    def _user(self, request: HttpRequest, uidb64: str, token: str) -> User | None:
+        try:
+            uid = urlsafe_base64_decode(uidb64).decode()
+            user = User.objects.filter(pk=uid, is_active=True).first()
+        except (ValueError, TypeError, OverflowError, ValidationError):
+            return None
+        if token == RESET_FROM_SESSION:
+            token = request.session.get(RESET_TOKEN_SESSION_KEY, "")
+        return user if user is not None and default_token_generator.check_token(user, token) else None
+
+    def _invalid(self, request: HttpRequest) -> HttpResponse:
+        return render(request, self.template_name, {"invalid": True}, status=400)
+
+    def get(self, request: HttpRequest, uidb64: str, token: str) -> HttpResponse:
+        user = self._user(request, uidb64, token)
+        if user is None:
+            return self._invalid(request)
+        if token != RESET_FROM_SESSION:
+            request.session[RESET_TOKEN_SESSION_KEY] = token
+            return redirect("clinics:password-reset-confirm", uidb64=uidb64, token=RESET_FROM_SESSION)
+        return render(request, self.template_name, {"form": SetPasswordForm(user)})
+
+    def post(self, request: HttpRequest, uidb64: str, token: str) -> HttpResponse:
+        user = self._user(request, uidb64, token)
+        if user is None:
+            return self._invalid(request)
+        form = SetPasswordForm(user, request.POST)
+        if not form.is_valid():
+            return render(request, self.template_name, {"form": form}, status=400)
+        form.save()  # User.save ends every session and API token of the person; the link stops working
+        request.session.pop(RESET_TOKEN_SESSION_KEY, None)
+        audit.record(
+            action="auth.password.reset",
+            clinic_id=mfa.audit_clinic_of(user),
+            actor=context.Actor(user=user),
+            object_type="user",
+            object_id=user.pk,
+        )
+        messages.success(request, "Your password was changed. Log in with it.")
+        return redirect("clinics:login")
 
 
 class ApiKeysView(ClinicView):

@@ -25,6 +25,7 @@ from ..conftest import World, key_client, token_client, user_client
 OBJECT_FOR_ROUTE: dict[str, str] = {
     "clinics:member-update": "membership",
     "clinics:member-mfa-reset": "membership",
+    "clinics:password-reset-confirm": "reset_link",
     "clinics:api-key-revoke": "api_key",
     "patients:detail": "patient",
     "patients:upload": "patient",
@@ -104,6 +105,8 @@ def _path(name: str, alice: World) -> str:
     kind = OBJECT_FOR_ROUTE.get(name)
     if kind is None:
         return reverse(name)
+    if kind == "reset_link":  # public; a link that is not valid
+        return reverse(name, kwargs={"uidb64": "MQ", "token": "not-a-token"})
     obj = {
         "membership": alice.memberships["dentist"],
         "api_key": alice.api_key,
