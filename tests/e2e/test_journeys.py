@@ -357,3 +357,65 @@ def test_review_page_follows_a_running_analysis_without_flooding_the_audit_trail
     page.locator("li.finding").nth(1).wait_for()
     assert status_reads() == paused_at + 1
     _shot(page, "12-review-live-status-finished")
+
+
+def test_lost_phone_and_forgotten_password_journey(worlds: tuple[World, World], browser: Any, live_server: Any) -> None:
+    """A dentist loses the phone and forgets the password: the clinic admin resets the second factor on the
+    members page; the dentist asks for a reset link, chooses a new password, sets up a new authenticator at
+    log-in, then changes the password again from the account page."""
+    import pyotp
+    from django.core import mail
+
+    alice, _ = worlds
+    base = live_server.url
+    dentist_user = alice.users["dentist"]
+    enrol_totp(dentist_user)
+    admin_secret = enrol_totp(alice.users["clinic_admin"])
+
+    admin = _page(browser)
+    _login(admin, base, alice.users["clinic_admin"].email, admin_secret)
+    admin.goto(f"{base}/clinic/members/")
+    row = admin.locator("tr", has_text=dentist_user.email)
+    row.locator("text=Reset second factor").click()
+    admin.wait_for_selector(".messages li.success")
+    assert "set up a new authenticator" in admin.inner_text(".messages")
+    _shot(admin, "12-admin-reset-second-factor")
+
+    dentist = _page(browser)
+    dentist.goto(f"{base}/login/")
+    dentist.click("text=Forgot your password?")
+    dentist.fill("input[name=email]", dentist_user.email)
+    dentist.click("button[type=submit]")
+    dentist.wait_for_selector("[data-testid=reset-sent]")
+    link = re.search(r"https?://\S+/password-reset/\S+/", mail.outbox[-1].body)[0]
+    dentist.goto(link)
+    dentist.wait_for_url(re.compile(r".*/set-password/$"))  # the token left the address bar
+    new_password = "lost-my-phone-and-my-password-2027"
+    dentist.fill("input[name=new_password1]", new_password)
+    dentist.fill("input[name=new_password2]", new_password)
+    dentist.click("button[type=submit]")
+    dentist.wait_for_url(f"{base}/login/")
+    dentist.fill("input[name=email]", dentist_user.email)
+    dentist.fill("input[name=password]", new_password)
+    dentist.click("button[type=submit]")
+    dentist.wait_for_url(re.compile(r".*/login/verify/$"))
+    secret = dentist.inner_text("[data-testid=totp-secret]")  # a new authenticator: scan or type this key
+    _shot(dentist, "13-dentist-sets-up-a-new-authenticator")
+    dentist.fill("input[name=code]", pyotp.TOTP(secret).now())
+    dentist.click("button[type=submit]")
+    dentist.wait_for_selector("[data-testid=recovery-codes]")
+    dentist.click("text=I have stored them, continue")
+    dentist.click(f"a:has-text('{dentist_user.email}')")
+    dentist.wait_for_selector("[data-testid=mfa-status]")
+    assert "Unused recovery codes: 10" in dentist.inner_text("[data-testid=mfa-status]")
+    dentist.fill("input[name=old_password]", new_password)
+    dentist.fill("input[name=new_password1]", "and-now-a-third-one-2027")
+    dentist.fill("input[name=new_password2]", "and-now-a-third-one-2027")
+    dentist.click("text=Change password")
+    dentist.wait_for_selector(".messages li.success")
+    _shot(dentist, "14-dentist-account-password-changed")
+    dentist.goto(f"{base}/patients/")
+    assert dentist.url == f"{base}/patients/"  # still logged in here
+    actions = set(AuditEvent.unscoped.filter(clinic=alice.clinic).values_list("action", flat=True))
+    assert {"auth.mfa.reset", "auth.password.reset_requested", "auth.password.reset", "auth.mfa.enrol"} <= actions
+    assert "auth.password.change" in actions
