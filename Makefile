@@ -18,10 +18,16 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-## Pin every installed package (transitive ones too) after a change to pyproject.toml.
-lock: $(STAMP)
-	{ sed -n '1,2p' constraints.txt; $(PY) -m pip freeze --exclude-editable; } > constraints.txt.new
+## Pin every package (transitive ones too) after a change to pyproject.toml: resolved afresh in a
+## throw-away environment (no old pins, nothing installed by hand), then frozen.
+LOCK_VENV := .lock-venv
+lock:
+	rm -rf $(LOCK_VENV) && $(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/pip install --quiet --upgrade pip
+	$(LOCK_VENV)/bin/pip install --quiet -e ".[dev,ml]"
+	{ sed -n '1,2p' constraints.txt; $(LOCK_VENV)/bin/pip freeze --exclude-editable; } > constraints.txt.new
 	mv constraints.txt.new constraints.txt
+	rm -rf $(LOCK_VENV)
 
 # System tools of the test suite, from Debian's packages (installed when we can: root with apt):
 # Chromium for the browser tests (Playwright drives it; no browser download) and docker-compose to

@@ -91,12 +91,13 @@ def _rows_in_scope(clinic_id: object, events: QuerySet[AuditEvent]) -> Iterator[
 
 
 def record_audit_trail_read(*, clinic_id: object, filters: dict, page: int, shown: int) -> None:
-    """Reading the trail is itself a read of audited data: who looked, with which filters, at how many events."""
+    """Reading the trail is itself a read of audited data: who looked, filtered by what (the filter names, not
+    the words typed into them: the trail is append-only and keeps ids, never free text), at how many events."""
     audit.record(
         action="audit.view",
         clinic_id=clinic_id,
         object_type="audit_trail",
-        details={"filters": {k: str(v) for k, v in filters.items()}, "page": page, "events": shown},
+        details={"filtered_by": sorted(filters), "page": page, "events": shown},
     )
 
 
@@ -109,7 +110,7 @@ def audit_export_response(
         action="audit.export",
         clinic_id=clinic_id,
         object_type="audit_trail",
-        details={"format": fmt, "filters": filters, "events": count},
+        details={"format": fmt, "filtered_by": sorted(filters), "events": count},
     )
     rows = _rows_in_scope(clinic_id, events.order_by("seq"))
     stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")

@@ -131,6 +131,7 @@ def mfa_remove(user: User) -> bool:
     return had
 
 
+@transaction.atomic
 def recovery_codes_regenerate(user: User) -> list[str]:
     RecoveryCode.objects.filter(user=user).delete()
     codes = [f"{secrets.token_hex(4)}-{secrets.token_hex(4)}" for _ in range(RECOVERY_CODE_COUNT)]

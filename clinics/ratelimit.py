@@ -64,6 +64,15 @@ def hit(name: str, access: Access | None, ip: str | None) -> int | None:
         ident = f"key:{access.api_key.pk}" if access.api_key is not None else f"user:{getattr(access.user, 'pk', '')}"
     else:
         scope, ident = "anonymous", f"ip:{ip}"
+    return _count(name, scope, ident)
+
+
+def hit_address(name: str, email: str) -> int | None:
+    """Count one request against limit ``name`` for an email address (whoever sends it), e.g. reset mails."""
+    return _count(name, "address", normalize_email(email))
+
+
+def _count(name: str, scope: str, ident: str) -> int | None:
     count, window = _parse(settings.RATE_LIMITS[name])
     now = int(time.time())
     bucket = now // window

@@ -4,8 +4,11 @@ transaction."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 from datetime import timedelta
+from functools import partial
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.password_validation import validate_password
@@ -21,6 +24,9 @@ from .tenancy import require_clinic_id
 
 API_KEY_PREFIX = "dsk"
 USER_TOKEN_PREFIX = "dut"
+
+
+logger = logging.getLogger(__name__)
 
 
 class ServiceError(Exception):
@@ -127,19 +133,70 @@ def member_update(*, membership: Membership, role: str | None = None, is_active:
     return membership
 
 
+def password_reset_request(*, email: str, domain: str, use_https: bool) -> None:
+    """Audit the request (anonymous: whoever typed the address) and send the link from a worker after commit,
+    for each active account with that address; nothing for an unknown one."""
+    from django.contrib.auth.forms import PasswordResetForm
+
+    from . import mfa
+    from .tasks import password_reset_mail_task
+
+    for user in PasswordResetForm().get_users(email):
+        audit.record(
+            action="auth.password.reset_requested",
+            clinic_id=mfa.audit_clinic_of(user),
+            object_type="user",
+            object_id=user.pk,
+        )
+        transaction.on_commit(partial(_send_reset_mail, password_reset_mail_task, str(user.pk), domain, use_https))
+
+
+def _send_reset_mail(task: Any, user_id: str, domain: str, use_https: bool) -> None:
+    try:
+        task.delay(user_id, domain, use_https)
+    except Exception:  # noqa: BLE001 - a broker that is down: the person asks again, the page said the same
+        logger.warning("password reset mail for user %s not queued: broker unavailable", user_id, exc_info=True)
+
+
+@transaction.atomic
+def password_set(*, user: User, password: str, action: str, clinic_id: object) -> None:
+    """A new password (``auth.password.change`` from the account page, ``auth.password.reset`` from an emailed
+    link): saving it ends every session and API token of the person (``User.save``), in one transaction with
+    its audit event. The caller has checked the old password or the link, and the validators."""
+    user.set_password(password)
+    user.save(update_fields=["password"])
+    audit.record(action=action, clinic_id=clinic_id, object_type="user", object_id=user.pk)
+
+
+@transaction.atomic
+def recovery_codes_renew(*, user: User, clinic_id: object) -> list[str]:
+    """New recovery codes (the old ones stop working), audited; returned once for display."""
+    from . import mfa
+
+    codes = mfa.recovery_codes_regenerate(user)
+    audit.record(
+        action="auth.mfa.recovery_codes",
+        clinic_id=clinic_id,
+        object_type="user",
+        object_id=user.pk,
+        details={"codes": len(codes)},
+    )
+    return codes
+
+
 @transaction.atomic
 def member_mfa_reset(*, membership: Membership, by: User | None) -> None:
     """A clinic admin removes a member's authenticator (lost or replaced phone). Every session and token of the
     person ends; their next log-in sets up a new authenticator where their role needs one. Refused for one's
-    own (use a recovery code, or ask another admin) and for people who also belong to another clinic: one
-    clinic alone must not lower the protection of another clinic's account."""
+    own (use a recovery code, or ask another admin) and for people who belong, or belonged, to another clinic
+    (which may reactivate them): one clinic alone must not lower the protection of another clinic's account."""
     from . import mfa
     from .sessions import sessions_end_all
 
     user = membership.user
     if by is not None and by.pk == user.pk:
         raise ServiceError("own_second_factor", "Another clinic admin must reset your second factor.", status=409)
-    if Membership.unscoped.filter(user=user, is_active=True).exclude(clinic_id=membership.clinic_id).exists():
+    if Membership.unscoped.filter(user=user).exclude(clinic_id=membership.clinic_id).exists():
         raise ServiceError(
             "member_of_other_clinics",
             "This person also belongs to another clinic, so their second factor cannot be reset from here.",

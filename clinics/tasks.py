@@ -26,6 +26,37 @@ def audit_chain_verify_task(clinic_id: str) -> dict[str, object]:
     return {"intact": report.problem is None, "events": report.events}
 
 
+@shared_task(name="clinics.password_reset_mail", soft_time_limit=60, time_limit=90)
+def password_reset_mail_task(user_id: str, domain: str, use_https: bool) -> bool:
+    """Email a single-use link to choose a new password (ids only in the message; the token is made here)."""
+    from django.conf import settings
+    from django.contrib.auth.forms import PasswordResetForm
+    from django.contrib.auth.tokens import default_token_generator
+    from django.utils.encoding import force_bytes
+    from django.utils.http import urlsafe_base64_encode
+
+    from .models import User
+
+    user = User.objects.filter(pk=user_id, is_active=True).first()
+    if user is None:
+        return False
+    PasswordResetForm().send_mail(
+        "clinics/password_reset_subject.txt",
+        "clinics/password_reset_email.txt",
+        {
+            "email": user.email,
+            "domain": domain,
+            "uid": urlsafe_base64_encode(force_bytes(user.pk)),
+            "token": default_token_generator.make_token(user),
+            "protocol": "https" if use_https else "http",
+            "valid_minutes": settings.PASSWORD_RESET_TIMEOUT // 60,
+        },
+        None,
+        user.email,
+    )
+    return True
+
+
 @shared_task(name="clinics.audit_checkpoint", soft_time_limit=300, time_limit=360)
 def audit_checkpoint_task() -> dict[str, object]:
     """Seal every chain head outside the database (celery beat, ``AUDIT_CHECKPOINT_EVERY_SECONDS``)."""

@@ -19,7 +19,7 @@ from django.utils.http import url_has_allowed_host_and_scheme, urlsafe_base64_de
 
 from patients.models import Patient
 
-from . import audit, context, mfa, ratelimit
+from . import audit, mfa, ratelimit
 from .access import SESSION_CLINIC_KEY, access_for_user
 from .exports import EXPORT_FORMATS, audit_export_response, record_audit_trail_read
 from .forms import ApiKeyForm, AuditFilterForm, LoginForm, MemberAddForm, MemberUpdateForm
@@ -34,6 +34,9 @@ from .services import (
     member_add,
     member_mfa_reset,
     member_update,
+    password_reset_request,
+    password_set,
+    recovery_codes_renew,
 )
 from .sessions import complete_login, mark_reauthenticated, sessions_end_all
 from .views_base import ClinicView
@@ -301,10 +304,11 @@ class MemberMfaResetView(ClinicView):
         return redirect("clinics:members")
 
 
-def _account_page(request: HttpRequest, form: PasswordChangeForm, status: int = 200) -> HttpResponse:
+def _account_page(request: HttpRequest, form: PasswordChangeForm, status: int = 200, error: str = "") -> HttpResponse:
     user = request.user
     data = {
         "form": form,
+        "error": error,
         "enrolled": mfa.has_mfa(user),
         "mfa_required": mfa.mfa_required(user),
         "codes_left": mfa.recovery_codes_left(user),
@@ -320,8 +324,17 @@ class AccountView(ClinicView):
 
 
 class PasswordChangeView(ClinicView):
+    """The current password is guessed here as at log-in, so the same lockout of the (email, IP) pair applies.
+    A changed password is not a re-authentication: no second factor was asked for."""
+
     def post(self, request: HttpRequest) -> HttpResponse:
-        form = PasswordChangeForm(request.user, request.POST)
+        user, ip = request.user, client_ip(request)
+        form = PasswordChangeForm(user, request.POST)
+        locked = ratelimit.locked_for(user.email, ip)
+        if locked:
+            response = _account_page(request, PasswordChangeForm(user), status=429, error="Too many failed attempts.")
+            response["Retry-After"] = str(locked)
+            return response
         if not form.is_valid():
             if "old_password" in form.errors:
                 audit.record(
@@ -329,16 +342,19 @@ class PasswordChangeView(ClinicView):
                     clinic_id=self.access.clinic.id,
                     outcome=AuditOutcome.DENIED,
                     object_type="user",
-                    object_id=request.user.pk,
+                    object_id=user.pk,
                     details={"reason": "wrong_current_password"},
                 )
+                ratelimit.failure(user.email, ip)
             return _account_page(request, form, status=400)
-        user = form.save()  # User.save ends every session and API token of the person...
+        ratelimit.success(user.email, ip)
+        password_set(
+            user=user,
+            password=form.cleaned_data["new_password1"],
+            action="auth.password.change",
+            clinic_id=self.access.clinic.id,
+        )  # every session and API token of the person ends...
         update_session_auth_hash(request, user)  # ...except this session, which goes on (with a new key)
-        mark_reauthenticated(request)
-        audit.record(
-            action="auth.password.change", clinic_id=self.access.clinic.id, object_type="user", object_id=user.pk
-        )
         messages.success(request, "Password changed. You were logged out everywhere else.")
         return redirect("clinics:account")
 
@@ -350,14 +366,7 @@ class RecoveryCodesView(ClinicView):
         if not mfa.has_mfa(request.user):
             messages.error(request, "You have no authenticator, so there are no recovery codes to renew.")
             return redirect("clinics:account")
-        codes = mfa.recovery_codes_regenerate(request.user)
-        audit.record(
-            action="auth.mfa.recovery_codes",
-            clinic_id=self.access.clinic.id,
-            object_type="user",
-            object_id=request.user.pk,
-            details={"codes": len(codes)},
-        )
+        codes = recovery_codes_renew(user=request.user, clinic_id=self.access.clinic.id)
         return render(request, "clinics/recovery_codes.html", {"codes": codes, "next": reverse("clinics:account")})
 
 
@@ -375,24 +384,12 @@ class PasswordResetView(ClinicView):
         form = PasswordResetForm(request.POST)
         if not form.is_valid():
             return render(request, self.template_name, {"form": form}, status=400)
-        for user in form.get_users(form.cleaned_data["email"]):
-            audit.record(
-                action="auth.password.reset_requested",
-                clinic_id=mfa.audit_clinic_of(user),
-                actor=context.Actor(user=user),
-                object_type="user",
-                object_id=user.pk,
-            )
-        form.save(
-            request=request,
-            use_https=request.is_secure(),
-            subject_template_name="clinics/password_reset_subject.txt",
-            email_template_name="clinics/password_reset_email.txt",
-            extra_email_context={"valid_minutes": settings.PASSWORD_RESET_TIMEOUT // 60},
-        )
-        return render(
-            request, self.template_name, {"sent": True, "valid_minutes": settings.PASSWORD_RESET_TIMEOUT // 60}
-        )
+        email = form.cleaned_data["email"]
+        # Same page, same work in this request whoever asks: the mail goes from a worker after commit.
+        if ratelimit.hit_address("password_reset", email) is None:
+            password_reset_request(email=email, domain=request.get_host(), use_https=request.is_secure())
+        minutes = settings.PASSWORD_RESET_TIMEOUT // 60
+        return render(request, self.template_name, {"sent": True, "valid_minutes": minutes})
 
 
 RESET_TOKEN_SESSION_KEY = "password_reset_token"
@@ -401,7 +398,8 @@ RESET_FROM_SESSION = "set-password"
 
 class PasswordResetConfirmView(ClinicView):
     """The emailed link. Its token moves into the session at once and the browser is sent to a URL without it,
-    so the token never sits in the address bar, the history or a Referer header."""
+    so the token never sits in the address bar, the history or a Referer header. (Django's own
+    PasswordResetConfirmView does the same; ours is a ClinicView, whose dispatch owns access control.)"""
 
     template_name = "clinics/password_reset_confirm.html"
 
@@ -434,15 +432,14 @@ class PasswordResetConfirmView(ClinicView):
         form = SetPasswordForm(user, request.POST)
         if not form.is_valid():
             return render(request, self.template_name, {"form": form}, status=400)
-        form.save()  # User.save ends every session and API token of the person; the link stops working
-        request.session.pop(RESET_TOKEN_SESSION_KEY, None)
-        audit.record(
+        # every session and API token of the person ends; the link stops working (the token covers the hash)
+        password_set(
+            user=user,
+            password=form.cleaned_data["new_password1"],
             action="auth.password.reset",
             clinic_id=mfa.audit_clinic_of(user),
-            actor=context.Actor(user=user),
-            object_type="user",
-            object_id=user.pk,
         )
+        request.session.pop(RESET_TOKEN_SESSION_KEY, None)
         messages.success(request, "Your password was changed. Log in with it.")
         return redirect("clinics:login")
 
@@ -530,5 +527,5 @@ class AuditExportView(ClinicView):
             events=audit_events(**filters),
             fmt=fmt,
             clinic_id=self.access.clinic.id,
-            filters={k: str(v) for k, v in filters.items()},
+            filters=filters,
         )

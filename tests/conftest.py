@@ -235,3 +235,14 @@ requires_postgres = pytest.mark.skipif(
     not os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://")),
     reason="needs PostgreSQL (set DATABASE_URL); CI runs it",
 )
+
+
+@pytest.fixture
+def eager() -> Iterator[None]:
+    """Run tasks in-process (the embedded default), whatever broker the suite is configured with."""
+    from config.celery import app
+
+    saved = (app.conf.task_always_eager, app.conf.task_eager_propagates)
+    app.conf.task_always_eager = app.conf.task_eager_propagates = True
+    yield
+    app.conf.task_always_eager, app.conf.task_eager_propagates = saved

@@ -171,3 +171,23 @@ def test_database_sslmode_reaches_libpq() -> None:
         assert verify.startswith("refused"), verify
     else:  # a server without TLS: libpq refuses rather than fall back to plain text
         assert "SSL" in required, required
+
+
+def test_a_required_tls_cannot_be_weakened_by_the_sslmode() -> None:
+    env = {**PROD_ENV, "DATABASE_SSL_REQUIRE": "true", "DATABASE_SSLMODE": "prefer"}
+    base = {k: v for k, v in os.environ.items() if k not in PROD_ENV and not k.startswith(("DATABASE_", "REDIS_"))}
+    done = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT,
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode != 0 and "DATABASE_SSLMODE allowing plain text" in done.stderr
+    verified = _run(
+        "import django; django.setup(); from django.conf import settings as s; "
+        "print(s.DATABASES['default']['OPTIONS'])",
+        {**env, "DATABASE_SSLMODE": "verify-full", "DATABASE_SSLROOTCERT": "/etc/ca.pem"},
+    )
+    assert verified == "{'sslmode': 'verify-full', 'sslrootcert': '/etc/ca.pem'}", verified

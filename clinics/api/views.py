@@ -52,9 +52,11 @@ class TokenView(ClinicAPIView):
             login_failed_record(email, "bad_credentials" if user is None else "no_membership")
             self._failed(email, ip)
             raise exceptions.AuthenticationFailed("Email or password is not correct, or no active membership.")
+        second_factor = False
         if mfa.has_mfa(user):
             otp = data.validated_data.get("otp") or ""
-            if mfa.verify(user, otp) is None:
+            second_factor = mfa.verify(user, otp) is not None
+            if not second_factor:
                 login_failed_record(email, "bad_second_factor" if otp else "second_factor_missing")
                 self._failed(email, ip)
                 raise MfaCodeRequired()
@@ -66,7 +68,7 @@ class TokenView(ClinicAPIView):
                 status=403,
             )
         ratelimit.success(email, ip)
-        token, raw = user_token_create(user=user, clinic=access.clinic, mfa_verified=mfa.has_mfa(user))
+        token, raw = user_token_create(user=user, clinic=access.clinic, mfa_verified=second_factor)
         return Response(
             TokenOutput({"token": raw, "expires_at": token.expires_at, "clinic": access.clinic.id}).data,
             status=status.HTTP_200_OK,
@@ -117,5 +119,5 @@ class AuditEventExportView(ClinicAPIView):
             events=audit_events(**filters),
             fmt=params.validated_data["format"],
             clinic_id=request.access.clinic.id,
-            filters={k: str(v) for k, v in filters.items()},
+            filters=filters,
         )

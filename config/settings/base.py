@@ -106,6 +106,10 @@ DATABASES = {
 for _name, _option in (("DATABASE_SSLMODE", "sslmode"), ("DATABASE_SSLROOTCERT", "sslrootcert")):
     if os.environ.get(_name) and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         DATABASES["default"].setdefault("OPTIONS", {})[_option] = os.environ[_name]
+if env_bool("DATABASE_SSL_REQUIRE") and os.environ.get("DATABASE_SSLMODE", "") in {"disable", "allow", "prefer"}:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured("DATABASE_SSL_REQUIRE=true with DATABASE_SSLMODE allowing plain text.")
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # Same backend plus row-level security settings kept in line with the clinic scope (clinics.rls).
     DATABASES["default"]["ENGINE"] = "clinics.dbbackend"
@@ -211,6 +215,7 @@ RATE_LIMITS = {
     "upload": "300/60",
     "analysis": "600/60",
     "export": "20/3600",
+    "password_reset": "3/3600",  # reset mails per address, whoever asks
 }
 
 # --- Sessions and cookies -------------------------------------------------------------------

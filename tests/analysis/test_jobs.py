@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -22,15 +21,6 @@ from config.celery import app
 from tests.ml.conftest import random_artifact  # noqa: F401 - fixture
 
 from ..conftest import World, png_bytes, token_client
-
-
-@pytest.fixture
-def eager() -> Iterator[None]:
-    """Run tasks in-process (the embedded default), whatever broker the suite is configured with."""
-    saved = (app.conf.task_always_eager, app.conf.task_eager_propagates)
-    app.conf.task_always_eager = app.conf.task_eager_propagates = True
-    yield
-    app.conf.task_always_eager, app.conf.task_eager_propagates = saved
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from django.urls import reverse
 
 from clinics import mfa, sessions
 from clinics.models import AuditEvent, AuditOutcome, RecoveryCode, Role, TotpDevice, User, UserToken
-from clinics.services import member_add
+from clinics.services import member_add, member_update
 
 from ..conftest import PASSWORD, World, enrol_totp, next_totp, token_client, user_client
 
@@ -65,8 +65,9 @@ def test_new_recovery_codes_replace_the_old_ones_and_need_a_recent_password(alic
     client = user_client(dentist)
     page = client.post(reverse("clinics:account-recovery-codes"))
     assert page.status_code == 200 and page["Cache-Control"] == "no-store"
-    new = [c for c in old if c in page.content.decode()]
-    assert not new, "old codes must not be shown again"
+    shown_again = [c for c in old if c in page.content.decode()]
+    assert not shown_again, "old codes must not be shown again"
+    assert page.content.decode().count("<li><code>") == mfa.RECOVERY_CODE_COUNT
     assert RecoveryCode.objects.filter(user=dentist, used_at=None).count() == mfa.RECOVERY_CODE_COUNT
     assert mfa.verify(dentist, old[0]) is None
     event = AuditEvent.unscoped.filter(action="auth.mfa.recovery_codes", clinic=alice.clinic).get()
@@ -80,8 +81,11 @@ def test_new_recovery_codes_replace_the_old_ones_and_need_a_recent_password(alic
     assert again.status_code == 302 and reverse("clinics:reauth") in again["Location"]
     assert AuditEvent.unscoped.filter(action="auth.mfa.recovery_codes").count() == 1
     # without an authenticator there is nothing to renew
-    none = user_client(alice.users["staff"]).post(reverse("clinics:account-recovery-codes"))
-    assert none.status_code == 302 and not RecoveryCode.objects.filter(user=alice.users["staff"]).exists()
+    staff = user_client(alice.users["staff"])
+    none = staff.post(reverse("clinics:account-recovery-codes"))
+    assert none.status_code == 302 and none["Location"] == reverse("clinics:account")
+    assert "You have no authenticator" in staff.get(reverse("clinics:account")).content.decode()
+    assert not RecoveryCode.objects.filter(user=alice.users["staff"]).exists()
 
 
 def test_admin_resets_a_members_second_factor_and_the_member_enrols_again(alice: World) -> None:
@@ -119,13 +123,16 @@ def test_reset_is_refused_for_oneself_and_for_people_of_other_clinics(alice: Wor
     enrol_totp(admin_user)
     admin = user_client(admin_user)
     own = admin.post(reverse("clinics:member-mfa-reset", kwargs={"pk": alice.memberships["clinic_admin"].pk}))
-    assert own.status_code == 302 and TotpDevice.objects.filter(user=admin_user).exists()
+    assert own.status_code == 302 and own["Location"] == reverse("clinics:members")
+    assert "Another clinic admin must reset your second factor" in admin.get(own["Location"]).content.decode()
+    assert TotpDevice.objects.filter(user=admin_user).exists()
     # someone who also works at bob's clinic: alice's admin cannot weaken that account
     shared = User.objects.create_user(email="shared@both.test", password=PASSWORD, full_name="Shared")
     from clinics.tenancy import clinic_scope
 
     with clinic_scope(bob.clinic.id):
-        member_add(email=shared.email, role=Role.DENTIST, full_name="", password="")
+        at_bob = member_add(email=shared.email, role=Role.DENTIST, full_name="", password="")
+        member_update(membership=at_bob, is_active=False)  # bob may reactivate them: still bob's concern
     with clinic_scope(alice.clinic.id):
         membership = member_add(email=shared.email, role=Role.DENTIST, full_name="", password="")
     enrol_totp(shared)
@@ -134,3 +141,33 @@ def test_reset_is_refused_for_oneself_and_for_people_of_other_clinics(alice: Wor
     assert TotpDevice.objects.filter(user=shared).exists()
     assert "another clinic" in admin.get(reverse("clinics:members")).content.decode()
     assert not AuditEvent.unscoped.filter(action="auth.mfa.reset").exists()
+
+
+def test_wrong_current_passwords_lock_like_a_log_in_and_a_change_is_no_reauthentication(
+    alice: World,
+    settings,  # noqa: ANN001
+) -> None:
+    settings.LOCKOUT_FAILURES = 2
+    dentist = alice.users["dentist"]
+    enrol_totp(dentist)
+    url = reverse("clinics:account-password")
+    client = user_client(dentist)
+    session = client.session
+    session[sessions.REAUTH_AT] = 0  # the password and code were last checked long ago
+    session.save()
+    bad = {"old_password": "guess-one", "new_password1": NEW_PASSWORD, "new_password2": NEW_PASSWORD}
+    assert client.post(url, bad).status_code == 400
+    assert client.post(url, bad).status_code == 400
+    right = {**bad, "old_password": PASSWORD}
+    locked = client.post(url, right)
+    assert locked.status_code == 429 and int(locked["Retry-After"]) > 60
+    dentist.refresh_from_db()
+    assert dentist.check_password(PASSWORD)
+    settings.LOCKOUT_FAILURES = 5
+    from django.core.cache import cache
+
+    cache.clear()
+    assert client.post(url, right).status_code == 302
+    # knowing the password (without the authenticator) is not enough to renew the second factor's codes
+    renew = client.post(reverse("clinics:account-recovery-codes"), HTTP_REFERER=reverse("clinics:account"))
+    assert renew.status_code == 302 and reverse("clinics:reauth") in renew["Location"]

@@ -359,7 +359,12 @@ def test_review_page_follows_a_running_analysis_without_flooding_the_audit_trail
     _shot(page, "12-review-live-status-finished")
 
 
-def test_lost_phone_and_forgotten_password_journey(worlds: tuple[World, World], browser: Any, live_server: Any) -> None:
+def test_lost_phone_and_forgotten_password_journey(
+    worlds: tuple[World, World],
+    browser: Any,
+    live_server: Any,
+    eager: None,  # the reset mail is sent by a task: here, in the live server's thread (its outbox)
+) -> None:
     """A dentist loses the phone and forgets the password: the clinic admin resets the second factor on the
     members page; the dentist asks for a reset link, chooses a new password, sets up a new authenticator at
     log-in, then changes the password again from the account page."""
