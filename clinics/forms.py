@@ -34,6 +34,14 @@ class ApiKeyForm(forms.Form):
         widget=forms.CheckboxSelectMultiple,
         initial=sorted(API_KEY_GRANTABLE),
     )
+    expires_in_days = forms.TypedChoiceField(
+        label="Expires",
+        choices=[("", "never (until revoked)"), (30, "in 30 days"), (90, "in 90 days"), (365, "in a year")],
+        coerce=int,
+        empty_value=None,
+        required=False,
+        initial=365,
+    )
 
 
 class AuditFilterForm(forms.Form):

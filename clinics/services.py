@@ -220,9 +220,10 @@ def api_key_create(
     scopes: list[str] | None = None,
     created_by: User | None = None,
     secret: str | None = None,
+    expires_in_days: int | None = None,
 ) -> tuple[ApiKey, str]:
-    """Create an API key for the clinic in scope. Returns the key and its full secret, which is
-    shown once and never stored."""
+    """Create an API key for the clinic in scope, valid until revoked or for ``expires_in_days``. Returns the
+    key and its full secret, which is shown once and never stored."""
     clinic_id = require_clinic_id()
     scopes = sorted(set(scopes if scopes is not None else API_KEY_DEFAULT_SCOPES))
     unknown = set(scopes) - API_KEY_GRANTABLE
@@ -235,19 +236,27 @@ def api_key_create(
     if split is None:
         raise ServiceError("invalid_secret", "Malformed API key secret.")
     prefix, _ = split
+    if expires_in_days is not None and expires_in_days <= 0:
+        raise ServiceError("invalid_expiry", "An expiry must be a positive number of days.")
     key = ApiKey.objects.create(
         name=name.strip(),
         prefix=prefix,
         secret_hash=_hash_secret(raw),
         scopes=scopes,
         created_by=created_by,
+        expires_at=timezone.now() + timedelta(days=expires_in_days) if expires_in_days else None,
     )
     audit.record(
         action="apikey.create",
         clinic_id=clinic_id,
         object_type="api_key",
         object_id=key.id,
-        details={"name": key.name, "prefix": prefix, "scopes": scopes},
+        details={
+            "name": key.name,
+            "prefix": prefix,
+            "scopes": scopes,
+            "expires_at": key.expires_at.isoformat() if key.expires_at else None,
+        },
     )
     return key, raw
 
@@ -270,7 +279,7 @@ def api_key_authenticate(raw: str) -> ApiKey | None:
     key = ApiKey.unscoped.select_related("clinic").filter(prefix=split[0]).first()
     if key is None or not secrets.compare_digest(key.secret_hash, _hash_secret(raw)):
         return None
-    if key.revoked_at is not None or not key.clinic.is_active:
+    if not key.is_active or not key.clinic.is_active:  # revoked or expired
         return None
     now = timezone.now()
     if key.last_used_at is None or now - key.last_used_at > timedelta(seconds=60):

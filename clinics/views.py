@@ -456,7 +456,10 @@ class ApiKeysView(ClinicView):
         form = ApiKeyForm(request.POST)
         if form.is_valid():
             key, secret = api_key_create(
-                name=form.cleaned_data["name"], scopes=form.cleaned_data["scopes"], created_by=request.user
+                name=form.cleaned_data["name"],
+                scopes=form.cleaned_data["scopes"],
+                created_by=request.user,
+                expires_in_days=form.cleaned_data["expires_in_days"],
             )
             # Shown once on this response, never stored in clear or put in the session.
             response = self._render(request, ApiKeyForm(), new_key=key, new_secret=secret)

@@ -8,7 +8,7 @@ from django.urls import reverse
 from clinics.models import ApiKey, AuditEvent, Membership, Role, User, UserToken
 from clinics.tenancy import clinic_scope
 
-from ..conftest import PASSWORD, World, token_client, user_client
+from ..conftest import PASSWORD, World, key_client, token_client, user_client
 
 
 def test_admin_adds_a_member_who_can_log_in(alice: World) -> None:
@@ -114,3 +114,30 @@ def test_a_person_the_audit_trail_points_at_is_never_deleted(alice: World) -> No
     assert User.objects.filter(pk=staff.pk).exists()
     with clinic_scope(alice.clinic.id):
         assert Membership.objects.filter(user=staff).exists()
+
+
+def test_api_key_expiry(alice: World) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    admin = user_client(alice.users["clinic_admin"])
+    form = admin.get(reverse("clinics:api-keys")).content.decode()
+    assert 'name="expires_in_days"' in form and "in a year" in form
+    response = admin.post(
+        reverse("clinics:api-keys"), {"name": "Lab bridge", "scopes": ["patient.view"], "expires_in_days": "30"}
+    )
+    html = response.content.decode()
+    secret = html[html.index("dsk_") : html.index("<", html.index("dsk_"))].strip()
+    with clinic_scope(alice.clinic.id):
+        key = ApiKey.objects.get(name="Lab bridge")
+    assert timedelta(days=29, hours=23) < key.expires_at - timezone.now() <= timedelta(days=30)
+    event = AuditEvent.unscoped.filter(action="apikey.create", object_id=str(key.pk)).get()
+    assert event.details["expires_at"] == key.expires_at.isoformat()
+    client = Client(HTTP_AUTHORIZATION=f"Bearer {secret}")
+    assert client.get(reverse("api:patient-list")).status_code == 200
+    ApiKey.unscoped.filter(pk=key.pk).update(expires_at=timezone.now() - timedelta(seconds=1))  # its day came
+    refused = client.get(reverse("api:patient-list"))
+    assert refused.status_code == 401 and refused.json()["error"]["code"] == "authentication_failed"
+    assert "expired" in admin.get(reverse("clinics:api-keys")).content.decode()
+    assert key_client(alice).get(reverse("api:patient-list")).status_code == 200
