@@ -260,6 +260,7 @@ class PatientImageListView(PatientObjectMixin, ClinicGenericAPIView):
             201: ImageOutput,
             400: error_response("Rejected file or fields: error code and message, nothing stored"),
             404: error_response("No such patient (or `visit_not_found`: no such visit of the patient)"),
+            409: error_response("`visit_signed`: that visit's report is signed (no visit: a new one starts)"),
             413: error_response("`file_too_large`: over the upload limit, nothing stored"),
             415: error_response("`unsupported_format`: not a supported image format, nothing stored"),
         },

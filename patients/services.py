@@ -118,14 +118,26 @@ def patient_update(*, patient: Patient, **changes: Any) -> Patient:
 
 
 def visit_for_upload(*, patient: Patient, visit_id: object = None) -> Visit:
-    """The named visit of this patient, or today's visit (created on first upload of the day)."""
+    """The named visit of this patient, or today's open visit (created on the first upload of the day, and
+    again after today's visit was signed). A signed visit takes no more scans: its report is what the dentist
+    signed; an amendment opened on it takes them again."""
+    from analysis.reports import visit_locked
+
     if visit_id:
         visit = Visit.objects.filter(pk=visit_id, patient=patient).first()
         if visit is None:
             raise ServiceError("visit_not_found", "That visit does not exist for this patient.", 404)
+        if visit_locked(visit):
+            raise ServiceError(
+                "visit_signed",
+                "That visit's report is signed: send the scan without a visit (it starts a new one) or have a "
+                "dentist open an amendment first.",
+                409,
+            )
         return visit
     today = timezone.localdate()
-    visit = Visit.objects.filter(patient=patient, visit_date=today).order_by("created_at").first()
+    todays = Visit.objects.filter(patient=patient, visit_date=today).order_by("-created_at")
+    visit = next((v for v in todays if not visit_locked(v)), None)
     if visit is None:
         actor = context.actor_var.get()
         visit = Visit.objects.create(patient=patient, visit_date=today, created_by=actor.user if actor else None)

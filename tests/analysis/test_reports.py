@@ -270,3 +270,40 @@ def test_the_patient_export_holds_findings_decisions_reports_and_amendments(alic
     (amendment,) = visit["amendments"]
     assert amendment["reason"] == "Second look" and amendment["closed_by_report"] == v2["id"]
     assert str(bob.finding.pk) not in json.dumps(record)
+
+
+def test_a_signed_visit_takes_no_more_scans(alice: World) -> None:
+    import io
+
+    from patients.models import Image
+
+    from ..conftest import png_bytes
+
+    def upload(**fields):  # noqa: ANN003, ANN202
+        f = io.BytesIO(png_bytes((96, 72)))
+        f.name = "later.png"
+        return token_client(alice, "staff").post(
+            reverse("api:patient-image-list", kwargs={"pk": alice.patient.pk}),
+            {"file": f, "modality": "photo", **fields},
+            format="multipart",
+        )
+
+    dentist = token_client(alice, "dentist")
+    review = reverse("api:finding-review", kwargs={"pk": alice.finding.pk})
+    assert dentist.post(review, {"decision": "confirm"}, format="json").status_code == 200
+    assert _sign(alice).status_code == 201
+    signed_visit = alice.image.visit_id
+    with clinic_scope(alice.clinic.id):
+        before = Image.objects.count()
+    refused = upload(visit=str(signed_visit))
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "visit_signed"
+    with clinic_scope(alice.clinic.id):
+        assert Image.objects.count() == before and Image.objects.filter(visit_id=signed_visit).count() == 1
+    # A later scan the same day starts a new visit, and the next one joins it.
+    first, second = upload(), upload()
+    assert first.status_code == 201 and second.status_code == 201
+    assert first.json()["visit"] != str(signed_visit) and second.json()["visit"] == first.json()["visit"]
+    # An amendment opens the signed visit again.
+    amend_url = reverse("api:visit-amendment", kwargs={"pk": signed_visit})
+    assert dentist.post(amend_url, {"reason": "add the bitewing"}, format="json").status_code == 201
+    assert upload(visit=str(signed_visit)).status_code == 201
