@@ -357,7 +357,7 @@ def _narrative(report: dict[str, Any], confirmed: list[tuple[dict, dict]], rejec
     return {"status": "additional", "div": f'<div xmlns="http://www.w3.org/1999/xhtml">{"".join(parts)}</div>'}
 
 
-def _conclusion(confirmed: list[tuple[dict, dict]], rejected: int, images: int) -> str:
+def _conclusion(confirmed: list[tuple[dict, dict]], rejected: int, images: int, not_analysed: int = 0) -> str:
     if not confirmed:
         text = f"The dentist reviewed {images} image(s) of this visit and confirmed no findings."
     else:
@@ -368,6 +368,8 @@ def _conclusion(confirmed: list[tuple[dict, dict]], rejected: int, images: int) 
         text = f"Confirmed by the dentist on {images} image(s): {listed}."
     if rejected:
         text += f" {rejected} AI suggestion(s) were rejected by the dentist and are not part of this report."
+    if not_analysed:
+        text += f" {not_analysed} image(s) were not checked by the AI software (analysis failed or no model)."
     return text
 
 
@@ -450,7 +452,12 @@ def report_bundle(
             }
             for image, m in zip(report.get("images") or [], media, strict=True)
         ],
-        "conclusion": _conclusion(confirmed, rejected, len(media)),
+        "conclusion": _conclusion(
+            confirmed,
+            rejected,
+            len(media),
+            sum((image.get("analysis") or "done") != "done" for image in report.get("images") or []),
+        ),
     }
     if conclusion_codes:
         diagnostic_report["conclusionCode"] = conclusion_codes

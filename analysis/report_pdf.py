@@ -107,6 +107,12 @@ MODALITY_LABELS: dict[str, str] = {"photo": "Photograph of the inside of your mo
 TITLE = "Your dental imaging report"
 FOOTER = "AI suggestions were reviewed by your dentist; this report is not a diagnosis on its own."
 NO_FINDINGS = "Your dentist did not confirm any problems on this image."
+# Per image whose analysis did not run (snapshot ``analysis``: ``failed`` or ``none``; older snapshots lack it).
+NOT_ANALYSED = {
+    "failed": "The AI software could not check this image; only what your dentist noted is listed.",
+    "none": "The AI software does not check this kind of image; only what your dentist noted is listed.",
+}
+NO_FINDINGS_NOT_ANALYSED = "Your dentist did not note any problems on this image."
 SOURCE_TEXT = {
     "model": "Suggested by the AI and confirmed by your dentist",
     "clinician": "Noted by your dentist",
@@ -151,7 +157,8 @@ def render_html_context(report: dict[str, Any]) -> dict[str, Any]:
     Keys: ``title``, ``clinic_name``, ``patient_name``, ``date_of_birth``, ``visit_date`` (human dates),
     ``version``, ``amendment`` (None, or ``{"notice", "reason", "version"}``), ``images`` (per image: ``id``,
     ``number``, ``modality``, ``modality_label``, ``findings`` -- each ``id``, ``condition``, ``name``,
-    ``explanation``, ``colour``, ``source``, ``source_text`` -- and ``no_findings_text`` when empty),
+    ``explanation``, ``colour``, ``source``, ``source_text`` -- ``analysis_note`` when the AI software did not
+    check the image, and ``no_findings_text`` when empty),
     ``explanations`` (one per condition found, in order of first appearance), ``signed_by_line``, ``footer``.
     """
     patient = report.get("patient") or {}
@@ -183,6 +190,7 @@ def render_html_context(report: dict[str, Any]) -> dict[str, Any]:
                 },
             )
         modality = image.get("modality") or ""
+        not_analysed = NOT_ANALYSED.get(image.get("analysis") or "done", "")
         images.append(
             {
                 "id": image.get("id"),
@@ -190,7 +198,8 @@ def render_html_context(report: dict[str, Any]) -> dict[str, Any]:
                 "modality": modality,
                 "modality_label": MODALITY_LABELS.get(modality, "Image"),
                 "findings": findings,
-                "no_findings_text": "" if findings else NO_FINDINGS,
+                "analysis_note": not_analysed,
+                "no_findings_text": "" if findings else (NO_FINDINGS_NOT_ANALYSED if not_analysed else NO_FINDINGS),
             }
         )
     amendment = None
@@ -493,6 +502,8 @@ def render_pdf(
         else:
             findings = snapshot_images.get(item["id"], {}).get("findings") or []
             block += [_pdf_image(source, findings, width, max_image_height), Spacer(1, 3 * mm)]
+        if item["analysis_note"]:
+            block.append(Paragraph(escape(item["analysis_note"]), styles["body"]))
         if item["findings"]:
             rows = [_finding_row(f, styles) for f in item["findings"]]
             findings_table = Table(rows, colWidths=[5 * mm, width - 5 * mm])

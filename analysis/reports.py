@@ -76,6 +76,15 @@ def visit_findings(visit: Visit) -> dict[Image, list[Finding]]:
     return result
 
 
+def _analysis_state(image: Image) -> str:
+    """``done`` when a model analysed the image, ``failed`` when its analysis failed, ``none`` when no model
+    ran (none installed for the modality): the report must not read as "nothing found" when nothing looked."""
+    statuses = set(Analysis.objects.filter(image=image).values_list("status", flat=True))
+    if AnalysisStatus.DONE in statuses:
+        return "done"
+    return "failed" if AnalysisStatus.FAILED in statuses else "none"
+
+
 def report_snapshot(
     visit: Visit, *, report_id: str, version: int, signer: User, signed_at: str, amends: Report | None, reason: str
 ) -> dict[str, Any]:
@@ -104,6 +113,7 @@ def report_snapshot(
                 "modality": image.modality,
                 "width": image.width,
                 "height": image.height,
+                "analysis": _analysis_state(image),
                 "findings": [finding_dict(f) for f in findings],
             }
             for image, findings in visit_findings(visit).items()

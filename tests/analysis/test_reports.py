@@ -307,3 +307,52 @@ def test_a_signed_visit_takes_no_more_scans(alice: World) -> None:
     amend_url = reverse("api:visit-amendment", kwargs={"pk": signed_visit})
     assert dentist.post(amend_url, {"reason": "add the bitewing"}, format="json").status_code == 201
     assert upload(visit=str(signed_visit)).status_code == 201
+
+
+def test_a_report_says_which_images_the_software_did_not_check(alice: World) -> None:
+    """A failed analysis, or an X-ray with no X-ray model installed, must not read as "nothing found"."""
+    import io
+
+    from fhir.resources.R4B.bundle import Bundle
+    from pypdf import PdfReader
+
+    from analysis.report_pdf import NOT_ANALYSED
+
+    from ..conftest import png_bytes, user_client
+
+    def upload(modality: str) -> str:
+        f = io.BytesIO(png_bytes((96, 72)))
+        f.name = "scan.png"
+        response = token_client(alice, "staff").post(
+            reverse("api:patient-image-list", kwargs={"pk": alice.patient.pk}),
+            {"file": f, "modality": modality},
+            format="multipart",
+        )
+        assert response.status_code == 201, response.content
+        return response.json()["id"]
+
+    failed, unanalysed = upload("xray"), upload("photo")
+    with clinic_scope(alice.clinic.id):
+        assert Analysis.objects.filter(image_id=failed).update(status="failed") == 1  # the model crashed on it
+        Analysis.objects.filter(image_id=unanalysed).delete()  # as when no model for its kind is installed
+    dentist = token_client(alice, "dentist")
+    dentist.post(reverse("api:finding-review", kwargs={"pk": alice.finding.pk}), {"decision": "confirm"}, format="json")
+    signed = _sign(alice)
+    assert signed.status_code == 201, signed.content
+    with clinic_scope(alice.clinic.id):
+        snapshot = report_content(Report.objects.get(visit_id=alice.image.visit_id))
+    states = {image["id"]: image["analysis"] for image in snapshot["images"]}
+    assert states == {str(alice.image.pk): "done", failed: "failed", unanalysed: "none"}
+
+    staff = user_client(alice.users["staff"])
+    html = staff.get(reverse("analysis:report", kwargs={"pk": alice.image.visit_id})).content.decode()
+    assert html.count('data-testid="not-analysed"') == 2
+    assert NOT_ANALYSED["none"] in html and NOT_ANALYSED["failed"] in html
+    assert html.count("Your dentist did not note any problems on this image.") == 2
+    pdf = staff.get(reverse("analysis:report-pdf", kwargs={"pk": alice.image.visit_id})).content
+    text = " ".join(" ".join(p.extract_text().split()) for p in PdfReader(io.BytesIO(pdf)).pages)
+    assert "The AI software does not check this kind of image" in text and "could not check this image" in text
+    bundle = token_client(alice, "staff").get(reverse("api:visit-report-fhir", kwargs={"pk": alice.image.visit_id}))
+    Bundle.model_validate(bundle.json())
+    report = next(e["resource"] for e in bundle.json()["entry"] if e["resource"]["resourceType"] == "DiagnosticReport")
+    assert "2 image(s) were not checked by the AI software" in report["conclusion"]

@@ -19,7 +19,6 @@ from clinics.tenancy import clinic_scope
 from tests.ml.conftest import random_artifact  # noqa: F401 - fixture
 
 from ..conftest import World, png_bytes, token_client
-from .test_jobs import eager  # noqa: F401 - fixture
 
 
 @pytest.fixture
