@@ -29,7 +29,7 @@ from .models import (
 )
 from .monitoring import agreement
 from .registry import ModelNotAvailable, model_version_active
-from .reports import finding_dict, visit_findings, visit_locked
+from .reports import finding_dict, report_content, visit_findings, visit_locked
 from .reviews import CONDITIONS
 from .selectors import thresholds_for
 
@@ -64,6 +64,11 @@ def review_data(visit: Visit, *, can_review: bool, can_add: bool, can_sign: bool
 
     images = []
     findings_by_image = visit_findings(visit)
+    locked = visit_locked(visit)
+    if locked and latest is not None:
+        # A signed visit shows what was signed, not what the clinic's thresholds would show today.
+        signed = {f["id"] for image in report_content(latest)["images"] for f in image["findings"]}
+        findings_by_image = {image: [f for f in fs if str(f.pk) in signed] for image, fs in findings_by_image.items()}
     for image in Image.objects.filter(visit=visit).order_by("uploaded_at"):
         analyses = analyses_by_image.get(image.pk, [])
         for analysis in analyses:
@@ -100,7 +105,7 @@ def review_data(visit: Visit, *, can_review: bool, can_add: bool, can_sign: bool
             thresholds[modality] = {}
     return {
         "visit": {"id": str(visit.pk), "date": visit.visit_date.isoformat()},
-        "locked": visit_locked(visit),
+        "locked": locked,
         "amendment_open": amendment is not None,
         "report": (
             {

@@ -126,6 +126,28 @@ def test_open_amendment_unlocks(alice: World) -> None:
     assert data["locked"] is False and data["amendment_open"] is True and data["report"]["version"] == 1
 
 
+def test_a_signed_visit_shows_what_was_signed_when_thresholds_move_later(alice: World) -> None:
+    with clinic_scope(alice.clinic.id):
+        low = Finding.objects.create(
+            analysis=alice.analysis, image=alice.image, condition="ulcer", probability=0.2, box=[0.5, 0.5, 0.1, 0.1]
+        )
+    _sign(alice)  # the 0.2 ulcer suggestion was below the threshold: not shown, not part of the report
+    with clinic_scope(alice.clinic.id):
+        ConditionThreshold.objects.create(modality="photo", condition="ulcer", threshold=0.1)
+    data = _blob(_review(alice, "dentist"))
+    ids = {f["id"] for image in data["images"] for f in image["findings"]}
+    assert data["locked"] is True and ids == {str(alice.finding.pk)}
+    # once an amendment re-opens the visit, today's threshold applies and the suggestion needs a decision
+    amend = user_client(alice.users["dentist"]).post(
+        reverse("api:visit-amendment", kwargs={"pk": alice.image.visit_id}),
+        {"reason": "second look"},
+        content_type="application/json",
+    )
+    assert amend.status_code == 201
+    reopened = _blob(_review(alice, "dentist"))
+    assert str(low.pk) in {f["id"] for image in reopened["images"] for f in image["findings"]}
+
+
 def test_unsigned_visit_has_no_printable_link(alice: World) -> None:
     html = _review(alice, "dentist").content.decode()
     assert 'id="printable-link"' not in html and "Not signed" in html
