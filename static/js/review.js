@@ -616,11 +616,11 @@
     build();
     state.selected = selected && locate(selected) ? selected : null;
     refresh();
-    if (data.analysing) startPolling();
+    if (data.analysing) startPolling(POLL_MS); // still running after a reload: not at once again
   }
 
   // ---------------------------------------------------------------- live analysis status
-  function startPolling() {
+  function startPolling(firstDelay = 0) {
     if (state.polling) return;
     state.polling = true;
     liveEl.hidden = false;
@@ -642,6 +642,10 @@
         const analyses = page.results || page;
         const total = analyses.length;
         const finished = analyses.filter((a) => a.status === "done" || a.status === "failed").length;
+        if (total === 0) { // the page says analysing but this list shows none (e.g. emergency access): wait
+          later();
+          return;
+        }
         if (finished < total) {
           liveEl.textContent = "Analysing… " + finished + " of " + total + " done";
           later();
@@ -662,7 +666,7 @@
       delay = POLL_MS;
       schedule(0);
     };
-    schedule(0);
+    schedule(firstDelay);
   }
 
   document.addEventListener("visibilitychange", () => {
