@@ -156,7 +156,7 @@ def render_html_context(report: dict[str, Any]) -> dict[str, Any]:
 
     Keys: ``title``, ``clinic_name``, ``patient_name``, ``date_of_birth``, ``visit_date`` (human dates),
     ``version``, ``amendment`` (None, or ``{"notice", "reason", "version"}``), ``images`` (per image: ``id``,
-    ``number``, ``modality``, ``modality_label``, ``findings`` -- each ``id``, ``condition``, ``name``,
+    ``number``, ``modality``, ``modality_label``, ``findings`` -- each ``id``, ``box``, ``condition``, ``name``,
     ``explanation``, ``colour``, ``source``, ``source_text`` -- ``analysis_note`` when the AI software did not
     check the image, and ``no_findings_text`` when empty),
     ``explanations`` (one per condition found, in order of first appearance), ``signed_by_line``, ``footer``.
@@ -172,6 +172,7 @@ def render_html_context(report: dict[str, Any]) -> dict[str, Any]:
             source = finding.get("source") or "model"
             item = {
                 "id": finding.get("id"),
+                "box": finding.get("box"),
                 "condition": condition,
                 "name": plain_name(condition),
                 "explanation": EXPLANATIONS.get(condition, ""),

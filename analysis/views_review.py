@@ -29,6 +29,7 @@ from .models import (
 )
 from .monitoring import agreement
 from .registry import ModelNotAvailable, model_version_active
+from .report_pdf import CONDITION_COLOURS, FALLBACK_COLOUR
 from .reports import finding_dict, report_content, visit_findings, visit_locked
 from .reviews import CONDITIONS
 from .selectors import thresholds_for
@@ -118,6 +119,7 @@ def review_data(visit: Visit, *, can_review: bool, can_add: bool, can_sign: bool
         ),
         "images": images,
         "thresholds": thresholds,
+        "colours": {"conditions": CONDITION_COLOURS, "fallback": FALLBACK_COLOUR},
         "analysing": any(a["status"] in ACTIVE_STATUSES for image in images for a in image["analyses"]),
         "urls": {
             "finding_review": reverse("api:finding-review", kwargs={"pk": FINDING_PLACEHOLDER}),

@@ -10,12 +10,8 @@
 
   const SVG_NS = "http://www.w3.org/2000/svg";
   const csrf = root.dataset.csrf;
-  // Okabe-Ito, the colour-blind-safe palette; the label always names the condition as well.
-  const COLORS = {
-    caries: "#D55E00", gingivitis: "#CC79A7", calculus: "#F0E442", ulcer: "#E69F00",
-    cavity: "#D55E00", filling: "#56B4E9", implant: "#009E73", impacted_tooth: "#0072B2",
-  };
-  const FALLBACK_COLOR = "#0072B2";
+  // Colours per condition come from the server (analysis.report_pdf.CONDITION_COLOURS, Okabe-Ito, the
+  // colour-blind-safe palette), so the screen, the HTML report and the PDF agree; labels name the condition too.
   // Status re-checks while analyses run: 2 s at first, then 1.5x longer each time up to 15 s; none while
   // the tab is hidden. Each check is an audited read, so a tab left open must not write one every 2 s.
   const POLL_MS = 2000;
@@ -47,13 +43,14 @@
     polling: false, // a status check is scheduled or running
     pollPaused: false, // polling waits for the tab to be shown again
     pollResume: null,
+    reasons: {}, // finding id -> reject reason chosen but not sent yet (kept when the lists are rebuilt)
   };
   const views = {}; // image id -> {section, stage, svg, list, hidden, draft, tools}
 
   // ---------------------------------------------------------------- helpers
   const pct = (v) => (v * 100).toFixed(3) + "%";
   const percentLabel = (p) => Math.round(p * 100) + "%";
-  const colorOf = (condition) => COLORS[condition] || FALLBACK_COLOR;
+  const colorOf = (condition) => data.colours.conditions[condition] || data.colours.fallback;
   const human = (name) => String(name || "").replace(/_/g, " ");
   const reasonLabel = (code) => {
     const found = (data.reject_reasons || []).find((r) => r[0] === code);
@@ -309,6 +306,8 @@
         const actions = actionsTemplate.content.firstElementChild.cloneNode(true);
         const reason = actions.querySelector("[data-role=reason]");
         if (finding.status === "rejected") reason.value = finding.reason;
+        else if (state.reasons[finding.id]) reason.value = state.reasons[finding.id];
+        reason.addEventListener("change", () => { state.reasons[finding.id] = reason.value; });
         actions.querySelector("[data-action=confirm]").addEventListener("click", () => confirmFinding(finding.id));
         actions.querySelector("[data-action=reject]").addEventListener("click", () => rejectFinding(finding.id, reason));
         actions.querySelector("[data-action=adjust]").addEventListener("click", () => startDraw("adjust", image.id, finding.id));
@@ -446,14 +445,15 @@
   }
 
   function rejectFinding(findingId, reasonSelect) {
-    if (!reasonSelect.value) {
+    const reason = reasonSelect.value || state.reasons[findingId] || "";
+    if (!reason) {
       showMessage("Choose the reason for rejecting before pressing Reject.", "error");
       reasonSelect.focus();
       return;
     }
-    const reason = reasonSelect.value;
     run(async () => {
       const updated = await api(reviewUrl(findingId), "POST", { decision: "reject", reason: reason });
+      delete state.reasons[findingId];
       applyFinding(updated);
       showMessage("Rejected: " + labelOf(updated) + " (" + reasonLabel(reason) + ").", "ok");
       select(nextPendingAfter(findingId), true);

@@ -170,6 +170,12 @@ def test_signed_report_as_html_pdf_and_fhir(alice: World, bob: World) -> None:
     assert page.status_code == 200 and page["Cache-Control"] == "no-store"
     html = page.content.decode()
     assert alice.patient_name in html and "Tooth decay" in html and "Reviewed and signed by" in html
+    # the confirmed finding's box is drawn on the image, in the colour of its list entry (and of the PDF)
+    from analysis.report_pdf import condition_colour
+
+    colour = condition_colour(alice.finding.condition)
+    rect = f'<rect data-testid="report-box" x="0.1000" y="0.2000" width="0.3000" height="0.2500" stroke="{colour}">'
+    assert rect in html and f"--swatch: {colour}" in html
     pdf = staff.get(reverse("analysis:report-pdf", kwargs={"pk": alice.image.visit_id}))
     assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF") and pdf["Content-Type"] == "application/pdf"
 

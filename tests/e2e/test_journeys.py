@@ -132,6 +132,16 @@ def _shot(page: Any, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
+def _images_loaded(page: Any, selector: str, timeout_s: float = 15.0) -> None:
+    """Give the images time to arrive before a screenshot (best effort: a slow one does not fail the test)."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    for image in page.locator(selector).all():
+        while time.monotonic() < deadline and not image.evaluate("i => i.complete && i.naturalWidth > 0"):
+            page.wait_for_timeout(100)
+
+
 def _login(page: Any, base: str, email: str, totp_secret: str | None = None) -> None:
     """Log in through the pages; with a secret, answer the second step with the next unused code."""
     page.goto(f"{base}/login/")
@@ -232,6 +242,8 @@ def test_every_role_journey(worlds: tuple[World, World], browser: Any, live_serv
     _shot(dentist, "07-dentist-signed")
     dentist.goto(dentist.url.replace("/review/", "/report/"))
     dentist.wait_for_selector("text=Signed")
+    _images_loaded(dentist, "img.report-image")  # for the screenshot
+    assert dentist.locator("[data-testid=report-box]").count() >= 1  # confirmed findings drawn on the image
     _shot(dentist, "08-dentist-patient-report")
     assert Finding.unscoped.get(pk=first_id).status == "confirmed"
     rejected_finding = Finding.unscoped.get(pk=second_id)
