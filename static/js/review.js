@@ -566,11 +566,35 @@
 
   // ---------------------------------------------------------------- signing and amendments
   if (signButton) {
-    signButton.addEventListener("click", () => run(async () => {
-      const report = await api(data.urls.report, "POST");
-      await reloadData();
-      showMessage("Report signed: version " + report.version + " by " + report.signed_by + ".", "ok");
-    }));
+    // Signing is final (only an amendment changes it) and sends the report to the practice's systems: the
+    // first press says what will be signed, a second press within 10 s signs.
+    const SIGN_LABEL = signButton.textContent;
+    let armed = null;
+    const disarm = () => {
+      if (armed) window.clearTimeout(armed);
+      armed = null;
+      signButton.textContent = SIGN_LABEL;
+    };
+    signButton.addEventListener("click", () => {
+      if (!armed) {
+        const shown = data.images.flatMap((image) => image.findings);
+        const confirmedCount = shown.filter((f) => f.status === "confirmed").length;
+        showMessage(
+          "Sign the report of " + data.images.length + " image(s) with " + confirmedCount + " confirmed finding(s)? "
+          + "It is final (only an amendment changes it) and goes to the practice's systems. Press again to sign.",
+          "info",
+        );
+        signButton.textContent = "Press again to sign";
+        armed = window.setTimeout(disarm, 10000);
+        return;
+      }
+      disarm();
+      run(async () => {
+        const report = await api(data.urls.report, "POST");
+        await reloadData();
+        showMessage("Report signed: version " + report.version + " by " + report.signed_by + ".", "ok");
+      });
+    });
   }
 
   if (amendForm) {

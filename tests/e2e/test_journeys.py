@@ -237,7 +237,9 @@ def test_every_role_journey(worlds: tuple[World, World], browser: Any, live_serv
         dentist.wait_for_timeout(150)
     assert dentist.locator("li.finding.pending").count() == 0
     _shot(dentist, "06-dentist-review-decided")
-    dentist.click("#sign-button")
+    dentist.click("#sign-button")  # the first press says what will be signed...
+    dentist.wait_for_selector("#review-message:has-text('Press again to sign')")
+    dentist.click("#sign-button")  # ...the second signs
     dentist.wait_for_selector("#review-message:has-text('Report signed')")
     _shot(dentist, "07-dentist-signed")
     dentist.goto(dentist.url.replace("/review/", "/report/"))
