@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db.models import Prefetch, QuerySet, Value
 
 from clinics.tenancy import current_clinic_id
 
-from .models import Analysis, ConditionThreshold, Finding, FindingSource, FindingStatus, ModelVersion
+from .models import Analysis, AnalysisStatus, ConditionThreshold, Finding, FindingSource, FindingStatus, ModelVersion
 
 
 def thresholds_for(model: ModelVersion) -> dict[str, float]:
@@ -54,3 +56,42 @@ def analysis_get(pk: object) -> Analysis:
 
 def finding_get(pk: object) -> Finding:
     return Finding.objects.select_related("analysis__model_version", "image__patient", "reviewed_by").get(pk=pk)
+
+
+def visits_to_review(*, include_restricted: bool, limit: int = 50) -> list[dict[str, Any]]:
+    """The worklist: visits with scans whose report is not signed yet (or is being amended), newest first,
+    each with its images, analyses still running or failed, and the suggestions still needing a decision."""
+    from django.db.models import Exists, OuterRef, Q
+
+    from patients.models import Image, Visit
+
+    from .models import Amendment, Report
+    from .reports import visit_findings
+
+    visits = (
+        Visit.objects.annotate(
+            has_images=Exists(Image.objects.filter(visit=OuterRef("pk"))),
+            signed=Exists(Report.objects.filter(visit=OuterRef("pk"))),
+            amending=Exists(Amendment.objects.filter(visit=OuterRef("pk"), report__isnull=True)),
+        )
+        .filter(Q(signed=False) | Q(amending=True), has_images=True)
+        .select_related("patient")
+        .order_by("-visit_date", "-created_at")
+    )
+    if not include_restricted:
+        visits = visits.exclude(patient__restricted=True)
+    rows = []
+    for visit in visits[:limit]:
+        findings = visit_findings(visit)
+        statuses = list(Analysis.objects.filter(image__visit=visit).values_list("status", flat=True))
+        rows.append(
+            {
+                "visit": visit,
+                "images": len(findings),
+                "analysing": sum(s in (AnalysisStatus.QUEUED, AnalysisStatus.RUNNING) for s in statuses),
+                "failed": sum(s == AnalysisStatus.FAILED for s in statuses),
+                "pending": sum(f.status == FindingStatus.PENDING for fs in findings.values() for f in fs),
+                "amending": visit.amending,
+            }
+        )
+    return rows

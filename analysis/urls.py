@@ -5,6 +5,7 @@ from . import views, views_review
 app_name = "analysis"
 
 urlpatterns = [
+    path("visits/", views.WorklistView.as_view(), name="worklist"),
     path("visits/<uuid:pk>/report/", views.VisitReportPageView.as_view(), name="report"),
     path("visits/<uuid:pk>/report.pdf", views.VisitReportPdfView.as_view(), name="report-pdf"),
     path("visits/<uuid:pk>/review/", views_review.VisitReviewView.as_view(), name="review"),

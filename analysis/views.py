@@ -67,3 +67,24 @@ class VisitReportPdfView(ClinicView):
         response = HttpResponse(pdf, content_type="application/pdf")
         response["Content-Disposition"] = f'inline; filename="report-{report.visit_id}-v{report.version}.pdf"'
         return _no_store(response)
+
+
+class WorklistView(ClinicView):
+    """Visits waiting for a dentist: scans uploaded, report not signed yet (or being amended)."""
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        from patients.restricted import restricted_visible
+        from patients.selectors import patient_identity
+
+        from .selectors import visits_to_review
+
+        rows = visits_to_review(include_restricted=restricted_visible(self.access))
+        for row in rows:
+            row["identity"] = patient_identity(row["visit"].patient)
+        audit.record(
+            action="visit.list",
+            clinic_id=self.access.clinic.id,
+            object_type="visit",
+            details={"ids": [str(row["visit"].pk) for row in rows], "worklist": True},
+        )
+        return _no_store(render(request, "analysis/worklist.html", {"rows": rows}))

@@ -14,6 +14,7 @@ def clinic(request: HttpRequest) -> dict[str, Any]:
         "current_role": access.role,
         "can": {
             "patients": access.can("patient.view"),
+            "worklist": access.can("report.view"),
             "members": access.can("member.view"),
             "api_keys": access.can("apikey.manage"),
             "audit": access.can("audit.view"),

@@ -82,6 +82,7 @@ ROUTE_PERMISSIONS: Final[dict[str, dict[str, str]]] = {
     "patients:image": {"GET": "image.view"},
     "patients:restrict": {"POST": "patient.restrict"},
     "patients:break-glass": {"POST": "patient.break_glass"},
+    "analysis:worklist": {"GET": "report.view"},
     "analysis:report": {"GET": "report.view"},
     "analysis:report-pdf": {"GET": "report.view"},
     "analysis:review": {"GET": "report.view"},

@@ -148,6 +148,36 @@ def test_a_signed_visit_shows_what_was_signed_when_thresholds_move_later(alice: 
     assert str(low.pk) in {f["id"] for image in reopened["images"] for f in image["findings"]}
 
 
+def test_worklist_lists_visits_waiting_for_a_decision_or_a_signature(alice: World, bob: World) -> None:
+    from patients.models import Patient
+
+    url = reverse("analysis:worklist")
+    dentist = user_client(alice.users["dentist"])
+    assert url in dentist.get(reverse("clinics:home")).content.decode()  # in the top bar
+    page = dentist.get(url)
+    assert page.status_code == 200 and page["Cache-Control"] == "no-store"
+    html = page.content.decode()
+    assert f'data-visit="{alice.image.visit_id}"' in html and "1 suggestion to decide" in html
+    assert alice.patient_name in html and str(bob.image.visit_id) not in html and "Bobson" not in html
+    listed = AuditEvent.unscoped.filter(action="visit.list", clinic=alice.clinic).get()
+    assert listed.details == {"ids": [str(alice.image.visit_id)], "worklist": True}
+    # restricted records stay off the staff's list, as everywhere else
+    Patient.unscoped.filter(pk=alice.patient.pk).update(restricted=True)
+    assert str(alice.image.visit_id) not in user_client(alice.users["staff"]).get(url).content.decode()
+    assert str(alice.image.visit_id) in dentist.get(url).content.decode()
+    Patient.unscoped.filter(pk=alice.patient.pk).update(restricted=False)
+    # signed: off the list; an amendment puts it back
+    _sign(alice)
+    assert "Nothing to review" in dentist.get(url).content.decode()
+    dentist.post(
+        reverse("api:visit-amendment", kwargs={"pk": alice.image.visit_id}),
+        {"reason": "second look"},
+        content_type="application/json",
+    )
+    again = dentist.get(url).content.decode()
+    assert f'data-visit="{alice.image.visit_id}"' in again and "amendment open" in again and "ready to sign" in again
+
+
 def test_unsigned_visit_has_no_printable_link(alice: World) -> None:
     html = _review(alice, "dentist").content.decode()
     assert 'id="printable-link"' not in html and "Not signed" in html
