@@ -123,6 +123,26 @@ class AnalysisDetailView(ClinicGenericAPIView):
         return Response(AnalysisOutput(analysis, context=context).data)
 
 
+class AnalysisRetryView(ClinicGenericAPIView):
+    serializer_class = AnalysisOutput
+
+    def get_object(self) -> Analysis:
+        return _or_404(analysis_get, self.kwargs["pk"])
+
+    @extend_schema(
+        request=None,
+        responses={
+            200: AnalysisOutput,
+            409: error_response("`analysis_not_failed`: only a failed analysis runs again; `report_signed`"),
+        },
+    )
+    def post(self, request: Request, pk: str) -> Response:
+        """Run a failed analysis again (queued; follow it at ``analyses/{id}/``)."""
+        from .services import analysis_retry
+
+        return Response(AnalysisOutput(analysis_retry(analysis=self.get_object())).data)
+
+
 class FindingReviewView(ClinicGenericAPIView):
     serializer_class = FindingOutput
 

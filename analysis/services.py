@@ -207,6 +207,37 @@ def analysis_release(analysis_id: object, token: uuid.UUID) -> None:
     )
 
 
+def analysis_retry(*, analysis: Analysis) -> Analysis:
+    """Queue a failed analysis again (its cause may be gone: a model file restored, a worker fixed). Not on a
+    signed visit (its report is what was signed); a message with ids only goes out after commit."""
+    from .reports import ensure_editable
+    from .tasks import run_analysis
+
+    ensure_editable(analysis.image.visit)
+    with transaction.atomic():
+        again = Analysis.objects.filter(pk=analysis.pk, status=AnalysisStatus.FAILED).update(
+            status=AnalysisStatus.QUEUED,
+            failure_reason="",
+            finished_at=None,
+            claim_token=None,
+            claimed_at=timezone.now(),  # "message sent now", for the re-queue sweep
+        )
+        if not again:
+            raise ServiceError("analysis_not_failed", "Only a failed analysis can be run again.", 409)
+        clinic_id = str(require_clinic_id())
+        audit.record(
+            action="analysis.retry",
+            clinic_id=clinic_id,
+            object_type="analysis",
+            object_id=analysis.pk,
+            details={"image_id": str(analysis.image_id), "model": analysis.model_version.model_id},
+        )
+        analysis_id = str(analysis.pk)
+        transaction.on_commit(lambda: _enqueue(run_analysis, analysis_id, clinic_id))
+    analysis.refresh_from_db()
+    return analysis
+
+
 def analysis_fail(analysis_id: object, reason: str, token: uuid.UUID | None = None) -> bool:
     condition = Q(pk=analysis_id) & ~Q(status=AnalysisStatus.DONE)
     if token is not None:

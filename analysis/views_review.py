@@ -47,7 +47,9 @@ def _finding_data(finding: Any, threshold: float | None) -> dict[str, Any]:
     return {**finding_dict(finding), "threshold": threshold}
 
 
-def review_data(visit: Visit, *, can_review: bool, can_add: bool, can_sign: bool) -> dict[str, Any]:
+def review_data(
+    visit: Visit, *, can_review: bool, can_add: bool, can_sign: bool, can_retry: bool = False
+) -> dict[str, Any]:
     """Everything the review screen starts from (rendered as a JSON blob, never executed)."""
     latest = Report.objects.filter(visit=visit).select_related("signed_by").order_by("-version").first()
     amendment = Amendment.objects.filter(visit=visit, report__isnull=True).first()
@@ -90,6 +92,7 @@ def review_data(visit: Visit, *, can_review: bool, can_add: bool, can_sign: bool
                 "analyses": [
                     {
                         "id": str(a.pk),
+                        "retry_url": reverse("api:analysis-retry", kwargs={"pk": a.pk}),
                         "status": a.status,
                         "model": a.model_version.model_id,
                         "failure_reason": a.failure_reason,
@@ -134,6 +137,7 @@ def review_data(visit: Visit, *, can_review: bool, can_add: bool, can_sign: bool
         "can_review": can_review,
         "can_add": can_add,
         "can_sign": can_sign,
+        "can_retry": can_retry,
     }
 
 
@@ -147,6 +151,7 @@ class VisitReviewView(ClinicView):
             visit,
             can_review=can_review,
             can_add=self.access.can("finding.add"),
+            can_retry=self.access.can("image.upload"),
             can_sign=self.access.can("report.sign"),
         )
         audit.record(action="analysis.view", clinic_id=self.access.clinic.id, object_type="visit", object_id=visit.pk)

@@ -102,6 +102,7 @@ ROUTE_PERMISSIONS: Final[dict[str, dict[str, str]]] = {
     "api:image-file": {"GET": "image.view"},
     "api:analysis-list": {"GET": "analysis.view"},
     "api:analysis-detail": {"GET": "analysis.view"},
+    "api:analysis-retry": {"POST": "image.upload"},
     "api:finding-review": {"POST": "finding.review"},
     "api:image-finding-add": {"POST": "finding.add"},
     "api:visit-report": {"GET": "report.view", "POST": "report.sign"},

@@ -24,6 +24,7 @@ urlpatterns = [
     path("images/<uuid:pk>/file", patient_api.ImageFileView.as_view(), name="image-file"),
     path("analyses/", analysis_api.AnalysisListView.as_view(), name="analysis-list"),
     path("analyses/<uuid:pk>/", analysis_api.AnalysisDetailView.as_view(), name="analysis-detail"),
+    path("analyses/<uuid:pk>/retry/", analysis_api.AnalysisRetryView.as_view(), name="analysis-retry"),
     path("findings/<uuid:pk>/review/", analysis_api.FindingReviewView.as_view(), name="finding-review"),
     path("images/<uuid:pk>/findings/", analysis_api.ImageFindingAddView.as_view(), name="image-finding-add"),
     path("visits/<uuid:pk>/report/", analysis_api.VisitReportView.as_view(), name="visit-report"),

@@ -335,6 +335,16 @@
       if (a.status === "failed" && a.failure_reason) text += " (" + a.failure_reason + ")";
       return text;
     }).join(" · ");
+    if (!data.can_retry || data.locked) return;
+    image.analyses.filter((a) => a.status === "failed").forEach((a) => {
+      const again = el("button", { type: "button", className: "analysis-retry" }, "Analyse again");
+      again.addEventListener("click", () => run(async () => {
+        await api(a.retry_url, "POST");
+        showMessage("Analysis queued again.", "ok");
+        await reloadData();
+      }));
+      view.analysis.append(" ", again);
+    });
   }
 
   function applyLock() {

@@ -202,3 +202,29 @@ def test_a_permanent_error_fails_at_once_without_retries(alice: World, photo_mod
     with clinic_scope(alice.clinic.id):
         analysis.refresh_from_db()
     assert analysis.status == "failed" and "IntegrityFailure" in analysis.failure_reason and len(calls) == 1
+
+
+def test_a_failed_analysis_can_be_run_again(
+    alice: World,
+    photo_model,  # noqa: ANN001
+    eager,  # noqa: ANN001
+    django_capture_on_commit_callbacks,  # noqa: ANN001
+) -> None:
+    with django_capture_on_commit_callbacks(execute=True):
+        uploaded = _upload(alice)
+    analysis_id = uploaded.json()["analysis"]["id"]
+    url = reverse("api:analysis-retry", kwargs={"pk": analysis_id})
+    staff = token_client(alice, "staff")
+    not_failed = staff.post(url)
+    assert not_failed.status_code == 409 and not_failed.json()["error"]["code"] == "analysis_not_failed"
+    with clinic_scope(alice.clinic.id):
+        Analysis.objects.filter(pk=analysis_id).update(status="failed", failure_reason="OSError: model file missing")
+        Finding.objects.filter(analysis_id=analysis_id).delete()
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        again = staff.post(url)
+    assert again.status_code == 200 and again.json()["status"] == "queued" and len(callbacks) == 1
+    body = token_client(alice, "dentist").get(reverse("api:analysis-detail", kwargs={"pk": analysis_id})).json()
+    assert body["status"] == "done" and body["findings"]  # the message ran it (eager here)
+    event = AuditEvent.unscoped.filter(action="analysis.retry", object_id=analysis_id).get()
+    assert event.details["model"] == "photo-test@0.0.1"
+    assert token_client(alice, "staff").post(url).status_code == 409  # done now

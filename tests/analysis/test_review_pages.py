@@ -72,6 +72,8 @@ def test_staff_sees_the_page_read_only(alice: World) -> None:
     assert response.status_code == 200
     data = _blob(response)
     assert data["can_review"] is False and data["can_add"] is False and data["can_sign"] is False
+    assert data["can_retry"] is True  # staff upload, so they may run a failed analysis again
+    assert data["images"][0]["analyses"][0]["retry_url"].endswith(f"/analyses/{alice.analysis.pk}/retry/")
     assert _finding(data, alice.finding.pk)["box"] == [0.1, 0.2, 0.3, 0.25]
     html = response.content.decode()
     assert ">Confirm</button>" not in html and 'data-action="confirm"' not in html

@@ -41,6 +41,7 @@ OBJECT_FOR_ROUTE: dict[str, str] = {
     "api:image-detail": "image",
     "api:image-file": "image",
     "api:analysis-detail": "analysis",
+    "api:analysis-retry": "analysis",
     "api:finding-review": "finding",
     "api:image-finding-add": "image",
     "api:visit-report": "visit",
