@@ -1,7 +1,9 @@
 """Agreement in practice: how often dentists confirm or reject each condition, per model version.
 
 Positive predictive value in practice = confirmed / (confirmed + rejected) among the model's
-suggestions that a dentist decided. Clinician-added findings show what the model missed."""
+suggestions that a dentist decided. ``pending`` counts suggestions shown to dentists (at or above the
+clinic's threshold) and not decided yet, not the candidates kept below it. Clinician-added findings that
+stand (not rejected later) show what the model missed."""
 
 from __future__ import annotations
 
@@ -10,7 +12,8 @@ from typing import Any
 
 from django.db.models import Count
 
-from .models import Finding, FindingSource, FindingStatus
+from .models import Finding, FindingSource, FindingStatus, ModelVersion
+from .selectors import thresholds_for
 
 
 def agreement() -> list[dict[str, Any]]:
@@ -20,9 +23,21 @@ def agreement() -> list[dict[str, Any]]:
     )
     model_findings = (
         Finding.objects.filter(source=FindingSource.MODEL, analysis__isnull=False)
+        .exclude(status=FindingStatus.PENDING)
         .values("analysis__model_version__name", "analysis__model_version__version", "condition", "status", "reason")
         .annotate(n=Count("id"))
     )
+    for model in ModelVersion.objects.filter(
+        analyses__findings__source=FindingSource.MODEL, analyses__findings__status=FindingStatus.PENDING
+    ).distinct():
+        limits = thresholds_for(model)
+        pending = Finding.objects.filter(
+            source=FindingSource.MODEL, status=FindingStatus.PENDING, analysis__model_version=model
+        )
+        for condition in pending.order_by().values_list("condition", flat=True).distinct():
+            shown = pending.filter(condition=condition, probability__gte=limits.get(condition, 0.5)).count()
+            if shown:
+                rows[(model.model_id, condition)]["pending"] += shown
     for r in model_findings:
         key = (f"{r['analysis__model_version__name']}@{r['analysis__model_version__version']}", r["condition"])
         row = rows[key]
@@ -31,6 +46,7 @@ def agreement() -> list[dict[str, Any]]:
             row["rejected_by_reason"][r["reason"]] = row["rejected_by_reason"].get(r["reason"], 0) + r["n"]
     added = (
         Finding.objects.filter(source=FindingSource.CLINICIAN)
+        .exclude(status=FindingStatus.REJECTED)
         .values("image__analyses__model_version__name", "image__analyses__model_version__version", "condition")
         .annotate(n=Count("id", distinct=True))
     )

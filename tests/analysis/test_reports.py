@@ -113,6 +113,18 @@ def test_agreement_figures_match_a_seeded_set_of_reviews(alice: World, bob: Worl
             Finding.objects.create(
                 image=alice.image, source="clinician", condition="caries", box=[0, 0, 0.1, 0.1], status="confirmed"
             )
+        # neither counts: a candidate kept below the threshold (never shown) and an added finding rejected later
+        Finding.objects.create(
+            analysis=analysis, image=alice.image, condition="caries", probability=0.1, box=[0, 0, 0.2, 0.2]
+        )
+        Finding.objects.create(
+            image=alice.image,
+            source="clinician",
+            condition="caries",
+            box=[0, 0, 0.1, 0.1],
+            status="rejected",
+            reason="not_present",
+        )
         rows = {row["condition"]: row for row in agreement()}
     mid = model.model_id
     assert rows["caries"] == {
