@@ -117,7 +117,6 @@ def analysis_request(*, image: Image) -> Analysis | None:
     """Queue the active model of the image's modality (after commit, ids only in the message).
 
     Returns None when no model exists for that modality on this installation."""
-    from .tasks import run_analysis
 
     try:
         model = model_version_active(image.modality)
@@ -127,17 +126,23 @@ def analysis_request(*, image: Image) -> Analysis | None:
         image=image, model_version=model, defaults={"input_sha256": image.sha256}
     )
     if created:
-        clinic_id = str(require_clinic_id())
-        audit.record(
-            action="analysis.queue",
-            clinic_id=clinic_id,
-            object_type="analysis",
-            object_id=analysis.id,
-            details={"image_id": str(image.pk), "model": model.model_id},
-        )
-        analysis_id = str(analysis.id)
-        transaction.on_commit(lambda: _enqueue(run_analysis, analysis_id, clinic_id))
+        _queue_after_commit(analysis, action="analysis.queue")
     return analysis
+
+
+def _queue_after_commit(analysis: Analysis, *, action: str) -> None:
+    """Audit ``action`` and send the run message (ids only) once the caller's transaction commits."""
+    from .tasks import run_analysis
+
+    clinic_id = str(require_clinic_id())
+    audit.record(
+        action=action,
+        clinic_id=clinic_id,
+        object_type="analysis",
+        object_id=analysis.pk,
+        details={"image_id": str(analysis.image_id), "model": analysis.model_version.model_id},
+    )
+    transaction.on_commit(functools.partial(_enqueue, run_analysis, str(analysis.pk), clinic_id))
 
 
 def _enqueue(task: Any, analysis_id: str, clinic_id: str) -> bool:
@@ -211,7 +216,6 @@ def analysis_retry(*, analysis: Analysis) -> Analysis:
     """Queue a failed analysis again (its cause may be gone: a model file restored, a worker fixed). Not on a
     signed visit (its report is what was signed); a message with ids only goes out after commit."""
     from .reports import ensure_editable
-    from .tasks import run_analysis
 
     ensure_editable(analysis.image.visit)
     with transaction.atomic():
@@ -224,16 +228,7 @@ def analysis_retry(*, analysis: Analysis) -> Analysis:
         )
         if not again:
             raise ServiceError("analysis_not_failed", "Only a failed analysis can be run again.", 409)
-        clinic_id = str(require_clinic_id())
-        audit.record(
-            action="analysis.retry",
-            clinic_id=clinic_id,
-            object_type="analysis",
-            object_id=analysis.pk,
-            details={"image_id": str(analysis.image_id), "model": analysis.model_version.model_id},
-        )
-        analysis_id = str(analysis.pk)
-        transaction.on_commit(lambda: _enqueue(run_analysis, analysis_id, clinic_id))
+        _queue_after_commit(analysis, action="analysis.retry")
     analysis.refresh_from_db()
     return analysis
 
