@@ -14,10 +14,11 @@ into a ``collection`` Bundle holding
 No implementation guide is claimed (``meta.profile`` is not set): the resources follow core R4 only. US Core needs
 US-specific elements and the HL7 Dental Data Exchange IG targets referrals between US dental providers.
 
-Codes: SNOMED CT only for concepts whose identifiers we are sure of (``SNOMED_CONDITIONS``); every other condition
-gets a text-only CodeableConcept rather than a guessed code. The report code is LOINC 18748-4 "Diagnostic imaging
-study", the modality-independent LOINC document code for an imaging report (used for DICOM SR and IHE XDS imaging
-reports): it fits a report that covers intraoral photographs as well as X-rays.
+Codes: each condition's SNOMED CT concept from the platform vocabulary (``core.conditions``, only concepts whose
+identifiers were verified); a condition without one gets a text-only CodeableConcept rather than a guessed code.
+The report code is LOINC 18748-4 "Diagnostic imaging study", the modality-independent LOINC document code for an
+imaging report (used for DICOM SR and IHE XDS imaging reports): it fits a report that covers intraoral photographs
+as well as X-rays.
 
 Project-specific extensions are identified by ``urn:dentalscan:fhir:extension:*`` (an ``Extension.url`` may be a
 logical URI); core R4 has no element for them:
@@ -41,11 +42,13 @@ import uuid
 from html import escape
 from typing import Any
 
-from .report_pdf import PLAIN_NAMES, plain_name
+from core import conditions
+
+from .report_pdf import plain_name
 
 FHIR_VERSION = "4.0.1"
 
-SNOMED = "http://snomed.info/sct"
+SNOMED = conditions.SNOMED_SYSTEM
 LOINC = "http://loinc.org"
 V2_0074 = "http://terminology.hl7.org/CodeSystem/v2-0074"
 V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
@@ -73,22 +76,6 @@ def practice_id_system(clinic_id: str) -> str:
     return f"urn:dentalscan:clinic:{clinic_id}:patient"
 
 
-#: SNOMED CT concepts (code, preferred term) for the conditions whose codes we are sure of.
-#: "cavity" is the X-ray model's name for a carious lesion seen on a radiograph, i.e. dental caries.
-SNOMED_CONDITIONS: dict[str, tuple[str, str]] = {
-    "caries": ("80967001", "Dental caries"),
-    "gingivitis": ("66383009", "Gingivitis"),
-    "ulcer": ("26284000", "Ulcer of mouth"),
-    "cavity": ("80967001", "Dental caries"),
-}
-#: Conditions exported as text-only CodeableConcepts (no code we are certain of), with their clinical wording.
-TEXT_ONLY_CONDITIONS: dict[str, str] = {
-    "calculus": "Dental calculus",
-    "filling": "Dental filling (restoration) present",
-    "implant": "Dental implant present",
-    "impacted_tooth": "Impacted tooth",
-}
-
 REPORT_CODE = {
     "coding": [{"system": LOINC, "code": "18748-4", "display": "Diagnostic imaging study"}],
     "text": "Dental imaging findings (AI-assisted, reviewed by a dentist)",
@@ -98,11 +85,15 @@ MODALITY_TEXT = {"photo": "Intraoral photograph", "xray": "Dental X-ray"}
 
 
 def condition_code(condition: str) -> dict[str, Any]:
-    """The Observation.code of a condition: SNOMED CT where we are sure of the code, else text only."""
-    if condition in SNOMED_CONDITIONS:
-        code, display = SNOMED_CONDITIONS[condition]
-        return {"coding": [{"system": SNOMED, "code": code, "display": display}], "text": plain_name(condition)}
-    return {"text": TEXT_ONLY_CONDITIONS.get(condition) or PLAIN_NAMES.get(condition) or condition.replace("_", " ")}
+    """The Observation.code of a condition: its SNOMED CT concept where the vocabulary has one, else text only."""
+    code = conditions.canonical(condition)
+    known = conditions.CONDITIONS.get(code)
+    if known is None:
+        return {"text": condition.replace("_", " ")}
+    if known.snomed is not None:
+        sctid, display = known.snomed
+        return {"coding": [{"system": SNOMED, "code": sctid, "display": display}], "text": known.patient_name}
+    return {"text": known.fhir_text}
 
 
 # --- helpers ------------------------------------------------------------------------------------------------------

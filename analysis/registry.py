@@ -12,6 +12,8 @@ from typing import Any
 from django.conf import settings
 from django.db import DatabaseError, transaction
 
+from core import conditions
+
 from .models import ModelModality, ModelVersion
 
 SHIPPED_MODELS_DIR = Path(settings.BASE_DIR) / "analysis" / "models"
@@ -42,7 +44,17 @@ def read_artifact(artifact_dir: Path) -> dict[str, Any]:
         raise ModelNotAvailable(f"weights of {meta.get('name')}@{meta.get('version')} do not match their SHA-256")
     if meta.get("modality") not in ModelModality.values:
         raise ModelNotAvailable(f"{artifact_dir}: unknown modality {meta.get('modality')!r}")
+    label_codes(meta)
     return meta
+
+
+def label_codes(meta: dict[str, Any]) -> dict[str, str]:
+    """``{model label: platform condition code}`` from ``model.json``'s ``condition_codes``; a model with a label
+    that maps onto no code of its modality is not usable here (``ModelNotAvailable`` naming the labels)."""
+    try:
+        return conditions.label_codes(meta.get("labels", []), meta.get("condition_codes"), modality=meta["modality"])
+    except conditions.UnmappedLabel as exc:
+        raise ModelNotAvailable(f"{meta.get('name')}@{meta.get('version')}: {exc}") from exc
 
 
 def _stored_path(artifact_dir: Path) -> str:
@@ -74,6 +86,7 @@ def model_register(*, artifact_dir: Path | str, activate: bool = True) -> ModelV
     """Register (or refresh) an artefact and optionally make it the active one of its modality."""
     artifact_dir = Path(artifact_dir)
     meta = read_artifact(artifact_dir)
+    codes = label_codes(meta)
     model, _ = ModelVersion.objects.update_or_create(
         name=meta["name"],
         version=meta["version"],
@@ -81,8 +94,8 @@ def model_register(*, artifact_dir: Path | str, activate: bool = True) -> ModelV
             "modality": meta["modality"],
             "artifact_dir": _stored_path(artifact_dir),
             "weights_sha256": meta["weights_sha256"],
-            "labels": meta.get("labels", []),
-            "thresholds": meta.get("thresholds", {}),
+            "labels": [codes[label] for label in meta.get("labels", [])],
+            "thresholds": {codes[k]: v for k, v in meta.get("thresholds", {}).items() if k in codes},
             "metrics": meta.get("metrics", {}),
         },
     )
@@ -136,8 +149,32 @@ def active_artifact_dir(modality: str, *, use_database: bool = True) -> Path:
 _load_lock = threading.Lock()
 
 
+class CodedPredictor:
+    """A loaded model that speaks the platform's condition codes: ``predict`` renames the model's own labels
+    (scores and findings) through its ``condition_codes``; everything else is the wrapped predictor's."""
+
+    def __init__(self, loaded: Any, codes: dict[str, str]):
+        self._loaded = loaded
+        self.codes = codes
+        self.labels = [codes[label] for label in loaded.labels]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._loaded, name)
+
+    def predict(self, images: Any, **options: Any) -> list[dict[str, Any]]:
+        codes = self.codes
+        return [
+            {
+                **result,
+                "scores": {codes[label]: value for label, value in result["scores"].items()},
+                "findings": [{**f, "condition": codes[f["condition"]]} for f in result["findings"]],
+            }
+            for result in self._loaded.predict(images, **options)
+        ]
+
+
 @functools.lru_cache(maxsize=4)
-def _load(path: str, sha256: str, onnx: bool) -> Any:
+def _load(path: str, sha256: str, onnx: bool) -> CodedPredictor:
     from analysis.ml.infer import make_predictor
 
     loaded = make_predictor(path)
@@ -145,11 +182,11 @@ def _load(path: str, sha256: str, onnx: bool) -> Any:
         from analysis.ml.fast import maybe_onnx
 
         loaded = maybe_onnx(loaded)
-    return loaded
+    return CodedPredictor(loaded, label_codes(loaded.meta))
 
 
-def predictor(artifact_dir: Path) -> Any:
-    """The loaded model for an artefact, once per process (worker or command)."""
+def predictor(artifact_dir: Path) -> CodedPredictor:
+    """The loaded model for an artefact, once per process (worker or command), speaking condition codes."""
     meta = read_artifact(artifact_dir)
     with _load_lock:
         return _load(str(artifact_dir.resolve()), meta["weights_sha256"], settings.ANALYSIS_ONNX_RUNTIME)

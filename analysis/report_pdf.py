@@ -30,77 +30,9 @@ from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.platypus import Image as RLImage
 from reportlab.platypus import KeepTogether, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
+from core import conditions
+
 # --- wording ------------------------------------------------------------------------------------------------------
-
-#: Patient-facing name of each condition the models (or clinicians) can report.
-PLAIN_NAMES: dict[str, str] = {
-    "caries": "Tooth decay (caries)",
-    "gingivitis": "Gum inflammation (gingivitis)",
-    "calculus": "Tartar (calculus)",
-    "ulcer": "Mouth ulcer",
-    "cavity": "Cavity seen on the X-ray",
-    "filling": "Existing filling",
-    "implant": "Dental implant",
-    "impacted_tooth": "Impacted tooth (a tooth that has not come through)",
-}
-
-#: One or two sentences per condition, written for a patient (no jargon, no treatment promises).
-EXPLANATIONS: dict[str, str] = {
-    "caries": (
-        "Tooth decay is damage to the hard surface of a tooth caused by acid from bacteria in plaque. "
-        "Found early, it can often be stopped or repaired with a small filling."
-    ),
-    "gingivitis": (
-        "Gingivitis is inflammation of the gums: they may look red or swollen and bleed when you brush. "
-        "It is usually reversible with careful brushing, cleaning between the teeth and a professional clean."
-    ),
-    "calculus": (
-        "Tartar is plaque that has hardened on the teeth. Brushing cannot remove it; "
-        "a dentist or dental hygienist can clean it off."
-    ),
-    "ulcer": (
-        "A mouth ulcer is a small sore inside the mouth. Most heal on their own within two weeks; "
-        "tell your dentist if it lasts longer than that."
-    ),
-    "cavity": (
-        "A cavity is a hole in a tooth caused by decay, seen here on the X-ray. "
-        "Your dentist will talk with you about whether it needs a filling or other treatment."
-    ),
-    "filling": "A filling from earlier dental treatment. It is noted for your records and is not a new problem.",
-    "implant": (
-        "A dental implant is an artificial tooth root placed during earlier treatment. "
-        "It is noted for your records and is not a new problem."
-    ),
-    "impacted_tooth": (
-        "An impacted tooth is stuck under the gum or bone and has not come through fully; "
-        "this is common with wisdom teeth. Your dentist will tell you whether anything needs to be done."
-    ),
-}
-
-#: Okabe-Ito colour-blind-safe palette, one colour per condition. Photo and X-ray conditions never share an
-#: image, but every condition still gets its own colour so a legend never repeats. Black is used for tartar
-#: (drawn on photos, where it stands out against teeth and gums), never for an X-ray condition.
-OKABE_ITO: dict[str, str] = {
-    "orange": "#E69F00",
-    "sky_blue": "#56B4E9",
-    "bluish_green": "#009E73",
-    "yellow": "#F0E442",
-    "blue": "#0072B2",
-    "vermillion": "#D55E00",
-    "reddish_purple": "#CC79A7",
-    "black": "#000000",
-}
-CONDITION_COLOURS: dict[str, str] = {
-    "caries": OKABE_ITO["vermillion"],
-    "gingivitis": OKABE_ITO["blue"],
-    "calculus": OKABE_ITO["black"],
-    "ulcer": OKABE_ITO["reddish_purple"],
-    "cavity": OKABE_ITO["orange"],
-    "filling": OKABE_ITO["sky_blue"],
-    "implant": OKABE_ITO["bluish_green"],
-    "impacted_tooth": OKABE_ITO["yellow"],
-}
-FALLBACK_COLOUR = OKABE_ITO["reddish_purple"]
 
 MODALITY_LABELS: dict[str, str] = {"photo": "Photograph of the inside of your mouth", "xray": "Dental X-ray"}
 
@@ -126,11 +58,12 @@ WINDOW_PERCENTILES = (0.5, 99.5)
 
 
 def plain_name(condition: str) -> str:
-    return PLAIN_NAMES.get(condition, condition.replace("_", " ").capitalize())
+    """Patient-facing name; a signed snapshot written before the vocabulary may hold an old model label."""
+    return conditions.patient_name(conditions.canonical(condition))
 
 
 def condition_colour(condition: str) -> str:
-    return CONDITION_COLOURS.get(condition, FALLBACK_COLOUR)
+    return conditions.colour(conditions.canonical(condition))
 
 
 def human_date(value: str | dt.date | dt.datetime | None) -> str:
@@ -168,14 +101,14 @@ def render_html_context(report: dict[str, Any]) -> dict[str, Any]:
     for number, image in enumerate(report.get("images") or [], start=1):
         findings = []
         for finding in confirmed(image.get("findings") or []):
-            condition = finding["condition"]
+            condition = conditions.canonical(finding["condition"])
             source = finding.get("source") or "model"
             item = {
                 "id": finding.get("id"),
                 "box": finding.get("box"),
                 "condition": condition,
                 "name": plain_name(condition),
-                "explanation": EXPLANATIONS.get(condition, ""),
+                "explanation": conditions.explanation(condition),
                 "colour": condition_colour(condition),
                 "source": source,
                 "source_text": SOURCE_TEXT.get(source, SOURCE_TEXT["clinician"]),

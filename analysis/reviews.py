@@ -12,16 +12,13 @@ from clinics import audit
 from clinics.models import User
 from clinics.services import ServiceError
 from clinics.tenancy import require_clinic_id
+from core import conditions
 from patients.models import Image
 
 from .models import Finding, FindingDecision, FindingSource, FindingStatus, RejectReason
 from .reports import ensure_editable
 
 DECISIONS = ("confirm", "reject", "adjust")
-CONDITIONS = {
-    "photo": ("caries", "gingivitis", "calculus", "ulcer"),
-    "xray": ("cavity", "filling", "implant", "impacted_tooth"),
-}
 
 
 def _state(finding: Finding) -> dict[str, Any]:
@@ -72,7 +69,7 @@ def finding_review(
             if box is not None:
                 finding.box = clean_box(box)
             if condition:
-                if condition not in CONDITIONS[finding.image.modality]:
+                if condition not in conditions.codes_for(finding.image.modality):
                     raise ServiceError("invalid_condition", f"Unknown condition {condition!r} for this image.")
                 finding.condition = condition
         finding.status = FindingStatus.REJECTED if decision == "reject" else FindingStatus.CONFIRMED
@@ -85,7 +82,7 @@ def finding_review(
 
 def finding_add(*, image: Image, condition: str, box: Any, actor: User) -> Finding:
     """A finding the model missed, added by a dentist (confirmed by definition)."""
-    if condition not in CONDITIONS[image.modality]:
+    if condition not in conditions.codes_for(image.modality):
         raise ServiceError("invalid_condition", f"Unknown condition {condition!r} for this image.")
     with transaction.atomic():
         ensure_editable(image.visit)

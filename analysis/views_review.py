@@ -14,6 +14,7 @@ from django.urls import reverse
 
 from clinics import audit
 from clinics.views_base import ClinicView
+from core import conditions
 from patients.models import Image, Visit
 from patients.selectors import patient_identity
 
@@ -29,9 +30,7 @@ from .models import (
 )
 from .monitoring import agreement
 from .registry import ModelNotAvailable, model_version_active
-from .report_pdf import CONDITION_COLOURS, FALLBACK_COLOUR
 from .reports import finding_dict, report_content, visit_findings, visit_locked
-from .reviews import CONDITIONS
 from .selectors import thresholds_for
 
 FINDING_PLACEHOLDER = uuid.UUID(int=0)
@@ -122,7 +121,8 @@ def review_data(
         ),
         "images": images,
         "thresholds": thresholds,
-        "colours": {"conditions": CONDITION_COLOURS, "fallback": FALLBACK_COLOUR},
+        "colours": {"conditions": conditions.colours(), "fallback": conditions.FALLBACK_COLOUR},
+        "condition_names": {c.code: c.name for c in conditions.CONDITIONS.values()},
         "analysing": any(a["status"] in ACTIVE_STATUSES for image in images for a in image["analyses"]),
         "urls": {
             "finding_review": reverse("api:finding-review", kwargs={"pk": FINDING_PLACEHOLDER}),
@@ -133,7 +133,7 @@ def review_data(
             "printable": reverse("analysis:report", kwargs={"pk": visit.pk}),
         },
         "reject_reasons": [[value, str(label)] for value, label in RejectReason.choices],
-        "conditions": {modality: list(names) for modality, names in CONDITIONS.items()},
+        "conditions": {modality: list(conditions.codes_for(modality)) for modality in conditions.MODALITIES},
         "can_review": can_review,
         "can_add": can_add,
         "can_sign": can_sign,
@@ -178,8 +178,8 @@ def _threshold_rows() -> tuple[list[dict[str, Any]], list[str]]:
             unavailable.append(str(label))
             continue
         custom = {row.condition: row.threshold for row in ConditionThreshold.objects.filter(modality=modality)}
-        conditions = [c for c in model.labels if c in model.thresholds] or list(model.thresholds)
-        for condition in conditions:
+        shown = [c for c in model.labels if c in model.thresholds] or list(model.thresholds)
+        for condition in shown:
             default = model.thresholds.get(condition, 0.5)
             rows.append(
                 {

@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from core import conditions
+
 from .detect_metrics import IOU_THRESHOLDS, ImageMatches, aggregate, bootstrap_map, compute_matches, mean_ap
 from .detect_train import DetTrainConfig, config_from_run, load_or_build_cache, predict_cached, prepare
 from .detection import FPN_CHANNELS, PREPROCESSING, build_detector, select_device
@@ -260,6 +262,8 @@ def export_detector_artifact(
         "task": "detection",
         "architecture": ARCHITECTURE.format(ch=FPN_CHANNELS),
         "labels": list(labels),
+        # the platform's condition code of each label (core.conditions; the registry refuses an unmapped label)
+        "condition_codes": {label: conditions.canonical(label) for label in labels},
         "thresholds": dict(thresholds),
         "score_threshold": 0.001,
         "detections_per_img": 100,

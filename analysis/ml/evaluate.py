@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from core import conditions
+
 from .data import Record, targets
 from .train import (
     apply_calibration,
@@ -517,6 +519,8 @@ def export_artifact(
         "modality": "photo",
         "architecture": "EfficientNet-Lite0 (ImageNet-pretrained) + GAP + dropout + linear, multi-label sigmoid",
         "labels": list(labels),
+        # the platform's condition code of each label (core.conditions; the registry refuses an unmapped label)
+        "condition_codes": {label: conditions.canonical(label) for label in labels},
         "thresholds": {k: float(v) for k, v in thresholds.items()},
         "temperature": {k: float(v) for k, v in temperature.items()},
         "logit_bias": {k: float(v) for k, v in logit_bias.items()},

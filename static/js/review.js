@@ -10,7 +10,7 @@
 
   const SVG_NS = "http://www.w3.org/2000/svg";
   const csrf = root.dataset.csrf;
-  // Colours per condition come from the server (analysis.report_pdf.CONDITION_COLOURS, Okabe-Ito, the
+  // Colours per condition come from the server (core.conditions, Okabe-Ito, the
   // colour-blind-safe palette), so the screen, the HTML report and the PDF agree; labels name the condition too.
   // Status re-checks while analyses run: 2 s at first, then 1.5x longer each time up to 15 s; none while
   // the tab is hidden. Each check is an audited read, so a tab left open must not write one every 2 s.
@@ -51,7 +51,7 @@
   const pct = (v) => (v * 100).toFixed(3) + "%";
   const percentLabel = (p) => Math.round(p * 100) + "%";
   const colorOf = (condition) => data.colours.conditions[condition] || data.colours.fallback;
-  const human = (name) => String(name || "").replace(/_/g, " ");
+  const human = (name) => (data.condition_names || {})[name] || String(name || "").replace(/_/g, " ");
   const reasonLabel = (code) => {
     const found = (data.reject_reasons || []).find((r) => r[0] === code);
     return found ? found[1] : human(code || "no reason");

@@ -16,14 +16,14 @@ import pytest
 from fhir.resources.R4B import get_fhir_model_class
 from fhir.resources.R4B.bundle import Bundle
 
+from core.conditions import CONDITIONS
+
 from analysis.fhir import (
     EXT_AMENDMENT,
     EXT_FINDING_ORIGIN,
     EXT_IMAGE_REGION,
     SNOMED,
-    SNOMED_CONDITIONS,
     SYSTEM_REPORT,
-    TEXT_ONLY_CONDITIONS,
     condition_code,
     practice_id_system,
     report_bundle,
@@ -264,25 +264,31 @@ def test_observation_codes_source_and_region() -> None:
     cavity = by_id[xray["findings"][0]["id"]]
     assert cavity["code"]["coding"][0]["code"] == "80967001"
     impacted = by_id[xray["findings"][1]["id"]]
-    assert "coding" not in impacted["code"] and impacted["code"]["text"] == "Impacted tooth"
+    assert impacted["code"]["coding"] == [{"system": SNOMED, "code": "235104008", "display": "Impacted tooth"}]
     region = next(x for x in impacted["extension"] if x["url"] == EXT_IMAGE_REGION)["extension"]
     assert [e["url"] for e in region] == ["image"]  # no box: only the image
 
 
-@pytest.mark.parametrize("condition", sorted(TEXT_ONLY_CONDITIONS))
-def test_uncertain_conditions_are_text_only(condition: str) -> None:
-    code = condition_code(condition)
-    assert "coding" not in code and code["text"]
+def test_condition_without_a_snomed_concept_is_text_only() -> None:
+    assert CONDITIONS["implant"].snomed is None
+    assert condition_code("implant") == {"text": "Dental implant present"}
 
 
-def test_snomed_table_has_only_codes_we_vouch_for() -> None:
-    assert {c: code for c, (code, _) in SNOMED_CONDITIONS.items()} == {
+def test_snomed_concepts_come_from_the_vocabulary() -> None:
+    assert {c: condition_code(c)["coding"][0]["code"] for c in CONDITIONS if CONDITIONS[c].snomed} == {
         "caries": "80967001",
         "gingivitis": "66383009",
+        "calculus": "18755003",
         "ulcer": "26284000",
         "cavity": "80967001",
+        "filling": "109727004",
+        "impacted_tooth": "235104008",
     }
-    assert not set(SNOMED_CONDITIONS) & set(TEXT_ONLY_CONDITIONS)
+
+
+def test_a_signed_snapshot_with_an_old_model_label_still_gets_its_code() -> None:
+    assert condition_code("Impacted Tooth") == condition_code("impacted_tooth")
+    assert condition_code("Fillings")["coding"][0]["code"] == "109727004"
 
 
 def test_http_base_url_gives_server_full_urls_and_relative_references() -> None:

@@ -12,12 +12,10 @@ import pytest
 from PIL import Image
 from pypdf import PdfReader
 
+from core.conditions import CONDITIONS, OKABE_ITO
+
 from analysis.report_pdf import (
-    CONDITION_COLOURS,
-    EXPLANATIONS,
     FOOTER,
-    OKABE_ITO,
-    PLAIN_NAMES,
     annotate,
     render_html_context,
     render_pdf,
@@ -149,12 +147,14 @@ def test_html_context_amendment_notice() -> None:
 
 
 def test_every_condition_has_wording_and_an_okabe_ito_colour() -> None:
-    assert PLAIN_NAMES["caries"] == "Tooth decay (caries)"
-    assert PLAIN_NAMES["impacted_tooth"] == "Impacted tooth (a tooth that has not come through)"
-    assert set(PLAIN_NAMES) == set(EXPLANATIONS) == set(CONDITION_COLOURS)
-    assert set(CONDITION_COLOURS.values()) <= set(OKABE_ITO.values())
-    assert len(set(CONDITION_COLOURS.values())) == len(CONDITION_COLOURS)  # one colour per condition
-    assert CONDITION_COLOURS["cavity"] != OKABE_ITO["black"] != CONDITION_COLOURS["filling"]  # dark X-rays
+    assert CONDITIONS["caries"].patient_name == "Tooth decay (caries)"
+    assert CONDITIONS["impacted_tooth"].patient_name == "Impacted tooth (a tooth that has not come through)"
+    assert all(c.patient_name and c.explanation and c.name for c in CONDITIONS.values())
+    colours = [c.colour for c in CONDITIONS.values()]
+    assert set(colours) <= set(OKABE_ITO.values())
+    assert len(set(colours)) == len(colours)  # one colour per condition
+    xray = [c.colour for c in CONDITIONS.values() if c.modality == "xray"]
+    assert OKABE_ITO["black"] not in xray  # dark X-rays
 
 
 # --- render_pdf ---------------------------------------------------------------------------------------------------
