@@ -154,12 +154,12 @@ class CodedPredictor:
     (scores and findings) through its ``condition_codes``; everything else is the wrapped predictor's."""
 
     def __init__(self, loaded: Any, codes: dict[str, str]):
-        self._loaded = loaded
+        self.loaded = loaded
         self.codes = codes
         self.labels = [codes[label] for label in loaded.labels]
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._loaded, name)
+        return getattr(self.loaded, name)
 
     def predict(self, images: Any, **options: Any) -> list[dict[str, Any]]:
         codes = self.codes
@@ -169,7 +169,7 @@ class CodedPredictor:
                 "scores": {codes[label]: value for label, value in result["scores"].items()},
                 "findings": [{**f, "condition": codes[f["condition"]]} for f in result["findings"]],
             }
-            for result in self._loaded.predict(images, **options)
+            for result in self.loaded.predict(images, **options)
         ]
 
 

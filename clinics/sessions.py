@@ -26,6 +26,9 @@ AUTH_AT = "auth_at"  # when the person logged in (absolute limit)
 LAST_SEEN = "last_seen"  # last request made by the person, not by a background poll (idle limit)
 REAUTH_AT = "reauth_at"  # last time the password (and second factor) were checked
 MFA_METHOD = "mfa"
+# Activity is recorded at most this often: a page's dozen image requests do not each rewrite the session (a
+# database write per request); the idle limit is then met between 15 minutes and 15 minutes minus this.
+LAST_SEEN_RESOLUTION_SECONDS = 30
 # Requests a page makes by itself (status polling) send this header; they do not count as activity.
 BACKGROUND_HEADER = "HTTP_X_BACKGROUND_REQUEST"
 
@@ -96,6 +99,6 @@ class SessionTimeoutMiddleware:
                 )
                 logout(request)
                 request.session["logged_out_reason"] = reason
-            elif not request.META.get(BACKGROUND_HEADER):
+            elif not request.META.get(BACKGROUND_HEADER) and now - last_seen >= LAST_SEEN_RESOLUTION_SECONDS:
                 request.session[LAST_SEEN] = now
         return self.get_response(request)

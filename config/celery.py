@@ -9,7 +9,7 @@ Task arguments are ids only: never patient data in a broker message.
 import enum
 import os
 
-from celery import Celery
+from celery import Celery, signals
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
 
@@ -22,3 +22,26 @@ class Queue(enum.StrEnum):
 app = Celery("dentalscan")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@signals.worker_process_init.connect
+def _warm_pool_process(**kwargs: object) -> None:
+    """Each prefork pool process loads and warms its models as it starts (analysis.warmup)."""
+    from django.conf import settings
+
+    if settings.ANALYSIS_WARMUP:
+        from analysis.warmup import warm_models_in_background
+
+        warm_models_in_background()
+
+
+@signals.worker_ready.connect
+def _warm_solo_worker(sender: object = None, **kwargs: object) -> None:
+    """A worker without a process pool (``--pool solo`` or ``threads``) runs its tasks in this process."""
+    from django.conf import settings
+
+    pool = getattr(getattr(getattr(sender, "controller", None), "pool_cls", None), "__module__", "")
+    if settings.ANALYSIS_WARMUP and not str(pool).endswith("prefork"):
+        from analysis.warmup import warm_models_in_background
+
+        warm_models_in_background()

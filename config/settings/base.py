@@ -110,6 +110,17 @@ if env_bool("DATABASE_SSL_REQUIRE") and os.environ.get("DATABASE_SSLMODE", "") i
     from django.core.exceptions import ImproperlyConfigured
 
     raise ImproperlyConfigured("DATABASE_SSL_REQUIRE=true with DATABASE_SSLMODE allowing plain text.")
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The embedded default serves a real browser: a page asks for many images at once, each read is audited (a
+    # write), uploads arrive in parallel. WAL lets readers run beside the one writer; a write transaction takes
+    # the write lock when it begins (IMMEDIATE), so two transactions never both read and then both try to
+    # upgrade (SQLite answers that with an immediate "database is locked" that no timeout helps); a writer waits
+    # up to DATABASE_SQLITE_TIMEOUT seconds for the lock instead of failing.
+    DATABASES["default"]["OPTIONS"] = {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": float(os.environ.get("DATABASE_SQLITE_TIMEOUT", "30")),
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # Same backend plus row-level security settings kept in line with the clinic scope (clinics.rls).
     DATABASES["default"]["ENGINE"] = "clinics.dbbackend"
@@ -157,6 +168,9 @@ ANALYSIS_BATCH_SIZE = int(os.environ.get("ANALYSIS_BATCH_SIZE", "16"))
 # DENTALSCAN_ONNX_CACHE): about 2x faster than eager PyTorch on the 2-core benchmark machine, same scores
 # to 1e-6 (tests/ml/test_fast.py). Off: PyTorch everywhere. GPUs always use PyTorch (mixed precision).
 ANALYSIS_ONNX_RUNTIME = os.environ.get("ANALYSIS_ONNX_RUNTIME", "on").lower() not in {"0", "off", "false", "no"}
+# Load and warm the active models when a worker (or, with no broker, the web process) starts, not inside the
+# first request (analysis/warmup.py).
+ANALYSIS_WARMUP = env_bool("ANALYSIS_WARMUP", True)
 # Analyses queued longer than this (a lost broker message) are sent again by the periodic sweep
 # "analysis.requeue_stale" (celery beat) or by `manage.py requeue_analyses`.
 ANALYSIS_REQUEUE_AFTER_SECONDS = int(os.environ.get("ANALYSIS_REQUEUE_AFTER_SECONDS", "300"))

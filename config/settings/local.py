@@ -5,7 +5,9 @@ import secrets
 from .base import *  # noqa: F403
 from .base import VAR_DIR, env_bool, local_master_keys
 
-DEBUG = env_bool("DEBUG", True)
+# Off unless asked for (DEBUG=1 make run): a new user's first server fault shows the short error page (and the API
+# its error shape), never Django's debug page with settings and local variables.
+DEBUG = env_bool("DEBUG", False)
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 # A random key per installation, kept under var/ (never committed); production reads SECRET_KEY.
 _secret_file = VAR_DIR / "secret_key"

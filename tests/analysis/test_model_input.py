@@ -171,9 +171,9 @@ def test_the_worker_runs_the_photo_model_on_onnx_runtime_unless_turned_off(photo
     _load.cache_clear()
     try:
         settings.ANALYSIS_ONNX_RUNTIME = True
-        assert isinstance(predictor(path), OnnxPhotoPredictor)
+        assert isinstance(predictor(path).loaded, OnnxPhotoPredictor)
         settings.ANALYSIS_ONNX_RUNTIME = False
-        assert type(predictor(path)) is Predictor
+        assert type(predictor(path).loaded) is Predictor
     finally:
         _load.cache_clear()
 

@@ -236,11 +236,22 @@ def test_idle_timeout_logs_out_after_15_minutes(alice: World) -> None:
     assert client.get(reverse("patients:list")).status_code == 200
     _age_session(client, last_seen=14 * 60)
     assert client.get(reverse("patients:list")).status_code == 200  # activity renews it
+    assert time.time() - client.session[sessions.LAST_SEEN] < 5
     _age_session(client, last_seen=15 * 60 + 5)
     response = client.get(reverse("patients:list"))
     assert response.status_code == 302 and response["Location"].startswith(reverse("clinics:login"))
     assert b"15 minutes without activity" in client.get(reverse("clinics:login")).content
     assert AuditEvent.unscoped.filter(action="auth.session.expired", details__reason="idle_timeout").exists()
+
+
+def test_requests_close_together_do_not_rewrite_the_session(alice: World) -> None:
+    client = user_client(alice.users["staff"])
+    _age_session(client, last_seen=5)
+    assert client.get(reverse("patients:list")).status_code == 200
+    assert time.time() - client.session[sessions.LAST_SEEN] >= 5  # within the resolution: not written again
+    _age_session(client, last_seen=sessions.LAST_SEEN_RESOLUTION_SECONDS + 1)
+    assert client.get(reverse("patients:list")).status_code == 200
+    assert time.time() - client.session[sessions.LAST_SEEN] < 5
 
 
 def test_background_polling_does_not_keep_a_session_alive(alice: World) -> None:
