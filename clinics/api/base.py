@@ -1,4 +1,6 @@
-"""Base classes of every API view: they own authentication-to-clinic resolution and scoping.
+"""Base classes of every API view: they own authentication-to-clinic resolution and scoping, and answer
+a GET naming a query parameter its documentation does not list with 400 ``unknown_parameter``
+(``clinics.api.parameters``).
 
 Subclasses may not override ``initial``, ``dispatch`` or ``perform_authentication`` (enforced at
 class creation), so no view can skip entering the clinic scope taken from the authenticated identity.
@@ -14,6 +16,7 @@ from rest_framework.request import Request
 from ..access import SESSION_CLINIC_KEY, Access, access_for_api_key, access_for_user, enter
 from ..models import ApiKey, UserToken
 from .authentication import ApiKeyPrincipal
+from .parameters import reject_unknown_query_parameters
 
 _SEALED = ("initial", "dispatch", "perform_authentication")
 
@@ -47,6 +50,12 @@ class ClinicScopedAPIMixin:
         request.access = access  # type: ignore[attr-defined]
         if access is not None:
             enter(access)
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)  # type: ignore[misc]
+        # After authentication and permissions (an outsider gets 401/403, not a hint about parameters).
+        view_name = request.resolver_match.view_name if request.resolver_match else ""
+        reject_unknown_query_parameters(view_name, request.method or "GET", list(request.query_params))
 
     def http_method_not_allowed(self, request: Request, *args: Any, **kwargs: Any) -> Any:
         # "Not yours" and "not found" must look alike even for methods a route does not offer.

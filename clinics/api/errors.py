@@ -47,12 +47,12 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         return None
     assert isinstance(exc, exceptions.APIException)
     code = next((c for cls, c in _CODES.items() if isinstance(exc, cls)), "error")
-    if exc.default_code in ("mfa_required", "reauthentication_required", "restricted_patient"):
+    if exc.default_code in ("mfa_required", "reauthentication_required", "restricted_patient", "unknown_parameter"):
         code = exc.default_code
     if isinstance(exc, exceptions.ValidationError):
         message, details = "The request is not valid.", exc.detail
     else:
-        message, details = str(exc.detail), None
+        message, details = str(exc.detail), getattr(exc, "details", None)
     if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
         details = {"retry_after_seconds": int(exc.wait)}
     response.data = error_body(code, message, details)
