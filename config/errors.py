@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from html import escape
 from typing import Any
 
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 
+from clinics import context
 from clinics.access import record_object_not_found
 from clinics.api.errors import error_body
 
@@ -33,7 +35,21 @@ def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpR
     return render(request, "404.html", status=404)
 
 
+SERVER_ERROR_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Server problem · DentalScan</title></head>
+<body><main><h1>Server problem</h1>
+<p>Something went wrong on our side, not with what you did or sent. It has been logged. Please try again.</p>
+<p>If it keeps happening, tell your administrator and quote this reference: <code>{reference}</code>.</p>
+<p><a href="">Try again</a> · <a href="/">Home</a></p></main></body></html>
+"""
+
+
 def server_error(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    """An unexpected fault: a short page (or the API's error shape) with the request's reference, never a trace.
+    Rendered without templates or the database, which may be what failed."""
+    reference = context.request_id_var.get() or "-"
     if request.path.startswith("/api/"):
-        return JsonResponse(error_body("server_error", "An unexpected error occurred; it has been logged."), status=500)
-    return HttpResponse("<h1>Server error</h1><p>The error has been logged.</p>", status=500)
+        message = "An unexpected error occurred on the server; it has been logged. Try again."
+        return JsonResponse(error_body("server_error", message, {"reference": reference}), status=500)
+    return HttpResponse(SERVER_ERROR_PAGE.format(reference=escape(reference)), status=500)

@@ -73,14 +73,18 @@ def test_embedded_default_needs_no_services() -> None:
     code = (
         "import django, json; django.setup(); from django.conf import settings as s; "
         "print(json.dumps([s.DATABASES['default']['ENGINE'], s.CELERY_TASK_ALWAYS_EAGER, "
-        "s.STORAGES['default']['BACKEND'], s.CACHES['default']['BACKEND']]))"
+        "s.STORAGES['default']['BACKEND'], s.CACHES['default']['BACKEND'], s.DEBUG, "
+        "s.DATABASES['default']['OPTIONS']]))"
     )
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "STORAGE_S3_BUCKET")}
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "STORAGE_S3_BUCKET", "DEBUG")}
     env["DJANGO_SETTINGS_MODULE"] = "config.settings.local"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
-    engine, eager, storage, cache = json.loads(out.stdout)
+    engine, eager, storage, cache, debug, options = json.loads(out.stdout)
     assert engine == "django.db.backends.sqlite3" and eager is True
     assert storage.endswith("FileSystemStorage") and "locmem" in cache
+    assert debug is False  # the debug page only when asked for (DEBUG=1)
+    assert options["transaction_mode"] == "IMMEDIATE" and options["timeout"] >= 5
+    assert "journal_mode=WAL" in options["init_command"]
 
 
 def test_seed_demo_prints_the_documented_json_and_is_idempotent(db: object) -> None:

@@ -1,5 +1,6 @@
 // Upload page: drag-and-drop or chosen files, and photos from the device camera. Each file is sent
-// on its own to the API (session + CSRF), so each gets its own result or its own clear error.
+// on its own to the API (session + CSRF), so each gets its own result or its own clear error; a server fault
+// or a lost connection offers to send that file again.
 (function () {
   "use strict";
   const root = document.getElementById("uploader");
@@ -63,37 +64,72 @@
     return li;
   }
 
-  async function send(file, name) {
-    const li = row(name);
+  // A fault of ours (5xx), a rate limit or a lost connection is not the file's fault: say so and offer to send
+  // the same file again. A 4xx is the file's own problem: say why it was rejected (nothing was stored).
+  function offerRetry(li, file, name, text) {
+    li.className = "error retryable";
+    li.textContent = name + ": " + text + " ";
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "retry";
+    button.textContent = "Try again";
+    button.addEventListener("click", () => { enqueue(() => send(file, name, li)); });
+    li.appendChild(button);
+  }
+
+  async function send(file, name, li) {
+    li = li || row(name);
+    li.className = "";
+    li.textContent = name + ": uploading…";
     const body = new FormData();
     body.append("file", file, name);
     body.append("modality", modality.value);
+    let response;
     try {
-      const response = await fetch(endpoint, {
+      response = await fetch(endpoint, {
         method: "POST", body: body, credentials: "same-origin",
         headers: { "X-CSRFToken": csrf, "Accept": "application/json" },
       });
-      const data = await response.json().catch(() => ({}));
-      if (response.ok) {
-        li.className = "ok";
-        li.textContent = name + ": stored (" + data.width + "×" + data.height + ", " + data.original_format + ")";
-        follow(li, name, data);
-      } else {
-        const error = data.error || {};
-        li.className = "error";
-        li.textContent = name + ": rejected: " + (error.message || response.statusText) +
-          (error.code ? " [" + error.code + "]" : "");
-      }
     } catch (err) {
+      offerRetry(li, file, name, "the connection to the server was lost; nothing may have been stored. Try again.");
+      return;
+    }
+    const data = await response.json().catch(() => ({}));
+    const error = data.error || {};
+    if (response.ok) {
+      li.className = "ok";
+      li.textContent = name + ": stored (" + data.width + "×" + data.height + ", " + data.original_format + ")";
+      follow(li, name, data);
+    } else if (response.status >= 500) {
+      offerRetry(li, file, name, "server problem, try again (the file itself was not refused).");
+    } else if (response.status === 429) {
+      const wait = error.details && error.details.retry_after_seconds ? " in " + error.details.retry_after_seconds + " s" : "";
+      offerRetry(li, file, name, "too many uploads at once; try again" + wait + ".");
+    } else {
       li.className = "error";
-      li.textContent = name + ": upload failed: " + err;
+      li.textContent = name + ": rejected: " + (error.message || response.statusText) +
+        (error.code ? " [" + error.code + "]" : "");
     }
   }
 
-  // One file after the other: phones on clinic Wi-Fi do better, and each file still gets its own answer.
-  let queue = Promise.resolve();
+  // Up to PARALLEL files at a time (a browser opens at most six connections to one server anyway); each file
+  // still gets its own answer, and a slow one does not hold the others back.
+  const PARALLEL = 6;
+  const waiting = [];
+  let running = 0;
+  function enqueue(job) {
+    waiting.push(job);
+    pump();
+  }
+  function pump() {
+    while (running < PARALLEL && waiting.length) {
+      const job = waiting.shift();
+      running += 1;
+      job().finally(() => { running -= 1; pump(); });
+    }
+  }
   function sendAll(files) {
-    Array.from(files).forEach((file) => { queue = queue.then(() => send(file, file.name)); });
+    Array.from(files).forEach((file) => enqueue(() => send(file, file.name)));
   }
 
   drop.addEventListener("click", () => input.click());
@@ -131,7 +167,7 @@
     canvas.height = video.videoHeight;
     canvas.getContext("2d").drawImage(video, 0, 0);
     shots += 1;
-    canvas.toBlob((blob) => send(blob, "camera-" + shots + ".jpg"), "image/jpeg", 0.92);
+    canvas.toBlob((blob) => enqueue(() => send(blob, "camera-" + shots + ".jpg")), "image/jpeg", 0.92);
   });
   stop.addEventListener("click", () => {
     if (stream) stream.getTracks().forEach((t) => t.stop());
