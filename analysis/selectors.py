@@ -1,14 +1,27 @@
-"""Reads for analyses and findings, in the caller's clinic scope."""
+"""Reads for analyses, findings and visits, in the caller's clinic scope."""
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
-from django.db.models import Prefetch, QuerySet, Value
+from django.db.models import Count, Exists, IntegerField, OuterRef, Prefetch, Q, QuerySet, Subquery, Value
+from django.db.models.functions import Coalesce
 
 from clinics.tenancy import current_clinic_id
+from patients.models import Image, Visit
 
-from .models import Analysis, AnalysisStatus, ConditionThreshold, Finding, FindingSource, FindingStatus, ModelVersion
+from .models import (
+    Amendment,
+    Analysis,
+    AnalysisStatus,
+    ConditionThreshold,
+    Finding,
+    FindingSource,
+    FindingStatus,
+    ModelVersion,
+    Report,
+)
 
 
 def thresholds_for(model: ModelVersion) -> dict[str, float]:
@@ -58,15 +71,44 @@ def finding_get(pk: object) -> Finding:
     return Finding.objects.select_related("analysis__model_version", "image__patient", "reviewed_by").get(pk=pk)
 
 
+def visit_list(
+    *,
+    include_restricted: bool,
+    patient: object = None,
+    since: dt.date | None = None,
+    until: dt.date | None = None,
+    signed: bool | None = None,
+) -> QuerySet[Visit]:
+    """The clinic's visits, newest first, each annotated in the same query with ``image_count``, ``signed``
+    (a report version is signed: ``analysis.reports``), the latest version's ``report_version`` and
+    ``signed_at``, and ``amending`` (an amendment is open). ``since`` is included, ``until`` is not (like
+    the audit trail's filters). Restricted patients' visits only when ``include_restricted``."""
+    latest = Report.objects.filter(visit=OuterRef("pk")).order_by("-version")
+    images = Image.objects.filter(visit=OuterRef("pk")).order_by().values("visit").annotate(n=Count("pk")).values("n")
+    visits = Visit.objects.annotate(
+        image_count=Coalesce(Subquery(images, output_field=IntegerField()), Value(0)),
+        signed=Exists(Report.objects.filter(visit=OuterRef("pk"))),
+        report_version=Subquery(latest.values("version")[:1]),
+        signed_at=Subquery(latest.values("signed_at")[:1]),
+        amending=Exists(Amendment.objects.filter(visit=OuterRef("pk"), report__isnull=True)),
+    ).order_by("-visit_date", "-created_at", "id")
+    if not include_restricted:
+        visits = visits.exclude(patient__restricted=True)
+    if patient is not None:
+        visits = visits.filter(patient_id=patient)
+    if since is not None:
+        visits = visits.filter(visit_date__gte=since)
+    if until is not None:
+        visits = visits.filter(visit_date__lt=until)
+    if signed is not None:
+        visits = visits.filter(signed=signed)
+    return visits
+
+
 def visits_to_review(*, include_restricted: bool, limit: int = 50) -> list[dict[str, Any]]:
     """The worklist: visits with scans whose report is not signed yet (or is being amended), newest first,
     each with its images, analyses still running or failed, and the suggestions still needing a decision."""
-    from django.db.models import Exists, OuterRef, Q
-
-    from patients.models import Image, Visit
-
-    from .models import Amendment, Report
-    from .reports import visit_findings
+    from .reports import visit_findings  # reports imports this module
 
     visits = (
         Visit.objects.annotate(

@@ -105,6 +105,7 @@ ROUTE_PERMISSIONS: Final[dict[str, dict[str, str]]] = {
     "api:analysis-retry": {"POST": "image.upload"},
     "api:finding-review": {"POST": "finding.review"},
     "api:image-finding-add": {"POST": "finding.add"},
+    "api:visit-list": {"GET": "report.view"},
     "api:visit-report": {"GET": "report.view", "POST": "report.sign"},
     "api:visit-amendment": {"POST": "report.sign"},
     "api:visit-report-fhir": {"GET": "report.view"},

@@ -3,6 +3,7 @@
 from django.urls import path
 
 from analysis import api as analysis_api
+from analysis import api_visits as visit_api
 from clinics.api import views as clinic_api
 from clinics.api.docs import ApiDocsView, SchemaView
 from patients import api as patient_api
@@ -27,6 +28,7 @@ urlpatterns = [
     path("analyses/<uuid:pk>/retry/", analysis_api.AnalysisRetryView.as_view(), name="analysis-retry"),
     path("findings/<uuid:pk>/review/", analysis_api.FindingReviewView.as_view(), name="finding-review"),
     path("images/<uuid:pk>/findings/", analysis_api.ImageFindingAddView.as_view(), name="image-finding-add"),
+    path("visits/", visit_api.VisitListView.as_view(), name="visit-list"),
     path("visits/<uuid:pk>/report/", analysis_api.VisitReportView.as_view(), name="visit-report"),
     path("visits/<uuid:pk>/amendments/", analysis_api.VisitAmendmentView.as_view(), name="visit-amendment"),
     path("visits/<uuid:pk>/report/fhir", analysis_api.VisitReportFhirView.as_view(), name="visit-report-fhir"),

@@ -20,6 +20,7 @@ LISTS: dict[str, tuple[str, bool]] = {
     "api:patient-list": ("staff", False),
     "api:patient-image-list": ("staff", True),
     "api:analysis-list": ("staff", False),
+    "api:visit-list": ("staff", False),
     "api:audit-event-list": ("clinic_admin", False),
     "api:audit-event-export": ("clinic_admin", False),
     "api:monitoring-agreement": ("clinic_admin", False),
@@ -57,6 +58,8 @@ def test_known_parameters_still_work(alice: World) -> None:
     assert client.get(reverse("api:audit-event-list"), {"action": "patient", "page_size": 10}).status_code == 200
     export = client.get(reverse("api:audit-event-export"), {"format": "csv", "action": "patient"})
     assert export.status_code == 200 and export["Content-Type"].startswith("text/csv")
+    visits = client.get(reverse("api:visit-list"), {"signed": "false", "patient": str(alice.patient.pk)})
+    assert visits.status_code == 200 and visits.json()["count"] == 1
     # a known parameter with a bad value is still a validation error, not an unknown one
     bad = client.get(reverse("api:analysis-list"), {"status": "sideways"})
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "validation_error"
