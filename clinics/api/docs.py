@@ -24,7 +24,7 @@ from drf_spectacular.renderers import (
 )
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from ..permissions import PUBLIC, route_permission
 from .base import ClinicScopedAPIMixin
@@ -175,7 +175,13 @@ class SchemaView(ClinicScopedAPIMixin, SpectacularAPIView):
     renderer_classes = [OpenApiJsonRenderer, OpenApiJsonRenderer2, OpenApiYamlRenderer, OpenApiYamlRenderer2]
 
 
-class ApiDocsView(ClinicScopedAPIMixin, SpectacularSwaggerView):
-    """Browsable API documentation for logged-in members."""
+class ApiDocsView(ClinicScopedAPIMixin, SpectacularSwaggerSplitView):
+    """Browsable API documentation for logged-in members, under the site's Content-Security-Policy
+    (``script-src 'self'``, ``style-src 'self'``): the split view serves Swagger UI's start-up script
+    from ``?script`` on this URL instead of inline, our template has no inline style, and Swagger UI
+    itself comes from our static files (``SPECTACULAR_SETTINGS["SWAGGER_UI_DIST"]``), never a CDN.
+    The script carries the CSRF token for "Try it out": like the page, it needs the member's session,
+    which the browser does not send with another site's ``<script src>`` (SameSite=Lax)."""
 
     permission_classes = [RoutePermission]
+    template_name = "api/docs.html"

@@ -364,8 +364,10 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Clinic-scoped REST API: patients, images, analyses, findings and the audit trail.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
-    "SWAGGER_UI_DIST": "SIDECAR",
-    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    # Swagger UI from our own static files (static/vendor/swagger-ui/README.md: package, version, integrity),
+    # never a CDN: the API reference works offline and under the site's CSP.
+    "SWAGGER_UI_DIST": f"{STATIC_URL}vendor/swagger-ui",
+    "SWAGGER_UI_FAVICON_HREF": f"{STATIC_URL}vendor/swagger-ui/favicon-32x32.png",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "APPEND_COMPONENTS": {

@@ -1,0 +1,67 @@
+"""The API reference page (its browser test: tests/e2e/test_api_docs.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+from django.contrib.staticfiles import finders
+from django.test import Client
+from django.urls import reverse
+
+from .conftest import World, user_client
+
+VENDOR = Path(__file__).resolve().parent.parent / "static" / "vendor" / "swagger-ui"
+
+
+class _Page(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.scripts: list[str | None] = []
+        self.stylesheets: list[str] = []
+        self.inline: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        named = dict(attrs)
+        if tag == "script":
+            self.scripts.append(named.get("src"))
+        if tag == "style" or "style" in named or any(name.startswith("on") for name in named):
+            self.inline.append(tag)
+        if tag == "link" and named.get("rel") == "stylesheet":
+            self.stylesheets.append(named["href"] or "")
+
+
+def test_docs_page_has_nothing_inline_and_serves_its_script_and_assets_itself(alice: World) -> None:
+    url = reverse("api:docs")
+    assert Client().get(url).status_code in (401, 403)
+    assert Client().get(url, {"script": ""}).status_code in (401, 403)
+
+    client = user_client(alice.users["staff"])
+    response = client.get(url)
+    assert response.status_code == 200 and response["Content-Type"].startswith("text/html")
+    page = _Page()
+    page.feed(response.content.decode())
+    assert page.inline == [], "inline styles or handlers would need 'unsafe-inline'"
+    assert None not in page.scripts, "an inline <script> would need 'unsafe-inline'"
+    assert page.scripts == ["/static/vendor/swagger-ui/swagger-ui-bundle.js", f"{url}?script="]
+    for asset in [page.scripts[0], *page.stylesheets]:
+        assert asset.startswith("/static/") and finders.find(asset.removeprefix("/static/")), asset
+    csp = response["Content-Security-Policy"]
+    assert "script-src 'self';" in csp and "unsafe-eval" not in csp
+
+    script = client.get(page.scripts[1])
+    assert script.status_code == 200 and script["Content-Type"] == "application/javascript"
+    body = script.content.decode()
+    assert "SwaggerUIBundle(" in body and f'url: "{reverse("api:schema")}"' in body
+
+
+def test_vendored_swagger_ui_is_the_package_its_note_names() -> None:
+    note = (VENDOR / "README.md").read_text()
+    assert "`swagger-ui-dist`" in note and "**5.35.0**" in note and "sha512-" in note
+    listed = dict(re.findall(r"^\s*\| `([^`]+)` \| `([0-9a-f]{64})` \|$", note, flags=re.M))
+    on_disk = {p.name for p in VENDOR.iterdir()} - {"README.md"}
+    assert set(listed) == on_disk
+    for name, digest in listed.items():
+        assert hashlib.sha256((VENDOR / name).read_bytes()).hexdigest() == digest, name
