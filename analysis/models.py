@@ -172,14 +172,23 @@ class ConditionThreshold(ClinicScopedModel):
 
 
 class WebhookEndpoint(ClinicScopedModel):
-    """A clinic's receiver for events (``analysis.completed``, ``report.signed``)."""
+    """A clinic's receiver for events (``analysis.webhooks.WEBHOOK_EVENTS``), registered and revoked by a
+    clinic admin (``webhook_register``/``webhook_revoke``).
+
+    Invariant: the signing secret is never stored in clear by the application. ``secret_encrypted`` holds it
+    encrypted with the clinic's data key (AES-256-GCM, associated data binding it to this endpoint and
+    clinic), so a database dump alone cannot forge signatures and a master-key rotation (which re-wraps data
+    keys) keeps it readable. ``secret`` is the plaintext column of rows written before that (migration 0007
+    moved them); ``webhook_register`` leaves it empty. Revoking keeps the row and its delivery history."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     url = models.URLField(max_length=500)
-    secret = models.CharField(max_length=100)
+    secret = models.CharField(max_length=100, blank=True)  # legacy plaintext; empty for registered endpoints
+    secret_encrypted = models.BinaryField(default=b"", editable=False)
     events = models.JSONField(default=list, blank=True)  # empty: every event
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now)
+    revoked_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return f"Webhook {self.id}"
@@ -192,7 +201,8 @@ class WebhookDelivery(ClinicScopedModel):
     endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries")
     event = models.CharField(max_length=40)
     payload = models.JSONField()
-    status = models.CharField(max_length=10, default="pending")  # pending | delivered | failed
+    # pending | delivered | failed (gave up after the last retry) | cancelled (the endpoint was revoked first)
+    status = models.CharField(max_length=10, default="pending")
     attempts = models.PositiveSmallIntegerField(default=0)
     attempt_log = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(default=timezone.now)

@@ -66,11 +66,15 @@ def requeue_stale_analyses() -> int:
     max_retries=WEBHOOK_MAX_ATTEMPTS - 1,
 )
 def deliver_webhook(self, delivery_id: str, clinic_id: str) -> str:  # noqa: ANN001
-    """POST one delivery; any non-2xx answer or network error retries with exponential backoff."""
+    """POST one delivery; any non-2xx answer or network error retries with exponential backoff. Nothing is
+    sent to a revoked endpoint: its waiting deliveries end as ``cancelled``."""
     with clinic_scope(clinic_id):
         delivery = WebhookDelivery.objects.select_related("endpoint").get(pk=delivery_id)
-        if delivery.status == "delivered":
-            return "already delivered"
+        if delivery.status in ("delivered", "cancelled"):
+            return f"already {delivery.status}"
+        if not delivery.endpoint.is_active:
+            WebhookDelivery.objects.filter(pk=delivery.pk, status="pending").update(status="cancelled")
+            return "cancelled"
         started = timezone.now()
         try:
             status, error = send(delivery), ""

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views, views_review
+from . import views, views_review, views_webhooks
 
 app_name = "analysis"
 
@@ -11,4 +11,5 @@ urlpatterns = [
     path("visits/<uuid:pk>/review/", views_review.VisitReviewView.as_view(), name="review"),
     path("clinic/agreement/", views_review.AgreementPageView.as_view(), name="agreement"),
     path("clinic/thresholds/", views_review.ThresholdsView.as_view(), name="thresholds"),
+    path("clinic/webhooks/", views_webhooks.WebhooksView.as_view(), name="webhooks"),
 ]

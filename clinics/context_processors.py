@@ -18,6 +18,9 @@ def clinic(request: HttpRequest) -> dict[str, Any]:
             "members": access.can("member.view"),
             "api_keys": access.can("apikey.manage"),
             "audit": access.can("audit.view"),
+            "thresholds": access.can("thresholds.manage"),
+            "agreement": access.can("monitoring.view"),
+            "webhooks": access.can("webhook.manage"),
         },
         "other_memberships": [m for m in memberships_of(access.user) if m.clinic_id != access.clinic.id]
         if access.user

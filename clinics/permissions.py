@@ -40,6 +40,7 @@ ROLE_PERMISSIONS: Final[dict[str, frozenset[str]]] = {
     "report.sign": frozenset({DENTIST}),
     "monitoring.view": frozenset({ADMIN}),
     "thresholds.manage": frozenset({ADMIN}),
+    "webhook.manage": frozenset({ADMIN}),
     "member.view": frozenset({ADMIN}),
     "member.manage": frozenset({ADMIN}),
     "apikey.manage": frozenset({ADMIN}),
@@ -47,7 +48,7 @@ ROLE_PERMISSIONS: Final[dict[str, frozenset[str]]] = {
     "audit.export": frozenset({ADMIN}),
 }
 
-# What a clinic API key (a third-party system) may be granted; never member or audit management.
+# What a clinic API key (a third-party system) may be granted; never member, webhook or audit management.
 API_KEY_GRANTABLE: Final = frozenset(
     {"patient.view", "patient.create", "patient.update", "image.upload", "image.view", "analysis.view", "report.view"}
 )
@@ -88,6 +89,7 @@ ROUTE_PERMISSIONS: Final[dict[str, dict[str, str]]] = {
     "analysis:review": {"GET": "report.view"},
     "analysis:agreement": {"GET": "monitoring.view"},
     "analysis:thresholds": {"GET": "monitoring.view", "POST": "thresholds.manage"},
+    "analysis:webhooks": {"GET": "webhook.manage", "POST": "webhook.manage"},
     # API
     "api:schema": {"GET": PUBLIC},
     "api:docs": {"GET": MEMBER},
@@ -110,6 +112,10 @@ ROUTE_PERMISSIONS: Final[dict[str, dict[str, str]]] = {
     "api:visit-amendment": {"POST": "report.sign"},
     "api:visit-report-fhir": {"GET": "report.view"},
     "api:monitoring-agreement": {"GET": "monitoring.view"},
+    "api:webhook-list": {"GET": "webhook.manage", "POST": "webhook.manage"},
+    "api:webhook-detail": {"GET": "webhook.manage", "DELETE": "webhook.manage"},
+    "api:webhook-test": {"POST": "webhook.manage"},
+    "api:webhook-deliveries": {"GET": "webhook.manage"},
     "api:audit-event-list": {"GET": "audit.view"},
     "api:audit-event-export": {"GET": "audit.export"},
 }

@@ -4,6 +4,7 @@ from django.urls import path
 
 from analysis import api as analysis_api
 from analysis import api_visits as visit_api
+from analysis import api_webhooks as webhook_api
 from clinics.api import views as clinic_api
 from clinics.api.docs import ApiDocsView, SchemaView
 from patients import api as patient_api
@@ -33,6 +34,10 @@ urlpatterns = [
     path("visits/<uuid:pk>/amendments/", analysis_api.VisitAmendmentView.as_view(), name="visit-amendment"),
     path("visits/<uuid:pk>/report/fhir", analysis_api.VisitReportFhirView.as_view(), name="visit-report-fhir"),
     path("monitoring/agreement/", analysis_api.AgreementView.as_view(), name="monitoring-agreement"),
+    path("webhooks/", webhook_api.WebhookListView.as_view(), name="webhook-list"),
+    path("webhooks/<uuid:pk>/", webhook_api.WebhookDetailView.as_view(), name="webhook-detail"),
+    path("webhooks/<uuid:pk>/test/", webhook_api.WebhookTestView.as_view(), name="webhook-test"),
+    path("webhooks/<uuid:pk>/deliveries/", webhook_api.WebhookDeliveryListView.as_view(), name="webhook-deliveries"),
     path("audit-events/", clinic_api.AuditEventListView.as_view(), name="audit-event-list"),
     path("audit-events/export", clinic_api.AuditEventExportView.as_view(), name="audit-event-export"),
 ]

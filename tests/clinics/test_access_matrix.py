@@ -14,9 +14,11 @@ from typing import Any
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
-from analysis.models import Finding
+from analysis.models import Finding, WebhookDelivery, WebhookEndpoint
+from analysis.webhooks import webhook_register
 from clinics.models import ApiKey, Membership, Role
 from clinics.permissions import API_KEY_GRANTABLE, MEMBER, PUBLIC, ROUTE_PERMISSIONS, route_permission
+from clinics.tenancy import clinic_scope
 from patients.models import Image, Patient
 
 from ..conftest import World, key_client, token_client, user_client
@@ -50,6 +52,9 @@ OBJECT_FOR_ROUTE: dict[str, str] = {
     "analysis:review": "visit",
     "api:visit-amendment": "visit",
     "api:visit-report-fhir": "visit",
+    "api:webhook-detail": "webhook",
+    "api:webhook-test": "webhook",
+    "api:webhook-deliveries": "webhook",
 }
 PRINCIPALS = ["staff", "dentist", "clinic_admin", "other_user", "anonymous", "own_key", "other_key"]
 
@@ -108,6 +113,8 @@ def _path(name: str, alice: World) -> str:
         return reverse(name)
     if kind == "reset_link":  # public; a link that is not valid
         return reverse(name, kwargs={"uidb64": "MQ", "token": "not-a-token"})
+    if kind == "webhook":
+        return reverse(name, kwargs={"pk": _webhook(alice).pk})
     obj = {
         "membership": alice.memberships["dentist"],
         "api_key": alice.api_key,
@@ -118,6 +125,11 @@ def _path(name: str, alice: World) -> str:
         "visit": alice.image.visit,
     }[kind]
     return reverse(name, kwargs={"pk": obj.pk})
+
+
+def _webhook(world: World) -> WebhookEndpoint:
+    with clinic_scope(world.clinic.id):
+        return WebhookEndpoint.objects.first() or webhook_register(url="https://pms.example/hook")[0]
 
 
 def _client(principal: str, name: str, alice: World, bob: World) -> Any:
@@ -160,6 +172,8 @@ def _snapshot(alice: World) -> dict[str, Any]:
         "findings": sorted(Finding.unscoped.filter(clinic=alice.clinic).values_list("status", "reason")),
         "membership": (m.role, m.is_active),
         "api_key": (k.revoked_at, k.scopes),
+        "webhooks": sorted((str(w.pk), w.is_active) for w in WebhookEndpoint.unscoped.filter(clinic=alice.clinic)),
+        "webhook_deliveries": WebhookDelivery.unscoped.filter(clinic=alice.clinic).count(),
     }
 
 
@@ -212,5 +226,6 @@ def test_access_matrix(name: str, method: str, principal: str, alice: World, bob
             str(alice.memberships["dentist"].pk),
             str(alice.api_key.pk),
             alice.users["dentist"].email,
+            *(str(pk) for pk in WebhookEndpoint.unscoped.filter(clinic=alice.clinic).values_list("pk", flat=True)),
         ):
             assert secret.encode() not in content, f"{principal} saw alice's {secret} via {method} {name}"

@@ -34,6 +34,8 @@ from schemathesis.specs.openapi.checks import (
 )
 from werkzeug.test import Client as WerkzeugClient
 
+from analysis.models import WebhookEndpoint
+from analysis.webhooks import webhook_register
 from clinics import services
 from clinics.tenancy import clinic_scope
 from tests.conftest import World, png_bytes
@@ -106,13 +108,25 @@ def object_id(world: World, path: str) -> str:
     if resource == "visits":
         assert world.image is not None
         return str(world.image.visit_id)
+    if resource == "webhooks":
+        return str(webhook_of(world).pk)
     return str(getattr(world, RESOURCES[resource]).pk)
+
+
+def webhook_of(world: World) -> WebhookEndpoint:
+    """The clinic's first webhook, registered on first use (the worlds of conftest have none)."""
+    with clinic_scope(world.clinic.id):
+        return (
+            WebhookEndpoint.objects.order_by("created_at").first()
+            or webhook_register(url=f"https://{world.clinic.slug}.example/hook")[0]
+        )
 
 
 def foreign_markers(world: World) -> list[str]:
     """Strings that must never appear in an answer to another clinic: ids and the patient's name."""
     assert world.patient and world.image and world.analysis and world.finding
     ids = [world.patient.pk, world.image.pk, world.analysis.pk, world.finding.pk, world.image.visit_id]
+    ids.append(webhook_of(world).pk)
     return [str(i) for i in ids] + [i.hex for i in ids] + [world.patient_name]
 
 

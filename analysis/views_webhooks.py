@@ -1,0 +1,88 @@
+"""The clinic admins' webhooks page: register endpoints (the secret shown once), send a test event, revoke,
+and the recent deliveries with their outcomes."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.contrib import messages
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+
+from clinics.services import ServiceError
+from clinics.views_base import ClinicView
+
+from .models import WebhookEndpoint
+from .webhooks import (
+    TEST_EVENT,
+    WEBHOOK_EVENTS,
+    delivery_last_attempt,
+    webhook_deliveries,
+    webhook_get,
+    webhook_list,
+    webhook_register,
+    webhook_revoke,
+    webhook_send_test,
+)
+
+RECENT_DELIVERIES = 25
+
+
+class WebhooksView(ClinicView):
+    """POST ``action``: ``register`` (``url``, ``events``), ``test`` or ``revoke`` (``webhook``: its id)."""
+
+    template_name = "analysis/webhooks.html"
+
+    def _render(self, request: HttpRequest, *, status: int = 200, **extra: object) -> HttpResponse:
+        deliveries = list(webhook_deliveries()[:RECENT_DELIVERIES])
+        for delivery in deliveries:
+            delivery.last = delivery_last_attempt(delivery)  # type: ignore[attr-defined]
+        context = {
+            "endpoints": webhook_list(),
+            "deliveries": deliveries,
+            "events": WEBHOOK_EVENTS,
+            "test_event": TEST_EVENT,
+            "url": "",
+            "chosen": [],
+            **extra,
+        }
+        return render(request, self.template_name, context, status=status)
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        return self._render(request)
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        action = request.POST.get("action", "register")
+        if action == "register":
+            url, events = request.POST.get("url", ""), request.POST.getlist("events")
+            try:
+                endpoint, secret = webhook_register(url=url, events=events)
+            except ServiceError as exc:
+                return self._render(request, error=exc.message, url=url, chosen=events, status=400)
+            # Shown once on this response, never stored in clear or put in the session.
+            response = self._render(request, new_endpoint=endpoint, new_secret=secret)
+            response["Cache-Control"] = "no-store"
+            return response
+        if action not in ("test", "revoke"):
+            return self._render(request, error="Unknown action.", status=400)
+        endpoint = self._endpoint(request.POST.get("webhook", ""))
+        if action == "revoke":
+            webhook_revoke(endpoint=endpoint)
+            messages.success(request, f"Webhook to {endpoint.url} revoked: nothing more is sent to it.")
+            return redirect("analysis:webhooks")
+        try:
+            webhook_send_test(endpoint=endpoint)
+        except ServiceError as exc:
+            return self._render(request, error=exc.message, status=exc.status)
+        messages.success(
+            request, f"Test event queued for {endpoint.url}: its outcome appears under Recent deliveries (reload)."
+        )
+        return redirect("analysis:webhooks")
+
+    @staticmethod
+    def _endpoint(raw: str) -> WebhookEndpoint:
+        """The clinic's endpoint with this id; another clinic's, a missing one or a malformed id: 404."""
+        try:
+            return webhook_get(uuid.UUID(raw))
+        except (ValueError, WebhookEndpoint.DoesNotExist) as exc:
+            raise Http404 from exc
