@@ -82,6 +82,7 @@ class AnalysisListView(ClinicGenericAPIView):
     serializer_class = AnalysisOutput
 
     @extend_schema(
+        summary="List analyses",
         parameters=[
             OpenApiParameter("status", str, enum=AnalysisStatus.values),
             OpenApiParameter("visit", OpenApiTypes.UUID, description="Only the analyses of this visit"),
@@ -111,6 +112,7 @@ class AnalysisDetailView(ClinicGenericAPIView):
         return _or_404(analysis_get, self.kwargs["pk"])
 
     @extend_schema(
+        summary="Get an analysis and its findings",
         parameters=[OpenApiParameter("all", bool, description="Include candidates below the clinic's thresholds")],
         responses=AnalysisOutput,
     )
@@ -130,6 +132,7 @@ class AnalysisRetryView(ClinicGenericAPIView):
         return _or_404(analysis_get, self.kwargs["pk"])
 
     @extend_schema(
+        summary="Run a failed analysis again",
         request=None,
         responses={
             200: AnalysisOutput,
@@ -149,7 +152,7 @@ class FindingReviewView(ClinicGenericAPIView):
     def get_object(self) -> Finding:
         return _or_404(finding_get, self.kwargs["pk"])
 
-    @extend_schema(request=FindingReviewInput, responses=FindingOutput)
+    @extend_schema(summary="Review a finding", request=FindingReviewInput, responses=FindingOutput)
     def post(self, request: Request, pk: str) -> Response:
         finding = self.get_object()
         data = FindingReviewInput(data=request.data)
@@ -210,7 +213,7 @@ class ImageFindingAddView(ClinicGenericAPIView):
         except PatientImage.DoesNotExist as exc:
             raise Http404 from exc
 
-    @extend_schema(request=FindingAddInput, responses={201: FindingOutput})
+    @extend_schema(summary="Add a finding the model missed", request=FindingAddInput, responses={201: FindingOutput})
     def post(self, request: Request, pk: str) -> Response:
         image = self.get_object()
         data = FindingAddInput(data=request.data)
@@ -226,7 +229,7 @@ class VisitReportView(ClinicGenericAPIView):
     def get_object(self) -> Visit:
         return _visit_or_404(self.kwargs["pk"])
 
-    @extend_schema(responses=ReportOutput(many=True))
+    @extend_schema(summary="List a visit's signed report versions", responses=ReportOutput(many=True))
     def get(self, request: Request, pk: str) -> Response:
         visit = self.get_object()
         reports = Report.objects.filter(visit=visit).select_related("signed_by").order_by("-version")
@@ -234,6 +237,7 @@ class VisitReportView(ClinicGenericAPIView):
         return Response(ReportOutput(reports, many=True).data)
 
     @extend_schema(
+        summary="Sign a visit's report",
         request=None,
         responses={
             201: ReportOutput,
@@ -252,6 +256,7 @@ class VisitAmendmentView(ClinicGenericAPIView):
         return _visit_or_404(self.kwargs["pk"])
 
     @extend_schema(
+        summary="Open an amendment of a signed report",
         request=AmendmentInput,
         responses={
             201: AmendmentOutput,
@@ -270,7 +275,7 @@ class AgreementView(ClinicGenericAPIView):
     serializer_class = AgreementRow
     pagination_class = None
 
-    @extend_schema(responses=AgreementRow(many=True))
+    @extend_schema(summary="Agreement of dentists with the model", responses=AgreementRow(many=True))
     def get(self, request: Request) -> Response:
         audit.record(action="monitoring.view", clinic_id=request.access.clinic.id, object_type="agreement")
         return Response(AgreementRow(agreement(), many=True).data)
@@ -284,6 +289,7 @@ class VisitReportFhirView(ClinicGenericAPIView):
         return _visit_or_404(self.kwargs["pk"])
 
     @extend_schema(
+        summary="Export a signed report as FHIR R4",
         parameters=[OpenApiParameter("version", int, description="A signed version (default: the latest)")],
         responses={
             (200, "application/fhir+json"): OpenApiTypes.OBJECT,

@@ -128,7 +128,11 @@ class PatientSearchView(ClinicGenericAPIView):
     serializer_class = PatientSearchInput
     MAX_RESULTS = 50
 
-    @extend_schema(request=PatientSearchInput, responses=PatientSearchOutput)
+    @extend_schema(
+        summary="Search patients by practice id or exact name",
+        request=PatientSearchInput,
+        responses=PatientSearchOutput,
+    )
     def post(self, request: Request) -> Response:
         data = PatientSearchInput(data=request.data)
         data.is_valid(raise_exception=True)
@@ -145,7 +149,7 @@ class PatientSearchView(ClinicGenericAPIView):
 class PatientListView(ClinicGenericAPIView):
     serializer_class = PatientOutput
 
-    @extend_schema(responses=PatientOutput(many=True))
+    @extend_schema(summary="List the clinic's patients", responses=PatientOutput(many=True))
     def get(self, request: Request) -> Response:
         """The clinic's patients, newest first. To search, POST to ``patients/search/``: search words
         are patient data and must not travel in URLs (they end up in access logs)."""
@@ -159,6 +163,7 @@ class PatientListView(ClinicGenericAPIView):
         return self.get_paginated_response(PatientOutput(page, many=True).data)
 
     @extend_schema(
+        summary="Create a patient",
         request=PatientCreateInput,
         responses={201: PatientOutput, 409: error_response("`duplicate_external_id`: the practice id is taken")},
     )
@@ -182,7 +187,7 @@ class PatientObjectMixin:
 class PatientDetailView(PatientObjectMixin, ClinicGenericAPIView):
     serializer_class = PatientOutput
 
-    @extend_schema(responses=PatientOutput)
+    @extend_schema(summary="Get a patient", responses=PatientOutput)
     def get(self, request: Request, pk: str) -> Response:
         patient = self.get_object()
         audit.record(
@@ -191,6 +196,7 @@ class PatientDetailView(PatientObjectMixin, ClinicGenericAPIView):
         return Response(PatientOutput(patient).data)
 
     @extend_schema(
+        summary="Update a patient",
         request=PatientUpdateInput,
         responses={200: PatientOutput, 409: error_response("`duplicate_external_id`: the practice id is taken")},
     )
@@ -202,6 +208,7 @@ class PatientDetailView(PatientObjectMixin, ClinicGenericAPIView):
         return Response(PatientOutput(patient).data)
 
     @extend_schema(
+        summary="Erase a patient",
         description="Erase the patient (GDPR Art. 17): clinic admins only; 409 under legal hold.",
         responses={204: None, 409: error_response("`legal_hold`: the records are under legal hold")},
     )
@@ -212,6 +219,7 @@ class PatientDetailView(PatientObjectMixin, ClinicGenericAPIView):
 
 class PatientExportView(PatientObjectMixin, ClinicGenericAPIView):
     @extend_schema(
+        summary="Export everything held about a patient",
         description="Everything held about one patient as a zip (clinic admins only).",
         responses={(200, "application/zip"): OpenApiTypes.BINARY},
     )
@@ -229,7 +237,7 @@ class PatientImageListView(PatientObjectMixin, ClinicGenericAPIView):
     parser_classes = [MultiPartParser]
     serializer_class = ImageOutput
 
-    @extend_schema(responses=ImageOutput(many=True))
+    @extend_schema(summary="List a patient's images", responses=ImageOutput(many=True))
     def get(self, request: Request, pk: str) -> Response:
         patient = self.get_object()
         page = self.paginate_queryset(image_list(patient))
@@ -255,6 +263,7 @@ class PatientImageListView(PatientObjectMixin, ClinicGenericAPIView):
         return intake_error_response(exc)
 
     @extend_schema(
+        summary="Upload an image",
         request=ImageUploadInput,
         responses={
             201: ImageOutput,
@@ -303,7 +312,7 @@ class ImageDetailView(ClinicGenericAPIView):
 
             raise Http404 from exc
 
-    @extend_schema(responses=ImageOutput)
+    @extend_schema(summary="Get an image's metadata", responses=ImageOutput)
     def get(self, request: Request, pk: str) -> Response:
         image = self.get_object()
         audit.record(
@@ -314,6 +323,7 @@ class ImageDetailView(ClinicGenericAPIView):
 
 class ImageFileView(ImageDetailView):
     @extend_schema(
+        summary="Download an image file",
         parameters=[OpenApiParameter("variant", str, enum=["original", "preview", "thumbnail"])],
         description="The original as PNG; the preview and thumbnail variants as JPEG.",
         responses={(200, "image/png"): OpenApiTypes.BINARY, (200, "image/jpeg"): OpenApiTypes.BINARY},

@@ -39,6 +39,7 @@ class PatientBreakGlassView(ClinicGenericAPIView):
             raise Http404 from exc
 
     @extend_schema(
+        summary="Open emergency access to a restricted patient",
         request=BreakGlassInput,
         responses={
             201: BreakGlassOutput,

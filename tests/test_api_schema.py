@@ -1,11 +1,13 @@
-"""The API reference page (its browser test: tests/e2e/test_api_docs.py)."""
+"""The OpenAPI document's operations and the API reference page (its browser test: tests/e2e/test_api_docs.py)."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 from django.contrib.staticfiles import finders
 from django.test import Client
@@ -14,6 +16,23 @@ from django.urls import reverse
 from .conftest import World, user_client
 
 VENDOR = Path(__file__).resolve().parent.parent / "static" / "vendor" / "swagger-ui"
+
+
+def _operations() -> list[tuple[str, str, dict[str, Any]]]:
+    schema = json.loads(Client().get(reverse("api:schema")).content)
+    return [
+        (method.upper(), path, operation)
+        for path, operations in schema["paths"].items()
+        for method, operation in operations.items()
+        if isinstance(operation, dict) and "responses" in operation
+    ]
+
+
+def test_every_operation_has_a_summary(db: Any) -> None:
+    operations = _operations()
+    assert len(operations) > 20
+    missing = [f"{method} {path}" for method, path, operation in operations if not operation.get("summary", "").strip()]
+    assert not missing, f"operations without a summary: {missing}"
 
 
 class _Page(HTMLParser):

@@ -28,6 +28,7 @@ class TokenView(ClinicAPIView):
         return "Bearer"  # bad credentials are a 401, as on every other endpoint
 
     @extend_schema(
+        summary="Get a user token",
         request=TokenInput,
         responses={
             200: TokenOutput,
@@ -90,7 +91,7 @@ class AuditEventListView(ClinicGenericAPIView):
 
     serializer_class = AuditEventOutput
 
-    @extend_schema(parameters=[AuditFilterInput], responses=AuditEventOutput(many=True))
+    @extend_schema(summary="List audit events", parameters=[AuditFilterInput], responses=AuditEventOutput(many=True))
     def get(self, request: Request) -> Response:
         filters = AuditFilterInput(data=request.query_params)
         filters.is_valid(raise_exception=True)
@@ -108,6 +109,7 @@ class AuditEventExportView(ClinicAPIView):
     """The whole filtered trail as a CSV or JSON download; the export itself is audited."""
 
     @extend_schema(
+        summary="Export the audit trail",
         parameters=[AuditExportInput],
         responses={(200, "text/csv"): OpenApiTypes.STR, (200, "application/json"): OpenApiTypes.OBJECT},
     )
