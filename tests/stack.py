@@ -387,6 +387,23 @@ class Stack:
         )
 
 
+class EmbeddedStack(Stack):
+    """The embedded default that ``make run`` starts: SQLite and local storage in ``workdir``, analyses in the
+    web process (no broker), ``config.settings.local``, no DEBUG unless asked for."""
+
+    def __init__(self, *, workdir: Path, extra_env: dict[str, str] | None = None) -> None:
+        super().__init__(
+            database_url="", redis_url="", workdir=workdir, settings_module="config.settings.local", extra_env=extra_env
+        )
+
+    def env(self, *, as_app: bool = True, **extra: str) -> dict[str, str]:
+        env = super().env(as_app=False, **extra)
+        for name in ("DATABASE_URL", "REDIS_URL", "DEBUG", "STORAGE_S3_BUCKET", "AUDIT_CHECKPOINT_S3_BUCKET"):
+            if not extra.get(name) and not self.extra_env.get(name):
+                env.pop(name, None)
+        return env
+
+
 class Api:
     """A small client of the public REST API (``requests``), authenticated by a clinic API key."""
 

@@ -16,6 +16,7 @@ from PIL import Image
 from analysis.ml.detect_metrics import bootstrap_map, compute_matches, mean_ap
 from analysis.ml.detection import build_detector, preprocess_xray, xray_to_uint8_grey
 from analysis.ml.yolo import XRAY_LABELS, DetRecord, group_split, read_yolo_split, source_group
+from core.conditions import codes_for
 
 
 def synthetic_xray(kind: str, size: tuple[int, int], seed: int = 0) -> Image.Image:
@@ -384,7 +385,7 @@ def test_analyze_images_xray_prints_boxes_and_errors(xray_artifact, tmp_path):
     for f in (eight, sixteen):
         line = by_file[str(f)]
         assert line["model"] == "xray-test@0.0.1"
-        assert set(line["scores"]) == set(XRAY_LABELS)
+        assert set(line["scores"]) == set(codes_for("xray"))  # the platform's codes, not the data set's names
         assert line["findings"]
         for finding in line["findings"]:
             assert set(finding) == {"condition", "probability", "box"}

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from analysis.ml.yolo import XRAY_LABELS
+from core.conditions import codes_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -83,9 +84,9 @@ def test_tiny_xray_train_evaluate_register_analyze(tmp_path: Path, xray_root: Pa
     lines = [json.loads(line) for line in out.getvalue().splitlines() if line.strip()]
     assert [line["file"] for line in lines] == [str(f) for f in files]
     for line in lines:
-        assert line["model"].endswith("@0.0.9") and set(line["scores"]) == set(XRAY_LABELS)
+        assert line["model"].endswith("@0.0.9") and set(line["scores"]) == set(codes_for("xray"))
         for f in line["findings"]:
-            assert f["condition"] in XRAY_LABELS and f["probability"] >= 0.001
+            assert f["condition"] in codes_for("xray") and f["probability"] >= 0.001
             assert all(0.0 <= v <= 1.0 for v in f["box"])
     _load.cache_clear()
 
