@@ -20,3 +20,12 @@ MASTER_KEYS, MASTER_KEY_ID = local_master_keys(VAR_DIR)
 # Rate-limit and lockout counters live in the cache: each test process keeps its own, and the suite
 # clears it between tests (the Redis database of REDIS_URL is the Celery broker in CI).
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
+    import os
+
+    # A file, as on the embedded default, not Django's in-memory database: with that one the browser tests' live
+    # server shares a single connection between all its threads, which parallel requests break ("database table
+    # is locked"); with a file each thread has its own connection, in WAL mode with IMMEDIATE transactions. One
+    # file per test process, so two runs in one checkout never share it.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-db-{os.getpid()}.sqlite3")}  # noqa: F405
