@@ -6,7 +6,7 @@ from an earlier run), then, once the server says it is ready, uploads a photo an
 measures each from the upload request to a finished analysis (on the embedded default the analysis runs in the web
 process, so the upload answer already carries it).
 
-    python bench/bench_first_upload.py [--out FILE]
+    python bench/bench_first_upload.py [--no-warmup] [--out FILE]
 """
 
 from __future__ import annotations
@@ -51,10 +51,12 @@ def _timed_upload(api: Api, patient: str, data: bytes, name: str, modality: str)
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--no-warmup", action="store_true", help="models load in the first request")
     args = parser.parse_args()
     info = machine()
     workdir = Path(tempfile.mkdtemp(prefix="bench-first-upload-"))
-    stack = EmbeddedStack(workdir=workdir, extra_env={"DENTALSCAN_ONNX_CACHE": str(workdir / "onnx")})
+    env = {"DENTALSCAN_ONNX_CACHE": str(workdir / "onnx"), "ANALYSIS_WARMUP": "off" if args.no_warmup else "on"}
+    stack = EmbeddedStack(workdir=workdir, extra_env=env)
     try:
         started = time.perf_counter()
         stack.manage("migrate", "--noinput")
@@ -90,7 +92,8 @@ def main() -> int:
             "ready_line": ready_line.strip(),
             "uploads": [{"what": r[0], "seconds": round(r[1], 3), "status": r[2]} for r in rows],
         }
-        path = write_json("first_upload.json", {"machine": info, **result}, args.out)
+        name = "first_upload_no_warmup.json" if args.no_warmup else "first_upload.json"
+        path = write_json(name, {"machine": info, "warmup": not args.no_warmup, **result}, args.out)
         print(f"written {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
         return 0 if all(r[2] == "done" for r in rows) else 1
     finally:
