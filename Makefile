@@ -49,7 +49,7 @@ run: $(STAMP)
 	$(PY) manage.py register_model --shipped
 	$(PY) manage.py seed_demo --samples
 	@echo ""
-	@echo "DentalScan is starting at http://$(HOST):$(PORT)/  (log in with a demo account above)"
+	@echo "DentalScan is starting at http://$(HOST):$(PORT)/ (log in with a demo account above); it says when it is ready."
 	@echo ""
 	$(PY) manage.py runserver $(HOST):$(PORT)
 
