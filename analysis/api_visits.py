@@ -20,6 +20,7 @@ from .selectors import visit_list
 
 class VisitFilterInput(serializers.Serializer):
     patient = serializers.UUIDField(required=False, help_text="Only this patient's visits.")
+    date = serializers.DateField(required=False, help_text="Visits on this day.")
     since = serializers.DateField(required=False, help_text="Visits on or after this day.")
     until = serializers.DateField(
         required=False, help_text="Visits before this day (not included), as the audit trail's `until`."

@@ -75,6 +75,7 @@ def visit_list(
     *,
     include_restricted: bool,
     patient: object = None,
+    date: dt.date | None = None,
     since: dt.date | None = None,
     until: dt.date | None = None,
     signed: bool | None = None,
@@ -96,6 +97,8 @@ def visit_list(
         visits = visits.exclude(patient__restricted=True)
     if patient is not None:
         visits = visits.filter(patient_id=patient)
+    if date is not None:
+        visits = visits.filter(visit_date=date)
     if since is not None:
         visits = visits.filter(visit_date__gte=since)
     if until is not None:

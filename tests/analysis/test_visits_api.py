@@ -121,9 +121,11 @@ def test_filters(alice: World, visits: dict) -> None:
     assert _ids(client.get(URL, {"since": "2026-03-10", "until": "2026-03-15"})) == [v["signed"]]
     assert _ids(client.get(URL, {"since": "2026-03-10", "until": "2026-03-16"})) == [v["amended"], v["signed"]]
     assert _ids(client.get(URL, {"until": "2026-03-10"})) == [v["empty"]]
+    assert _ids(client.get(URL, {"date": "2026-03-15"})) == [v["amended"]]
+    assert _ids(client.get(URL, {"date": "2026-03-14"})) == []
     combined = client.get(URL, {"patient": str(alice.patient.pk), "signed": "false", "until": "2026-03-11"})
     assert _ids(combined) == []
-    for bad in ({"since": "yesterday"}, {"signed": "maybe"}, {"patient": "alice-0001"}):
+    for bad in ({"since": "yesterday"}, {"signed": "maybe"}, {"patient": "alice-0001"}, {"date": "today"}):
         response = client.get(URL, bad)
         assert response.status_code == 400 and response.json()["error"]["code"] == "validation_error", bad
         assert list(response.json()["error"]["details"]) == list(bad)
