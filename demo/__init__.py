@@ -1,0 +1,1 @@
+"""Demo data: seeds demo clinics, people and sample visits (the top layer: it uses every app)."""
