@@ -67,6 +67,11 @@ class VisitListView(ClinicGenericAPIView):
             action="visit.list",
             clinic_id=request.access.clinic.id,
             object_type="visit",
-            details={"ids": [str(v.pk) for v in page], "filtered_by": sorted(chosen)},
+            details={
+                "ids": [str(v.pk) for v in page],
+                "filtered_by": sorted(chosen),
+                # which patient was looked up is recorded even when they have no visit (an id, never a name)
+                **({"patient_id": str(chosen["patient"])} if "patient" in chosen else {}),
+            },
         )
         return self.get_paginated_response(VisitOutput(page, many=True).data)

@@ -151,12 +151,14 @@ _load_lock = threading.Lock()
 
 class CodedPredictor:
     """A loaded model that speaks the platform's condition codes: ``predict`` renames the model's own labels
-    (scores and findings) through its ``condition_codes``; everything else is the wrapped predictor's."""
+    (scores and findings) through its ``condition_codes``, and ``labels`` and ``thresholds`` are keyed by code;
+    everything else is the wrapped predictor's (``meta`` stays the artefact's own ``model.json``)."""
 
     def __init__(self, loaded: Any, codes: dict[str, str]):
         self.loaded = loaded
         self.codes = codes
         self.labels = [codes[label] for label in loaded.labels]
+        self.thresholds = {codes[label]: value for label, value in loaded.thresholds.items() if label in codes}
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.loaded, name)

@@ -24,12 +24,17 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
 
+def _runs_analyses() -> bool:
+    """This worker consumes the ``gpu`` queue (``-Q``), where the analyses go."""
+    return Queue.GPU in app.amqp.queues.consume_from
+
+
 @signals.worker_process_init.connect
 def _warm_pool_process(**kwargs: object) -> None:
     """Each prefork pool process loads and warms its models as it starts (analysis.warmup)."""
     from django.conf import settings
 
-    if settings.ANALYSIS_WARMUP:
+    if settings.ANALYSIS_WARMUP and _runs_analyses():
         from analysis.warmup import warm_models_in_background
 
         warm_models_in_background()
@@ -41,7 +46,7 @@ def _warm_solo_worker(sender: object = None, **kwargs: object) -> None:
     from django.conf import settings
 
     pool = getattr(getattr(getattr(sender, "controller", None), "pool_cls", None), "__module__", "")
-    if settings.ANALYSIS_WARMUP and not str(pool).endswith("prefork"):
+    if settings.ANALYSIS_WARMUP and _runs_analyses() and not str(pool).endswith("prefork"):
         from analysis.warmup import warm_models_in_background
 
         warm_models_in_background()

@@ -4,6 +4,7 @@ Django's debug page, and nothing stored for a failed upload."""
 from __future__ import annotations
 
 import io
+import logging
 
 import pytest
 from django.test import Client
@@ -49,3 +50,16 @@ def test_page_fault_shows_a_short_page_not_the_debug_page(alice: World, monkeypa
     assert "Server problem" in html and response["X-Request-ID"] in html
     assert len(response.content) < 2048  # Django's debug page is about 200 KB
     assert "4242" not in html and "Traceback" not in html and "SECRET_KEY" not in html
+
+
+def test_the_reference_on_the_error_page_is_in_the_log(
+    alice: World, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr("patients.views.patient_list", _boom)
+    client: Client = user_client(alice.users["staff"])
+    client.raise_request_exception = False
+    with caplog.at_level(logging.ERROR, logger="django.request"):
+        response = client.get(reverse("patients:list"))
+    [record] = [r for r in caplog.records if r.name == "django.request" and r.levelno >= logging.ERROR]
+    handler = next(h for h in logging.getLogger().handlers if getattr(h, "filters", None))
+    assert response["X-Request-ID"] in handler.format(record)  # the console log line carries the page's reference

@@ -13,7 +13,13 @@ from __future__ import annotations
 from django.db import migrations
 
 from clinics.rls import rls_bypass
-from core.conditions import canonical
+
+# Frozen here (a migration must not change when the live vocabulary does): the names stored before the codes.
+LEGACY = {"Cavity": "cavity", "Fillings": "filling", "Impacted Tooth": "impacted_tooth", "Implant": "implant"}
+
+
+def canonical(name: str) -> str:
+    return LEGACY.get(name, name)
 
 
 def _keys(mapping: dict) -> dict:

@@ -73,7 +73,11 @@
     button.type = "button";
     button.className = "retry";
     button.textContent = "Try again";
-    button.addEventListener("click", () => { enqueue(() => send(file, name, li)); });
+    button.addEventListener("click", () => {
+      button.disabled = true;  // one more attempt per press, not one per click
+      li.textContent = name + ": waiting to send again…";
+      enqueue(() => send(file, name, li));
+    });
     li.appendChild(button);
   }
 

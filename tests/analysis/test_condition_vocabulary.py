@@ -80,6 +80,7 @@ def test_registration_stores_codes_and_the_loaded_model_speaks_them() -> None:
 
     class Loaded:  # what analysis.ml's X-ray predictor returns, in its own labels
         labels = ["Cavity", "Fillings", "Impacted Tooth", "Implant"]
+        thresholds = {"Cavity": 0.47, "Fillings": 0.52, "Impacted Tooth": 0.49, "Implant": 0.53}
 
         def predict(self, images: list, **options: Any) -> list[dict]:
             return [
@@ -95,6 +96,7 @@ def test_registration_stores_codes_and_the_loaded_model_speaks_them() -> None:
     assert result["scores"] == {"cavity": 0.9, "filling": 0.2, "impacted_tooth": 0.0, "implant": 0.1}
     assert result["findings"][0]["condition"] == "impacted_tooth"
     assert coded.labels == model.labels
+    assert coded.thresholds == {"cavity": 0.47, "filling": 0.52, "impacted_tooth": 0.49, "implant": 0.53}
 
 
 @pytest.mark.parametrize("artifact", SHIPPED, ids=lambda p: f"{p.parent.name}-{p.name}")

@@ -16,8 +16,6 @@ import pytest
 from fhir.resources.R4B import get_fhir_model_class
 from fhir.resources.R4B.bundle import Bundle
 
-from core.conditions import CONDITIONS
-
 from analysis.fhir import (
     EXT_AMENDMENT,
     EXT_FINDING_ORIGIN,
@@ -28,6 +26,7 @@ from analysis.fhir import (
     practice_id_system,
     report_bundle,
 )
+from core.conditions import CONDITIONS
 
 
 def _id() -> str:

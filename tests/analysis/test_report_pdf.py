@@ -12,8 +12,6 @@ import pytest
 from PIL import Image
 from pypdf import PdfReader
 
-from core.conditions import CONDITIONS, OKABE_ITO
-
 from analysis.report_pdf import (
     FOOTER,
     annotate,
@@ -21,6 +19,7 @@ from analysis.report_pdf import (
     render_pdf,
     to_display_rgb,
 )
+from core.conditions import CONDITIONS, OKABE_ITO
 
 VERMILLION = (0xD5, 0x5E, 0x00)  # caries
 BLUE = (0x00, 0x72, 0xB2)  # gingivitis

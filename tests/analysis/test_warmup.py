@@ -1,0 +1,63 @@
+"""Models are loaded and warmed when the process that runs analyses starts, not inside the first request."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+
+from analysis.registry import _load, model_register, shipped_artifacts
+from analysis.warmup import describe, warm_models
+
+from ..conftest import requires_postgres
+from ..workers import start_worker, stop_worker
+
+
+@pytest.mark.django_db
+def test_warm_models_loads_each_active_model_once() -> None:
+    for modality in ("photo", "xray"):
+        model_register(artifact_dir=shipped_artifacts(modality)[-1])
+    _load.cache_clear()
+    try:
+        ready = warm_models()
+        assert set(ready) == {"photo", "xray"}
+        assert ready["photo"][0].startswith("photo-") and ready["xray"][0].startswith("xray-")
+        assert _load.cache_info().currsize == 2  # loaded, and kept for the process
+        started = time.perf_counter()
+        warm_models()
+        assert _load.cache_info().hits >= 2 and _load.cache_info().currsize == 2
+        assert time.perf_counter() - started < sum(seconds for _, seconds in ready.values())
+        assert "photo photo-" in describe(ready) and "xray xray-" in describe(ready)
+    finally:
+        _load.cache_clear()
+
+
+@pytest.mark.django_db
+def test_no_model_is_not_an_error() -> None:
+    from analysis.models import ModelVersion
+
+    ModelVersion.objects.update(is_active=False)
+    assert describe({}).startswith("no model could be loaded")
+
+
+@requires_postgres
+@pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="needs Redis (set REDIS_URL); CI runs it")
+@pytest.mark.django_db(transaction=True)
+def test_a_gpu_worker_warms_its_models_as_it_starts() -> None:
+    model_register(artifact_dir=shipped_artifacts("photo")[-1])
+    worker = start_worker("gpu")
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(worker.stdout.readline, "")), daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not any("models ready: photo photo-" in line for line in lines):
+            assert worker.poll() is None, "".join(lines)[-3000:]
+            time.sleep(0.3)
+        assert any("models ready: photo photo-" in line for line in lines), "".join(lines)[-3000:]
+    finally:
+        worker.terminate()
+        worker.wait(30)
+        stop_worker(worker)
