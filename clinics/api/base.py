@@ -55,7 +55,9 @@ class ClinicScopedAPIMixin:
         super().initial(request, *args, **kwargs)  # type: ignore[misc]
         # After authentication and permissions (an outsider gets 401/403, not a hint about parameters).
         view_name = request.resolver_match.view_name if request.resolver_match else ""
-        reject_unknown_query_parameters(view_name, request.method or "GET", list(request.query_params))
+        reject_unknown_query_parameters(
+            view_name, request.method or "GET", list(request.query_params), one_object="pk" in kwargs
+        )
 
     def http_method_not_allowed(self, request: Request, *args: Any, **kwargs: Any) -> Any:
         # "Not yours" and "not found" must look alike even for methods a route does not offer.

@@ -3,9 +3,9 @@
 Every error the API can answer with has the shape ``{"error": {"code", "message", "details"}}``
 (``clinics.api.errors``). Views declare the errors particular to them with ``error_response()``
 (409 conflicts, 413 and 415 for uploads); ``document_errors`` adds the ones every view can give
-(400, 401, 403, 404, 415, 429; 400 ``unknown_parameter`` on every GET) to each operation, so the
-document lists every status code the API really answers with. The query parameters an operation
-lists here are also the only ones it accepts (``clinics.api.parameters``).
+(400, 401, 403, 404, 415, 429; 400 ``unknown_parameter`` on every list and every GET that takes query
+parameters) to each operation, so the document lists every status code the API really answers with. The query
+parameters an operation lists here are also the only ones it accepts (``clinics.api.parameters``).
 """
 
 from __future__ import annotations
@@ -83,15 +83,11 @@ def _errors_for(path: str, method: str, operation: dict[str, Any]) -> dict[str, 
             "The request is not valid: `validation_error` (``details``: messages per field), `parse_error` "
             "(malformed body) or a rule of the operation (`code` says which)."
         )
-    elif method == "get":  # clinics.api.parameters: every documented GET refuses unknown query parameters
+    elif method == "get" and (query or "{" not in path):  # clinics.api.parameters: lists and GETs with parameters
         errors["400"] = (
             "`unknown_parameter`: a query parameter this operation does not list (``details.unknown`` names it, "
-            "``details.allowed`` lists the accepted ones)"
-            + (
-                ", or `validation_error`: a query parameter's value is not valid (``details``: messages per field)."
-                if query
-                else "."
-            )
+            "``details.allowed`` lists the accepted ones), or `validation_error`: a query parameter's value is not "
+            "valid (``details``: messages per field)."
         )
     if not _route_is_public(path, method):
         errors["401"] = "No credentials, or an invalid, expired or revoked token (`authentication_failed`)."

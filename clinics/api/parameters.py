@@ -2,9 +2,10 @@
 
 The document is generated from what each view declares (its filter serializer or ``OpenApiParameter``
 list in ``extend_schema``, and its paginator's ``page``/``page_size`` on lists), so what the API
-reference lists and what the API accepts cannot drift apart. ``ClinicScopedAPIMixin`` answers a GET
-naming any other query parameter with 400 ``unknown_parameter`` instead of silently ignoring it (a
-misspelt filter would otherwise return the unfiltered list).
+reference lists and what the API accepts cannot drift apart. ``ClinicScopedAPIMixin`` answers a GET that
+takes query parameters (lists, exports, an image's ``variant``) and names any other with 400
+``unknown_parameter`` instead of silently ignoring it (a misspelt filter would otherwise return the unfiltered
+list). A GET of one object that takes no parameter ignores a query string, as before: nothing to misspell.
 """
 
 from __future__ import annotations
@@ -70,11 +71,15 @@ def documented_query_parameters(view_name: str, method: str) -> frozenset[str] |
     return _documented.get((view_name, "GET" if method.upper() == "HEAD" else method.upper()))
 
 
-def reject_unknown_query_parameters(view_name: str, method: str, query_names: list[str]) -> None:
+def reject_unknown_query_parameters(
+    view_name: str, method: str, query_names: list[str], *, one_object: bool = False
+) -> None:
+    """``one_object``: the GET reads one object (its id is in the path); one that takes no query parameter
+    has nothing to misspell and ignores a query string, as before. Lists always check."""
     if method.upper() not in ("GET", "HEAD") or not query_names:
         return
     allowed = documented_query_parameters(view_name, method)
-    if allowed is None:
+    if allowed is None or (one_object and not allowed):  # schema and docs views; a plain object read
         return
     unknown = sorted(set(query_names) - allowed)
     if unknown:

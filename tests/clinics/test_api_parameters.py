@@ -65,14 +65,15 @@ def test_known_parameters_still_work(alice: World) -> None:
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "validation_error"
 
 
-def test_detail_operations_refuse_unknown_parameters_too(alice: World) -> None:
+def test_detail_operations_with_parameters_refuse_unknown_ones_too(alice: World) -> None:
     client = key_client(alice)
     url = reverse("api:image-file", kwargs={"pk": alice.image.pk})
     assert client.get(url, {"variant": "thumbnail"}).status_code == 200
     response = client.get(url, {"varient": "thumbnail"})  # misspelt: would have served the original
     assert response.status_code == 400 and response.json()["error"]["details"]["unknown"] == ["varient"]
+    # one object that takes no parameter has nothing to misspell: the query string is ignored, as before
     patient = client.get(reverse("api:patient-detail", kwargs={"pk": alice.patient.pk}), {"fields": "id"})
-    assert patient.status_code == 400 and patient.json()["error"]["details"]["allowed"] == []
+    assert patient.status_code == 200
 
 
 def test_outsiders_get_no_hint_about_parameters(alice: World, bob: World) -> None:
@@ -104,6 +105,7 @@ def test_every_documented_get_is_checked_and_documents_the_400(db: Any) -> None:
             pytest.fail(f"documented path {path} resolves to no route")
         documented = {p["name"] for p in operations["get"].get("parameters", []) if p["in"] == "query"}
         assert documented_query_parameters(view_name, "GET") == documented, path
-        assert "unknown_parameter" in operations["get"]["responses"]["400"]["description"], path
-        gets += 1
+        if documented or "{" not in path:
+            assert "unknown_parameter" in operations["get"]["responses"]["400"]["description"], path
+            gets += 1
     assert gets >= len(LISTS)
