@@ -13,7 +13,7 @@ from clinics import audit
 from clinics.models import User
 from clinics.services import ServiceError
 from clinics.tenancy import require_clinic_id
-from patients import crypto
+from core import crypto
 from patients.keys import patient_key
 from patients.models import Image, Visit
 from patients.selectors import patient_identity

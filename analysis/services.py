@@ -33,7 +33,7 @@ from clinics import audit
 from clinics.models import AuditOutcome
 from clinics.services import ServiceError
 from clinics.tenancy import require_clinic_id
-from patients import crypto
+from core import crypto
 from patients.keys import patient_key
 from patients.models import Image
 from patients.services import image_model_input_replace, image_read, image_read_model_input

@@ -32,7 +32,7 @@ from django.utils import timezone
 from clinics import audit
 from clinics.services import ServiceError
 from clinics.tenancy import require_clinic_id
-from patients import crypto
+from core import crypto
 from patients.keys import clinic_key
 
 from .models import WebhookDelivery, WebhookEndpoint

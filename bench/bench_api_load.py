@@ -47,7 +47,7 @@ from patients.keys import patient_key_new
 from patients.models import Image, Patient, Visit
 from patients.selectors import PatientIdentity
 from patients.services import _seal_identity
-from patients import crypto
+from core import crypto
 
 N_PATIENTS, N_FINDINGS, CLINIC = {patients}, {findings}, "{clinic}"
 t0 = time.perf_counter()

@@ -57,7 +57,7 @@ from PIL import Image  # noqa: E402
 
 from analysis.ml.infer import load_predictor  # noqa: E402
 from analysis.services import CANDIDATE_FLOOR  # noqa: E402
-from patients import crypto  # noqa: E402
+from core import crypto  # noqa: E402
 
 
 def newest(modality: str) -> Path | None:

@@ -23,7 +23,8 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import Storage, storages
 from django.utils import timezone
 
-from patients.crypto import IntegrityFailure, UnknownMasterKey, key_provider
+from core.crypto import IntegrityFailure, UnknownMasterKey
+from core.key_providers import key_provider
 
 from .audit import record
 from .models import AuditChainHead

@@ -19,6 +19,8 @@ import pyotp
 from django.db import transaction
 from django.utils import timezone
 
+from core.key_providers import key_provider
+
 from . import audit
 from .models import Membership, RecoveryCode, Role, TotpDevice, User
 
@@ -49,21 +51,17 @@ def has_mfa(user: User) -> bool:
 
 
 def _secret(device: TotpDevice) -> str:
-    from patients import crypto
-
-    raw = crypto.key_provider().unwrap(device.master_key_id, bytes(device.wrapped_secret), _aad(device.user_id))
+    raw = key_provider().unwrap(device.master_key_id, bytes(device.wrapped_secret), _aad(device.user_id))
     return base64.b32encode(raw).decode()
 
 
 def enrol_begin(user: User) -> str:
     """Create (or replace an unconfirmed) device and return its base32 secret for the authenticator."""
-    from patients import crypto
-
     existing = TotpDevice.objects.filter(user=user).first()
     if existing is not None and existing.confirmed_at is not None:
         raise ValueError("This account already has a confirmed authenticator.")
     raw = secrets.token_bytes(20)
-    provider = crypto.key_provider()
+    provider = key_provider()
     key_id = provider.current_key_id()
     TotpDevice.objects.update_or_create(
         user=user,
@@ -174,9 +172,7 @@ def audit_clinic_of(user: User) -> object:
 
 def totp_rewrap_all() -> int:
     """Re-wrap every TOTP secret with the current master key (part of ``rotate_master_key``)."""
-    from patients import crypto
-
-    provider = crypto.key_provider()
+    provider = key_provider()
     target = provider.current_key_id()
     count = 0
     for device in TotpDevice.objects.exclude(master_key_id=target):
@@ -190,10 +186,8 @@ def totp_rewrap_all() -> int:
 
 def demo_enrol(user: User, secret_b32: str) -> None:
     """Enrol a known secret (``seed_demo`` only, so the printed secret works in an authenticator)."""
-    from patients import crypto
-
     raw = base64.b32decode(secret_b32)
-    provider = crypto.key_provider()
+    provider = key_provider()
     key_id = provider.current_key_id()
     device = TotpDevice.objects.filter(user=user).first()
     if device is not None and device.confirmed_at is not None and _secret(device) == secret_b32:

@@ -1,1 +1,3 @@
-"""The bottom layer: plain-Python vocabularies and helpers every app may use (no app imports here)."""
+"""The bottom layer: what every app needs and that owns no domain (no app imports here).
+
+Plain Python: ``conditions``, ``crypto``, ``errors``. ``key_providers`` reads Django settings."""

@@ -13,7 +13,7 @@ def check_key_provider(app_configs: object = None, **kwargs: object) -> list[che
     """Fail start-up checks when the master keys cannot be loaded, not at the first upload."""
     from django.core.exceptions import ImproperlyConfigured
 
-    from .crypto import key_provider, reset_key_provider
+    from core.key_providers import key_provider, reset_key_provider
 
     reset_key_provider()
     try:

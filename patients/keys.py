@@ -1,4 +1,11 @@
-"""Data keys of clinics and patients: creation, unwrapping, master-key rotation, destruction."""
+"""Data keys of clinics and patients: creation, unwrapping, master-key rotation, destruction.
+
+Key hierarchy (envelope encryption): a master key (``core.key_providers``) wraps data keys; each clinic
+has one data key (blind indexes for search) and each patient has one (their identity and every blob of
+their images), all used with ``core.crypto`` and associated data naming the object (``image:<id>:<variant>``,
+``patient:<id>``, ``datakey:<id>``). Destroying a patient's data key makes every copy of their ciphertext
+unreadable (crypto-shredding); rotating the master key re-wraps data keys only.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +17,9 @@ from django.utils import timezone
 
 from clinics import audit
 from clinics.tenancy import clinic_scope, require_clinic_id
+from core import crypto
+from core.key_providers import key_provider
 
-from . import crypto
 from .models import DataKey, Patient
 
 
@@ -20,7 +28,7 @@ def _aad(key: DataKey) -> bytes:
 
 
 def _wrap_new(*, patient_id: uuid.UUID | None) -> tuple[DataKey, bytes]:
-    provider = crypto.key_provider()
+    provider = key_provider()
     raw = crypto.new_data_key()
     key = DataKey(
         id=uuid.uuid4(), clinic_id=require_clinic_id(), patient_id=patient_id, master_key_id=provider.current_key_id()
@@ -30,7 +38,7 @@ def _wrap_new(*, patient_id: uuid.UUID | None) -> tuple[DataKey, bytes]:
 
 
 def unwrap(key: DataKey) -> bytes:
-    return crypto.key_provider().unwrap(key.master_key_id, bytes(key.wrapped), _aad(key))
+    return key_provider().unwrap(key.master_key_id, bytes(key.wrapped), _aad(key))
 
 
 def clinic_key() -> bytes:
@@ -64,7 +72,7 @@ def master_key_rotate() -> dict[str, int]:
     """Re-wrap every data key of every clinic with the current master key; blobs are untouched.
 
     Deliberately cross-clinic (``unscoped``): an operator command, audited per clinic."""
-    provider = crypto.key_provider()
+    provider = key_provider()
     target = provider.current_key_id()
     per_clinic: Counter[str] = Counter()
     for key_id in DataKey.unscoped.exclude(master_key_id=target).values_list("id", flat=True).iterator():

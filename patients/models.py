@@ -25,7 +25,7 @@ class Patient(ClinicScopedModel):
     """A patient of one clinic.
 
     The identifying fields (practice id, names, date of birth) exist only inside ``identity``,
-    encrypted with the patient's own data key (see ``patients.crypto``); exact-match search and the
+    encrypted with the patient's own data key (see ``patients.keys``); exact-match search and the
     per-clinic uniqueness of the practice id use keyed blind indexes. Read them through
     ``patients.selectors.patient_identity``.
     """

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 from django.db.models import Q, QuerySet
 
-from . import crypto
+from core import crypto
+
 from .keys import clinic_key, patient_key
 from .models import Image, Patient, Visit
 

@@ -23,8 +23,8 @@ from clinics import audit, context
 from clinics.models import AuditOutcome, Clinic
 from clinics.services import ServiceError
 from clinics.tenancy import require_clinic_id
+from core import crypto
 
-from . import crypto
 from .intake import IntakeError, SanitizedImage, safe_display_name, sanitize_upload
 from .keys import clinic_key, patient_key, patient_key_new
 from .models import Image, Patient, Sex, Visit

@@ -66,7 +66,7 @@ def decode_many(datas: Sequence[bytes], size: int | None = None) -> list[Image.I
 
 def decode_for_model(size: int):  # noqa: ANN201
     """For benchmarks: a ``(key, blob, aad) -> image`` decoder that decrypts, decodes and resizes."""
-    from patients import crypto
+    from core import crypto
 
     def decode(key: bytes, blob: bytes, aad: bytes) -> Image.Image:
         return _decode(crypto.decrypt(key, blob, aad), size)

@@ -335,7 +335,7 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = IMAGE_MAX_BYTES
 # and the id of the one used for new wrapping. Empty in local/test settings: a key file under var/.
 MASTER_KEYS = os.environ.get("MASTER_KEYS", "")
 MASTER_KEY_ID = os.environ.get("MASTER_KEY_ID", "")
-KEY_PROVIDER = os.environ.get("KEY_PROVIDER", "patients.crypto.StaticKeyProvider")
+KEY_PROVIDER = os.environ.get("KEY_PROVIDER", "core.key_providers.StaticKeyProvider")
 
 # --- REST API -------------------------------------------------------------------------------
 REST_FRAMEWORK = {

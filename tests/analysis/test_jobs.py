@@ -187,7 +187,7 @@ def test_transient_errors_retry_then_fail_with_a_reason(alice: World, photo_mode
 def test_a_permanent_error_fails_at_once_without_retries(alice: World, photo_model, eager, monkeypatch) -> None:  # noqa: ANN001
     import analysis.services as services
     from analysis.services import analysis_request
-    from patients.crypto import IntegrityFailure
+    from core.crypto import IntegrityFailure
 
     calls = []
 

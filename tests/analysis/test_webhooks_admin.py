@@ -23,7 +23,7 @@ from analysis.webhooks import webhook_emit, webhook_register, webhook_secret, we
 from clinics.models import AuditEvent
 from clinics.services import ServiceError
 from clinics.tenancy import clinic_scope
-from patients import crypto
+from core import crypto
 
 from ..conftest import World, key_client, token_client, user_client
 

@@ -21,7 +21,8 @@ from PIL import Image as PILImage
 
 from clinics.models import AuditEvent
 from clinics.tenancy import clinic_scope
-from patients import crypto
+from core import crypto
+from core.key_providers import reset_key_provider
 from patients.intake import IntakeError
 from patients.models import DataKey, Image, Patient
 from patients.selectors import image_get, patient_get
@@ -177,7 +178,7 @@ def test_rotation_rewraps_keys_and_every_image_still_decrypts(
     new_key = base64.b64encode(os.urandom(32)).decode()
     settings.MASTER_KEYS = f"{settings.MASTER_KEYS},next:{new_key}"
     settings.MASTER_KEY_ID = "next"
-    crypto.reset_key_provider()
+    reset_key_provider()
     try:
         out = io.StringIO()
         call_command("rotate_master_key", stdout=out)
@@ -186,7 +187,7 @@ def test_rotation_rewraps_keys_and_every_image_still_decrypts(
         assert all(bytes(w) != bytes(wrapped_before[i]) for i, w in DataKey.unscoped.values_list("id", "wrapped"))
         assert {p: p.read_bytes() for p in stored_files(_image_storage)} == blobs_before  # blobs untouched
         settings.MASTER_KEYS = f"next:{new_key}"  # the old master key is retired
-        crypto.reset_key_provider()
+        reset_key_provider()
         for world in (alice, bob):
             with clinic_scope(world.clinic.id):
                 for image in Image.objects.all():
@@ -201,7 +202,7 @@ def test_rotation_rewraps_keys_and_every_image_still_decrypts(
         # Authenticator secrets were re-wrapped too: codes still work with the old key retired.
         assert verify(dentist, next_totp(dentist, totp_secret)) == "totp"
     finally:
-        crypto.reset_key_provider()
+        reset_key_provider()
 
 
 def test_export_holds_every_record_and_image_of_that_patient_only(alice: World, bob: World) -> None:
