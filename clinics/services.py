@@ -16,6 +16,8 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
+from core.errors import ApplicationError
+
 from . import audit, context
 from .models import ApiKey, AuditChainHead, AuditOutcome, Clinic, Membership, Role, User, UserToken, normalize_email
 from .permissions import API_KEY_DEFAULT_SCOPES, API_KEY_GRANTABLE
@@ -29,14 +31,8 @@ USER_TOKEN_PREFIX = "dut"
 logger = logging.getLogger(__name__)
 
 
-class ServiceError(Exception):
+class ServiceError(ApplicationError):
     """A request that cannot be carried out; ``code`` is the stable API error code."""
-
-    def __init__(self, code: str, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.status = status
 
 
 def _hash_secret(secret: str) -> str:

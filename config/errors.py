@@ -11,7 +11,7 @@ from django.shortcuts import render
 
 from clinics import context
 from clinics.access import record_object_not_found
-from clinics.api.errors import error_body
+from core.errors import error_body
 
 
 def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:

@@ -16,6 +16,7 @@ from analysis.services import analysis_request, model_input_maker
 from clinics import audit
 from clinics.api.base import ClinicGenericAPIView
 from clinics.api.docs import error_response
+from core.errors import error_body
 
 from .intake import IntakeError
 from .models import Image, Modality, Patient, Sex
@@ -108,8 +109,6 @@ class ImageUploadInput(serializers.Serializer):
 
 
 def intake_error_response(exc: IntakeError) -> Response:
-    from clinics.api.errors import error_body
-
     return Response(error_body(exc.code, exc.message), status=exc.status)
 
 

@@ -41,6 +41,8 @@ import pydicom.multival
 import pydicom.uid
 from PIL import Image, ImageCms, ImageOps
 
+from core.errors import ApplicationError
+
 # The only global side effect: Pillow learns to open HEIF files (no option is changed).
 pillow_heif.register_heif_opener()
 
@@ -73,18 +75,8 @@ _READ_CHUNK = 1024 * 1024
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
 
 
-class IntakeError(Exception):
+class IntakeError(ApplicationError):
     """An upload that cannot be accepted; ``code`` is stable, ``message`` is for clinic staff."""
-
-    code: str
-    message: str
-    status: int
-
-    def __init__(self, code: str, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.status = status
 
     def __repr__(self) -> str:
         return f"IntakeError(code={self.code!r}, status={self.status}, message={self.message!r})"

@@ -10,10 +10,9 @@ from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from patients.intake import IntakeError
+from core.errors import ApplicationError, error_body
 
 from ..access import record_object_not_found
-from ..services import ServiceError
 
 _CODES = {
     exceptions.ValidationError: "validation_error",
@@ -29,12 +28,8 @@ _CODES = {
 }
 
 
-def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message, "details": details}}
-
-
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    if isinstance(exc, (ServiceError, IntakeError)):
+    if isinstance(exc, ApplicationError):  # clinics.services.ServiceError, patients.intake.IntakeError...
         return Response(error_body(exc.code, exc.message), status=exc.status)
     if isinstance(exc, (Http404, exceptions.NotFound)) and "request" in context:
         record_object_not_found(context["request"])

@@ -534,8 +534,10 @@ def test_module_does_not_import_django():
         elif isinstance(node, ast.ImportFrom) and node.module:
             modules.add(node.module.split(".")[0])
     assert "django" not in modules and "rest_framework" not in modules
+    # core: the plain-Python bottom layer (IntakeError derives from core.errors.ApplicationError); tests/core
+    # checks that it imports no Django.
     assert modules <= {"__future__", "contextlib", "io", "re", "unicodedata", "warnings", "collections", "dataclasses",
-                       "typing", "numpy", "pillow_heif", "pydicom", "PIL"}  # fmt: skip
+                       "typing", "numpy", "pillow_heif", "pydicom", "PIL", "core"}  # fmt: skip
 
 
 def test_intake_error_shape():
