@@ -3,11 +3,17 @@
 Invariant: the clinic of a request comes only from the authenticated identity (a membership of the
 logged-in user, the clinic of a user token, or the clinic of an API key). ``enter`` activates that
 clinic's scope for the rest of the request.
+
+Route guards: an app above clinics that closes some routes beyond the role check (``patients``: restricted
+records) registers a guard with ``route_guard_register`` in its ``AppConfig.ready()``. The HTML base view and
+the API permission class ask ``route_refusal`` after the role check, on every request that passed it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from . import audit, context
 from .models import ApiKey, AuditOutcome, Clinic, Membership, User
@@ -54,6 +60,38 @@ def enter(access: Access) -> None:
     """Activate the clinic scope and the audit actor for the rest of this request or task."""
     activate_clinic(access.clinic.id)
     context.actor_var.set(access.actor)
+
+
+@dataclass(frozen=True)
+class RouteRefusal:
+    """A guard's refusal of a request that passed the role check: 403 with ``template`` (and ``context``) in
+    the HTML, 403 with ``code`` and ``message`` in the API's error shape."""
+
+    code: str
+    message: str
+    template: str
+    context: Mapping[str, Any] = field(default_factory=dict)
+
+
+RouteGuard = Callable[[Access, str, str, Mapping[str, Any]], RouteRefusal | None]
+_route_guards: list[RouteGuard] = []
+
+
+def route_guard_register(guard: RouteGuard) -> None:
+    """Add a guard ``(access, view_name, method, url_kwargs) -> RouteRefusal | None``; called from the
+    ``AppConfig.ready()`` of the app that owns the rule (registering the same guard twice adds it once)."""
+    if guard not in _route_guards:
+        _route_guards.append(guard)
+
+
+def route_refusal(access: Access, view_name: str, method: str, kwargs: Mapping[str, Any]) -> RouteRefusal | None:
+    """The first refusal of the registered guards, in registration order, or None when every guard lets the
+    request through. A guard records its own audit events."""
+    for guard in _route_guards:
+        refusal = guard(access, view_name, method, kwargs)
+        if refusal is not None:
+            return refusal
+    return None
 
 
 def record_denial(access: Access | None, *, view_name: str, method: str, reason: str, object_id: object = None) -> None:

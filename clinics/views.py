@@ -17,14 +17,12 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme, urlsafe_base64_decode
 
-from patients.models import Patient
-
 from . import audit, mfa, ratelimit
 from .access import SESSION_CLINIC_KEY, access_for_user
 from .exports import EXPORT_FORMATS, audit_export_response, record_audit_trail_read
 from .forms import ApiKeyForm, AuditFilterForm, LoginForm, MemberAddForm, MemberUpdateForm
 from .middleware import client_ip
-from .models import ApiKey, AuditEvent, AuditOutcome, Membership, TotpDevice, User
+from .models import ApiKey, AuditOutcome, Membership, TotpDevice, User
 from .selectors import audit_events
 from .services import (
     ServiceError,
@@ -237,8 +235,8 @@ class HomeView(ClinicView):
             request,
             "clinics/home.html",
             {
-                "patient_count": Patient.objects.count(),
                 "members_by_role": {row["role"]: row["n"] for row in members},
+                **self.registered_context(request),  # the patient count (patients.pages)
             },
         )
 
@@ -482,20 +480,6 @@ def _audit_filters(request: HttpRequest) -> tuple[AuditFilterForm, dict[str, Any
     return form, filters
 
 
-def _recent_break_glass() -> list[Any]:
-    from patients.models import BreakGlassGrant
-
-    grants = list(BreakGlassGrant.objects.select_related("user").order_by("-created_at")[:50])
-    uses = dict(
-        AuditEvent.objects.filter(action="breakglass.use", details__grant__in=[str(g.pk) for g in grants])
-        .values_list("details__grant")
-        .annotate(n=Count("id"))
-    )
-    for grant in grants:
-        grant.uses = uses.get(str(grant.pk), 0)
-    return grants
-
-
 class AuditView(ClinicView):
     def get(self, request: HttpRequest) -> HttpResponse:
         form, filters = _audit_filters(request)
@@ -515,7 +499,7 @@ class AuditView(ClinicView):
                 "query": query.urlencode(),
                 "formats": EXPORT_FORMATS,
                 "outcomes": AuditOutcome,
-                "grants": _recent_break_glass(),
+                **self.registered_context(request),  # emergency-access grants (patients.pages)
             },
         )
 

@@ -1,8 +1,14 @@
 """Base class of every HTML view: resolves the member's clinic, enters its scope, checks the
-permission map. ``dispatch`` is sealed so no subclass can skip it."""
+permission map and the registered route guards (``clinics.access``). ``dispatch`` is sealed so no
+subclass can skip it.
+
+Apps above clinics add to clinics' pages (the patient count on the home page, emergency-access grants on the
+audit page) by registering a context provider for the page's URL name with ``page_context_register`` in their
+``AppConfig.ready()``; the page's view merges ``registered_context``."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlencode
 
@@ -16,11 +22,22 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views import View
 
 from . import ratelimit
-from .access import SESSION_CLINIC_KEY, Access, access_for_user, enter, record_denial
+from .access import SESSION_CLINIC_KEY, Access, access_for_user, enter, record_denial, route_refusal
 from .mfa import MFA_REQUIRED_ROLES
 from .middleware import client_ip
 from .permissions import PUBLIC, ROUTE_PERMISSIONS, needs_reauth, route_permission
 from .sessions import MFA_METHOD, reauthenticated_recently
+
+PageContext = Callable[[HttpRequest], Mapping[str, Any]]
+_page_contexts: dict[str, list[PageContext]] = {}
+
+
+def page_context_register(view_name: str, provider: PageContext) -> None:
+    """Add ``provider(request) -> context`` to the template context of the page named ``view_name`` (a URL
+    name such as ``"clinics:home"``); registering the same provider twice adds it once."""
+    providers = _page_contexts.setdefault(view_name, [])
+    if provider not in providers:
+        providers.append(provider)
 
 
 class ClinicView(View):
@@ -58,11 +75,9 @@ class ClinicView(View):
             if not access.can(permission):
                 record_denial(access, view_name=view_name, method=method, reason=permission)
                 return render(request, "403.html", {"permission": permission}, status=403)
-            from patients.restricted import RESTRICTED, patient_route_decision
-
-            decision, patient_id = patient_route_decision(access, view_name, method, kwargs)
-            if decision == RESTRICTED:
-                return render(request, "patients/restricted.html", {"patient_id": patient_id}, status=403)
+            refusal = route_refusal(access, view_name, method, kwargs)
+            if refusal is not None:
+                return render(request, refusal.template, dict(refusal.context), status=403)
         limit = ratelimit.limit_for(view_name, method)
         if limit is not None:
             retry_after = ratelimit.hit(limit, self.access, client_ip(request))
@@ -76,3 +91,11 @@ class ClinicView(View):
                 back = ""
             return redirect(f"{reverse('clinics:reauth')}?{urlencode({'next': back})}")
         return super().dispatch(request, *args, **kwargs)
+
+    def registered_context(self, request: HttpRequest) -> dict[str, Any]:
+        """What the providers registered for this page add to its template context (inside the clinic scope)."""
+        view_name = request.resolver_match.view_name if request.resolver_match else ""
+        data: dict[str, Any] = {}
+        for provider in _page_contexts.get(view_name, []):
+            data.update(provider(request))
+        return data

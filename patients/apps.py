@@ -7,6 +7,17 @@ class PatientsConfig(AppConfig):
 
     def ready(self) -> None:
         checks.register(check_key_provider, checks.Tags.security)
+        # Imported here: these modules import models, which exist only once the app registry is ready.
+        from clinics.access import route_guard_register
+        from clinics.views_base import page_context_register
+
+        from . import pages
+        from .restricted import restricted_route_guard
+
+        # clinics closes restricted records' routes and shows patient figures through these hooks.
+        route_guard_register(restricted_route_guard)
+        page_context_register("clinics:home", pages.home_context)
+        page_context_register("clinics:audit", pages.audit_context)
 
 
 def check_key_provider(app_configs: object = None, **kwargs: object) -> list[checks.CheckMessage]:

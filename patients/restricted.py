@@ -2,9 +2,10 @@
 
 Invariants:
 - Every route that shows or changes one patient's clinical data is listed in ``PATIENT_ROUTES`` with
-  how to find its patient; the HTML base view and the API permission class both call
-  ``patient_route_decision`` after the role check, so a restricted record is closed on every such
-  route unless the member's role holds ``patient.view_restricted`` or the member holds an active grant.
+  how to find its patient; ``restricted_route_guard`` (registered with ``clinics.access`` in
+  ``PatientsConfig.ready()``) is asked by the HTML base view and the API permission class after the role
+  check, so a restricted record is closed on every such route unless the member's role holds
+  ``patient.view_restricted`` or the member holds an active grant.
 - A grant needs a reason, lasts ``BREAK_GLASS_MINUTES`` and is never extended; opening it writes
   ``breakglass.open`` and e-mails every active clinic admin (no patient name in the message); each
   request made under it writes ``breakglass.use``. Clinic API keys cannot open restricted records.
@@ -13,16 +14,19 @@ Invariants:
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.core.mail import send_mail
 from django.db import transaction
+from django.db.models import Count
 from django.utils import timezone
 
 from clinics import audit
-from clinics.models import Membership, Role
+from clinics.access import RouteRefusal
+from clinics.models import AuditEvent, Membership, Role
 from clinics.services import ServiceError
 
 from .models import BreakGlassGrant, Patient
@@ -51,6 +55,10 @@ PATIENT_ROUTES: dict[str, tuple[str, str]] = {
 }
 
 OPEN, RESTRICTED = "open", "restricted"
+RESTRICTED_MESSAGE = (
+    "This patient's record is restricted to dentists and clinic admins. In an emergency, open "
+    "time-limited access with a reason: POST /api/v1/patients/{id}/break-glass/."
+)
 
 
 def _patient_id(view_name: str, kwargs: dict[str, Any]) -> uuid.UUID | None:
@@ -109,6 +117,35 @@ def patient_route_decision(access: Any, view_name: str, method: str, kwargs: dic
         details={"grant": str(grant.pk), "route": view_name, "method": method},
     )
     return OPEN, None
+
+
+def restricted_route_guard(
+    access: Any, view_name: str, method: str, kwargs: Mapping[str, Any]
+) -> RouteRefusal | None:
+    """The route guard of ``clinics.access``: refuses a restricted record's routes (HTML page
+    ``patients/restricted.html``, API code ``restricted_patient``)."""
+    decision, patient_id = patient_route_decision(access, view_name, method, kwargs)
+    if decision != RESTRICTED:
+        return None
+    return RouteRefusal(
+        code="restricted_patient",
+        message=RESTRICTED_MESSAGE,
+        template="patients/restricted.html",
+        context={"patient_id": patient_id},
+    )
+
+
+def break_glass_grants_recent(limit: int = 50) -> list[BreakGlassGrant]:
+    """The clinic's newest grants, each with ``uses``: the number of requests made under it."""
+    grants = list(BreakGlassGrant.objects.select_related("user").order_by("-created_at")[:limit])
+    uses = dict(
+        AuditEvent.objects.filter(action="breakglass.use", details__grant__in=[str(g.pk) for g in grants])
+        .values_list("details__grant")
+        .annotate(n=Count("id"))
+    )
+    for grant in grants:
+        grant.uses = uses.get(str(grant.pk), 0)
+    return grants
 
 
 @transaction.atomic

@@ -13,6 +13,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 from core.errors import ApplicationError, error_body
 
 from ..access import record_object_not_found
+from .permissions import RouteRefused
 
 _CODES = {
     exceptions.ValidationError: "validation_error",
@@ -42,8 +43,10 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         return None
     assert isinstance(exc, exceptions.APIException)
     code = next((c for cls, c in _CODES.items() if isinstance(exc, cls)), "error")
-    if exc.default_code in ("mfa_required", "reauthentication_required", "restricted_patient", "unknown_parameter"):
+    if exc.default_code in ("mfa_required", "reauthentication_required", "unknown_parameter"):
         code = exc.default_code
+    elif isinstance(exc, RouteRefused):
+        code = exc.refusal.code
     if isinstance(exc, exceptions.ValidationError):
         message, details = "The request is not valid.", exc.detail
     else:

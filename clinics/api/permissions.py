@@ -9,7 +9,7 @@ from rest_framework import exceptions, permissions, throttling
 from rest_framework.request import Request
 
 from .. import ratelimit
-from ..access import record_denial
+from ..access import RouteRefusal, record_denial, route_refusal
 from ..mfa import MFA_REQUIRED_ROLES
 from ..middleware import client_ip
 from ..models import UserToken
@@ -51,11 +51,9 @@ class RoutePermission(permissions.BasePermission):
         if access.role in MFA_REQUIRED_ROLES and not _second_factor_done(request):
             record_denial(access, view_name=view_name, method=request.method or "", reason="mfa_required")
             raise MfaRequired()
-        from patients.restricted import RESTRICTED, patient_route_decision
-
-        decision, _ = patient_route_decision(access, view_name, request.method or "GET", getattr(view, "kwargs", {}))
-        if decision == RESTRICTED:
-            raise RestrictedPatient()
+        refusal = route_refusal(access, view_name, request.method or "GET", getattr(view, "kwargs", {}))
+        if refusal is not None:
+            raise RouteRefused(refusal)
         if needs_reauth(view_name, request.method or "GET") and not _recently_authenticated(request):
             record_denial(access, view_name=view_name, method=request.method or "", reason="reauthentication")
             raise ReauthenticationRequired()
@@ -77,12 +75,12 @@ class MfaRequired(exceptions.PermissionDenied):
     default_code = "mfa_required"
 
 
-class RestrictedPatient(exceptions.PermissionDenied):
-    default_detail = (
-        "This patient's record is restricted to dentists and clinic admins. In an emergency, open "
-        "time-limited access with a reason: POST /api/v1/patients/{id}/break-glass/."
-    )
-    default_code = "restricted_patient"
+class RouteRefused(exceptions.PermissionDenied):
+    """A registered route guard refused the request (``clinics.access.route_refusal``): 403 with its code."""
+
+    def __init__(self, refusal: RouteRefusal) -> None:
+        super().__init__(detail=refusal.message, code=refusal.code)
+        self.refusal = refusal
 
 
 class ReauthenticationRequired(exceptions.PermissionDenied):
