@@ -4,11 +4,14 @@ import uuid
 from typing import Any
 
 from django.contrib.auth.base_user import AbstractBaseUser, BaseUserManager
+from django.contrib.auth.hashers import check_password
 from django.contrib.auth.models import PermissionsMixin
 from django.db import models
 from django.db.models.functions import Lower
 from django.utils import timezone
+from django.utils.crypto import salted_hmac
 
+from .signals import password_replaced
 from .tenancy import ClinicScopedManager, ClinicScopedModel, UnscopedManager
 
 
@@ -74,23 +77,18 @@ class User(AbstractBaseUser, PermissionsMixin):
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         # A new password (however it was set: admin, changepassword, a reset) ends every session and API
-        # token; the same password hashed again (a hasher upgrade at login) is no change.
+        # token (``clinics.sessions`` receives ``password_replaced``); the same password hashed again (a hasher
+        # upgrade at login) is no change.
         replaced = self._password is not None and not self._state.adding and self._password_replaced(self._password)
         super().save(*args, **kwargs)
         if replaced:
-            from .sessions import sessions_end_all
-
-            sessions_end_all(self, reason="password_changed")
+            password_replaced.send(sender=type(self), user=self)
 
     def _password_replaced(self, raw: str) -> bool:
-        from django.contrib.auth.hashers import check_password
-
         stored = User.objects.filter(pk=self.pk).values_list("password", flat=True).first()
         return stored is not None and not check_password(raw, stored)
 
     def get_session_auth_hash(self) -> str:
-        from django.utils.crypto import salted_hmac
-
         return salted_hmac(
             "clinics.User.get_session_auth_hash", f"{self.password}:{self.security_stamp}", algorithm="sha256"
         ).hexdigest()

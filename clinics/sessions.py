@@ -55,6 +55,11 @@ def mark_reauthenticated(request: HttpRequest) -> None:
     request.session[REAUTH_AT] = time.time()
 
 
+def sessions_end_on_password_replaced(sender: type[User], *, user: User, **kwargs: object) -> None:
+    """Receiver of ``clinics.signals.password_replaced``: a new password ends every session and token."""
+    sessions_end_all(user, reason="password_changed")
+
+
 def sessions_end_all(user: User, *, reason: str, clinic_id: object = None) -> int:
     """End every browser session and revoke every API token of ``user``; returns tokens revoked."""
     stamp = uuid.uuid4()

@@ -5,12 +5,15 @@ from __future__ import annotations
 import base64
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
 from core import crypto
 from core.key_providers import StaticKeyProvider, key_provider, reset_key_provider
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_a_ciphertext_decrypts_only_with_its_key_and_associated_data() -> None:
@@ -39,7 +42,7 @@ def test_blind_index_is_keyed_and_normalised() -> None:
 def test_plain_core_modules_import_no_django(module: str) -> None:
     """analysis.ml and patients.intake import these, and must stay free of Django."""
     code = f"import sys, {module}; sys.exit(1 if any(m.split('.')[0] == 'django' for m in sys.modules) else 0)"
-    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=False).returncode == 0
 
 
 def test_static_provider_wraps_with_the_current_key_and_names_unknown_ones() -> None:
