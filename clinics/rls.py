@@ -4,8 +4,8 @@ Invariants:
 - Every clinic-owned table (``RLS_TABLES``) has RLS enabled and forced, with one policy that lets a
   row through only when its ``clinic_id`` equals the connection's ``app.clinic_id``, or while the
   explicit cross-clinic escape hatch is open (``app.rls_bypass = 'on'``).
-- The connection settings follow the application's scope: before every SQL statement,
-  ``rls_execute_wrapper`` brings ``app.clinic_id`` in line with ``clinics.tenancy``'s current clinic
+- The connection settings follow the application's scope: before every SQL statement, the database
+  backend ``clinics.dbbackend`` brings ``app.clinic_id`` in line with ``clinics.tenancy``'s current clinic
   (empty when none) and ``app.rls_bypass`` in line with ``rls_bypass()``. A query with no clinic in
   scope therefore sees no clinic rows, even if the ORM filter were forgotten.
 - ``rls_bypass()`` is opened only by the ``unscoped`` managers (authentication lookups, the audit
@@ -19,13 +19,8 @@ SQLite (the embedded default) has no RLS: the ORM scoping of ``clinics.tenancy``
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
-
-from psycopg.pq import TransactionStatus
-
-INERROR = TransactionStatus.INERROR
 
 # Clinic-owned tables. UserToken is not here: it is looked up by its secret before any clinic is known,
 # like a session row, and carries no patient data.
@@ -66,25 +61,9 @@ def rls_bypass() -> Iterator[None]:
         _bypass.reset(token)
 
 
-def desired_state() -> tuple[str, str]:
-    from .tenancy import current_clinic_id
-
-    clinic_id = current_clinic_id()
-    return (str(clinic_id) if clinic_id else "", "on" if _bypass.get() else "off")
-
-
-def rls_execute_wrapper(execute: Callable[..., Any], sql: str, params: Any, many: bool, context: dict) -> Any:
-    connection = context["connection"]
-    state = desired_state()
-    raw = connection.connection
-    # In an aborted transaction only ROLLBACK (TO SAVEPOINT) can run; the state is re-set after it.
-    if getattr(connection, "rls_state", None) != state and raw.info.transaction_status != INERROR:
-        # On the raw connection, not this cursor: it may be a server-side (named) cursor.
-        raw.execute(
-            "SELECT set_config('app.clinic_id', %s, false), set_config('app.rls_bypass', %s, false)", list(state)
-        )
-        connection.rls_state = state
-    return execute(sql, params, many, context)
+def rls_bypass_open() -> bool:
+    """Whether the current statement runs inside ``rls_bypass()``."""
+    return _bypass.get() > 0
 
 
 def enable_sql(table: str) -> list[str]:

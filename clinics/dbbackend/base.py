@@ -1,11 +1,39 @@
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
 from django.db.backends.postgresql import base
+from psycopg.pq import TransactionStatus
 
-from ..rls import rls_execute_wrapper
+from ..rls import rls_bypass_open
+
+INERROR = TransactionStatus.INERROR
+
+
+def desired_state() -> tuple[str, str]:
+    """``(app.clinic_id, app.rls_bypass)`` as the application's scope wants them now."""
+    # Imported here, not at the top: Django loads this backend while model classes are being defined, and
+    # clinics.tenancy defines ClinicScopedModel, so a top-level import would re-enter the loading models.
+    from ..tenancy import current_clinic_id
+
+    clinic_id = current_clinic_id()
+    return (str(clinic_id) if clinic_id else "", "on" if rls_bypass_open() else "off")
+
+
+def rls_execute_wrapper(execute: Callable[..., Any], sql: str, params: Any, many: bool, context: dict) -> Any:
+    connection = context["connection"]
+    state = desired_state()
+    raw = connection.connection
+    # In an aborted transaction only ROLLBACK (TO SAVEPOINT) can run; the state is re-set after it.
+    if getattr(connection, "rls_state", None) != state and raw.info.transaction_status != INERROR:
+        # On the raw connection, not this cursor: it may be a server-side (named) cursor.
+        raw.execute(
+            "SELECT set_config('app.clinic_id', %s, false), set_config('app.rls_bypass', %s, false)", list(state)
+        )
+        connection.rls_state = state
+    return execute(sql, params, many, context)
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
