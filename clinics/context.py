@@ -10,7 +10,7 @@ import contextvars
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # type hints only: the context is read by every layer and needs no model at run time
     from .models import ApiKey, User
 
 

@@ -15,15 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import time
-from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.core.cache import cache
 
+from .access import Access
 from .models import normalize_email
-
-if TYPE_CHECKING:
-    from .access import Access
 
 # URL name -> {method: limit name}; limits are in settings.RATE_LIMITS as "count/seconds".
 ROUTE_LIMITS: dict[str, dict[str, str]] = {

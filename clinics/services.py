@@ -11,6 +11,7 @@ from functools import partial
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth.forms import PasswordResetForm
 from django.contrib.auth.password_validation import validate_password
 from django.db import transaction
 from django.utils import timezone
@@ -18,10 +19,12 @@ from django.utils.text import slugify
 
 from core.errors import ApplicationError
 
-from . import audit, context
+from . import audit, context, mfa
 from .models import ApiKey, AuditChainHead, AuditOutcome, Clinic, Membership, Role, User, UserToken, normalize_email
 from .permissions import API_KEY_DEFAULT_SCOPES, API_KEY_GRANTABLE
 from .selectors import memberships_of
+from .sessions import sessions_end_all
+from .tasks import password_reset_mail_task
 from .tenancy import require_clinic_id
 
 API_KEY_PREFIX = "dsk"
@@ -116,8 +119,6 @@ def member_update(*, membership: Membership, role: str | None = None, is_active:
     membership.save(update_fields=["role", "is_active"])
     if not membership.is_active and before["is_active"]:
         # Removing access ends every session and API token the person holds, at once.
-        from .sessions import sessions_end_all
-
         sessions_end_all(membership.user, reason="membership_deactivated", clinic_id=membership.clinic_id)
     audit.record(
         action="member.update",
@@ -132,11 +133,6 @@ def member_update(*, membership: Membership, role: str | None = None, is_active:
 def password_reset_request(*, email: str, domain: str, use_https: bool) -> None:
     """Audit the request (anonymous: whoever typed the address) and send the link from a worker after commit,
     for each active account with that address; nothing for an unknown one."""
-    from django.contrib.auth.forms import PasswordResetForm
-
-    from . import mfa
-    from .tasks import password_reset_mail_task
-
     for user in PasswordResetForm().get_users(email):
         audit.record(
             action="auth.password.reset_requested",
@@ -167,8 +163,6 @@ def password_set(*, user: User, password: str, action: str, clinic_id: object) -
 @transaction.atomic
 def recovery_codes_renew(*, user: User, clinic_id: object) -> list[str]:
     """New recovery codes (the old ones stop working), audited; returned once for display."""
-    from . import mfa
-
     codes = mfa.recovery_codes_regenerate(user)
     audit.record(
         action="auth.mfa.recovery_codes",
@@ -186,9 +180,6 @@ def member_mfa_reset(*, membership: Membership, by: User | None) -> None:
     person ends; their next log-in sets up a new authenticator where their role needs one. Refused for one's
     own (use a recovery code, or ask another admin) and for people who belong, or belonged, to another clinic
     (which may reactivate them): one clinic alone must not lower the protection of another clinic's account."""
-    from . import mfa
-    from .sessions import sessions_end_all
-
     user = membership.user
     if by is not None and by.pk == user.pk:
         raise ServiceError("own_second_factor", "Another clinic admin must reset your second factor.", status=409)

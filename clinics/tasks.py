@@ -1,10 +1,15 @@
 from __future__ import annotations
 
 from celery import shared_task
+from django.conf import settings
+from django.contrib.auth.forms import PasswordResetForm
+from django.contrib.auth.tokens import default_token_generator
+from django.utils.encoding import force_bytes
+from django.utils.http import urlsafe_base64_encode
 
 from . import audit, context
-from .audit_checkpoints import checkpoints_load
-from .models import AuditOutcome
+from .audit_checkpoints import checkpoint_write, checkpoints_load
+from .models import AuditOutcome, User
 from .tenancy import clinic_scope
 
 
@@ -29,14 +34,6 @@ def audit_chain_verify_task(clinic_id: str) -> dict[str, object]:
 @shared_task(name="clinics.password_reset_mail", soft_time_limit=60, time_limit=90)
 def password_reset_mail_task(user_id: str, domain: str, use_https: bool) -> bool:
     """Email a single-use link to choose a new password (ids only in the message; the token is made here)."""
-    from django.conf import settings
-    from django.contrib.auth.forms import PasswordResetForm
-    from django.contrib.auth.tokens import default_token_generator
-    from django.utils.encoding import force_bytes
-    from django.utils.http import urlsafe_base64_encode
-
-    from .models import User
-
     user = User.objects.filter(pk=user_id, is_active=True).first()
     if user is None:
         return False
@@ -60,8 +57,6 @@ def password_reset_mail_task(user_id: str, domain: str, use_https: bool) -> bool
 @shared_task(name="clinics.audit_checkpoint", soft_time_limit=300, time_limit=360)
 def audit_checkpoint_task() -> dict[str, object]:
     """Seal every chain head outside the database (celery beat, ``AUDIT_CHECKPOINT_EVERY_SECONDS``)."""
-    from .audit_checkpoints import checkpoint_write
-
     context.actor_var.set(context.Actor(system="audit_checkpoint"))
     name, chains = checkpoint_write()
     return {"file": name, "chains": chains}
