@@ -1,3 +1,5 @@
+"""Log-in (password, then the second factor), re-authentication, log-out and the emailed password reset."""
+
 from __future__ import annotations
 
 import time
@@ -6,36 +8,20 @@ from typing import Any
 import segno
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth import authenticate, logout, update_session_auth_hash
-from django.contrib.auth.forms import PasswordChangeForm, PasswordResetForm, SetPasswordForm
+from django.contrib.auth import authenticate, logout
+from django.contrib.auth.forms import PasswordResetForm, SetPasswordForm
 from django.contrib.auth.tokens import default_token_generator
 from django.core.exceptions import ValidationError
-from django.core.paginator import Paginator
-from django.db.models import Count, Exists, OuterRef
-from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
-from django.shortcuts import get_object_or_404, redirect, render
-from django.urls import reverse
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme, urlsafe_base64_decode
 
 from . import audit, mfa, ratelimit
-from .access import SESSION_CLINIC_KEY, access_for_user
-from .exports import EXPORT_FORMATS, audit_export_response, record_audit_trail_read
-from .forms import ApiKeyForm, AuditFilterForm, LoginForm, MemberAddForm, MemberUpdateForm
+from .access import access_for_user
+from .forms import LoginForm
 from .middleware import client_ip
-from .models import ApiKey, AuditOutcome, Membership, TotpDevice, User
-from .selectors import audit_events
-from .services import (
-    ServiceError,
-    api_key_create,
-    api_key_revoke,
-    login_failed_record,
-    member_add,
-    member_mfa_reset,
-    member_update,
-    password_reset_request,
-    password_set,
-    recovery_codes_renew,
-)
+from .models import AuditOutcome, User
+from .services import login_failed_record, password_reset_request, password_set
 from .sessions import complete_login, mark_reauthenticated, sessions_end_all
 from .views_base import ClinicView
 
@@ -218,156 +204,6 @@ class LogoutView(ClinicView):
         return redirect("clinics:login")
 
 
-class SwitchClinicView(ClinicView):
-    def post(self, request: HttpRequest) -> HttpResponse:
-        target = access_for_user(request.user, request.POST.get("clinic", ""))
-        if target is None or str(target.clinic.id) != request.POST.get("clinic"):
-            return HttpResponseBadRequest("Not a clinic you belong to.")
-        request.session[SESSION_CLINIC_KEY] = str(target.clinic.id)
-        audit.record(action="auth.clinic.switch", clinic_id=target.clinic.id, actor=target.actor)
-        return redirect("clinics:home")
-
-
-class HomeView(ClinicView):
-    def get(self, request: HttpRequest) -> HttpResponse:
-        members = Membership.objects.filter(is_active=True).values("role").annotate(n=Count("id"))
-        return render(
-            request,
-            "clinics/home.html",
-            {
-                "members_by_role": {row["role"]: row["n"] for row in members},
-                **self.registered_context(request),  # the patient count (patients.pages)
-            },
-        )
-
-
-class MembersView(ClinicView):
-    def _render(self, request: HttpRequest, form: MemberAddForm, status: int = 200) -> HttpResponse:
-        authenticator = TotpDevice.objects.filter(user=OuterRef("user"), confirmed_at__isnull=False)
-        memberships = (
-            Membership.objects.select_related("user")
-            .annotate(has_authenticator=Exists(authenticator))
-            .order_by("-is_active", "user__email")
-        )
-        return render(request, "clinics/members.html", {"form": form, "memberships": memberships}, status=status)
-
-    def get(self, request: HttpRequest) -> HttpResponse:
-        return self._render(request, MemberAddForm())
-
-    def post(self, request: HttpRequest) -> HttpResponse:
-        form = MemberAddForm(request.POST)
-        if form.is_valid():
-            try:
-                member_add(**form.cleaned_data)
-            except ServiceError as exc:
-                form.add_error(None, exc.message)
-            except ValidationError as exc:  # the password validators
-                form.add_error("password", exc)
-            else:
-                messages.success(request, f"{form.cleaned_data['email']} added as {form.cleaned_data['role']}.")
-                return redirect("clinics:members")
-        return self._render(request, form, status=400)
-
-
-class MemberUpdateView(ClinicView):
-    def post(self, request: HttpRequest, pk: str) -> HttpResponse:
-        membership = get_object_or_404(Membership.objects, pk=pk)
-        form = MemberUpdateForm(request.POST)
-        if not form.is_valid():
-            return HttpResponseBadRequest("Invalid change.")
-        try:
-            member_update(
-                membership=membership, role=form.cleaned_data["role"] or None, is_active=form.cleaned_data["is_active"]
-            )
-        except ServiceError as exc:
-            messages.error(request, exc.message)
-        else:
-            messages.success(request, f"{membership.user.email} updated.")
-        return redirect("clinics:members")
-
-
-class MemberMfaResetView(ClinicView):
-    def post(self, request: HttpRequest, pk: str) -> HttpResponse:
-        membership = get_object_or_404(Membership.objects.select_related("user"), pk=pk)
-        try:
-            member_mfa_reset(membership=membership, by=request.user)
-        except ServiceError as exc:
-            messages.error(request, exc.message)
-        else:
-            messages.success(
-                request,
-                f"Second factor of {membership.user.email} removed and their sessions ended: they set up a new "
-                "authenticator at their next log-in.",
-            )
-        return redirect("clinics:members")
-
-
-def _account_page(request: HttpRequest, form: PasswordChangeForm, status: int = 200, error: str = "") -> HttpResponse:
-    user = request.user
-    data = {
-        "form": form,
-        "error": error,
-        "enrolled": mfa.has_mfa(user),
-        "mfa_required": mfa.mfa_required(user),
-        "codes_left": mfa.recovery_codes_left(user),
-    }
-    return render(request, "clinics/account.html", data, status=status)
-
-
-class AccountView(ClinicView):
-    """The person's own account: password and second factor."""
-
-    def get(self, request: HttpRequest) -> HttpResponse:
-        return _account_page(request, PasswordChangeForm(request.user))
-
-
-class PasswordChangeView(ClinicView):
-    """The current password is guessed here as at log-in, so the same lockout of the (email, IP) pair applies.
-    A changed password is not a re-authentication: no second factor was asked for."""
-
-    def post(self, request: HttpRequest) -> HttpResponse:
-        user, ip = request.user, client_ip(request)
-        form = PasswordChangeForm(user, request.POST)
-        locked = ratelimit.locked_for(user.email, ip)
-        if locked:
-            response = _account_page(request, PasswordChangeForm(user), status=429, error="Too many failed attempts.")
-            response["Retry-After"] = str(locked)
-            return response
-        if not form.is_valid():
-            if "old_password" in form.errors:
-                audit.record(
-                    action="auth.password.change",
-                    clinic_id=self.access.clinic.id,
-                    outcome=AuditOutcome.DENIED,
-                    object_type="user",
-                    object_id=user.pk,
-                    details={"reason": "wrong_current_password"},
-                )
-                ratelimit.failure(user.email, ip)
-            return _account_page(request, form, status=400)
-        ratelimit.success(user.email, ip)
-        password_set(
-            user=user,
-            password=form.cleaned_data["new_password1"],
-            action="auth.password.change",
-            clinic_id=self.access.clinic.id,
-        )  # every session and API token of the person ends...
-        update_session_auth_hash(request, user)  # ...except this session, which goes on (with a new key)
-        messages.success(request, "Password changed. You were logged out everywhere else.")
-        return redirect("clinics:account")
-
-
-class RecoveryCodesView(ClinicView):
-    """New recovery codes (the old ones stop working), shown once."""
-
-    def post(self, request: HttpRequest) -> HttpResponse:
-        if not mfa.has_mfa(request.user):
-            messages.error(request, "You have no authenticator, so there are no recovery codes to renew.")
-            return redirect("clinics:account")
-        codes = recovery_codes_renew(user=request.user, clinic_id=self.access.clinic.id)
-        return render(request, "clinics/recovery_codes.html", {"codes": codes, "next": reverse("clinics:account")})
-
-
 class PasswordResetView(ClinicView):
     """ "Forgot your password?": a link valid for PASSWORD_RESET_TIMEOUT goes to the address, if it belongs to an
     active account. The answer is the same either way, so the page does not tell who has an account. The
@@ -440,79 +276,3 @@ class PasswordResetConfirmView(ClinicView):
         request.session.pop(RESET_TOKEN_SESSION_KEY, None)
         messages.success(request, "Your password was changed. Log in with it.")
         return redirect("clinics:login")
-
-
-class ApiKeysView(ClinicView):
-    def _render(self, request: HttpRequest, form: ApiKeyForm, **extra: Any) -> HttpResponse:
-        keys = ApiKey.objects.order_by("revoked_at", "-created_at")
-        return render(request, "clinics/api_keys.html", {"form": form, "keys": keys, **extra})
-
-    def get(self, request: HttpRequest) -> HttpResponse:
-        return self._render(request, ApiKeyForm())
-
-    def post(self, request: HttpRequest) -> HttpResponse:
-        form = ApiKeyForm(request.POST)
-        if form.is_valid():
-            key, secret = api_key_create(
-                name=form.cleaned_data["name"],
-                scopes=form.cleaned_data["scopes"],
-                created_by=request.user,
-                expires_in_days=form.cleaned_data["expires_in_days"],
-            )
-            # Shown once on this response, never stored in clear or put in the session.
-            response = self._render(request, ApiKeyForm(), new_key=key, new_secret=secret)
-            response["Cache-Control"] = "no-store"
-            return response
-        return self._render(request, form)
-
-
-class ApiKeyRevokeView(ClinicView):
-    def post(self, request: HttpRequest, pk: str) -> HttpResponse:
-        key = get_object_or_404(ApiKey.objects, pk=pk)
-        api_key_revoke(key=key)
-        messages.success(request, f"API key {key.name} revoked.")
-        return redirect("clinics:api-keys")
-
-
-def _audit_filters(request: HttpRequest) -> tuple[AuditFilterForm, dict[str, Any]]:
-    form = AuditFilterForm(request.GET or None)
-    filters = {k: v for k, v in form.cleaned_data.items() if v} if form.is_valid() else {}
-    return form, filters
-
-
-class AuditView(ClinicView):
-    def get(self, request: HttpRequest) -> HttpResponse:
-        form, filters = _audit_filters(request)
-        page = Paginator(audit_events(**filters), 50).get_page(request.GET.get("page"))
-        page.object_list = list(page.object_list)  # read before this read is itself recorded
-        record_audit_trail_read(
-            clinic_id=self.access.clinic.id, filters=filters, page=page.number, shown=len(page.object_list)
-        )
-        query = request.GET.copy()
-        query.pop("page", None)
-        return render(
-            request,
-            "clinics/audit.html",
-            {
-                "form": form,
-                "page": page,
-                "query": query.urlencode(),
-                "formats": EXPORT_FORMATS,
-                "outcomes": AuditOutcome,
-                **self.registered_context(request),  # emergency-access grants (patients.pages)
-            },
-        )
-
-
-class AuditExportView(ClinicView):
-    def get(self, request: HttpRequest) -> HttpResponse:
-        fmt = request.GET.get("format", "csv")
-        if fmt not in EXPORT_FORMATS:
-            return HttpResponseBadRequest("Unknown export format.")
-        form, filters = _audit_filters(request)
-        return audit_export_response(
-            events=audit_events(**filters),
-            fmt=fmt,
-            clinic_id=self.access.clinic.id,
-            filters=filters,
-        )
