@@ -119,9 +119,7 @@ def patient_route_decision(access: Any, view_name: str, method: str, kwargs: dic
     return OPEN, None
 
 
-def restricted_route_guard(
-    access: Any, view_name: str, method: str, kwargs: Mapping[str, Any]
-) -> RouteRefusal | None:
+def restricted_route_guard(access: Any, view_name: str, method: str, kwargs: Mapping[str, Any]) -> RouteRefusal | None:
     """The route guard of ``clinics.access``: refuses a restricted record's routes (HTML page
     ``patients/restricted.html``, API code ``restricted_patient``)."""
     decision, patient_id = patient_route_decision(access, view_name, method, kwargs)

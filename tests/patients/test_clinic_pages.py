@@ -22,4 +22,3 @@ def test_home_page_counts_the_clinics_patients_only(alice: World, bob: World) ->
 def test_audit_page_lists_grants_even_when_there_are_none(alice: World) -> None:
     page = user_client(alice.users["clinic_admin"]).get(reverse("clinics:audit"))
     assert page.context["grants"] == [] and b"No emergency access has been opened." in page.content
-
