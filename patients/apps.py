@@ -1,6 +1,8 @@
 from django.apps import AppConfig
 from django.core import checks
 
+from core.key_providers import key_provider, reset_key_provider
+
 
 class PatientsConfig(AppConfig):
     name = "patients"
@@ -23,8 +25,6 @@ class PatientsConfig(AppConfig):
 def check_key_provider(app_configs: object = None, **kwargs: object) -> list[checks.CheckMessage]:
     """Fail start-up checks when the master keys cannot be loaded, not at the first upload."""
     from django.core.exceptions import ImproperlyConfigured
-
-    from core.key_providers import key_provider, reset_key_provider
 
     reset_key_provider()
     try:
