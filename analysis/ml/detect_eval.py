@@ -21,10 +21,10 @@ import torch
 
 from core import conditions
 
+from .artifacts import hardware_description, json_safe, save_weights_fp16, sha256_file
 from .detect_metrics import IOU_THRESHOLDS, ImageMatches, aggregate, bootstrap_map, compute_matches, mean_ap
 from .detect_train import DetTrainConfig, config_from_run, load_or_build_cache, predict_cached, prepare
 from .detection import FPN_CHANNELS, PREPROCESSING, build_detector, select_device
-from .evaluate import hardware_description, json_safe, save_weights_fp16, sha256_file
 from .yolo import DetRecord, class_counts, read_yolo_split, shared_groups
 
 ARCHITECTURE = (
