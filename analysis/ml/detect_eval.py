@@ -22,6 +22,7 @@ import torch
 from core import conditions
 
 from .artifacts import hardware_description, json_safe, save_weights_fp16, sha256_file
+from .detect_card import write_xray_card
 from .detect_metrics import IOU_THRESHOLDS, ImageMatches, aggregate, bootstrap_map, compute_matches, mean_ap
 from .detect_train import DetTrainConfig, config_from_run, load_or_build_cache, predict_cached, prepare
 from .detection import FPN_CHANNELS, PREPROCESSING, build_detector, select_device
@@ -478,7 +479,5 @@ def evaluate_detector_run(
     )
     (artifact_dir / "metrics.json").write_text(json.dumps(json_safe(result), indent=2, allow_nan=False))
     if card:
-        from .detect_card import write_xray_card
-
         write_xray_card(artifact_dir)
     return result

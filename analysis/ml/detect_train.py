@@ -33,6 +33,7 @@ from torch.nn import functional as TF
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from tqdm.auto import tqdm
 
+from .data import datasets_root
 from .detect_metrics import mean_ap
 from .detection import build_detector, detect_hflip_tta, hardware_description, select_device
 from .model import load_init_weights
@@ -43,8 +44,6 @@ from .yolo import XRAY_LABELS, DetRecord, class_counts, group_split, read_yolo_s
 
 def default_xray_root() -> Path:
     """``$DENTAL_DATASETS/dental-xrays`` or ``<project root>/../shared/datasets/dental-xrays``."""
-    from .data import datasets_root
-
     return datasets_root() / "dental-xrays"
 
 
