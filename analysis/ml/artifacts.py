@@ -66,6 +66,19 @@ def save_weights_fp16(state: dict, path: Path) -> None:
     Path(path).write_bytes(buf.getvalue())
 
 
+def write_weights(artifact_dir: Path, state_dict: dict) -> Path:
+    """Create the artefact folder and write ``weights.pt`` (the fp16 state dict) into it; returns its path."""
+    artifact_dir.mkdir(parents=True, exist_ok=True)
+    weights = artifact_dir / "weights.pt"
+    save_weights_fp16(state_dict, weights)
+    return weights
+
+
+def write_json(path: Path, content: dict) -> None:
+    """``model.json`` / ``metrics.json``: indented, strict (undefined numbers as ``null``)."""
+    path.write_text(json.dumps(json_safe(content), indent=2, allow_nan=False))
+
+
 def export_artifact(
     artifact_dir: str | Path,
     state_dict: dict,
@@ -83,9 +96,7 @@ def export_artifact(
 ) -> dict:
     """Write ``weights.pt`` (fp16 state dict) and ``model.json``; returns the model.json content."""
     artifact_dir = Path(artifact_dir)
-    artifact_dir.mkdir(parents=True, exist_ok=True)
-    weights = artifact_dir / "weights.pt"
-    save_weights_fp16(state_dict, weights)
+    weights = write_weights(artifact_dir, state_dict)
     model_json = {
         "name": name,
         "version": version,
@@ -118,5 +129,5 @@ def export_artifact(
         "metrics": metrics_summary or {},
         "created": created or datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    (artifact_dir / "model.json").write_text(json.dumps(json_safe(model_json), indent=2, allow_nan=False))
+    write_json(artifact_dir / "model.json", model_json)
     return model_json

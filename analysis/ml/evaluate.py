@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .artifacts import export_artifact, hardware_description, json_safe
+from .artifacts import export_artifact, hardware_description, write_json
 from .card import write_card
 from .data import photo_manifest_path, targets
 from .metrics import full_metrics, point_metrics, reliability_table, summary_of
@@ -162,7 +162,7 @@ def evaluate_run(
         metrics_summary=result["summary"],
         created=result["created"],
     )
-    (artifact_dir / "metrics.json").write_text(json.dumps(json_safe(result), indent=2, allow_nan=False))
+    write_json(artifact_dir / "metrics.json", result)
     if card:
         write_card(artifact_dir)
     log(f"artefact written to {artifact_dir}")
