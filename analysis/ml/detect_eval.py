@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from core import conditions
 
@@ -166,8 +167,6 @@ def training_plot(history: Sequence[dict], path: Path) -> str | None:
 
 
 def _thumbs(records: Sequence[DetRecord], size: int = 32) -> np.ndarray:
-    from PIL import Image
-
     out = np.zeros((len(records), size * size), dtype=np.float32)
     for i, r in enumerate(records):
         with Image.open(r.path) as im:

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 from torch.nn import functional as TF
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
@@ -91,8 +92,6 @@ class DetTrainConfig:
 
 def cache_grey(records: Sequence[DetRecord], size: int, desc: str = "cache") -> torch.Tensor:
     """(N, size, size) uint8 greyscale, stretched resize with PIL bilinear."""
-    from PIL import Image
-
     out = torch.empty((len(records), size, size), dtype=torch.uint8)
     for i, r in enumerate(tqdm(records, desc=desc, mininterval=10, file=sys.stderr, leave=False)):
         with Image.open(r.path) as im:
