@@ -44,7 +44,7 @@ from typing import Any
 
 from core import conditions
 
-from .report_pdf import plain_name
+from .report_wording import plain_name
 
 FHIR_VERSION = "4.0.1"
 

@@ -14,6 +14,7 @@ from patients.models import Image, Visit
 from patients.services import image_read
 
 from .models import Report
+from .report_wording import render_html_context
 from .reports import report_content
 
 
@@ -33,8 +34,6 @@ class VisitReportPageView(ClinicView):
     """The patient-friendly report of the latest signed version (printable)."""
 
     def get(self, request: HttpRequest, pk: str) -> HttpResponse:
-        from .report_pdf import render_html_context
-
         report = _latest_report(pk)
         if report is None:
             return render(request, "analysis/report_unsigned.html", {"visit_id": pk}, status=200)

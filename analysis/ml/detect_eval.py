@@ -18,13 +18,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from core import conditions
 
+from .artifacts import hardware_description, json_safe, sha256_file, write_json, write_weights
+from .detect_card import write_xray_card
 from .detect_metrics import IOU_THRESHOLDS, ImageMatches, aggregate, bootstrap_map, compute_matches, mean_ap
 from .detect_train import DetTrainConfig, config_from_run, load_or_build_cache, predict_cached, prepare
 from .detection import FPN_CHANNELS, PREPROCESSING, build_detector, select_device
-from .evaluate import hardware_description, json_safe, save_weights_fp16, sha256_file
 from .yolo import DetRecord, class_counts, read_yolo_split, shared_groups
 
 ARCHITECTURE = (
@@ -165,8 +167,6 @@ def training_plot(history: Sequence[dict], path: Path) -> str | None:
 
 
 def _thumbs(records: Sequence[DetRecord], size: int = 32) -> np.ndarray:
-    from PIL import Image
-
     out = np.zeros((len(records), size * size), dtype=np.float32)
     for i, r in enumerate(records):
         with Image.open(r.path) as im:
@@ -251,9 +251,7 @@ def export_detector_artifact(
 ) -> dict:
     """Write ``weights.pt`` (fp16 state dict) and ``model.json``; returns the model.json content."""
     artifact_dir = Path(artifact_dir)
-    artifact_dir.mkdir(parents=True, exist_ok=True)
-    weights = artifact_dir / "weights.pt"
-    save_weights_fp16(state_dict, weights)
+    weights = write_weights(artifact_dir, state_dict)
     cfg = cfg or DetTrainConfig(data="", run_dir="", input_size=input_size)
     model_json = {
         "name": name,
@@ -289,7 +287,7 @@ def export_detector_artifact(
     }
     model_json.update(extra or {})
     model_json.setdefault("created", datetime.now(UTC).isoformat(timespec="seconds"))
-    (artifact_dir / "model.json").write_text(json.dumps(json_safe(model_json), indent=2, allow_nan=False))
+    write_json(artifact_dir / "model.json", model_json)
     return model_json
 
 
@@ -476,9 +474,7 @@ def evaluate_detector_run(
             "tta": tta,
         },
     )
-    (artifact_dir / "metrics.json").write_text(json.dumps(json_safe(result), indent=2, allow_nan=False))
+    write_json(artifact_dir / "metrics.json", result)
     if card:
-        from .detect_card import write_xray_card
-
         write_xray_card(artifact_dir)
     return result

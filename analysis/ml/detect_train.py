@@ -28,11 +28,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 from torch.nn import functional as TF
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from tqdm.auto import tqdm
 
+from .data import datasets_root
 from .detect_metrics import mean_ap
 from .detection import build_detector, detect_hflip_tta, hardware_description, select_device
 from .model import load_init_weights
@@ -43,8 +45,6 @@ from .yolo import XRAY_LABELS, DetRecord, class_counts, group_split, read_yolo_s
 
 def default_xray_root() -> Path:
     """``$DENTAL_DATASETS/dental-xrays`` or ``<project root>/../shared/datasets/dental-xrays``."""
-    from .data import datasets_root
-
     return datasets_root() / "dental-xrays"
 
 
@@ -92,8 +92,6 @@ class DetTrainConfig:
 
 def cache_grey(records: Sequence[DetRecord], size: int, desc: str = "cache") -> torch.Tensor:
     """(N, size, size) uint8 greyscale, stretched resize with PIL bilinear."""
-    from PIL import Image
-
     out = torch.empty((len(records), size, size), dtype=torch.uint8)
     for i, r in enumerate(tqdm(records, desc=desc, mininterval=10, file=sys.stderr, leave=False)):
         with Image.open(r.path) as im:

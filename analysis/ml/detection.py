@@ -15,6 +15,8 @@ the original image by plain normalisation. Pixels are normalised with mean 0.5 /
 
 from __future__ import annotations
 
+import os
+import platform
 from collections import OrderedDict
 
 import numpy as np
@@ -152,9 +154,6 @@ def select_device(device: str | None = None) -> torch.device:
 
 def hardware_description(device: torch.device) -> str:
     """What trains / runs the model, e.g. ``GPU NVIDIA H100 ...`` or ``CPU Intel(R) Xeon(R) ..., 2 cores``."""
-    import os
-    import platform
-
     if device.type == "cuda":
         return f"GPU {torch.cuda.get_device_name(device)} (torch {torch.__version__})"
     cpu = platform.processor() or platform.machine()

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from .detection import build_detector, detect_hflip_tta, preprocess_xray, select_device
 from .explain import heatmap_box, normalise_cams
 from .model import build_model
 from .transforms import eval_resize_pil, pil_to_uint8, to_model_input
@@ -133,8 +134,6 @@ class XrayPredictor:
     def __init__(
         self, artifact_dir: str | Path, device: str | torch.device | None = None, batch_size: int | None = None
     ):
-        from .detection import build_detector, select_device
-
         self.artifact_dir = Path(artifact_dir)
         meta = json.loads((self.artifact_dir / "model.json").read_text())
         self.meta = meta
@@ -166,8 +165,6 @@ class XrayPredictor:
         self._lock = threading.Lock()
 
     def _preprocess(self, images: Sequence[Image.Image]) -> list[torch.Tensor]:
-        from .detection import preprocess_xray
-
         return [preprocess_xray(im, self.input_size).float().div_(255.0).to(self.device) for im in images]
 
     def predict(
@@ -185,8 +182,6 @@ class XrayPredictor:
             for start in range(0, len(images), bs):
                 chunk = list(images[start : start + bs])
                 xs = self._preprocess(chunk)
-                from .detection import detect_hflip_tta
-
                 # fp32 (no autocast): box decoding and NMS stay exact
                 dets = detect_hflip_tta(self.model, xs) if self.tta == "hflip" else self.model(xs)
                 for d in dets:

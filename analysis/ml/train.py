@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from . import LABELS
 from .data import MultiLabelDataset, Record, load_rgb, read_records, targets
+from .metrics import macro, roc_auc_per_class
 from .model import build_model, load_init_weights
 from .runs import deadline_ts, set_seed
 from .splits import train_val_test_split
@@ -71,26 +72,6 @@ class TrainConfig:
     # start from an earlier model's weights (artefact folder or checkpoint) instead of ImageNet's, e.g. to
     # fine-tune it at a higher resolution; optimiser, schedule and early stopping start afresh
     init_from: str = ""
-
-
-# ----------------------------------------------------------------------------- metrics helpers
-
-
-def roc_auc_per_class(y: np.ndarray, p: np.ndarray) -> list[float]:
-    from sklearn.metrics import roc_auc_score
-
-    out = []
-    for c in range(y.shape[1]):
-        if 0 < y[:, c].sum() < len(y):
-            out.append(float(roc_auc_score(y[:, c], p[:, c])))
-        else:
-            out.append(float("nan"))
-    return out
-
-
-def macro(values: Sequence[float]) -> float:
-    arr = np.asarray(values, dtype=float)
-    return float(np.nanmean(arr)) if np.isfinite(arr).any() else float("nan")
 
 
 # ----------------------------------------------------------------------------- caching

@@ -17,7 +17,7 @@ from analysis.fhir import condition_code
 from analysis.models import Analysis, ConditionThreshold, Finding, FindingDecision, ModelVersion
 from analysis.monitoring import agreement
 from analysis.registry import CodedPredictor, ModelNotAvailable, model_register, read_artifact, shipped_artifacts
-from analysis.report_pdf import render_html_context
+from analysis.report_wording import render_html_context
 from clinics.tenancy import clinic_scope
 from core import conditions
 from tests.conftest import World, user_client

@@ -12,13 +12,9 @@ import pytest
 from PIL import Image
 from pypdf import PdfReader
 
-from analysis.report_pdf import (
-    FOOTER,
-    annotate,
-    render_html_context,
-    render_pdf,
-    to_display_rgb,
-)
+from analysis.report_images import annotate, to_display_rgb
+from analysis.report_pdf import render_pdf
+from analysis.report_wording import FOOTER, render_html_context
 from core.conditions import CONDITIONS, OKABE_ITO
 
 VERMILLION = (0xD5, 0x5E, 0x00)  # caries

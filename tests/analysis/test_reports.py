@@ -183,7 +183,7 @@ def test_signed_report_as_html_pdf_and_fhir(alice: World, bob: World) -> None:
     html = page.content.decode()
     assert alice.patient_name in html and "Tooth decay" in html and "Reviewed and signed by" in html
     # the confirmed finding's box is drawn on the image, in the colour of its list entry (and of the PDF)
-    from analysis.report_pdf import condition_colour
+    from analysis.report_wording import condition_colour
 
     colour = condition_colour(alice.finding.condition)
     rect = f'<rect data-testid="report-box" x="0.1000" y="0.2000" width="0.3000" height="0.2500" stroke="{colour}">'
@@ -334,7 +334,7 @@ def test_a_report_says_which_images_the_software_did_not_check(alice: World) -> 
     from fhir.resources.R4B.bundle import Bundle
     from pypdf import PdfReader
 
-    from analysis.report_pdf import NOT_ANALYSED
+    from analysis.report_wording import NOT_ANALYSED
 
     from ..conftest import png_bytes, user_client
 

@@ -45,7 +45,7 @@ def tiny_photo_model(out: Path) -> Path:
     import torch
 
     from analysis.ml import LABELS
-    from analysis.ml.evaluate import export_artifact
+    from analysis.ml.artifacts import export_artifact
     from analysis.ml.model import build_model
 
     torch.manual_seed(0)

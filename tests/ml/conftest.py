@@ -73,7 +73,7 @@ def random_artifact(tmp_path):
     """An artefact folder holding a *randomly initialised* model (no shipped weights needed)."""
     import torch
 
-    from analysis.ml.evaluate import export_artifact
+    from analysis.ml.artifacts import export_artifact
     from analysis.ml.model import build_model
 
     torch.manual_seed(0)

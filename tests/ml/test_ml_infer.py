@@ -53,7 +53,7 @@ def _shipped_versions():
 
 @pytest.mark.skipif(not _shipped_versions(), reason="no shipped photo artefact under analysis/models/photo/")
 def test_shipped_artifact(synthetic_images):
-    from analysis.ml.evaluate import sha256_file
+    from analysis.ml.artifacts import sha256_file
 
     for art in _shipped_versions():
         meta = json.loads((art / "model.json").read_text())

@@ -48,7 +48,7 @@ def test_calibration_and_thresholds():
 
 @pytest.mark.parametrize("n_boot", [0, 20])
 def test_metrics_schema(n_boot):
-    from analysis.ml.evaluate import full_metrics
+    from analysis.ml.metrics import full_metrics
 
     rng = np.random.default_rng(1)
     y = (rng.random((60, 4)) < 0.4).astype(np.float32)

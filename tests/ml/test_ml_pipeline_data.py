@@ -62,8 +62,8 @@ def test_shipped_photo_model_on_held_out_groups(photo_manifest):
     import numpy as np
 
     from analysis.ml.data import load_rgb, read_records, targets
-    from analysis.ml.evaluate import point_metrics
     from analysis.ml.infer import Predictor
+    from analysis.ml.metrics import point_metrics
     from analysis.ml.splits import train_val_test_split
 
     art = _shipped_photo()

@@ -1,0 +1,137 @@
+"""The words of the patient-friendly report of a signed visit, and its content as data.
+
+Plain Python (no Django): ``render_html_context`` turns the signed report snapshot (see
+``analysis.reports.report_snapshot``) into the plain-language content that the HTML page shows and the PDF
+(``analysis.report_pdf``) lays out, so both say the same thing. Condition names, explanations and colours come from
+the platform vocabulary (``core.conditions``); the report's own texts (title, footer, notes) are here.
+
+Only CONFIRMED findings are shown to the patient.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from core import conditions
+
+MODALITY_LABELS: dict[str, str] = {"photo": "Photograph of the inside of your mouth", "xray": "Dental X-ray"}
+
+TITLE = "Your dental imaging report"
+FOOTER = "AI suggestions were reviewed by your dentist; this report is not a diagnosis on its own."
+NO_FINDINGS = "Your dentist did not confirm any problems on this image."
+# Per image whose analysis did not run (snapshot ``analysis``: ``failed`` or ``none``; older snapshots lack it).
+NOT_ANALYSED = {
+    "failed": "The AI software could not check this image; only what your dentist noted is listed.",
+    "none": "The AI software does not check this kind of image; only what your dentist noted is listed.",
+}
+NO_FINDINGS_NOT_ANALYSED = "Your dentist did not note any problems on this image."
+SOURCE_TEXT = {
+    "model": "Suggested by the AI and confirmed by your dentist",
+    "clinician": "Noted by your dentist",
+}
+_MONTHS = ("January February March April May June July August September October November December").split()
+
+
+def plain_name(condition: str) -> str:
+    """Patient-facing name; a signed snapshot written before the vocabulary may hold an old model label."""
+    return conditions.patient_name(conditions.canonical(condition))
+
+
+def condition_colour(condition: str) -> str:
+    return conditions.colour(conditions.canonical(condition))
+
+
+def human_date(value: str | dt.date | dt.datetime | None) -> str:
+    """``2026-11-28`` (or a timestamp) as ``28 November 2026``, independent of the server's locale."""
+    if not value:
+        return ""
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value) if "T" in value else dt.date.fromisoformat(value)
+    if isinstance(value, dt.datetime):
+        value = value.date()
+    return f"{value.day} {_MONTHS[value.month - 1]} {value.year}"
+
+
+def confirmed(findings: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [f for f in findings if f.get("status") == "confirmed"]
+
+
+def render_html_context(report: dict[str, Any]) -> dict[str, Any]:
+    """The plain-language content of a signed report as data, for the HTML template (and the PDF).
+
+    Keys: ``title``, ``clinic_name``, ``patient_name``, ``date_of_birth``, ``visit_date`` (human dates),
+    ``version``, ``amendment`` (None, or ``{"notice", "reason", "version"}``), ``images`` (per image: ``id``,
+    ``number``, ``modality``, ``modality_label``, ``findings`` -- each ``id``, ``box``, ``condition``, ``name``,
+    ``explanation``, ``colour``, ``source``, ``source_text`` -- ``analysis_note`` when the AI software did not
+    check the image, and ``no_findings_text`` when empty),
+    ``explanations`` (one per condition found, in order of first appearance), ``signed_by_line``, ``footer``.
+    """
+    patient = report.get("patient") or {}
+    signer = report.get("signed_by") or {}
+    images = []
+    seen: dict[str, dict[str, str]] = {}
+    for number, image in enumerate(report.get("images") or [], start=1):
+        findings = []
+        for finding in confirmed(image.get("findings") or []):
+            condition = conditions.canonical(finding["condition"])
+            source = finding.get("source") or "model"
+            item = {
+                "id": finding.get("id"),
+                "box": finding.get("box"),
+                "condition": condition,
+                "name": plain_name(condition),
+                "explanation": conditions.explanation(condition),
+                "colour": condition_colour(condition),
+                "source": source,
+                "source_text": SOURCE_TEXT.get(source, SOURCE_TEXT["clinician"]),
+            }
+            findings.append(item)
+            seen.setdefault(
+                condition,
+                {
+                    "condition": condition,
+                    "name": item["name"],
+                    "explanation": item["explanation"],
+                    "colour": item["colour"],
+                },
+            )
+        modality = image.get("modality") or ""
+        not_analysed = NOT_ANALYSED.get(image.get("analysis") or "done", "")
+        images.append(
+            {
+                "id": image.get("id"),
+                "number": number,
+                "modality": modality,
+                "modality_label": MODALITY_LABELS.get(modality, "Image"),
+                "findings": findings,
+                "analysis_note": not_analysed,
+                "no_findings_text": "" if findings else (NO_FINDINGS_NOT_ANALYSED if not_analysed else NO_FINDINGS),
+            }
+        )
+    amendment = None
+    if report.get("amends"):
+        version = report.get("version")
+        amendment = {
+            "version": version,
+            "notice": f"Amended report (version {version})",
+            "reason": (report.get("amendment_reason") or "").strip(),
+        }
+    signed_on = human_date(report.get("signed_at"))
+    signed_by = signer.get("name") or signer.get("email") or "your dentist"
+    full_name = " ".join(p for p in (patient.get("given_name"), patient.get("family_name")) if p)
+    return {
+        "title": TITLE,
+        "clinic_name": (report.get("clinic") or {}).get("name", ""),
+        "patient_name": full_name,
+        "date_of_birth": human_date(patient.get("date_of_birth")),
+        "visit_date": human_date((report.get("visit") or {}).get("date")),
+        "version": report.get("version"),
+        "amendment": amendment,
+        "images": images,
+        "explanations": list(seen.values()),
+        "signed_by_line": f"Reviewed and signed by {signed_by} on {signed_on}"
+        if signed_on
+        else f"Reviewed and signed by {signed_by}",
+        "footer": FOOTER,
+    }
