@@ -64,16 +64,6 @@ def decode_many(datas: Sequence[bytes], size: int | None = None) -> list[Image.I
     return list(_executor().map(lambda d: _decode(d, size), datas))
 
 
-def decode_for_model(size: int):  # noqa: ANN201
-    """For benchmarks: a ``(key, blob, aad) -> image`` decoder that decrypts, decodes and resizes."""
-    from core import crypto
-
-    def decode(key: bytes, blob: bytes, aad: bytes) -> Image.Image:
-        return _decode(crypto.decrypt(key, blob, aad), size)
-
-    return decode
-
-
 class _CamModule(torch.nn.Module):
     def __init__(self, model: torch.nn.Module) -> None:
         super().__init__()
@@ -193,4 +183,4 @@ def maybe_onnx(predictor: Any) -> Any:
         return predictor
 
 
-__all__ = ["OnnxPhotoPredictor", "decode_many", "decode_for_model", "export_onnx", "maybe_onnx"]
+__all__ = ["OnnxPhotoPredictor", "decode_many", "export_onnx", "maybe_onnx"]
