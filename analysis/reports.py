@@ -23,11 +23,10 @@ from .selectors import is_shown, thresholds_for
 
 
 def visit_locked(visit: Visit) -> bool:
-    """A visit is read-only once signed, until a dentist opens an amendment."""
-    return (
-        Report.objects.filter(visit=visit).exists()
-        and not Amendment.objects.filter(visit=visit, report__isnull=True).exists()
-    )
+    """A visit is read-only once signed, until a dentist opens an amendment: ``Visit.locked``, which this
+    module alone writes (``report_sign`` sets it, ``amendment_open`` clears it) and ``patients`` reads for
+    uploads. Read from the row, not from ``visit``: the caller's instance may predate a signature."""
+    return Visit.objects.filter(pk=visit.pk, locked=True).exists()
 
 
 def ensure_editable(visit: Visit) -> None:
@@ -163,6 +162,8 @@ def report_sign(*, visit: Visit, signer: User) -> Report:
         if amendment:
             amendment.report = report
             amendment.save(update_fields=["report"])
+        visit.locked = True  # signed, and the amendment (if any) is closed by this version
+        visit.save(update_fields=["locked"])
         audit.record(
             action="report.sign",
             clinic_id=require_clinic_id(),
@@ -192,6 +193,8 @@ def amendment_open(*, visit: Visit, actor: User, reason: str) -> Amendment:
         if not visit_locked(visit):
             raise ServiceError("amendment_open", "An amendment is already open for this visit.", 409)
         amendment = Amendment.objects.create(visit=visit, reason=reason.strip()[:500], opened_by=actor)
+        visit.locked = False  # open again until the amendment is signed
+        visit.save(update_fields=["locked"])
         audit.record(
             action="report.amend",
             clinic_id=require_clinic_id(),

@@ -90,6 +90,10 @@ class Visit(ClinicScopedModel):
     visit_date = models.DateField(default=timezone.localdate)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, related_name="+")
     created_at = models.DateTimeField(default=timezone.now)
+    # Read-only: the visit's report is signed and no amendment is open. Written by the app that signs reports
+    # (``analysis.reports``: signing sets it, opening an amendment clears it), read here: a locked visit takes
+    # no more scans (``services.visit_for_upload``), and this app imports nothing of the layer above it.
+    locked = models.BooleanField(default=False, editable=False)
 
     class Meta(ClinicScopedModel.Meta):
         ordering = ["-visit_date", "-created_at"]

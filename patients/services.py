@@ -120,14 +120,12 @@ def patient_update(*, patient: Patient, **changes: Any) -> Patient:
 def visit_for_upload(*, patient: Patient, visit_id: object = None) -> Visit:
     """The named visit of this patient, or today's open visit (created on the first upload of the day, and
     again after today's visit was signed). A signed visit takes no more scans: its report is what the dentist
-    signed; an amendment opened on it takes them again."""
-    from analysis.reports import visit_locked
-
+    signed; an amendment opened on it takes them again (``Visit.locked``, kept by the app that signs reports)."""
     if visit_id:
         visit = Visit.objects.filter(pk=visit_id, patient=patient).first()
         if visit is None:
             raise ServiceError("visit_not_found", "That visit does not exist for this patient.", 404)
-        if visit_locked(visit):
+        if visit.locked:
             raise ServiceError(
                 "visit_signed",
                 "That visit's report is signed: send the scan without a visit (it starts a new one) or have a "
@@ -137,7 +135,7 @@ def visit_for_upload(*, patient: Patient, visit_id: object = None) -> Visit:
         return visit
     today = timezone.localdate()
     todays = Visit.objects.filter(patient=patient, visit_date=today).order_by("-created_at")
-    visit = next((v for v in todays if not visit_locked(v)), None)
+    visit = next((v for v in todays if not v.locked), None)
     if visit is None:
         actor = context.actor_var.get()
         visit = Visit.objects.create(patient=patient, visit_date=today, created_by=actor.user if actor else None)
