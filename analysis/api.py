@@ -18,11 +18,13 @@ from patients.models import Image as PatientImage
 from patients.models import Visit
 from patients.restricted import restricted_visible
 
+from .fhir import report_bundle
 from .models import Analysis, AnalysisStatus, Finding, RejectReason, Report
 from .monitoring import agreement
-from .reports import amendment_open, report_sign
+from .reports import amendment_open, report_content, report_sign
 from .reviews import finding_add, finding_review
 from .selectors import analysis_get, analysis_list, finding_get, is_shown, thresholds_for
+from .services import analysis_retry
 
 
 class FindingOutput(serializers.Serializer):
@@ -141,8 +143,6 @@ class AnalysisRetryView(ClinicGenericAPIView):
     )
     def post(self, request: Request, pk: str) -> Response:
         """Run a failed analysis again (queued; follow it at ``analyses/{id}/``)."""
-        from .services import analysis_retry
-
         return Response(AnalysisOutput(analysis_retry(analysis=self.get_object())).data)
 
 
@@ -297,9 +297,6 @@ class VisitReportFhirView(ClinicGenericAPIView):
         },
     )
     def get(self, request: Request, pk: str) -> Response:
-        from .fhir import report_bundle
-        from .reports import report_content
-
         visit = self.get_object()
         reports = Report.objects.filter(visit=visit).select_related("visit__patient").order_by("-version")
         version = request.query_params.get("version")

@@ -4,6 +4,7 @@ the PDF, the FHIR export and the API)."""
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 from django.db import transaction
@@ -19,7 +20,8 @@ from patients.models import Image, Visit
 from patients.selectors import patient_identity
 
 from .models import Amendment, Analysis, AnalysisStatus, Finding, FindingStatus, Report
-from .selectors import is_shown, thresholds_for
+from .selectors import visit_findings
+from .webhooks import webhook_emit
 
 
 def visit_locked(visit: Visit) -> bool:
@@ -56,23 +58,6 @@ def finding_dict(finding: Finding) -> dict[str, Any]:
         "model": model,
         "reviewed_by": finding.reviewed_by.email if finding.reviewed_by_id else None,
     }
-
-
-def visit_findings(visit: Visit) -> dict[Image, list[Finding]]:
-    """The findings of a visit that the clinic shows (its thresholds) or that a clinician decided."""
-    result: dict[Image, list[Finding]] = {}
-    for image in Image.objects.filter(visit=visit).order_by("uploaded_at"):
-        shown = []
-        for finding in (
-            Finding.objects.filter(image=image)
-            .select_related("analysis__model_version", "reviewed_by")
-            .order_by("-probability", "created_at")
-        ):
-            thresholds = thresholds_for(finding.analysis.model_version) if finding.analysis_id else {}
-            if is_shown(finding, thresholds):
-                shown.append(finding)
-        result[image] = shown
-    return result
 
 
 def _analysis_state(image: Image) -> str:
@@ -122,8 +107,6 @@ def report_snapshot(
 
 def report_sign(*, visit: Visit, signer: User) -> Report:
     """Sign the visit's report (dentists only, checked by the permission map)."""
-    import uuid
-
     with transaction.atomic():
         visit = Visit.objects.select_for_update().select_related("patient", "clinic").get(pk=visit.pk)
         ensure_editable(visit)
@@ -175,8 +158,6 @@ def report_sign(*, visit: Visit, signer: User) -> Report:
                 "amends": str(report.amends_id) if report.amends_id else None,
             },
         )
-        from .webhooks import webhook_emit
-
         webhook_emit(
             event="report.signed", payload={"report_id": str(report.pk), "visit_id": str(visit.pk), "version": version}
         )

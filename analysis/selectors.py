@@ -50,6 +50,23 @@ def is_shown(finding: Finding, thresholds: dict[str, float]) -> bool:
     return finding.probability is not None and finding.probability >= thresholds.get(finding.condition, 0.5)
 
 
+def visit_findings(visit: Visit) -> dict[Image, list[Finding]]:
+    """The findings of a visit that the clinic shows (its thresholds) or that a clinician decided."""
+    result: dict[Image, list[Finding]] = {}
+    for image in Image.objects.filter(visit=visit).order_by("uploaded_at"):
+        shown = []
+        for finding in (
+            Finding.objects.filter(image=image)
+            .select_related("analysis__model_version", "reviewed_by")
+            .order_by("-probability", "created_at")
+        ):
+            thresholds = thresholds_for(finding.analysis.model_version) if finding.analysis_id else {}
+            if is_shown(finding, thresholds):
+                shown.append(finding)
+        result[image] = shown
+    return result
+
+
 def analysis_list(*, status: str | None = None, visit: object = None) -> QuerySet[Analysis]:
     analyses = Analysis.objects.prefetch_related(
         # prefetched, not joined: one ModelVersion instance per version, shared by the page's rows
@@ -111,8 +128,6 @@ def visit_list(
 def visits_to_review(*, include_restricted: bool, limit: int = 50) -> list[dict[str, Any]]:
     """The worklist: visits with scans whose report is not signed yet (or is being amended), newest first,
     each with its images, analyses still running or failed, and the suggestions still needing a decision."""
-    from .reports import visit_findings  # reports imports this module
-
     visits = (
         Visit.objects.annotate(
             has_images=Exists(Image.objects.filter(visit=OuterRef("pk"))),

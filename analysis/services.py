@@ -40,7 +40,10 @@ from patients.services import image_model_input_replace, image_read, image_read_
 
 from .ml import model_input
 from .models import Analysis, AnalysisStatus, Finding
+from .queue import RUN_ANALYSIS, task_send
 from .registry import ModelNotAvailable, artifact_meta, artifact_path, model_version_active, predictor
+from .reports import ensure_editable
+from .webhooks import webhook_emit
 
 logger = logging.getLogger(__name__)
 
@@ -132,8 +135,6 @@ def analysis_request(*, image: Image) -> Analysis | None:
 
 def _queue_after_commit(analysis: Analysis, *, action: str) -> None:
     """Audit ``action`` and send the run message (ids only) once the caller's transaction commits."""
-    from .tasks import run_analysis
-
     clinic_id = str(require_clinic_id())
     audit.record(
         action=action,
@@ -142,15 +143,15 @@ def _queue_after_commit(analysis: Analysis, *, action: str) -> None:
         object_id=analysis.pk,
         details={"image_id": str(analysis.image_id), "model": analysis.model_version.model_id},
     )
-    transaction.on_commit(functools.partial(_enqueue, run_analysis, str(analysis.pk), clinic_id))
+    transaction.on_commit(functools.partial(_enqueue, str(analysis.pk), clinic_id))
 
 
-def _enqueue(task: Any, analysis_id: str, clinic_id: str) -> bool:
-    """Send the task message; a broker that is down must not turn a committed upload into an error
+def _enqueue(analysis_id: str, clinic_id: str) -> bool:
+    """Send the ``analysis.run`` message; a broker that is down must not turn a committed upload into an error
     (the client would retry and store the image twice). The analysis stays ``queued`` and
     ``analysis_requeue_stale`` sends its message again later."""
     try:
-        task.delay(analysis_id, clinic_id)
+        task_send(RUN_ANALYSIS, analysis_id, clinic_id)
     except Exception:  # noqa: BLE001 - kombu raises its own OperationalError and plain socket errors
         logger.warning(
             "analysis %s: broker unavailable, left queued for the re-queue sweep", analysis_id, exc_info=True
@@ -168,8 +169,6 @@ def analysis_requeue_stale(*, older_than_seconds: float | None = None, limit: in
     carries ids only and re-enters its clinic's scope. A duplicate message is harmless: the claim is a
     compare-and-swap. For a queued analysis ``claimed_at`` records when its message was last re-sent,
     so a long backlog is not multiplied by every sweep. Returns how many messages were sent."""
-    from .tasks import run_analysis
-
     if older_than_seconds is None:
         older_than_seconds = float(getattr(settings, "ANALYSIS_REQUEUE_AFTER_SECONDS", 300))
     now = timezone.now()
@@ -183,7 +182,7 @@ def analysis_requeue_stale(*, older_than_seconds: float | None = None, limit: in
     queued = [pk for pk, _, status in rows if status == AnalysisStatus.QUEUED]
     if queued:
         Analysis.unscoped.filter(pk__in=queued, status=AnalysisStatus.QUEUED).update(claimed_at=now)
-    sent = sum(_enqueue(run_analysis, str(pk), str(clinic_id)) for pk, clinic_id, _ in rows)
+    sent = sum(_enqueue(str(pk), str(clinic_id)) for pk, clinic_id, _ in rows)
     if rows:
         logger.info("re-queued %d of %d analyses whose message may have been lost", sent, len(rows))
     return sent
@@ -215,8 +214,6 @@ def analysis_release(analysis_id: object, token: uuid.UUID) -> None:
 def analysis_retry(*, analysis: Analysis) -> Analysis:
     """Queue a failed analysis again (its cause may be gone: a model file restored, a worker fixed). Not on a
     signed visit (its report is what was signed); a message with ids only goes out after commit."""
-    from .reports import ensure_editable
-
     ensure_editable(analysis.image.visit)
     with transaction.atomic():
         again = Analysis.objects.filter(pk=analysis.pk, status=AnalysisStatus.FAILED).update(
@@ -303,8 +300,6 @@ def analysis_finish(claimed: Claimed, result: dict[str, Any]) -> bool:
             object_id=analysis.pk,
             details={"findings": len(result["findings"]), "model": analysis.model_version.model_id},
         )
-    from .webhooks import webhook_emit
-
     webhook_emit(
         event="analysis.completed",
         payload={"analysis_id": str(analysis.pk), "image_id": str(analysis.image_id), "status": "done"},
@@ -318,7 +313,7 @@ def _load_batch(claimed: list[Claimed], model: Any) -> list[PILImage.Image]:
     originals are also resized to its input there (its own preprocessing, so its resize becomes a copy).
     Decoding a full-size original cost more than the model; the copy costs ~1.8 ms to decode and preprocess
     against ~26 ms for a 1280x960 original (bench/bench_throughput.py)."""
-    from analysis.ml.fast import decode_many
+    from analysis.ml.fast import decode_many  # imports torch (~1 s): on the first analysis, not in every process
 
     spec = model_input.spec(getattr(model, "meta", {}))
     datas = [_read_for_model(c.analysis.image, spec) for c in claimed]

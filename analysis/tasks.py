@@ -11,6 +11,7 @@ from clinics import context
 from clinics.tenancy import clinic_scope
 
 from .models import WebhookDelivery
+from .queue import DELIVER_WEBHOOK, REQUEUE_STALE, RUN_ANALYSIS
 from .services import TRANSIENT_ERRORS, analysis_execute, analysis_fail, analysis_requeue_stale
 from .webhooks import send
 
@@ -21,7 +22,7 @@ WEBHOOK_MAX_ATTEMPTS = 6
 
 
 @shared_task(
-    name="analysis.run",  # routed to the "gpu" queue (CELERY_TASK_ROUTES)
+    name=RUN_ANALYSIS,  # routed to the "gpu" queue (CELERY_TASK_ROUTES)
     bind=True,
     acks_late=True,
     soft_time_limit=120,
@@ -49,7 +50,7 @@ def run_analysis(self, analysis_id: str, clinic_id: str) -> str:  # noqa: ANN001
         return outcome
 
 
-@shared_task(name="analysis.requeue_stale", soft_time_limit=60, time_limit=90)
+@shared_task(name=REQUEUE_STALE, soft_time_limit=60, time_limit=90)
 def requeue_stale_analyses() -> int:
     """Periodic (``CELERY_BEAT_SCHEDULE``): send again the messages of analyses whose message was lost,
     e.g. when the broker restarted without persistence. Duplicates are harmless (idempotent claim)."""
@@ -58,7 +59,7 @@ def requeue_stale_analyses() -> int:
 
 
 @shared_task(
-    name="webhooks.deliver",
+    name=DELIVER_WEBHOOK,
     bind=True,
     acks_late=True,
     soft_time_limit=30,

@@ -11,11 +11,14 @@ from PIL import Image as PILImage
 from clinics import audit
 from clinics.views_base import ClinicView
 from patients.models import Image, Visit
+from patients.restricted import restricted_visible
+from patients.selectors import patient_identity
 from patients.services import image_read
 
 from .models import Report
 from .report_wording import render_html_context
 from .reports import report_content
+from .selectors import visits_to_review
 
 
 def _latest_report(pk: object) -> Report | None:
@@ -45,7 +48,7 @@ class VisitReportPageView(ClinicView):
 
 class VisitReportPdfView(ClinicView):
     def get(self, request: HttpRequest, pk: str) -> HttpResponse:
-        from .report_pdf import render_pdf
+        from .report_pdf import render_pdf  # imports reportlab (~0.1 s): not at start-up
 
         report = _latest_report(pk)
         if report is None:
@@ -72,11 +75,6 @@ class WorklistView(ClinicView):
     """Visits waiting for a dentist: scans uploaded, report not signed yet (or being amended)."""
 
     def get(self, request: HttpRequest) -> HttpResponse:
-        from patients.restricted import restricted_visible
-        from patients.selectors import patient_identity
-
-        from .selectors import visits_to_review
-
         rows = visits_to_review(include_restricted=restricted_visible(self.access))
         for row in rows:
             row["identity"] = patient_identity(row["visit"].patient)

@@ -30,8 +30,8 @@ from .models import (
 )
 from .monitoring import agreement
 from .registry import ModelNotAvailable, model_version_active
-from .reports import finding_dict, report_content, visit_findings, visit_locked
-from .selectors import thresholds_for
+from .reports import finding_dict, report_content, visit_locked
+from .selectors import thresholds_for, visit_findings
 
 FINDING_PLACEHOLDER = uuid.UUID(int=0)
 ACTIVE_STATUSES = (AnalysisStatus.QUEUED, AnalysisStatus.RUNNING)

@@ -36,6 +36,7 @@ from core import crypto
 from patients.keys import clinic_key
 
 from .models import WebhookDelivery, WebhookEndpoint
+from .queue import DELIVER_WEBHOOK, task_send
 
 # The events the platform emits (``webhook_emit`` refuses any other), i.e. what an endpoint may subscribe to.
 WEBHOOK_EVENTS: tuple[str, ...] = ("analysis.completed", "report.signed")
@@ -165,13 +166,11 @@ def delivery_last_attempt(delivery: WebhookDelivery) -> dict[str, Any]:
 
 def _queue(endpoint: WebhookEndpoint, event: str, payload: dict[str, Any]) -> WebhookDelivery:
     """One delivery row, sent by ``webhooks.deliver`` after the caller's transaction commits (ids only)."""
-    from .tasks import deliver_webhook  # the tasks module imports this one (``send``)
-
     clinic_id = str(require_clinic_id())
     body = {"event": event, "created_at": timezone.now().isoformat(), "clinic_id": clinic_id, "data": payload}
     delivery = WebhookDelivery.objects.create(endpoint=endpoint, event=event, payload=body)
     delivery_id = str(delivery.id)
-    transaction.on_commit(lambda: deliver_webhook.delay(delivery_id, clinic_id))
+    transaction.on_commit(lambda: task_send(DELIVER_WEBHOOK, delivery_id, clinic_id))
     return delivery
 
 
