@@ -3,6 +3,7 @@
 from django.urls import path
 
 from analysis import api as analysis_api
+from analysis import api_images as image_api
 from analysis import api_visits as visit_api
 from analysis import api_webhooks as webhook_api
 from clinics.api import views as clinic_api
@@ -20,7 +21,7 @@ urlpatterns = [
     path("patients/search/", patient_api.PatientSearchView.as_view(), name="patient-search"),
     path("patients/<uuid:pk>/", patient_api.PatientDetailView.as_view(), name="patient-detail"),
     path("patients/<uuid:pk>/export", patient_api.PatientExportView.as_view(), name="patient-export"),
-    path("patients/<uuid:pk>/images/", patient_api.PatientImageListView.as_view(), name="patient-image-list"),
+    path("patients/<uuid:pk>/images/", image_api.PatientImageListView.as_view(), name="patient-image-list"),
     path("patients/<uuid:pk>/break-glass/", PatientBreakGlassView.as_view(), name="patient-break-glass"),
     path("images/<uuid:pk>/", patient_api.ImageDetailView.as_view(), name="image-detail"),
     path("images/<uuid:pk>/file", patient_api.ImageFileView.as_view(), name="image-file"),

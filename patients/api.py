@@ -2,26 +2,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import transaction
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers, status
-from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from analysis.exports import patient_clinical_record
-from analysis.services import analysis_request, model_input_maker
 from clinics import audit
 from clinics.api.base import ClinicGenericAPIView
 from clinics.api.docs import error_response
-from core.errors import error_body
 
-from .intake import IntakeError
-from .models import Image, Modality, Patient, Sex
-from .selectors import image_get, image_list, patient_get, patient_identity, patient_list
-from .services import image_ingest, image_read, patient_create, patient_erase, patient_export, patient_update
+from .models import Image, Patient, Sex
+from .selectors import image_get, patient_get, patient_identity, patient_list
+from .services import image_read, patient_create, patient_erase, patient_export, patient_update
 
 
 class PatientCreateInput(serializers.Serializer):
@@ -100,16 +95,6 @@ class ImageOutput(serializers.Serializer):
         else:
             analysis = found[0] if found else None
         return {"id": analysis.pk, "status": analysis.status} if analysis else None
-
-
-class ImageUploadInput(serializers.Serializer):
-    file = serializers.FileField(allow_empty_file=True, use_url=False)
-    modality = serializers.ChoiceField(choices=Modality.choices)
-    visit = serializers.UUIDField(required=False)
-
-
-def intake_error_response(exc: IntakeError) -> Response:
-    return Response(error_body(exc.code, exc.message), status=exc.status)
 
 
 class PatientSearchInput(serializers.Serializer):
@@ -230,74 +215,6 @@ class PatientExportView(PatientObjectMixin, ClinicGenericAPIView):
         response["Content-Disposition"] = f'attachment; filename="patient-{patient.pk}.zip"'
         response["Cache-Control"] = "no-store"
         return response
-
-
-class PatientImageListView(PatientObjectMixin, ClinicGenericAPIView):
-    parser_classes = [MultiPartParser]
-    serializer_class = ImageOutput
-
-    @extend_schema(summary="List a patient's images", responses=ImageOutput(many=True))
-    def get(self, request: Request, pk: str) -> Response:
-        patient = self.get_object()
-        page = self.paginate_queryset(image_list(patient))
-        audit.record(
-            action="image.list",
-            clinic_id=request.access.clinic.id,
-            object_type="patient",
-            object_id=patient.pk,
-            details={"ids": [str(i.pk) for i in page]},
-        )
-        return self.get_paginated_response(ImageOutput(page, many=True).data)
-
-    def reject(self, patient: Patient, exc: IntakeError) -> Response:
-        """A refused upload: nothing was stored; the refusal is audited and explained."""
-        audit.record(
-            action="image.rejected",
-            clinic_id=self.request.access.clinic.id,
-            object_type="patient",
-            object_id=patient.pk,
-            outcome="denied",
-            details={"code": exc.code},
-        )
-        return intake_error_response(exc)
-
-    @extend_schema(
-        summary="Upload an image",
-        request=ImageUploadInput,
-        responses={
-            201: ImageOutput,
-            400: error_response("Rejected file or fields: error code and message, nothing stored"),
-            404: error_response("No such patient (or `visit_not_found`: no such visit of the patient)"),
-            409: error_response("`visit_signed`: that visit's report is signed (no visit: a new one starts)"),
-            413: error_response("`file_too_large`: over the upload limit, nothing stored"),
-            415: error_response("`unsupported_format`: not a supported image format, nothing stored"),
-        },
-    )
-    def post(self, request: Request, pk: str) -> Response:
-        patient = self.get_object()
-        fields = request.data  # parses the body; the upload handler flags an oversized file
-        if getattr(request._request, "upload_too_large", False):
-            return self.reject(patient, IntakeError("file_too_large", "The file is larger than the upload limit.", 413))
-        if len(request.FILES.getlist("file")) > 1:
-            return self.reject(patient, IntakeError("too_many_files", "Send one file per request.", 400))
-        data = ImageUploadInput(data=fields)
-        data.is_valid(raise_exception=True)
-        upload = data.validated_data["file"]
-        try:
-            with transaction.atomic():  # the analysis is queued once the upload has committed
-                image = image_ingest(
-                    patient=patient,
-                    stream=upload,
-                    filename=upload.name,
-                    size=upload.size,
-                    modality=data.validated_data["modality"],
-                    visit_id=data.validated_data.get("visit"),
-                    model_input=model_input_maker(data.validated_data["modality"]),
-                )
-                analysis_request(image=image)
-        except IntakeError as exc:
-            return self.reject(patient, exc)
-        return Response(ImageOutput(image).data, status=status.HTTP_201_CREATED)
 
 
 class ImageDetailView(ClinicGenericAPIView):

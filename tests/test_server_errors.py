@@ -22,7 +22,7 @@ def _boom(*args: object, **kwargs: object) -> None:
 
 
 def test_api_fault_answers_the_error_shape_with_a_reference(alice: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("patients.api.image_ingest", _boom)
+    monkeypatch.setattr("analysis.uploads.image_ingest", _boom)
     client = APIClient(raise_request_exception=False)
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {alice.api_secret}")
     with clinic_scope(alice.clinic.id):
