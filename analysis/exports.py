@@ -1,6 +1,7 @@
 """The analysis app's part of a patient's export (GDPR Art. 15/20): for every image its analyses and
 findings with every review decision, and for every visit its signed report versions (the snapshot as
-signed) and amendments. ``patients.services.patient_export`` merges it into ``patient.json``."""
+signed) and amendments. Registered by ``AnalysisConfig.ready`` with ``patients.exports``, whose
+``clinical_record`` gives it to ``patients.services.patient_export`` to merge into ``patient.json``."""
 
 from __future__ import annotations
 

@@ -9,7 +9,6 @@ from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from analysis.exports import patient_clinical_record
 from clinics import audit
 from clinics.api.base import ClinicGenericAPIView
 from clinics.api.docs import error_response
@@ -209,9 +208,7 @@ class PatientExportView(PatientObjectMixin, ClinicGenericAPIView):
     )
     def get(self, request: Request, pk: str) -> HttpResponse:
         patient = self.get_object()
-        response = HttpResponse(
-            patient_export(patient=patient, clinical=patient_clinical_record), content_type="application/zip"
-        )
+        response = HttpResponse(patient_export(patient=patient), content_type="application/zip")
         response["Content-Disposition"] = f'attachment; filename="patient-{patient.pk}.zip"'
         response["Cache-Control"] = "no-store"
         return response

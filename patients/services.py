@@ -25,6 +25,7 @@ from clinics.services import ServiceError
 from clinics.tenancy import require_clinic_id
 from core import crypto
 
+from .exports import clinical_record
 from .intake import IntakeError, SanitizedImage, safe_display_name, sanitize_upload
 from .keys import clinic_key, patient_key, patient_key_new
 from .models import Image, Patient, Sex, Visit
@@ -332,12 +333,12 @@ def _read_variant(image: Image, variant: str) -> bytes:
     return data
 
 
-def patient_export(*, patient: Patient, clinical: Callable[[Patient], dict[str, Any]]) -> bytes:
+def patient_export(*, patient: Patient, clinical: Callable[[Patient], dict[str, Any]] = clinical_record) -> bytes:
     """A zip of everything held about one patient: ``patient.json`` and every sanitised image.
 
-    ``clinical`` (``analysis.exports.patient_clinical_record``) gives what the analysis app holds: per image
-    id its analyses and findings (with every review decision), per visit id its signed reports and
-    amendments; this app does not import the analysis app."""
+    ``clinical`` gives what the apps above this one hold: by default what their providers registered in
+    ``exports`` give (the analysis app's: per image id its analyses and findings with every review decision,
+    per visit id its signed reports and amendments); this app does not import them."""
     identity = patient_identity(patient)
     held = clinical(patient)
     per_image, per_visit = held.get("images", {}), held.get("visits", {})

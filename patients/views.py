@@ -5,7 +5,6 @@ from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 
-from analysis.exports import patient_clinical_record
 from clinics import audit
 from clinics.services import ServiceError
 from clinics.views_base import ClinicView
@@ -162,9 +161,7 @@ class BreakGlassView(ClinicView):
 class PatientExportView(ClinicView):
     def post(self, request: HttpRequest, pk: str) -> HttpResponse:
         patient = _patient_or_404(pk)
-        response = HttpResponse(
-            patient_export(patient=patient, clinical=patient_clinical_record), content_type="application/zip"
-        )
+        response = HttpResponse(patient_export(patient=patient), content_type="application/zip")
         response["Content-Disposition"] = f'attachment; filename="patient-{patient.pk}.zip"'
         return _no_store(response)
 
