@@ -56,6 +56,7 @@ INSTALLED_APPS = [
     "clinics",
     "patients",
     "analysis",
+    "demo",
 ]
 
 MIDDLEWARE = [

@@ -20,6 +20,7 @@ from clinics import context, mfa, services
 from clinics.models import ApiKey, Clinic, Membership, Role, User
 from clinics.permissions import API_KEY_DEFAULT_SCOPES
 from clinics.tenancy import clinic_scope
+from demo.samples import seed_samples
 
 DEMO_CLINICS = [
     ("demo-dental", "Demo Dental Clinic"),
@@ -55,8 +56,6 @@ class Command(BaseCommand):
         context.actor_var.set(context.Actor(system="seed_demo"))
         result = {"clinics": [self._seed_clinic(slug, name) for slug, name in DEMO_CLINICS]}
         if options["samples"]:
-            from clinics.demo_samples import seed_samples
-
             first = result["clinics"][0]
             dentist = User.objects.get(email=first["users"]["dentist"]["email"])
             with clinic_scope(first["id"]):

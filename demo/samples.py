@@ -19,6 +19,12 @@ from django.db import transaction
 from PIL import Image as PILImage
 from PIL import ImageDraw
 
+from analysis.models import Finding
+from analysis.reviews import finding_review
+from analysis.uploads import image_upload
+from patients.selectors import patient_list
+from patients.services import patient_create
+
 SHARED = Path(settings.BASE_DIR).parent / "shared" / "datasets"
 SAMPLES = [
     # practice id, given, family, date of birth, photo labels wanted, with an X-ray, reviewed
@@ -75,12 +81,6 @@ def _shared_xray() -> tuple[str, bytes] | None:
 
 def seed_samples(dentist: Any) -> list[str]:
     """Create the sample patients of the clinic in scope (idempotent); returns their ids."""
-    from analysis.models import Finding
-    from analysis.reviews import finding_review
-    from analysis.services import analysis_request, model_input_maker
-    from patients.selectors import patient_list
-    from patients.services import image_ingest, patient_create
-
     created: list[str] = []
     used: set[str] = set()
     for index, (external_id, given, family, born, labels, with_xray, reviewed) in enumerate(SAMPLES):
@@ -97,17 +97,15 @@ def seed_samples(dentist: Any) -> list[str]:
                 name, data = _shared_xray() or ("panoramic.png", _drawn_xray())
                 files.append((name, data, "xray"))
             for name, data, modality in files:
-                image = image_ingest(
+                image = image_upload(
                     patient=patient,
                     stream=io.BytesIO(data),
                     filename=name,
                     size=len(data),
                     modality=modality,
                     visit_id=visit_id,
-                    model_input=model_input_maker(modality),
                 )
                 visit_id = image.visit_id
-                analysis_request(image=image)
         created.append(str(patient.pk))
         if reviewed:  # analyses ran in-process (embedded) once the block above committed
             findings = list(Finding.objects.filter(image__patient=patient, status="pending").order_by("-probability"))
