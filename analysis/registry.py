@@ -177,11 +177,11 @@ class CodedPredictor:
 
 @functools.lru_cache(maxsize=4)
 def _load(path: str, sha256: str, onnx: bool) -> CodedPredictor:
-    from analysis.ml.infer import make_predictor
+    from analysis.ml.infer import make_predictor  # imports torch (~1 s): when a model is first loaded only
 
     loaded = make_predictor(path)
     if onnx:  # photo classifier on CPU only; anything else stays as loaded
-        from analysis.ml.fast import maybe_onnx
+        from analysis.ml.fast import maybe_onnx  # torch and ONNX Runtime: likewise
 
         loaded = maybe_onnx(loaded)
     return CodedPredictor(loaded, label_codes(loaded.meta))

@@ -35,7 +35,7 @@ def _warm_pool_process(**kwargs: object) -> None:
     from django.conf import settings
 
     if settings.ANALYSIS_WARMUP and _runs_analyses():
-        from analysis.warmup import warm_models_in_background
+        from analysis.warmup import warm_models_in_background  # not at the top: this module loads before the apps
 
         warm_models_in_background()
 
@@ -47,6 +47,6 @@ def _warm_solo_worker(sender: object = None, **kwargs: object) -> None:
 
     pool = getattr(getattr(getattr(sender, "controller", None), "pool_cls", None), "__module__", "")
     if settings.ANALYSIS_WARMUP and _runs_analyses() and not str(pool).endswith("prefork"):
-        from analysis.warmup import warm_models_in_background
+        from analysis.warmup import warm_models_in_background  # not at the top: this module loads before the apps
 
         warm_models_in_background()

@@ -15,7 +15,7 @@ def _warm_in_process_analysis() -> None:
 
     if not settings.CELERY_TASK_ALWAYS_EAGER or not settings.ANALYSIS_WARMUP:
         return
-    from analysis.warmup import describe, warm_models
+    from analysis.warmup import describe, warm_models  # needs the apps loaded: after get_wsgi_application
 
     print("Loading the analysis models…", file=sys.stderr, flush=True)
     ready = describe(warm_models())

@@ -16,6 +16,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from clinics import audit
+from clinics.mfa import totp_rewrap_all
 from clinics.tenancy import clinic_scope, require_clinic_id
 from core import crypto
 from core.key_providers import key_provider
@@ -87,8 +88,6 @@ def master_key_rotate() -> dict[str, int]:
                 wrapped=key.wrapped, master_key_id=key.master_key_id, rotated_at=key.rotated_at
             )
             per_clinic[str(key.clinic_id)] += 1
-    from clinics.mfa import totp_rewrap_all
-
     totp_rewrap_all()
     for clinic_id, count in per_clinic.items():
         with clinic_scope(clinic_id):
