@@ -73,6 +73,7 @@ test-faults: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
+	$(VENV)/bin/lint-imports
 
 check-migrations: $(STAMP)
 	env -u DATABASE_URL $(PY) manage.py makemigrations --check --dry-run --settings=config.settings.test
