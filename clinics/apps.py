@@ -8,7 +8,10 @@ class ClinicsConfig(AppConfig):
     verbose_name = "Clinics, members and audit trail"
 
     def ready(self) -> None:
-        # Imported here: clinics.sessions imports the models, which exist only once the app registry is ready.
+        # Imported here: both modules import the models, which exist only once the app registry is ready; tasks is
+        # imported for its side effect, registering this app's Celery tasks, which core.queue.task_send finds by
+        # name in every process (web, worker, management commands).
+        from . import tasks  # noqa: F401
         from .sessions import sessions_end_on_password_replaced
 
         password_replaced.connect(sessions_end_on_password_replaced, dispatch_uid="clinics.sessions.password_replaced")

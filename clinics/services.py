@@ -8,7 +8,6 @@ import logging
 import secrets
 from datetime import timedelta
 from functools import partial
-from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.forms import PasswordResetForm
@@ -22,9 +21,9 @@ from core.errors import ApplicationError
 from . import audit, context, mfa
 from .models import ApiKey, AuditChainHead, AuditOutcome, Clinic, Membership, Role, User, UserToken, normalize_email
 from .permissions import API_KEY_DEFAULT_SCOPES, API_KEY_GRANTABLE
+from .queue import PASSWORD_RESET_MAIL, task_send
 from .selectors import memberships_of
 from .sessions import sessions_end_all
-from .tasks import password_reset_mail_task
 from .tenancy import require_clinic_id
 
 API_KEY_PREFIX = "dsk"
@@ -140,12 +139,12 @@ def password_reset_request(*, email: str, domain: str, use_https: bool) -> None:
             object_type="user",
             object_id=user.pk,
         )
-        transaction.on_commit(partial(_send_reset_mail, password_reset_mail_task, str(user.pk), domain, use_https))
+        transaction.on_commit(partial(_send_reset_mail, str(user.pk), domain, use_https))
 
 
-def _send_reset_mail(task: Any, user_id: str, domain: str, use_https: bool) -> None:
+def _send_reset_mail(user_id: str, domain: str, use_https: bool) -> None:
     try:
-        task.delay(user_id, domain, use_https)
+        task_send(PASSWORD_RESET_MAIL, user_id, domain, use_https)
     except Exception:  # noqa: BLE001 - a broker that is down: the person asks again, the page said the same
         logger.warning("password reset mail for user %s not queued: broker unavailable", user_id, exc_info=True)
 

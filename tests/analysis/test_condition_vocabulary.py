@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -147,9 +149,27 @@ def test_an_ai_cavity_and_a_dentists_cavity_are_one_agreement_row(alice: World) 
 
 
 @pytest.mark.django_db(transaction=True)
+@contextmanager
+def as_table_owner() -> Iterator[None]:
+    """Migrations are run by the role that owns the tables (``manage.py migrate``), not by the application role the
+    suite works as on PostgreSQL; step back to the login role for them."""
+    if connection.vendor != "postgresql":
+        yield
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_user")
+        app_role = cursor.fetchone()[0]
+        cursor.execute("RESET ROLE")
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT set_config('role', %s, false)", [app_role])
+
+
 def test_migration_rewrites_stored_names_to_codes(alice: World) -> None:
-    executor = MigrationExecutor(connection)
-    executor.migrate([("analysis", "0005_report_amends_restrict")])
+    with as_table_owner():
+        MigrationExecutor(connection).migrate([("analysis", "0005_report_amends_restrict")])
     try:
         with clinic_scope(alice.clinic.id):
             legacy = ModelVersion.objects.create(
@@ -176,9 +196,10 @@ def test_migration_rewrites_stored_names_to_codes(alice: World) -> None:
             ConditionThreshold.objects.create(modality="xray", condition="Fillings", threshold=0.7)
             ConditionThreshold.objects.create(modality="xray", condition="filling", threshold=0.65)
     finally:
-        executor = MigrationExecutor(connection)
-        executor.loader.build_graph()
-        executor.migrate(executor.loader.graph.leaf_nodes())
+        with as_table_owner():
+            executor = MigrationExecutor(connection)
+            executor.loader.build_graph()
+            executor.migrate(executor.loader.graph.leaf_nodes())
     legacy.refresh_from_db()
     assert legacy.labels == ["cavity", "filling", "impacted_tooth", "implant"]
     assert legacy.thresholds == {"cavity": 0.4, "impacted_tooth": 0.5}

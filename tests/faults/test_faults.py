@@ -26,12 +26,12 @@ FAST = {
 }
 
 
-def upload_many(api: Api, patient_id: str, n: int, seed: int) -> dict[str, str]:
+def upload_many(api: Api, patient_id: str, n: int, seed: int, stack: Stack | None = None) -> dict[str, str]:
     """Upload n photos; returns {image id: analysis id} of the accepted ones (all must be accepted)."""
     accepted = {}
     for i in range(n):
         status, body = api.upload(patient_id, png(seed + i))
-        assert status == 201, (status, body)
+        assert status == 201, (status, body, stack.log("web.log")[-4000:] if stack else "")
         accepted[body["id"]] = body["analysis"]["id"]
     return accepted
 
@@ -99,7 +99,7 @@ def test_postgres_restart_while_a_worker_runs_loses_nothing(stack: Stack, fault_
     status, body = api.upload(patient, png(310))
     if status == 201:  # the database may already be back: then it must be analysed like the rest
         accepted[body["id"]] = body["analysis"]["id"]
-    accepted |= upload_many(api, patient, 2, seed=320)
+    accepted |= upload_many(api, patient, 2, seed=320, stack=stack)
     assert_recovered(stack, api, accepted, procs=[worker])
 
 

@@ -1,0 +1,9 @@
+"""The names of the tasks this app sends, with ``core.queue.task_send`` (ids only in a message)."""
+
+from __future__ import annotations
+
+from core.queue import task_send
+
+PASSWORD_RESET_MAIL = "clinics.password_reset_mail"
+
+__all__ = ["PASSWORD_RESET_MAIL", "task_send"]
