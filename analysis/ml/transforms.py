@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import torch
 from PIL import Image
 from torchvision.transforms import v2
@@ -135,3 +136,14 @@ def eval_transform(size: int) -> v2.Compose:
 def tensor_eval_transform() -> v2.Compose:
     """Already-resized uint8 tensor -> normalised tensor."""
     return v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN, STD)])
+
+
+def grey_world(img: Image.Image, strength: float = 1.0, max_gain: float = 2.0) -> Image.Image:
+    """Grey-world colour constancy: scale each channel so the image's mean colour becomes neutral grey
+    (``strength`` 1 = fully, 0 = unchanged; gains clipped to ``[1/max_gain, max_gain]``). Removes the colour
+    cast of a camera, a lamp or a white-balance setting, which otherwise tells a model which source (and so
+    which label) a photo came from. Used when ``model.json`` says ``"colour_constancy": "grey_world"``."""
+    arr = np.asarray(img.convert("RGB"), dtype=np.float32)
+    means = arr.reshape(-1, 3).mean(axis=0) + 1e-3
+    gains = np.clip((means.mean() / means) ** strength, 1.0 / max_gain, max_gain)
+    return Image.fromarray(np.clip(arr * gains, 0, 255).astype(np.uint8))
