@@ -23,7 +23,7 @@ from .models import Analysis, AnalysisStatus, Finding, RejectReason, Report
 from .monitoring import agreement
 from .reports import amendment_open, report_content, report_sign
 from .reviews import finding_add, finding_review
-from .selectors import analysis_get, analysis_list, finding_get, is_shown, thresholds_for
+from .selectors import analysis_get, analysis_list, finding_get, is_shown, thresholds_for, unfamiliar_hidden
 from .services import analysis_retry
 
 
@@ -41,6 +41,11 @@ class FindingOutput(serializers.Serializer):
         return finding.reviewed_by.email if finding.reviewed_by_id else None
 
 
+class NotAssessableOutput(serializers.Serializer):
+    code = serializers.CharField()
+    message = serializers.CharField()
+
+
 class AnalysisOutput(serializers.Serializer):
     id = serializers.UUIDField()
     image = serializers.UUIDField(source="image_id")
@@ -49,15 +54,38 @@ class AnalysisOutput(serializers.Serializer):
     input_sha256 = serializers.CharField()
     scores = serializers.DictField(child=serializers.FloatField())
     failure_reason = serializers.CharField()
+    not_assessable = serializers.SerializerMethodField(
+        help_text="Set when the image gate refused the image (status `not_assessable`): the reason code "
+        "(`wrong_modality`, `not_intraoral`, `blurred`, `too_dark`, `too_bright`, `too_small`, "
+        "`out_of_distribution`) and a message for staff. The AI did not assess the image; it is not a "
+        "\"no findings\" result."
+    )
+    unfamiliar = serializers.BooleanField(
+        help_text="The image passed the gate but is unlike the model's training images: its findings are less "
+        "reliable (hidden when the clinic chooses so)."
+    )
+    clinic_model = serializers.CharField(
+        source="clinic_model.model_id", allow_null=True, default=None,
+        help_text="The clinic's own model that produced the scores, or null for the base model alone.",
+    )
     created_at = serializers.DateTimeField()
     finished_at = serializers.DateTimeField(allow_null=True)
     findings = serializers.SerializerMethodField()
+
+    @extend_schema_field(NotAssessableOutput(allow_null=True))
+    def get_not_assessable(self, analysis: Analysis) -> dict[str, str] | None:
+        if analysis.status != AnalysisStatus.NOT_ASSESSABLE:
+            return None
+        return {"code": analysis.not_assessable_code, "message": analysis.not_assessable_message}
 
     @extend_schema_field(FindingOutput(many=True))
     def get_findings(self, analysis: Analysis) -> list[dict[str, Any]]:
         thresholds = thresholds_for(analysis.model_version)
         show_all = self.context.get("all_findings", False)
-        findings = [f for f in analysis.findings.all() if show_all or is_shown(f, thresholds)]
+        if "hide_unfamiliar" not in self.context:
+            self.context["hide_unfamiliar"] = unfamiliar_hidden()
+        hide = self.context["hide_unfamiliar"]
+        findings = [f for f in analysis.findings.all() if show_all or is_shown(f, thresholds, hide)]
         return FindingOutput(findings, many=True).data
 
 

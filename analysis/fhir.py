@@ -348,7 +348,21 @@ def _narrative(report: dict[str, Any], confirmed: list[tuple[dict, dict]], rejec
     return {"status": "additional", "div": f'<div xmlns="http://www.w3.org/1999/xhtml">{"".join(parts)}</div>'}
 
 
-def _conclusion(confirmed: list[tuple[dict, dict]], rejected: int, images: int, not_analysed: int = 0) -> str:
+def _not_assessed_note(image: dict[str, Any]) -> str:
+    """``"; not assessed by the AI: <reason>"`` for an image the image gate refused, else ``""``."""
+    if image.get("analysis") != "not_assessable":
+        return ""
+    reason = (image.get("not_assessable") or {}).get("message") or "the image could not be judged"
+    return f"; not assessed by the AI: {reason}"
+
+
+def _conclusion(
+    confirmed: list[tuple[dict, dict]],
+    rejected: int,
+    images: int,
+    not_analysed: int = 0,
+    not_assessed: list[dict[str, Any]] | None = None,
+) -> str:
     if not confirmed:
         text = f"The dentist reviewed {images} image(s) of this visit and confirmed no findings."
     else:
@@ -361,6 +375,12 @@ def _conclusion(confirmed: list[tuple[dict, dict]], rejected: int, images: int, 
         text += f" {rejected} AI suggestion(s) were rejected by the dentist and are not part of this report."
     if not_analysed:
         text += f" {not_analysed} image(s) were not checked by the AI software (analysis failed or no model)."
+    if not_assessed:
+        reasons = sorted({(i.get("not_assessable") or {}).get("code") or "unknown" for i in not_assessed})
+        text += (
+            f" {len(not_assessed)} image(s) were not assessed by the AI (image gate: {', '.join(reasons)}); "
+            "only what the dentist noted on them is reported."
+        )
     return text
 
 
@@ -438,7 +458,7 @@ def report_bundle(
         "result": [refs.ref("Observation", o["id"]) for o in observations],
         "media": [
             {
-                "comment": MODALITY_TEXT.get(image.get("modality") or "", "Dental image"),
+                "comment": MODALITY_TEXT.get(image.get("modality") or "", "Dental image") + _not_assessed_note(image),
                 "link": refs.ref("Media", m["id"]),
             }
             for image, m in zip(report.get("images") or [], media, strict=True)
@@ -447,7 +467,8 @@ def report_bundle(
             confirmed,
             rejected,
             len(media),
-            sum((image.get("analysis") or "done") != "done" for image in report.get("images") or []),
+            sum((i.get("analysis") or "done") not in ("done", "not_assessable") for i in report.get("images") or []),
+            [image for image in report.get("images") or [] if image.get("analysis") == "not_assessable"],
         ),
     }
     if conclusion_codes:

@@ -58,6 +58,7 @@ class AnalysisStatus(models.TextChoices):
     RUNNING = "running", "Running"
     DONE = "done", "Done"
     FAILED = "failed", "Failed"
+    NOT_ASSESSABLE = "not_assessable", "Not assessed by the AI"
 
 
 class Analysis(ClinicScopedModel):
@@ -68,9 +69,27 @@ class Analysis(ClinicScopedModel):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     image = models.ForeignKey("patients.Image", on_delete=models.CASCADE, related_name="analyses")
     model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="analyses")
-    status = models.CharField(max_length=10, choices=AnalysisStatus.choices, default=AnalysisStatus.QUEUED)
+    status = models.CharField(max_length=20, choices=AnalysisStatus.choices, default=AnalysisStatus.QUEUED)
     input_sha256 = models.CharField(max_length=64)
     scores = models.JSONField(default=dict, blank=True)
+    # The image gate (analysis.ml.gate): why the AI did not assess the image (status not_assessable), and whether
+    # an assessed image was unlike the model's training images (its findings are marked, and hidden when the
+    # clinic chooses so).
+    not_assessable_code = models.CharField(max_length=30, blank=True)
+    not_assessable_message = models.CharField(max_length=200, blank=True)
+    unfamiliar = models.BooleanField(default=False)
+    ood_score = models.FloatField(null=True, blank=True)
+    gate_measures = models.JSONField(default=dict, blank=True)
+    # The clinic's own model that produced the scores (None: the base model alone), and in shadow mode the scores
+    # of the candidate run beside it (never shown) and whether its findings would have differed.
+    clinic_model = models.ForeignKey(
+        "ClinicModel", on_delete=models.PROTECT, null=True, blank=True, related_name="analyses"
+    )
+    shadow_model = models.ForeignKey(
+        "ClinicModel", on_delete=models.SET_NULL, null=True, blank=True, related_name="shadow_analyses"
+    )
+    shadow_scores = models.JSONField(default=dict, blank=True)
+    shadow_disagrees = models.BooleanField(null=True, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
     claim_token = models.UUIDField(null=True, blank=True, editable=False)
     claimed_at = models.DateTimeField(null=True, blank=True)
@@ -260,3 +279,76 @@ class Amendment(ClinicScopedModel):
 
     def __str__(self) -> str:
         return f"Amendment {self.id}"
+
+
+class ClinicModelStatus(models.TextChoices):
+    CANDIDATE = "candidate", "Candidate (evaluated, not in use)"
+    ACTIVE = "active", "Active"
+    RETIRED = "retired", "Retired"
+
+
+class ClinicModel(ClinicScopedModel):
+    """A clinic's own model: the base model's frozen features with a head adapted to that clinic's reviewed
+    images (its dentists' confirmations, rejections and additions; no other clinic's data). Versioned per
+    clinic and modality, with its parent, the counts it was trained on and its evaluation against the parent
+    on the clinic's held-back reviewed images. At most one is active per clinic and modality; at most one runs
+    in shadow mode (scored beside the active model, never shown)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    parent = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="clinic_models")
+    modality = models.CharField(max_length=10, choices=ModelModality.choices)
+    version = models.PositiveIntegerField()
+    status = models.CharField(max_length=10, choices=ClinicModelStatus.choices, default=ClinicModelStatus.CANDIDATE)
+    shadow = models.BooleanField(default=False)
+    head = models.BinaryField(editable=False)  # encrypted (clinic data key): npz of the adapted head
+    head_sha256 = models.CharField(max_length=64)
+    labels = models.JSONField(default=list)
+    data_counts = models.JSONField(default=dict, blank=True)
+    evaluation = models.JSONField(default=dict, blank=True)
+    training_seconds = models.FloatField(default=0.0)
+    trained_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    activated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta(ClinicScopedModel.Meta):
+        constraints = [
+            models.UniqueConstraint(fields=["clinic", "modality", "version"], name="clinicmodel_version_unique"),
+            models.UniqueConstraint(
+                fields=["clinic", "modality"],
+                condition=models.Q(status="active"),
+                name="clinicmodel_one_active_per_clinic_modality",
+            ),
+            models.UniqueConstraint(
+                fields=["clinic", "modality"],
+                condition=models.Q(shadow=True),
+                name="clinicmodel_one_shadow_per_clinic_modality",
+            ),
+        ]
+        ordering = ["modality", "-version"]
+
+    def __str__(self) -> str:
+        return self.model_id
+
+    @property
+    def model_id(self) -> str:
+        return f"{self.parent.model_id}+clinic.{self.version}"
+
+
+class UnfamiliarFindings(models.TextChoices):
+    SHOW = "show", "Show them, marked as from an unfamiliar image"
+    HIDE = "hide", "Hide them (the image is still shown, marked unfamiliar)"
+
+
+class AnalysisSettings(ClinicScopedModel):
+    """A clinic's choices about how the AI's output is shown (one row per clinic; defaults without one)."""
+
+    id = models.BigAutoField(primary_key=True)
+    unfamiliar_findings = models.CharField(
+        max_length=10, choices=UnfamiliarFindings.choices, default=UnfamiliarFindings.SHOW
+    )
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta(ClinicScopedModel.Meta):
+        constraints = [models.UniqueConstraint(fields=["clinic"], name="analysissettings_one_per_clinic")]

@@ -22,6 +22,7 @@ FOOTER = "AI suggestions were reviewed by your dentist; this report is not a dia
 NO_FINDINGS = "Your dentist did not confirm any problems on this image."
 # Per image whose analysis did not run (snapshot ``analysis``: ``failed`` or ``none``; older snapshots lack it).
 NOT_ANALYSED = {
+    "not_assessable": "The AI software did not assess this image ({reason}); only what your dentist noted is listed.",
     "failed": "The AI software could not check this image; only what your dentist noted is listed.",
     "none": "The AI software does not check this kind of image; only what your dentist noted is listed.",
 }
@@ -98,6 +99,9 @@ def render_html_context(report: dict[str, Any]) -> dict[str, Any]:
             )
         modality = image.get("modality") or ""
         not_analysed = NOT_ANALYSED.get(image.get("analysis") or "done", "")
+        if "{reason}" in not_analysed:
+            reason = ((image.get("not_assessable") or {}).get("message") or "image quality").rstrip(".")
+            not_analysed = not_analysed.format(reason=reason[:1].lower() + reason[1:])
         images.append(
             {
                 "id": image.get("id"),

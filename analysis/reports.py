@@ -60,13 +60,20 @@ def finding_dict(finding: Finding) -> dict[str, Any]:
     }
 
 
-def _analysis_state(image: Image) -> str:
-    """``done`` when a model analysed the image, ``failed`` when its analysis failed, ``none`` when no model
-    ran (none installed for the modality): the report must not read as "nothing found" when nothing looked."""
-    statuses = set(Analysis.objects.filter(image=image).values_list("status", flat=True))
+def _analysis_state(image: Image) -> tuple[str, dict[str, str] | None]:
+    """``done`` when a model analysed the image, ``not_assessable`` when the image gate refused it (with the
+    reason), ``failed`` when its analysis failed, ``none`` when no model ran (none installed for the modality):
+    the report must not read as "nothing found" when nothing looked."""
+    rows = list(
+        Analysis.objects.filter(image=image).values_list("status", "not_assessable_code", "not_assessable_message")
+    )
+    statuses = {status for status, _, _ in rows}
     if AnalysisStatus.DONE in statuses:
-        return "done"
-    return "failed" if AnalysisStatus.FAILED in statuses else "none"
+        return "done", None
+    for status, code, message in rows:
+        if status == AnalysisStatus.NOT_ASSESSABLE:
+            return "not_assessable", {"code": code, "message": message}
+    return ("failed" if AnalysisStatus.FAILED in statuses else "none"), None
 
 
 def report_snapshot(
@@ -91,18 +98,23 @@ def report_snapshot(
             "sex": visit.patient.sex,
         },
         "visit": {"id": str(visit.pk), "date": visit.visit_date.isoformat()},
-        "images": [
-            {
-                "id": str(image.pk),
-                "modality": image.modality,
-                "width": image.width,
-                "height": image.height,
-                "analysis": _analysis_state(image),
-                "findings": [finding_dict(f) for f in findings],
-            }
-            for image, findings in visit_findings(visit).items()
-        ],
+        "images": [_image_snapshot(image, findings) for image, findings in visit_findings(visit).items()],
     }
+
+
+def _image_snapshot(image: Image, findings: list) -> dict[str, Any]:
+    state, refusal = _analysis_state(image)
+    item = {
+        "id": str(image.pk),
+        "modality": image.modality,
+        "width": image.width,
+        "height": image.height,
+        "analysis": state,
+        "findings": [finding_dict(f) for f in findings],
+    }
+    if refusal is not None:
+        item["not_assessable"] = refusal
+    return item
 
 
 def report_sign(*, visit: Visit, signer: User) -> Report:

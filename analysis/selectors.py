@@ -14,7 +14,9 @@ from patients.models import Image, Visit
 from .models import (
     Amendment,
     Analysis,
+    AnalysisSettings,
     AnalysisStatus,
+    ClinicModel,
     ConditionThreshold,
     Finding,
     FindingSource,
@@ -44,15 +46,29 @@ def thresholds_for(model: ModelVersion) -> dict[str, float]:
     return chosen
 
 
-def is_shown(finding: Finding, thresholds: dict[str, float]) -> bool:
+def is_shown(finding: Finding, thresholds: dict[str, float], hide_unfamiliar: bool = False) -> bool:
+    """A clinician's finding or a decided one always; a pending suggestion at or above the clinic's threshold,
+    unless it comes from an unfamiliar image and the clinic hides those (``hide_unfamiliar``)."""
     if finding.source == FindingSource.CLINICIAN or finding.status != FindingStatus.PENDING:
         return True
+    if hide_unfamiliar and finding.analysis_id and finding.analysis.unfamiliar:
+        return False
     return finding.probability is not None and finding.probability >= thresholds.get(finding.condition, 0.5)
+
+
+def analysis_settings() -> AnalysisSettings:
+    """The clinic's analysis settings (its defaults when it never changed them; not saved by this call)."""
+    return AnalysisSettings.objects.first() or AnalysisSettings(clinic_id=current_clinic_id())
+
+
+def unfamiliar_hidden() -> bool:
+    return analysis_settings().unfamiliar_findings == "hide"
 
 
 def visit_findings(visit: Visit) -> dict[Image, list[Finding]]:
     """The findings of a visit that the clinic shows (its thresholds) or that a clinician decided."""
     result: dict[Image, list[Finding]] = {}
+    hide_unfamiliar = unfamiliar_hidden()
     for image in Image.objects.filter(visit=visit).order_by("uploaded_at"):
         shown = []
         for finding in (
@@ -61,7 +77,7 @@ def visit_findings(visit: Visit) -> dict[Image, list[Finding]]:
             .order_by("-probability", "created_at")
         ):
             thresholds = thresholds_for(finding.analysis.model_version) if finding.analysis_id else {}
-            if is_shown(finding, thresholds):
+            if is_shown(finding, thresholds, hide_unfamiliar):
                 shown.append(finding)
         result[image] = shown
     return result
@@ -72,6 +88,7 @@ def analysis_list(*, status: str | None = None, visit: object = None) -> QuerySe
         # prefetched, not joined: one ModelVersion instance per version, shared by the page's rows
         Prefetch("model_version", queryset=ModelVersion.objects.annotate(cache_thresholds=Value(True))),
         Prefetch("findings", queryset=Finding.objects.select_related("reviewed_by")),
+        Prefetch("clinic_model", queryset=ClinicModel.objects.select_related("parent")),
     ).order_by("-created_at", "id")
     if status:
         analyses = analyses.filter(status=status)

@@ -38,11 +38,13 @@ from patients.keys import patient_key
 from patients.models import Image
 from patients.services import image_model_input_replace, image_read, image_read_model_input
 
-from .ml import model_input
+from .adaptation import clinic_models_in_use, clinic_results
+from .ml import gate, model_input
 from .models import Analysis, AnalysisStatus, Finding
 from .queue import RUN_ANALYSIS, task_send
 from .registry import ModelNotAvailable, artifact_meta, artifact_path, model_version_active, predictor
 from .reports import ensure_editable
+from .selectors import thresholds_for
 from .webhooks import webhook_emit
 
 logger = logging.getLogger(__name__)
@@ -68,6 +70,38 @@ def model_input_maker(modality: str) -> Callable[[PILImage.Image], tuple[str, by
     if meta is None or not model_input.spec(meta):
         return None
     return functools.partial(model_input.make, meta=meta)
+
+
+def image_gate(
+    pixels: PILImage.Image,
+    modality: str,
+    colour_hint: PILImage.Image | None = None,
+    meta: dict[str, Any] | None = None,
+) -> gate.GateResult | None:
+    """The model-free checks of ``analysis.ml.gate`` on an upload's decoded pixels (size, modality, exposure,
+    focus, and for photos whether it is an intraoral photograph at all). ``colour_hint``: for an X-ray decoded
+    from a colour file, a small copy of its colours (the stored X-ray is grey), to refuse a photo sent as an
+    X-ray. None when the gate itself fails: a fault of the gate never refuses or loses an upload, the model then
+    runs as it did before the gate.
+
+    The gate runs for a modality whose active model declares it (``"image_gate"`` in its ``model.json``): its
+    thresholds were checked against that model's training images (see its model card). A model that does not
+    declare it (an older or a home-made artefact) is given every image, as before the gate existed. ``meta``: that
+    ``model.json`` when the caller has it (default: the active model's, from the registry)."""
+    meta = meta if meta is not None else _active_meta(modality)
+    if meta is not None and not meta.get("image_gate"):
+        return None
+    try:
+        if colour_hint is not None:
+            coloured = gate.check_image(colour_hint, modality)
+            if not coloured.assessable and coloured.code == "wrong_modality":
+                return coloured
+        if pixels.mode not in ("RGB", "L"):  # 16-bit X-rays: judged as the model sees them, windowed to 8 bit
+            pixels = PILImage.fromarray(model_input.xray_to_uint8_grey(pixels))
+        return gate.check_image(pixels, modality)
+    except Exception:  # noqa: BLE001 - any fault of the checks: log it, analyse the image as before
+        logger.exception("image gate failed on a %s upload; analysing it without the gate", modality)
+        return None
 
 
 def _active_meta(modality: str) -> dict | None:
@@ -116,8 +150,12 @@ def model_inputs_refresh(*, modality: str, limit: int = 0) -> dict[str, int]:
     return counts
 
 
-def analysis_request(*, image: Image) -> Analysis | None:
+def analysis_request(*, image: Image, gate_result: gate.GateResult | None = None) -> Analysis | None:
     """Queue the active model of the image's modality (after commit, ids only in the message).
+
+    An image the gate refused (``gate_result.assessable`` false) is not queued: its analysis is recorded at
+    once as ``not_assessable`` with the gate's reason, so the upload's answer already says why (for example
+    "blurred: please retake"); the image stays, for a dentist to review by hand.
 
     Returns None when no model exists for that modality on this installation."""
 
@@ -125,12 +163,54 @@ def analysis_request(*, image: Image) -> Analysis | None:
         model = model_version_active(image.modality)
     except ModelNotAvailable:
         return None
-    analysis, created = Analysis.objects.get_or_create(
-        image=image, model_version=model, defaults={"input_sha256": image.sha256}
-    )
-    if created:
+    refused = gate_result is not None and not gate_result.assessable
+    defaults: dict[str, Any] = {"input_sha256": image.sha256}
+    if refused:
+        defaults |= {
+            "status": AnalysisStatus.NOT_ASSESSABLE,
+            "not_assessable_code": gate_result.code or "",
+            "not_assessable_message": (gate_result.message or "")[:200],
+            "gate_measures": _plain_measures(gate_result.measures),
+            "finished_at": timezone.now(),
+        }
+    elif gate_result is not None:
+        defaults["gate_measures"] = _plain_measures(gate_result.measures)
+    analysis, created = Analysis.objects.get_or_create(image=image, model_version=model, defaults=defaults)
+    if created and refused:
+        _record_not_assessable(analysis)
+    elif created:
         _queue_after_commit(analysis, action="analysis.queue")
     return analysis
+
+
+def _plain_measures(measures: dict[str, Any] | None) -> dict[str, float]:
+    """The gate's numbers as JSON-safe floats (rounded: they explain a decision, they are not data)."""
+    return {str(k): round(float(v), 4) for k, v in (measures or {}).items() if isinstance(v, int | float | np.floating)}
+
+
+def _record_not_assessable(analysis: Analysis) -> None:
+    """Audit a refusal of the gate and tell the clinic's systems (``analysis.completed``, status
+    ``not_assessable``), like any finished analysis."""
+    audit.record(
+        action="analysis.not_assessable",
+        clinic_id=require_clinic_id(),
+        object_type="analysis",
+        object_id=analysis.pk,
+        details={
+            "image_id": str(analysis.image_id),
+            "model": analysis.model_version.model_id,
+            "code": analysis.not_assessable_code,
+        },
+    )
+    webhook_emit(
+        event="analysis.completed",
+        payload={
+            "analysis_id": str(analysis.pk),
+            "image_id": str(analysis.image_id),
+            "status": AnalysisStatus.NOT_ASSESSABLE,
+            "not_assessable": {"code": analysis.not_assessable_code, "message": analysis.not_assessable_message},
+        },
+    )
 
 
 def _queue_after_commit(analysis: Analysis, *, action: str) -> None:
@@ -276,9 +356,18 @@ def heatmap_of(finding: Finding) -> np.ndarray | None:
 def analysis_finish(claimed: Claimed, result: dict[str, Any]) -> bool:
     """Write the findings and mark done, only if this worker still holds the claim."""
     analysis = claimed.analysis
+    refusal = result.get("gate") if result.get("gate") and not result["gate"].get("assessable", True) else None
+    if refusal is not None:
+        return _finish_not_assessable(claimed, result, refusal)
     with transaction.atomic():
         done = Analysis.objects.filter(pk=analysis.pk, claim_token=claimed.token, status=AnalysisStatus.RUNNING).update(
-            status=AnalysisStatus.DONE, scores=result["scores"], finished_at=timezone.now(), failure_reason=""
+            status=AnalysisStatus.DONE,
+            scores=result["scores"],
+            finished_at=timezone.now(),
+            failure_reason="",
+            unfamiliar=bool(result.get("unfamiliar", False)),
+            ood_score=result.get("ood_score"),
+            **_clinic_fields(result),
         )
         if not done:
             return False
@@ -304,6 +393,41 @@ def analysis_finish(claimed: Claimed, result: dict[str, Any]) -> bool:
         event="analysis.completed",
         payload={"analysis_id": str(analysis.pk), "image_id": str(analysis.image_id), "status": "done"},
     )
+    return True
+
+
+def _clinic_fields(result: dict[str, Any]) -> dict[str, Any]:
+    """The clinic model and shadow columns of a finished analysis (empty when no clinic model ran)."""
+    fields: dict[str, Any] = {}
+    if result.get("clinic_model_id"):
+        fields["clinic_model_id"] = result["clinic_model_id"]
+    if result.get("shadow_model_id"):
+        fields |= {
+            "shadow_model_id": result["shadow_model_id"],
+            "shadow_scores": result.get("shadow_scores", {}),
+            "shadow_disagrees": result.get("shadow_disagrees"),
+        }
+    return fields
+
+
+def _finish_not_assessable(claimed: Claimed, result: dict[str, Any], refusal: dict[str, Any]) -> bool:
+    """The model's own gate refused the image (far outside what it was trained on): no findings, the reason."""
+    analysis = claimed.analysis
+    with transaction.atomic():
+        done = Analysis.objects.filter(pk=analysis.pk, claim_token=claimed.token, status=AnalysisStatus.RUNNING).update(
+            status=AnalysisStatus.NOT_ASSESSABLE,
+            scores={},
+            finished_at=timezone.now(),
+            failure_reason="",
+            not_assessable_code=str(refusal.get("code") or "")[:30],
+            not_assessable_message=str(refusal.get("message") or "")[:200],
+            gate_measures=_plain_measures(refusal.get("measures")),
+            ood_score=result.get("ood_score"),
+        )
+        if not done:
+            return False
+        analysis.refresh_from_db()
+        _record_not_assessable(analysis)
     return True
 
 
@@ -355,7 +479,13 @@ def analysis_execute(*, analysis_id: object) -> str:
     try:
         model = predictor(artifact_path(first.model_version))
         pixels = _load_batch(claimed, model)
-        results = model.predict(pixels, explain=True, min_probability=CANDIDATE_FLOOR)
+        if first.model_version.modality == "photo" and clinic_models_in_use("photo"):
+            # every condition's map: the clinic's model may raise a condition the base model scored low
+            results = model.predict(pixels, explain=True, min_probability=0.0)
+            thresholds = thresholds_for(first.model_version)
+            results = clinic_results(results, pixels, model, first.model_version, CANDIDATE_FLOOR, thresholds)
+        else:
+            results = model.predict(pixels, explain=True, min_probability=CANDIDATE_FLOOR)
         if settings.ANALYSIS_DEBUG_SLEEP_SECONDS:  # fault tests only: widen the window for a kill
             time.sleep(settings.ANALYSIS_DEBUG_SLEEP_SECONDS)
     except TRANSIENT_ERRORS:

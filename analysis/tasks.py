@@ -8,10 +8,13 @@ from django.db.models import F
 from django.utils import timezone
 
 from clinics import context
+from clinics.models import User
+from clinics.services import ServiceError
 from clinics.tenancy import clinic_scope
 
+from .adaptation import clinic_model_train
 from .models import WebhookDelivery
-from .queue import DELIVER_WEBHOOK, REQUEUE_STALE, RUN_ANALYSIS
+from .queue import ADAPT_MODEL, DELIVER_WEBHOOK, REQUEUE_STALE, RUN_ANALYSIS
 from .services import TRANSIENT_ERRORS, analysis_execute, analysis_fail, analysis_requeue_stale
 from .webhooks import send
 
@@ -94,3 +97,17 @@ def deliver_webhook(self, delivery_id: str, clinic_id: str) -> str:  # noqa: ANN
         if self.request.retries >= WEBHOOK_MAX_ATTEMPTS - 1:
             return "failed"
         raise self.retry(countdown=settings.WEBHOOK_RETRY_BASE_SECONDS * 2**self.request.retries)
+
+
+@shared_task(name=ADAPT_MODEL, soft_time_limit=600, time_limit=660)
+def adapt_model(clinic_id: str, user_id: str, modality: str) -> str:
+    """Train (and evaluate) a candidate clinic model; the admin activates it from the clinic model page."""
+    user = User.objects.filter(pk=user_id).first()
+    context.actor_var.set(context.Actor(user=user) if user else context.Actor(system="adapt_model"))
+    with clinic_scope(clinic_id):
+        try:
+            model = clinic_model_train(modality=modality, actor=user)
+        except ServiceError as exc:
+            logger.info("clinic %s: no clinic model trained: %s", clinic_id, exc.code)
+            return exc.code
+    return str(model.pk)

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views, views_review, views_webhooks
+from . import views, views_models, views_review, views_webhooks
 
 app_name = "analysis"
 
@@ -11,5 +11,6 @@ urlpatterns = [
     path("visits/<uuid:pk>/review/", views_review.VisitReviewView.as_view(), name="review"),
     path("clinic/agreement/", views_review.AgreementPageView.as_view(), name="agreement"),
     path("clinic/thresholds/", views_review.ThresholdsView.as_view(), name="thresholds"),
+    path("clinic/model/", views_models.ClinicModelView.as_view(), name="clinic-model"),
     path("clinic/webhooks/", views_webhooks.WebhooksView.as_view(), name="webhooks"),
 ]

@@ -31,7 +31,7 @@ from .models import (
 from .monitoring import agreement
 from .registry import ModelNotAvailable, model_version_active
 from .reports import finding_dict, report_content, visit_locked
-from .selectors import thresholds_for, visit_findings
+from .selectors import thresholds_for, unfamiliar_hidden, visit_findings
 
 FINDING_PLACEHOLDER = uuid.UUID(int=0)
 ACTIVE_STATUSES = (AnalysisStatus.QUEUED, AnalysisStatus.RUNNING)
@@ -53,7 +53,11 @@ def review_data(
     latest = Report.objects.filter(visit=visit).select_related("signed_by").order_by("-version").first()
     amendment = Amendment.objects.filter(visit=visit, report__isnull=True).first()
     analyses_by_image: dict[Any, list[Analysis]] = {}
-    for analysis in Analysis.objects.filter(image__visit=visit).select_related("model_version").order_by("created_at"):
+    for analysis in (
+        Analysis.objects.filter(image__visit=visit)
+        .select_related("model_version", "clinic_model__parent")
+        .order_by("created_at")
+    ):
         analyses_by_image.setdefault(analysis.image_id, []).append(analysis)
 
     thresholds: dict[str, dict[str, float]] = {}  # modality -> condition -> clinic operating point
@@ -93,8 +97,14 @@ def review_data(
                         "id": str(a.pk),
                         "retry_url": reverse("api:analysis-retry", kwargs={"pk": a.pk}),
                         "status": a.status,
-                        "model": a.model_version.model_id,
+                        "model": a.clinic_model.model_id if a.clinic_model_id else a.model_version.model_id,
                         "failure_reason": a.failure_reason,
+                        "not_assessable": (
+                            {"code": a.not_assessable_code, "message": a.not_assessable_message}
+                            if a.status == AnalysisStatus.NOT_ASSESSABLE
+                            else None
+                        ),
+                        "unfamiliar": a.unfamiliar,
                     }
                     for a in analyses
                 ],
@@ -120,6 +130,7 @@ def review_data(
             else None
         ),
         "images": images,
+        "hide_unfamiliar": unfamiliar_hidden(),
         "thresholds": thresholds,
         "colours": {"conditions": conditions.colours(), "fallback": conditions.FALLBACK_COLOUR},
         "condition_names": {c.code: c.name for c in conditions.CONDITIONS.values()},

@@ -21,6 +21,7 @@ def clinic(request: HttpRequest) -> dict[str, Any]:
             "thresholds": access.can("thresholds.manage"),
             "agreement": access.can("monitoring.view"),
             "webhooks": access.can("webhook.manage"),
+            "clinic_model": access.can("model.manage"),
         },
         "other_memberships": [m for m in memberships_of(access.user) if m.clinic_id != access.clinic.id]
         if access.user

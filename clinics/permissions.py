@@ -40,6 +40,7 @@ ROLE_PERMISSIONS: Final[dict[str, frozenset[str]]] = {
     "report.sign": frozenset({DENTIST}),
     "monitoring.view": frozenset({ADMIN}),
     "thresholds.manage": frozenset({ADMIN}),
+    "model.manage": frozenset({ADMIN}),
     "webhook.manage": frozenset({ADMIN}),
     "member.view": frozenset({ADMIN}),
     "member.manage": frozenset({ADMIN}),
@@ -90,6 +91,7 @@ ROUTE_PERMISSIONS: Final[dict[str, dict[str, str]]] = {
     "analysis:agreement": {"GET": "monitoring.view"},
     "analysis:thresholds": {"GET": "monitoring.view", "POST": "thresholds.manage"},
     "analysis:webhooks": {"GET": "webhook.manage", "POST": "webhook.manage"},
+    "analysis:clinic-model": {"GET": "monitoring.view", "POST": "model.manage"},
     # API
     "api:schema": {"GET": PUBLIC},
     "api:docs": {"GET": MEMBER},

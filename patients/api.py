@@ -65,6 +65,12 @@ class PatientOutput(serializers.Serializer):
 class AnalysisSummary(serializers.Serializer):
     id = serializers.UUIDField()
     status = serializers.CharField()
+    not_assessable = serializers.DictField(
+        child=serializers.CharField(),
+        allow_null=True,
+        help_text="When status is `not_assessable`: `code` and `message` of the image gate's reason (for example "
+        "`blurred`, \"The photo is blurred: please retake it\"). The image is stored; the AI did not assess it.",
+    )
 
 
 class ImageOutput(serializers.Serializer):
@@ -93,7 +99,16 @@ class ImageOutput(serializers.Serializer):
             analysis = image.analyses.order_by("-created_at").first()
         else:
             analysis = found[0] if found else None
-        return {"id": analysis.pk, "status": analysis.status} if analysis else None
+        if analysis is None:
+            return None
+        refused = analysis.status == "not_assessable"
+        return {
+            "id": analysis.pk,
+            "status": analysis.status,
+            "not_assessable": (
+                {"code": analysis.not_assessable_code, "message": analysis.not_assessable_message} if refused else None
+            ),
+        }
 
 
 class PatientSearchInput(serializers.Serializer):

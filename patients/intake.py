@@ -29,7 +29,7 @@ import re
 import unicodedata
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import BinaryIO
 
 import numpy as np
@@ -94,6 +94,9 @@ class SanitizedImage:
     thumbnail: bytes  # JPEG, longest side <= THUMBNAIL_SIZE, 8-bit
     window: tuple[int, int] | None  # raw (low, high) used to window 16-bit data for display
     pixels: Image.Image | None = field(default=None, compare=False)  # the decoded pixels of ``data``
+    # An X-ray decoded from a colour image: a small RGB copy (longest side <= COLOUR_HINT_SIZE) of that image
+    # before it was made grey, so the layer above can tell a colour photo sent as an X-ray (kept nowhere).
+    colour_hint: Image.Image | None = field(default=None, compare=False)
 
     def __repr__(self) -> str:  # keep the bytes out of logs and tracebacks
         return (
@@ -138,8 +141,9 @@ def sanitize_upload(
             image, original_format = _decode_dicom(data, max_pixels), "DICOM"
         else:
             image, original_format = _decode_pillow(data, modality, max_pixels)
+        hint = _colour_hint(image) if modality == "xray" else None
         image, window = _normalise(image, modality)
-        return _finish(image, original_format, window)
+        return replace(_finish(image, original_format, window), colour_hint=hint)
     except (IntakeError, MemoryError):
         raise
     except Exception as exc:  # noqa: BLE001 - last resort: a decoder tripped over hostile bytes; never a 500
@@ -683,6 +687,18 @@ def _normalise(im: Image.Image, modality: str) -> tuple[Image.Image, tuple[int, 
         )
     eight = _to_eight_bit(im, modality)
     return Image.frombytes(eight.mode, eight.size, eight.tobytes()), None
+
+
+COLOUR_HINT_SIZE = 512
+
+
+def _colour_hint(im: Image.Image) -> Image.Image | None:
+    """A small RGB copy of a colour image (None for greyscale and 16-bit images)."""
+    if im.mode not in ("RGB", "RGBA", "P", "CMYK", "YCbCr", "RGBX", "PA", "RGBa"):
+        return None
+    small = _to_eight_bit(im, "photo").copy()
+    small.thumbnail((COLOUR_HINT_SIZE, COLOUR_HINT_SIZE), Image.Resampling.BILINEAR)
+    return small
 
 
 def _jpeg(im: Image.Image, box: int, quality: int) -> bytes:

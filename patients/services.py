@@ -163,13 +163,17 @@ def image_ingest(
     modality: str,
     visit_id: object = None,
     model_input: Callable[[Any], tuple[str, bytes] | None] | None = None,
+    inspect: Callable[[SanitizedImage], None] | None = None,
 ) -> Image:
     """Sanitise one upload, encrypt and store it, and record it. A rejection (``IntakeError``)
     stores nothing; a failure after blobs were written removes them again.
 
     ``model_input`` (the analysis app's, for the active model of the modality) turns the decoded pixels
     into ``(spec, PNG bytes)``: a copy already reduced to the model's input, stored beside the original so
-    the worker does not decode the full-size image again; None when that model takes no copy."""
+    the worker does not decode the full-size image again; None when that model takes no copy.
+
+    ``inspect`` (the analysis app's image gate) sees the sanitised upload, pixels included, before anything
+    is stored."""
     sanitized: SanitizedImage = sanitize_upload(
         stream,
         modality=modality,
@@ -177,6 +181,8 @@ def image_ingest(
         max_bytes=settings.IMAGE_MAX_BYTES,
         max_pixels=settings.IMAGE_MAX_PIXELS,
     )
+    if inspect is not None:
+        inspect(sanitized)
     key = patient_key(patient)
     image_id = uuid.uuid4()
     reduced = model_input(sanitized.pixels) if model_input is not None and sanitized.pixels is not None else None

@@ -331,10 +331,21 @@
       return;
     }
     view.analysis.textContent = image.analyses.map((a) => {
+      if (a.status === "not_assessable") {
+        return "Not assessed by the AI: " + (a.not_assessable ? a.not_assessable.message : "the image could not be judged") +
+          " Review the image yourself and add what you see.";
+      }
       let text = a.model + ": " + a.status;
       if (a.status === "failed" && a.failure_reason) text += " (" + a.failure_reason + ")";
+      if (a.unfamiliar) {
+        text += " · unfamiliar image: unlike the images the AI learned from, its suggestions are less reliable" +
+          (data.hide_unfamiliar ? " and are hidden (clinic setting)" : "");
+      }
       return text;
     }).join(" · ");
+    if (image.analyses.some((a) => a.status === "not_assessable" || a.unfamiliar)) {
+      view.analysis.classList.add("analysis-warning");
+    }
     if (!data.can_retry || data.locked) return;
     image.analyses.filter((a) => a.status === "failed").forEach((a) => {
       const again = el("button", { type: "button", className: "analysis-retry" }, "Analyse again");
@@ -675,7 +686,7 @@
         const page = await api(data.urls.analyses, "GET");
         const analyses = page.results || page;
         const total = analyses.length;
-        const finished = analyses.filter((a) => a.status === "done" || a.status === "failed").length;
+        const finished = analyses.filter((a) => ["done", "failed", "not_assessable"].includes(a.status)).length;
         if (total === 0) { // the page says analysing but this list shows none (e.g. emergency access): wait
           later();
           return;
@@ -687,7 +698,9 @@
         }
         state.polling = false;
         const failed = analyses.filter((a) => a.status === "failed").length;
-        liveEl.textContent = "Analysis finished" + (failed ? " (" + failed + " failed)" : "") + ".";
+        const refused = analyses.filter((a) => a.status === "not_assessable").length;
+        liveEl.textContent = "Analysis finished" + (failed ? " (" + failed + " failed)" : "") +
+          (refused ? " (" + refused + " not assessed by the AI)" : "") + ".";
         await reloadData();
       } catch (err) {
         liveEl.textContent = "Analysis status unavailable: " + err.message + " (retrying)";

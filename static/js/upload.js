@@ -47,6 +47,15 @@
         }
         return;
       }
+      if (state === "not_assessable") {
+        // The image is stored, but the AI cannot judge it: say why at once, so staff can retake it now.
+        const reason = body.not_assessable || {};
+        status.textContent = "not assessed by the AI: " + (reason.message || "the image could not be judged") + " ";
+        status.dataset.state = "not_assessable";
+        status.dataset.code = reason.code || "";
+        status.setAttribute("role", "alert");
+        return;
+      }
       if (state === "failed") {
         status.textContent = "analysis failed" + (body.error ? ": " + body.error : "");
         status.dataset.state = "failed";

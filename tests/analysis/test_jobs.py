@@ -144,7 +144,8 @@ def test_analysis_shape_matches_the_api_contract(alice: World) -> None:
     listing = token_client(alice, "staff").get(reverse("api:analysis-list")).json()
     assert [a["id"] for a in listing["results"]] == [str(alice.analysis.pk)]
     meta = token_client(alice, "staff").get(reverse("api:image-detail", kwargs={"pk": alice.image.pk})).json()
-    assert meta["analysis"] == {"id": str(alice.analysis.pk), "status": "done"}
+    # not_assessable: only set when the image gate refused the image
+    assert meta["analysis"] == {"id": str(alice.analysis.pk), "status": "done", "not_assessable": None}
 
 
 def test_clinic_thresholds_decide_what_is_shown(alice: World) -> None:

@@ -331,7 +331,8 @@ def test_images_are_listed_per_patient(alice: World) -> None:
     assert response.status_code == 200 and [i["id"] for i in body["results"]] == [str(alice.image.pk)]
     meta = token_client(alice, "dentist").get(reverse("api:image-detail", kwargs={"pk": alice.image.pk})).json()
     assert meta["sha256"] == alice.image.sha256
-    assert meta["analysis"] == {"id": str(alice.analysis.pk), "status": "done"}
+    # not_assessable: only set when the image gate refused the image
+    assert meta["analysis"] == {"id": str(alice.analysis.pk), "status": "done", "not_assessable": None}
 
 
 def test_patient_get_prefetches_keys(alice: World, django_assert_max_num_queries) -> None:  # noqa: ANN001

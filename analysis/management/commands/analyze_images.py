@@ -4,6 +4,11 @@ Needs neither a broker nor the database: without a usable database the newest sh
 used. Files go through the same intake checks as uploads (with the configured ``IMAGE_MAX_BYTES`` and
 ``IMAGE_MAX_PIXELS``); an invalid file prints an error object and the command goes on with the next.
 Lines come out in the order of the paths given.
+
+Every analysed line carries ``"assessable"``: the image gate (``analysis.ml.gate``) runs first, as for an
+upload; an image it refuses is not given to the model and its line says why in ``"not_assessable"``
+(``{"code", "message"}``) with empty scores and findings. ``"unfamiliar": true`` marks an image that passed but
+is unlike the model's training images.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from django.core.management.base import BaseCommand, CommandError
 from PIL import Image
 
 from analysis.registry import ModelNotAvailable, active_artifact_dir, predictor
+from analysis.services import image_gate
 from patients.intake import IntakeError, sanitize_upload
 
 BATCH = 16
@@ -56,7 +62,15 @@ class Command(BaseCommand):
                         max_bytes=settings.IMAGE_MAX_BYTES,
                         max_pixels=settings.IMAGE_MAX_PIXELS,
                     )
-                pending.append((str(path), Image.open(io.BytesIO(clean.data))))
+                checked = (
+                    image_gate(clean.pixels, modality, colour_hint=clean.colour_hint, meta=model.meta)
+                    if clean.pixels
+                    else None
+                )
+                if checked is not None and not checked.assessable:
+                    pending.append((str(path), {"refused": checked}))
+                else:
+                    pending.append((str(path), Image.open(io.BytesIO(clean.data))))
             except IntakeError as exc:
                 pending.append((str(path), {"code": exc.code, "message": exc.message}))
             except OSError as exc:
@@ -67,18 +81,28 @@ class Command(BaseCommand):
         if pending:
             self._run(model, pending)
 
-    def _run(self, model: Any, batch: list[tuple[str, Image.Image | dict[str, str]]]) -> None:
+    def _run(self, model: Any, batch: list[tuple[str, Image.Image | dict[str, Any]]]) -> None:
         images = [item for _, item in batch if isinstance(item, Image.Image)]
         results = iter(model.predict(images, explain=True) if images else [])
         for name, item in batch:
+            if isinstance(item, dict) and "refused" in item:
+                refused = item["refused"]
+                self._emit(self._not_assessable(name, model, refused.code, refused.message))
+                continue
             if not isinstance(item, Image.Image):
                 self._emit({"file": name, "error": item})
                 continue
             result = next(results)
+            gate = result.get("gate") or {}
+            if gate and not gate.get("assessable", True):
+                self._emit(self._not_assessable(name, model, gate.get("code"), gate.get("message")))
+                continue
             self._emit(
                 {
                     "file": name,
                     "model": model.model_id,
+                    "assessable": True,
+                    "unfamiliar": bool(result.get("unfamiliar", False)),
                     "scores": {k: _rounded(v) for k, v in result["scores"].items()},
                     "findings": [
                         {
@@ -90,6 +114,17 @@ class Command(BaseCommand):
                     ],
                 }
             )
+
+    @staticmethod
+    def _not_assessable(name: str, model: Any, code: str | None, message: str | None) -> dict[str, Any]:
+        return {
+            "file": name,
+            "model": model.model_id,
+            "assessable": False,
+            "not_assessable": {"code": code or "", "message": message or ""},
+            "scores": {},
+            "findings": [],
+        }
 
     def _emit(self, obj: dict[str, Any]) -> None:
         self.stdout.write(json.dumps(obj))

@@ -1,0 +1,189 @@
+"""A clinic's own photo model: the base model's frozen features, with a small correction of its head learned from
+that clinic's reviewed images. Plain PyTorch/numpy (no Django): the platform gathers the labels and the images.
+
+The adapted logit of condition ``c`` is the base model's logit plus a linear correction on the base model's pooled
+features (the 1280 global-average-pooled channels of EfficientNet-Lite0's last feature map)::
+
+    z'_c = z_c + w_c . (f - mu) / sigma + b_c          p'_c = sigmoid(z'_c / T_c + bias_c)
+
+with the base model's own calibration (``temperature``/``logit_bias`` of its ``model.json``), so the clinic's
+thresholds keep their meaning. ``w`` and ``b`` start at zero and are pulled towards zero (L2), so with few reviews
+the clinic model stays the base model and moves only as far as its dentists' decisions push it. A label that the
+reviews do not decide (neither confirmed nor rejected nor absent from a signed report) is left out of the loss
+(``nan`` in ``targets``). Training is full-batch L-BFGS on a few hundred rows at most: well under a second on CPU.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+HEAD_FORMAT = "dentalscan-clinic-head-v1"
+
+
+@dataclass
+class ClinicHead:
+    """The learned correction: ``weight`` (labels x features), ``bias`` (labels), feature standardisation."""
+
+    labels: list[str]
+    weight: np.ndarray
+    bias: np.ndarray
+    mean: np.ndarray
+    scale: np.ndarray
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def to_bytes(self) -> bytes:
+        out = io.BytesIO()
+        np.savez_compressed(
+            out,
+            format=np.array(HEAD_FORMAT),
+            labels=np.array(self.labels),
+            weight=self.weight.astype(np.float32),
+            bias=self.bias.astype(np.float32),
+            mean=self.mean.astype(np.float32),
+            scale=self.scale.astype(np.float32),
+        )
+        return out.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> ClinicHead:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            if str(z["format"]) != HEAD_FORMAT:
+                raise ValueError(f"not a clinic head ({z['format']})")
+            return cls(
+                labels=[str(x) for x in z["labels"]],
+                weight=z["weight"],
+                bias=z["bias"],
+                mean=z["mean"],
+                scale=z["scale"],
+            )
+
+    def logits(self, features: np.ndarray, base_logits: np.ndarray) -> np.ndarray:
+        """Adapted raw logits (before the base model's calibration), shape (N, labels)."""
+        standard = (features - self.mean) / self.scale
+        return base_logits + standard @ self.weight.T + self.bias
+
+
+def calibrated(logits: np.ndarray, temperature: Sequence[float], bias: Sequence[float]) -> np.ndarray:
+    """The base model's calibration: ``sigmoid(logit / T + bias)`` per label."""
+    t = np.asarray(temperature, dtype=np.float64)
+    b = np.asarray(bias, dtype=np.float64)
+    return 1.0 / (1.0 + np.exp(-(np.asarray(logits, dtype=np.float64) / t + b)))
+
+
+def fit_head(
+    features: np.ndarray,
+    base_logits: np.ndarray,
+    targets: np.ndarray,
+    labels: Sequence[str],
+    temperature: Sequence[float],
+    logit_bias: Sequence[float],
+    l2: float = 1.0,
+    max_iter: int = 200,
+) -> ClinicHead:
+    """Learn the correction from ``targets`` (N x labels: 1 present, 0 absent, nan unknown)."""
+    features = np.asarray(features, dtype=np.float32)
+    n, d = features.shape
+    mean = features.mean(axis=0)
+    scale = features.std(axis=0) + 1e-3
+    x = torch.from_numpy((features - mean) / scale)
+    z = torch.from_numpy(np.asarray(base_logits, dtype=np.float32))
+    y = torch.from_numpy(np.nan_to_num(np.asarray(targets, dtype=np.float32), nan=0.0))
+    known = torch.from_numpy(~np.isnan(np.asarray(targets, dtype=np.float32))).float()
+    t = torch.tensor(np.asarray(temperature, dtype=np.float32))
+    b0 = torch.tensor(np.asarray(logit_bias, dtype=np.float32))
+    # Each label's positives and negatives weigh the same in total (a clinic sees far more healthy images).
+    pos = (y * known).sum(0)
+    neg = ((1 - y) * known).sum(0)
+    w_pos = torch.where(pos > 0, known.sum(0) / (2 * pos.clamp(min=1)), torch.zeros_like(pos))
+    w_neg = torch.where(neg > 0, known.sum(0) / (2 * neg.clamp(min=1)), torch.zeros_like(neg))
+    sample_weight = known * (y * w_pos + (1 - y) * w_neg)
+    weight = torch.zeros(len(labels), d, requires_grad=True)
+    bias = torch.zeros(len(labels), requires_grad=True)
+    optimiser = torch.optim.LBFGS([weight, bias], lr=0.5, max_iter=max_iter, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimiser.zero_grad()
+        logits = (z + x @ weight.T + bias) / t + b0
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y, weight=sample_weight, reduction="sum")
+        loss = loss / max(1.0, float(known.sum())) + l2 * (weight.pow(2).sum() / d + bias.pow(2).sum()) / 2
+        loss.backward()
+        return loss
+
+    optimiser.step(closure)
+    return ClinicHead(
+        labels=list(labels),
+        weight=weight.detach().numpy().copy(),
+        bias=bias.detach().numpy().copy(),
+        mean=mean,
+        scale=scale,
+        info={"rows": int(n), "known_labels": int(known.sum()), "l2": l2},
+    )
+
+
+@torch.inference_mode()
+def embed(predictor: Any, images: Sequence[Image.Image], batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """Pooled features (N x 1280) and raw logits (N x labels) of a photo ``Predictor`` (``analysis.ml.infer``),
+    preprocessed exactly as its ``predict`` does (and averaged with the mirror image when its ``tta`` says so)."""
+    feats, logits = [], []
+    model = predictor.model
+    for start in range(0, len(images), batch_size):
+        x = predictor._preprocess(list(images[start : start + batch_size]))
+        pooled = model.features(x).float().mean(dim=(2, 3))
+        if getattr(predictor, "tta", "") == "hflip":
+            pooled = (pooled + model.features(x.flip(-1)).float().mean(dim=(2, 3))) / 2
+        feats.append(pooled.cpu().numpy())
+        logits.append(model.head(pooled.to(next(model.head.parameters()).dtype)).float().cpu().numpy())
+    if not feats:
+        return np.zeros((0, 0), np.float32), np.zeros((0, len(predictor.labels)), np.float32)
+    return np.concatenate(feats), np.concatenate(logits)
+
+
+def wilson(successes: int, total: int, z: float = 1.96) -> list[float] | None:
+    """95% Wilson score interval of a proportion (None when there is nothing to count)."""
+    if total <= 0:
+        return None
+    p = successes / total
+    centre = (p + z * z / (2 * total)) / (1 + z * z / total)
+    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
+    return [round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)]
+
+
+def rates(probabilities: np.ndarray, targets: np.ndarray, thresholds: Sequence[float], labels: Sequence[str]) -> dict:
+    """Per label: sensitivity, specificity and PPV at ``thresholds`` with counts and 95% Wilson intervals, on the
+    rows whose label is known; plus ``any_finding_on_negatives``: the share of images with no known positive
+    and at least one known negative that get any finding."""
+    out: dict[str, Any] = {}
+    flagged = probabilities >= np.asarray(thresholds)[None, :]
+    for c, name in enumerate(labels):
+        known = ~np.isnan(targets[:, c])
+        y = targets[known, c] == 1
+        f = flagged[known, c]
+        tp, fn = int((f & y).sum()), int((~f & y).sum())
+        tn, fp = int((~f & ~y).sum()), int((f & ~y).sum())
+        out[name] = {
+            "sensitivity": round(tp / (tp + fn), 4) if tp + fn else None,
+            "sensitivity_ci": wilson(tp, tp + fn),
+            "specificity": round(tn / (tn + fp), 4) if tn + fp else None,
+            "specificity_ci": wilson(tn, tn + fp),
+            "ppv": round(tp / (tp + fp), 4) if tp + fp else None,
+            "ppv_ci": wilson(tp, tp + fp),
+            "positives": tp + fn,
+            "negatives": tn + fp,
+        }
+    negatives = np.array([(np.nan_to_num(row, nan=0) == 0).all() and (row == 0).any() for row in targets], dtype=bool)
+    if negatives.any():
+        any_flag = flagged[negatives].any(axis=1)
+        out["any_finding_on_negatives"] = {
+            "rate": round(float(any_flag.mean()), 4),
+            "ci": wilson(int(any_flag.sum()), int(negatives.sum())),
+            "images": int(negatives.sum()),
+        }
+    return out
