@@ -179,11 +179,13 @@ class WebhookEndpoint(ClinicScopedModel):
     encrypted with the clinic's data key (AES-256-GCM, associated data binding it to this endpoint and
     clinic), so a database dump alone cannot forge signatures and a master-key rotation (which re-wraps data
     keys) keeps it readable. ``secret`` is the plaintext column of rows written before that (migration 0007
-    moved them); ``webhook_register`` leaves it empty. Revoking keeps the row and its delivery history."""
+    moved them); ``webhook_register`` leaves it empty and nothing reads it (``webhook_secret`` refuses a row
+    without ``secret_encrypted``). It is kept, not dropped, so that no migration destroys data. Revoking keeps
+    the row and its delivery history."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     url = models.URLField(max_length=500)
-    secret = models.CharField(max_length=100, blank=True)  # legacy plaintext; empty for registered endpoints
+    secret = models.CharField(max_length=100, blank=True)  # legacy plaintext, never read; empty
     secret_encrypted = models.BinaryField(default=b"", editable=False)
     events = models.JSONField(default=list, blank=True)  # empty: every event
     is_active = models.BooleanField(default=True)
