@@ -262,3 +262,26 @@ class Amendment(ClinicScopedModel):
 
     def __str__(self) -> str:
         return f"Amendment {self.id}"
+
+
+class UploadIdempotencyKey(ClinicScopedModel):
+    """A client-chosen ``Idempotency-Key`` of an image upload (``analysis.uploads.image_upload_once``), so that a
+    retried upload whose first answer was lost stores the image once.
+
+    Invariants: a key is unique per clinic (the constraint is what makes two concurrent requests with one key
+    store one image: the second insert waits for the first transaction and then fails); it belongs to one
+    patient; it points at the image its first request stored (set in the same transaction). Keys older than
+    ``IDEMPOTENCY_KEY_TTL`` are ignored and removed. Deleting the patient or the image deletes the key."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    key = models.CharField(max_length=64)
+    patient = models.ForeignKey("patients.Patient", on_delete=models.CASCADE, related_name="+")
+    image = models.ForeignKey("patients.Image", on_delete=models.CASCADE, null=True, blank=True, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta(ClinicScopedModel.Meta):
+        constraints = [models.UniqueConstraint(fields=["clinic", "key"], name="upload_idempotency_key_per_clinic")]
+        indexes = [models.Index(fields=["clinic", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"UploadIdempotencyKey {self.id}"

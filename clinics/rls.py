@@ -41,6 +41,7 @@ RLS_TABLES: tuple[str, ...] = (
     "analysis_webhookdelivery",
     "analysis_report",
     "analysis_amendment",
+    "analysis_uploadidempotencykey",
 )
 POLICY = "clinic_isolation"
 _CONDITION = (
