@@ -34,7 +34,7 @@ from analysis.webhooks import (
 from clinics.tenancy import clinic_scope
 from core import crypto
 
-from ..conftest import World, token_client
+from ..conftest import World, token_client, user_client
 
 REAL_GETADDRINFO = socket.getaddrinfo
 
@@ -153,6 +153,8 @@ def test_a_redirect_is_never_followed_and_is_a_failed_attempt(alice: World, serv
     assert len(redirecting.requests) == WEBHOOK_MAX_ATTEMPTS
     assert delivery.status == "failed" and delivery.delivered_at is None
     assert [(a["status"], a["error"]) for a in delivery.attempt_log] == [(status, "redirect_refused")] * 6
+    page = user_client(alice.users["clinic_admin"]).get(reverse("analysis:webhooks")).content.decode()
+    assert f"HTTP {status} (redirect_refused)" in page and target.url not in page
 
 
 # --- Addresses checked at send time (DNS rebinding) -----------------------------------------------
