@@ -359,8 +359,8 @@ def status_error(status: int) -> str:
     return f"http_status_{status}"
 
 
-def _resolve(host: str, port: int) -> str:
-    """Resolve once and vet every address: returns the one to connect to. Refuses a name any of whose addresses
+def _resolve(host: str, port: int) -> tuple[str, ...]:
+    """Resolve once and vet every address: returns them, to connect to in order. Refuses a name any of whose addresses
     is not public (DNS rebinding: a public name pointing at 127.0.0.1, 10.x, 169.254.169.254, ::1, fc00::/7...)."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -377,27 +377,34 @@ def _resolve(host: str, port: int) -> str:
             raise WebhookSendError("address_not_allowed") from exc
         if not address_allowed(address, local_allowed=local_allowed):
             raise WebhookSendError("address_not_allowed")
-    return addresses[0]
+    return tuple(dict.fromkeys(addresses))  # in the resolver's order, once each
 
 
-def _pinned_connector(pinned_address: str) -> Any:
+def _pinned_connector(pinned: str | tuple[str, ...]) -> Any:
     """A ``socket.create_connection`` replacement that ignores the host it is given and connects to the vetted
-    address (same port)."""
+    address(es) (same port), trying each in turn as ``create_connection`` does with a resolver's answers."""
+    addresses = (pinned,) if isinstance(pinned, str) else tuple(pinned)
 
     def connect(
         address: tuple[str, int], timeout: Any = socket._GLOBAL_DEFAULT_TIMEOUT, source: Any = None
     ) -> socket.socket:  # type: ignore[attr-defined]
-        return socket.create_connection((pinned_address, address[1]), timeout, source)
+        error: OSError | None = None
+        for pinned_address in addresses:
+            try:
+                return socket.create_connection((pinned_address, address[1]), timeout, source)
+            except OSError as exc:
+                error = exc
+        raise error or OSError("no address to connect to")
 
     return connect
 
 
 class PinnedHTTPConnection(http.client.HTTPConnection):
-    """Connects to an address already resolved and vetted (``address``), whatever the host name would resolve to
-    now; the ``Host`` header still names ``host``. (``http.client`` connects through the instance attribute
-    ``_create_connection``, which is replaced here.)"""
+    """Connects to an address already resolved and vetted (``address``, or several tried in turn), whatever the
+    host name would resolve to now; the ``Host`` header still names ``host``. (``http.client`` connects through
+    the instance attribute ``_create_connection``, which is replaced here.)"""
 
-    def __init__(self, host: str, port: int, *, address: str, timeout: float) -> None:
+    def __init__(self, host: str, port: int, *, address: str | tuple[str, ...], timeout: float) -> None:
         super().__init__(host, port, timeout=timeout)
         self.pinned_address = address
         self._create_connection = _pinned_connector(address)
@@ -408,7 +415,13 @@ class PinnedHTTPSConnection(http.client.HTTPSConnection):
     ``HTTPSConnection.connect`` wraps the socket with ``server_hostname=self.host``."""
 
     def __init__(
-        self, host: str, port: int, *, address: str, timeout: float, context: ssl.SSLContext | None = None
+        self,
+        host: str,
+        port: int,
+        *,
+        address: str | tuple[str, ...],
+        timeout: float,
+        context: ssl.SSLContext | None = None,
     ) -> None:
         super().__init__(host, port, timeout=timeout, context=context or ssl.create_default_context())
         self.pinned_address = address
@@ -436,7 +449,7 @@ def send(delivery: WebhookDelivery, *, timeout: float = 10.0) -> int:
         port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
     except ValueError as exc:
         raise WebhookSendError("invalid_url") from exc
-    address = _resolve(host, port)
+    addresses = _resolve(host, port)
     body = json.dumps(delivery.payload, sort_keys=True).encode()
     headers = {
         "Content-Type": "application/json",
@@ -447,9 +460,9 @@ def send(delivery: WebhookDelivery, *, timeout: float = 10.0) -> int:
     }
     connection: http.client.HTTPConnection
     if parts.scheme.lower() == "https":
-        connection = PinnedHTTPSConnection(host, port, address=address, timeout=timeout)
+        connection = PinnedHTTPSConnection(host, port, address=addresses, timeout=timeout)
     else:
-        connection = PinnedHTTPConnection(host, port, address=address, timeout=timeout)
+        connection = PinnedHTTPConnection(host, port, address=addresses, timeout=timeout)
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query

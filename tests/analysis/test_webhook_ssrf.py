@@ -244,6 +244,18 @@ def test_the_connection_goes_to_the_address_that_was_checked(
     assert request["host"] == f"localhost:{receiver.port}" and request["path"] == "/hook?x=1"
 
 
+def test_every_vetted_address_is_tried_in_turn(
+    alice: World, monkeypatch: pytest.MonkeyPatch, servers: list[Server]
+) -> None:
+    """A name with an IPv6 and an IPv4 address, the receiver listening on IPv4 only: reached, as before."""
+    receiver = Server(204)
+    servers.append(receiver)
+    endpoint = _endpoint(alice, f"http://localhost:{receiver.port}/hook")
+    _fake_dns(monkeypatch, {"localhost": ["::1", "127.0.0.1"]})
+    delivery = _deliver(alice, endpoint)
+    assert delivery.status == "delivered" and len(receiver.requests) == 1
+
+
 def test_https_connects_to_the_vetted_address_with_sni_and_verification_for_the_name(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
