@@ -63,7 +63,12 @@ class WebhookDeliveryOutput(serializers.Serializer):
     created_at = serializers.DateTimeField()
     attempts = serializers.IntegerField()
     last_status_code = serializers.SerializerMethodField(help_text="HTTP status of the last attempt, if answered.")
-    last_error = serializers.SerializerMethodField(help_text="Network error of the last attempt, if any.")
+    last_error = serializers.SerializerMethodField(
+        help_text="What went wrong with the last attempt, as a short category (never the error's text): e.g. "
+        "timeout, connection_refused, connection_closed, tls_error, dns_error, address_not_allowed (the host "
+        "resolved to a non-public address), redirect_refused (a 3xx: redirects are never followed), "
+        "http_status_<code>, bad_response, secret_unavailable; empty after a success."
+    )
     outcome = serializers.ChoiceField(
         choices=DELIVERY_OUTCOMES,
         source="status",

@@ -14,8 +14,12 @@ into a ``collection`` Bundle holding
 No implementation guide is claimed (``meta.profile`` is not set): the resources follow core R4 only. US Core needs
 US-specific elements and the HL7 Dental Data Exchange IG targets referrals between US dental providers.
 
-Codes: each condition's SNOMED CT concept from the platform vocabulary (``core.conditions``, only concepts whose
-identifiers were verified); a condition without one gets a text-only CodeableConcept rather than a guessed code.
+Codes: each condition's SNOMED CT concept from the platform vocabulary (``core.conditions``); a condition without
+one gets a text-only CodeableConcept rather than a guessed code (``implant`` is exported as text only). The SNOMED
+CT codes were taken from published material (the HL7 Dental Data Exchange guide, SNOMED International's
+implementation demonstrator) and have NOT been checked against a terminology server -- in particular those of
+``calculus`` (18755003), ``filling`` (109727004) and ``impacted_tooth`` (235104008); validate them with a SNOMED CT
+release or terminology service before relying on them.
 The report code is LOINC 18748-4 "Diagnostic imaging study", the modality-independent LOINC document code for an
 imaging report (used for DICOM SR and IHE XDS imaging reports): it fits a report that covers intraoral photographs
 as well as X-rays.

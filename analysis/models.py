@@ -198,11 +198,13 @@ class WebhookEndpoint(ClinicScopedModel):
     encrypted with the clinic's data key (AES-256-GCM, associated data binding it to this endpoint and
     clinic), so a database dump alone cannot forge signatures and a master-key rotation (which re-wraps data
     keys) keeps it readable. ``secret`` is the plaintext column of rows written before that (migration 0007
-    moved them); ``webhook_register`` leaves it empty. Revoking keeps the row and its delivery history."""
+    moved them); ``webhook_register`` leaves it empty and nothing reads it (``webhook_secret`` refuses a row
+    without ``secret_encrypted``). It is kept, not dropped, so that no migration destroys data. Revoking keeps
+    the row and its delivery history."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     url = models.URLField(max_length=500)
-    secret = models.CharField(max_length=100, blank=True)  # legacy plaintext; empty for registered endpoints
+    secret = models.CharField(max_length=100, blank=True)  # legacy plaintext, never read; empty
     secret_encrypted = models.BinaryField(default=b"", editable=False)
     events = models.JSONField(default=list, blank=True)  # empty: every event
     is_active = models.BooleanField(default=True)
@@ -352,3 +354,26 @@ class AnalysisSettings(ClinicScopedModel):
 
     class Meta(ClinicScopedModel.Meta):
         constraints = [models.UniqueConstraint(fields=["clinic"], name="analysissettings_one_per_clinic")]
+
+
+class UploadIdempotencyKey(ClinicScopedModel):
+    """A client-chosen ``Idempotency-Key`` of an image upload (``analysis.uploads.image_upload_once``), so that a
+    retried upload whose first answer was lost stores the image once.
+
+    Invariants: a key is unique per clinic (the constraint is what makes two concurrent requests with one key
+    store one image: the second insert waits for the first transaction and then fails); it belongs to one
+    patient; it points at the image its first request stored (set in the same transaction). Keys older than
+    ``IDEMPOTENCY_KEY_TTL`` are ignored and removed. Deleting the patient or the image deletes the key."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    key = models.CharField(max_length=64)
+    patient = models.ForeignKey("patients.Patient", on_delete=models.CASCADE, related_name="+")
+    image = models.ForeignKey("patients.Image", on_delete=models.CASCADE, null=True, blank=True, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta(ClinicScopedModel.Meta):
+        constraints = [models.UniqueConstraint(fields=["clinic", "key"], name="upload_idempotency_key_per_clinic")]
+        indexes = [models.Index(fields=["clinic", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"UploadIdempotencyKey {self.id}"

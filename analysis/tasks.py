@@ -16,7 +16,7 @@ from .adaptation import clinic_model_train
 from .models import WebhookDelivery
 from .queue import ADAPT_MODEL, DELIVER_WEBHOOK, REQUEUE_STALE, RUN_ANALYSIS
 from .services import TRANSIENT_ERRORS, analysis_execute, analysis_fail, analysis_requeue_stale
-from .webhooks import send
+from .webhooks import SEND_ERRORS, error_category, send, status_error
 
 logger = logging.getLogger(__name__)
 
@@ -70,8 +70,8 @@ def requeue_stale_analyses() -> int:
     max_retries=WEBHOOK_MAX_ATTEMPTS - 1,
 )
 def deliver_webhook(self, delivery_id: str, clinic_id: str) -> str:  # noqa: ANN001
-    """POST one delivery; any non-2xx answer or network error retries with exponential backoff. Nothing is
-    sent to a revoked endpoint: its waiting deliveries end as ``cancelled``."""
+    """POST one delivery; any non-2xx answer (a redirect included: never followed) or failed attempt retries with
+    exponential backoff. Nothing is sent to a revoked endpoint: its waiting deliveries end as ``cancelled``."""
     with clinic_scope(clinic_id):
         delivery = WebhookDelivery.objects.select_related("endpoint").get(pk=delivery_id)
         if delivery.status in ("delivered", "cancelled"):
@@ -81,9 +81,14 @@ def deliver_webhook(self, delivery_id: str, clinic_id: str) -> str:  # noqa: ANN
             return "cancelled"
         started = timezone.now()
         try:
-            status, error = send(delivery), ""
-        except OSError as exc:
-            status, error = None, f"{type(exc).__name__}: {exc}"[:200]
+            status = send(delivery)
+        except SEND_ERRORS as exc:
+            # Every failed attempt is recorded and retried: network and TLS errors, malformed answers, a refused
+            # URL or address, an unusable secret. The log keeps a short category, never the exception's text.
+            status, error = None, error_category(exc)
+            logger.info("webhook delivery %s: attempt failed (%s)", delivery_id, error)
+        else:
+            error = status_error(status)  # "" for 2xx; a 3xx is "redirect_refused" (never followed)
         entry = {"at": started.isoformat(), "status": status, "error": error}
         ok = status is not None and 200 <= status < 300
         WebhookDelivery.objects.filter(pk=delivery.pk).update(

@@ -1,5 +1,5 @@
-"""The clinic admins' webhooks page: register endpoints (the secret shown once), send a test event, revoke,
-and the recent deliveries with their outcomes."""
+"""The clinic admins' webhooks page: register endpoints (the secret shown once, on the page the registration
+redirects to), send a test event, revoke, and the recent deliveries with their outcomes."""
 
 from __future__ import annotations
 
@@ -26,6 +26,8 @@ from .webhooks import (
 )
 
 RECENT_DELIVERIES = 25
+# The session entry that holds a new endpoint's secret between the registering POST and the GET that shows it.
+NEW_SECRET_SESSION_KEY = "webhook_new_secret"
 
 
 class WebhooksView(ClinicView):
@@ -49,7 +51,18 @@ class WebhooksView(ClinicView):
         return render(request, self.template_name, context, status=status)
 
     def get(self, request: HttpRequest) -> HttpResponse:
-        return self._render(request)
+        """Shows a just-registered endpoint's secret once (Post/Redirect/Get): it is taken out of the session here,
+        so a reload or a later visit does not show it again."""
+        once = request.session.pop(NEW_SECRET_SESSION_KEY, None)
+        if not once:
+            return self._render(request)
+        try:
+            endpoint = webhook_get(uuid.UUID(once["webhook"]))  # the clinic in scope's only
+        except (KeyError, TypeError, ValueError, WebhookEndpoint.DoesNotExist):
+            return self._render(request)
+        response = self._render(request, new_endpoint=endpoint, new_secret=once.get("secret", ""))
+        response["Cache-Control"] = "no-store"
+        return response
 
     def post(self, request: HttpRequest) -> HttpResponse:
         action = request.POST.get("action", "register")
@@ -59,8 +72,10 @@ class WebhooksView(ClinicView):
                 endpoint, secret = webhook_register(url=url, events=events)
             except ServiceError as exc:
                 return self._render(request, error=exc.message, url=url, chosen=events, status=400)
-            # Shown once on this response, never stored in clear or put in the session.
-            response = self._render(request, new_endpoint=endpoint, new_secret=secret)
+            # Post/Redirect/Get: a reload of the page after this must not register a second endpoint. The secret
+            # waits in the (server-side) session for the next GET only, which removes it and shows it once.
+            request.session[NEW_SECRET_SESSION_KEY] = {"webhook": str(endpoint.pk), "secret": secret}
+            response = redirect("analysis:webhooks")
             response["Cache-Control"] = "no-store"
             return response
         if action not in ("test", "revoke"):

@@ -14,9 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import http.client
 import ipaddress
 import json
+import re
 import secrets
+import socket
+import ssl
 import time
 import uuid
 from typing import Any
@@ -66,12 +70,13 @@ def secret_seal(*, endpoint_id: uuid.UUID, clinic_id: object, secret: str) -> by
 
 def webhook_secret(endpoint: WebhookEndpoint) -> str:
     """The endpoint's signing secret, for signing only (never shown again after registration). Needs the
-    endpoint's clinic in scope; raises ``crypto.IntegrityFailure`` for a ciphertext moved to another row.
-    Rows written straight through the ORM with a plaintext ``secret`` (older code, tests) still sign with it."""
-    if endpoint.secret_encrypted:
-        blob = bytes(endpoint.secret_encrypted)
-        return crypto.decrypt(clinic_key(), blob, _secret_aad(endpoint.pk, endpoint.clinic_id)).decode()
-    return endpoint.secret
+    endpoint's clinic in scope; raises ``crypto.IntegrityFailure`` for a ciphertext moved to another row, and for
+    a row without an encrypted secret. The legacy plaintext ``secret`` column is never read (migration 0007 moved
+    its values; a row written with only a plaintext secret cannot sign)."""
+    blob = bytes(endpoint.secret_encrypted or b"")
+    if not blob:
+        raise crypto.IntegrityFailure(f"webhook {endpoint.pk} has no encrypted signing secret")
+    return crypto.decrypt(clinic_key(), blob, _secret_aad(endpoint.pk, endpoint.clinic_id)).decode()
 
 
 # --- Validation ----------------------------------------------------------------------------------
@@ -83,14 +88,48 @@ def _local_http_allowed() -> bool:
     return bool(settings.DEBUG or getattr(settings, "DEMO_DATA_ALLOWED", False))
 
 
+def normalise_host(host: str) -> str:
+    """A host as it is resolved: lowercase, without the trailing dot(s) of a fully qualified name
+    (``localhost.`` is ``localhost``), an internationalised name in its IDNA (punycode) form, an IPv6 literal
+    without brackets. Raises ``ValueError`` for a name IDNA cannot encode."""
+    host = host.strip().strip("[]").rstrip(".").lower()
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        return host
+    try:
+        return host.encode("idna").decode("ascii").lower()
+    except UnicodeError as exc:
+        raise ValueError("not a valid host name") from exc
+
+
 def _is_internal(host: str) -> bool:
-    if host in LOCAL_HOSTS or host.endswith((".localhost", ".local", ".internal")):
+    """Whether a host is internal by its form (a loopback/private/link-local/reserved literal or an internal
+    name). A public-looking name may still resolve to an internal address: ``send`` checks what it resolves to."""
+    try:
+        host = normalise_host(host)
+    except ValueError:
+        return True  # not a host we would send to
+    if not host or host in LOCAL_HOSTS or host.endswith((".localhost", ".local", ".internal")):
         return True
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
-        return False  # a host name is judged by its form: one that resolves to an internal address passes
-    return not address.is_global
+        return False
+    return not address_allowed(address, local_allowed=False)
+
+
+def address_allowed(address: ipaddress.IPv4Address | ipaddress.IPv6Address, *, local_allowed: bool) -> bool:
+    """Whether a webhook may connect to this (resolved) address: a global unicast address only; loopback too
+    exactly when local http is allowed (development and tests, ``_local_http_allowed``). Never private,
+    link-local (169.254.169.254, the cloud metadata service), unique-local (fc00::/7), multicast or reserved."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped  # ::ffff:10.0.0.1 is 10.0.0.1
+    if address.is_loopback:
+        return local_allowed
+    return address.is_global and not address.is_multicast
 
 
 def webhook_url_validate(url: str) -> str:
@@ -113,7 +152,10 @@ def webhook_url_validate(url: str) -> str:
         raise ServiceError(
             "invalid_url", "Put no credentials in a webhook URL: receivers verify the signature header instead."
         )
-    host = (parts.hostname or "").lower()
+    try:
+        host = normalise_host(parts.hostname or "")
+    except ValueError as exc:
+        raise ServiceError("invalid_url", "This is not a valid URL.") from exc
     local_allowed = _local_http_allowed()
     if scheme == "http" and not (local_allowed and host in LOCAL_HOSTS):
         raise ServiceError(
@@ -157,8 +199,16 @@ def webhook_deliveries(endpoint: WebhookEndpoint | None = None) -> QuerySet[Webh
 
 
 def delivery_last_attempt(delivery: WebhookDelivery) -> dict[str, Any]:
-    """The last attempt's log entry (``at``, ``status``: the HTTP status or None, ``error``), or {}."""
-    return delivery.attempt_log[-1] if delivery.attempt_log else {}
+    """The last attempt's log entry (``at``, ``status``: the HTTP status or None, ``error``: a short category such
+    as ``timeout`` or ``http_status_500``, "" on success), or {}. An entry written before errors were categorised
+    (raw exception text) shows as ``network_error``."""
+    if not delivery.attempt_log:
+        return {}
+    entry = dict(delivery.attempt_log[-1])
+    error = entry.get("error") or ""
+    if error and not ERROR_CATEGORY_RE.match(error):
+        entry["error"] = "network_error"
+    return entry
 
 
 # --- Writes --------------------------------------------------------------------------------------
@@ -247,25 +297,179 @@ def webhook_send_test(*, endpoint: WebhookEndpoint) -> WebhookDelivery:
     return delivery
 
 
-def send(delivery: WebhookDelivery, *, timeout: float = 10.0) -> int:
-    """POST one delivery; returns the HTTP status. Raises on network errors."""
-    import urllib.request
+# --- Sending -------------------------------------------------------------------------------------
 
-    body = json.dumps(delivery.payload, sort_keys=True).encode()
-    request = urllib.request.Request(  # noqa: S310 - the URL is an admin-configured https/http endpoint
-        delivery.endpoint.url,
-        data=body,
-        method="POST",
-        headers={
-            "Content-Type": "application/json",
-            "User-Agent": "DentalScan-Webhooks/1",
-            "X-DentalScan-Event": delivery.event,
-            "X-DentalScan-Delivery": str(delivery.id),
-            "X-DentalScan-Signature": signature(webhook_secret(delivery.endpoint), int(time.time()), body),
-        },
-    )
+
+class WebhookSendError(Exception):
+    """An attempt refused or failed before any HTTP status; ``category`` is the short code the log keeps."""
+
+    def __init__(self, category: str, detail: str = "") -> None:
+        super().__init__(detail or category)
+        self.category = category
+
+
+# What an attempt's log entry says went wrong: short codes, never an exception's text (which may carry internal
+# addresses, host names or response fragments an admin should not be shown).
+ERROR_CATEGORY_RE = re.compile(r"^[a-z0-9_]{1,40}$")
+
+
+# What ``send`` raises for a failed attempt (the delivery task records and retries each): network and TLS errors,
+# malformed answers (``http.client.HTTPException``), bad values, a refused URL or address, an unusable secret.
+SEND_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    http.client.HTTPException,
+    ValueError,
+    WebhookSendError,
+    crypto.IntegrityFailure,
+)
+
+
+def error_category(exc: BaseException) -> str:
+    """The short category of a failed attempt's exception (``timeout``, ``connection_refused``, ``tls_error``,
+    ``dns_error``, ``address_not_allowed``...)."""
+    if isinstance(exc, WebhookSendError):
+        return exc.category
+    if isinstance(exc, crypto.IntegrityFailure):
+        return "secret_unavailable"
+    if isinstance(exc, (ssl.SSLError, ssl.CertificateError)):
+        return "tls_error"
+    if isinstance(exc, socket.gaierror):
+        return "dns_error"
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection_refused"
+    if isinstance(exc, (ConnectionResetError, ConnectionAbortedError, BrokenPipeError, http.client.RemoteDisconnected)):
+        return "connection_closed"
+    if isinstance(exc, http.client.HTTPException):
+        return "bad_response"
+    if isinstance(exc, OSError):
+        return "network_error"
+    if isinstance(exc, ValueError):
+        return "invalid_request"
+    return "error"
+
+
+def status_error(status: int) -> str:
+    """The error category of an answered attempt that is not a success ("" for 2xx): a redirect is never followed."""
+    if 200 <= status < 300:
+        return ""
+    if 300 <= status < 400:
+        return "redirect_refused"
+    return f"http_status_{status}"
+
+
+def _resolve(host: str, port: int) -> tuple[str, ...]:
+    """Resolve once and vet every address: returns them, to connect to in order. Refuses a name any of whose addresses
+    is not public (DNS rebinding: a public name pointing at 127.0.0.1, 10.x, 169.254.169.254, ::1, fc00::/7...)."""
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
-            return response.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise WebhookSendError("dns_error") from exc
+    addresses = [info[4][0] for info in infos]
+    if not addresses:
+        raise WebhookSendError("dns_error")
+    local_allowed = _local_http_allowed()
+    for raw in addresses:
+        try:
+            address = ipaddress.ip_address(raw.split("%", 1)[0])  # an IPv6 scope id is not part of the address
+        except ValueError as exc:
+            raise WebhookSendError("address_not_allowed") from exc
+        if not address_allowed(address, local_allowed=local_allowed):
+            raise WebhookSendError("address_not_allowed")
+    return tuple(dict.fromkeys(addresses))  # in the resolver's order, once each
+
+
+def _pinned_connector(pinned: str | tuple[str, ...]) -> Any:
+    """A ``socket.create_connection`` replacement that ignores the host it is given and connects to the vetted
+    address(es) (same port), trying each in turn as ``create_connection`` does with a resolver's answers."""
+    addresses = (pinned,) if isinstance(pinned, str) else tuple(pinned)
+
+    def connect(
+        address: tuple[str, int], timeout: Any = socket._GLOBAL_DEFAULT_TIMEOUT, source: Any = None
+    ) -> socket.socket:  # type: ignore[attr-defined]
+        error: OSError | None = None
+        for pinned_address in addresses:
+            try:
+                return socket.create_connection((pinned_address, address[1]), timeout, source)
+            except OSError as exc:
+                error = exc
+        raise error or OSError("no address to connect to")
+
+    return connect
+
+
+class PinnedHTTPConnection(http.client.HTTPConnection):
+    """Connects to an address already resolved and vetted (``address``, or several tried in turn), whatever the
+    host name would resolve to now; the ``Host`` header still names ``host``. (``http.client`` connects through
+    the instance attribute ``_create_connection``, which is replaced here.)"""
+
+    def __init__(self, host: str, port: int, *, address: str | tuple[str, ...], timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self.pinned_address = address
+        self._create_connection = _pinned_connector(address)
+
+
+class PinnedHTTPSConnection(http.client.HTTPSConnection):
+    """TLS to the vetted address, with SNI and certificate verification for the host name (``check_hostname``):
+    ``HTTPSConnection.connect`` wraps the socket with ``server_hostname=self.host``."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        address: str | tuple[str, ...],
+        timeout: float,
+        context: ssl.SSLContext | None = None,
+    ) -> None:
+        super().__init__(host, port, timeout=timeout, context=context or ssl.create_default_context())
+        self.pinned_address = address
+        self._create_connection = _pinned_connector(address)
+
+
+def send(delivery: WebhookDelivery, *, timeout: float = 10.0) -> int:
+    """POST one delivery; returns the HTTP status, a 3xx included (redirects are never followed).
+
+    Invariants (SSRF): the URL is checked again against the rules of ``webhook_url_validate`` (settings may have
+    changed since registration); the host (trailing dots and IDNA normalised) is resolved here, once, every
+    address it resolves to must be public (loopback only where local http is allowed), and the connection goes to
+    the vetted address, so a second resolution cannot lead elsewhere; TLS still verifies the host name. No proxy
+    from the environment is used. Raises ``WebhookSendError`` (a refused URL or address, a DNS failure),
+    ``OSError``/``ssl.SSLError`` (network, TLS), ``http.client.HTTPException`` (a malformed answer) or
+    ``crypto.IntegrityFailure`` (no usable secret); ``error_category`` names each."""
+    endpoint = delivery.endpoint
+    try:
+        url = webhook_url_validate(endpoint.url)
+    except ServiceError as exc:
+        raise WebhookSendError("address_not_allowed") from exc
+    parts = urlsplit(url)
+    try:
+        host = normalise_host(parts.hostname or "")
+        port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+    except ValueError as exc:
+        raise WebhookSendError("invalid_url") from exc
+    addresses = _resolve(host, port)
+    body = json.dumps(delivery.payload, sort_keys=True).encode()
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "DentalScan-Webhooks/1",
+        "X-DentalScan-Event": delivery.event,
+        "X-DentalScan-Delivery": str(delivery.id),
+        "X-DentalScan-Signature": signature(webhook_secret(endpoint), int(time.time()), body),
+    }
+    connection: http.client.HTTPConnection
+    if parts.scheme.lower() == "https":
+        connection = PinnedHTTPSConnection(host, port, address=addresses, timeout=timeout)
+    else:
+        connection = PinnedHTTPConnection(host, port, address=addresses, timeout=timeout)
+    path = parts.path or "/"
+    if parts.query:
+        path += "?" + parts.query
+    try:
+        connection.request("POST", path, body=body, headers=headers)
+        response = connection.getresponse()
+        response.read(65536)  # a little of the body, so the connection closes cleanly; never stored
+        return response.status
+    finally:
+        connection.close()

@@ -41,6 +41,9 @@ RLS_TABLES: tuple[str, ...] = (
     "analysis_webhookdelivery",
     "analysis_report",
     "analysis_amendment",
+    "analysis_uploadidempotencykey",
+    "analysis_clinicmodel",
+    "analysis_analysissettings",
 )
 POLICY = "clinic_isolation"
 _CONDITION = (

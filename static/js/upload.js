@@ -1,6 +1,8 @@
 // Upload page: drag-and-drop or chosen files, and photos from the device camera. Each file is sent
 // on its own to the API (session + CSRF), so each gets its own result or its own clear error; a server fault
-// or a lost connection offers to send that file again.
+// or a lost connection offers to send that file again. Each file gets one Idempotency-Key, sent again with every
+// retry of that file: when the first attempt was stored but its answer was lost, the retry gets the stored image
+// back (200) instead of storing the file twice.
 (function () {
   "use strict";
   const root = document.getElementById("uploader");
@@ -75,7 +77,15 @@
 
   // A fault of ours (5xx), a rate limit or a lost connection is not the file's fault: say so and offer to send
   // the same file again. A 4xx is the file's own problem: say why it was rejected (nothing was stored).
-  function offerRetry(li, file, name, text) {
+  // One key per file (not per attempt): crypto.randomUUID where available (secure contexts), else 128 random bits.
+  function newKey() {
+    if (window.crypto && typeof window.crypto.randomUUID === "function") return window.crypto.randomUUID();
+    const bytes = new Uint8Array(16);
+    window.crypto.getRandomValues(bytes);
+    return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  }
+
+  function offerRetry(li, file, name, text, key) {
     li.className = "error retryable";
     li.textContent = name + ": " + text + " ";
     const button = document.createElement("button");
@@ -85,13 +95,14 @@
     button.addEventListener("click", () => {
       button.disabled = true;  // one more attempt per press, not one per click
       li.textContent = name + ": waiting to send again…";
-      enqueue(() => send(file, name, li));
+      enqueue(() => send(file, name, li, key));  // the same key: a retry of the same upload
     });
     li.appendChild(button);
   }
 
-  async function send(file, name, li) {
+  async function send(file, name, li, key) {
     li = li || row(name);
+    key = key || newKey();
     li.className = "";
     li.textContent = name + ": uploading…";
     const body = new FormData();
@@ -101,10 +112,10 @@
     try {
       response = await fetch(endpoint, {
         method: "POST", body: body, credentials: "same-origin",
-        headers: { "X-CSRFToken": csrf, "Accept": "application/json" },
+        headers: { "X-CSRFToken": csrf, "Accept": "application/json", "Idempotency-Key": key },
       });
     } catch (err) {
-      offerRetry(li, file, name, "the connection to the server was lost; nothing may have been stored. Try again.");
+      offerRetry(li, file, name, "the connection to the server was lost; try again (it will not be stored twice).", key);
       return;
     }
     const data = await response.json().catch(() => ({}));
@@ -114,10 +125,10 @@
       li.textContent = name + ": stored (" + data.width + "×" + data.height + ", " + data.original_format + ")";
       follow(li, name, data);
     } else if (response.status >= 500) {
-      offerRetry(li, file, name, "server problem, try again (the file itself was not refused).");
+      offerRetry(li, file, name, "server problem, try again (the file itself was not refused).", key);
     } else if (response.status === 429) {
       const wait = error.details && error.details.retry_after_seconds ? " in " + error.details.retry_after_seconds + " s" : "";
-      offerRetry(li, file, name, "too many uploads at once; try again" + wait + ".");
+      offerRetry(li, file, name, "too many uploads at once; try again" + wait + ".", key);
     } else {
       li.className = "error";
       li.textContent = name + ": rejected: " + (error.message || response.statusText) +

@@ -354,3 +354,13 @@ def test_required_code_bindings_of_r4() -> None:
                     assert item[child] in allowed, (resource["resourceType"], path, item[child])
                     seen.add(path)
     assert seen == set(DATATYPE_BINDINGS)
+
+
+def test_the_docstring_says_the_snomed_codes_are_unverified() -> None:
+    import analysis.fhir
+
+    doc = " ".join((analysis.fhir.__doc__ or "").split())
+    assert "published material" in doc and "NOT been checked against a terminology server" in doc
+    for code in ("calculus", "filling", "impacted_tooth", "implant"):
+        assert f"``{code}``" in doc
+    assert CONDITIONS["implant"].snomed is None  # text only, as the docstring says

@@ -7,6 +7,7 @@ from django.urls import reverse
 from analysis.models import Analysis, Finding, Report
 from analysis.monitoring import agreement
 from analysis.reports import report_content
+from analysis.webhooks import webhook_register
 from clinics.models import AuditEvent
 from clinics.tenancy import clinic_scope
 
@@ -149,12 +150,12 @@ def test_agreement_figures_match_a_seeded_set_of_reviews(alice: World, bob: Worl
 
 
 def test_signing_emits_report_signed_to_the_clinics_webhooks(alice: World, bob: World) -> None:
-    from analysis.models import WebhookDelivery, WebhookEndpoint
+    from analysis.models import WebhookDelivery
 
     with clinic_scope(alice.clinic.id):
-        WebhookEndpoint.objects.create(url="https://pms.example/hook", secret="s", events=["report.signed"])
+        webhook_register(url="https://pms.example/hook", events=["report.signed"])
     with clinic_scope(bob.clinic.id):
-        WebhookEndpoint.objects.create(url="https://other.example/hook", secret="s", events=[])
+        webhook_register(url="https://other.example/hook", events=[])
     token_client(alice, "dentist").post(
         reverse("api:finding-review", kwargs={"pk": alice.finding.pk}), {"decision": "confirm"}, format="json"
     )

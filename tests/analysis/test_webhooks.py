@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from analysis.models import WebhookDelivery, WebhookEndpoint
+from analysis.models import WebhookDelivery
 from analysis.registry import model_register
+from analysis.webhooks import webhook_register
 from clinics.tenancy import clinic_scope
 from config.celery import app
 from tests.ml.conftest import random_artifact  # noqa: F401 - fixture
@@ -65,19 +66,22 @@ def receivers() -> Iterator[tuple[Receiver, Receiver]]:
     flaky.close()
 
 
-def _register_endpoints(clinic_id: object, good: Receiver, flaky: Receiver) -> None:
+def _register_endpoints(clinic_id: object, good: Receiver, flaky: Receiver) -> tuple[str, str]:
+    """Registered as an admin does (``webhook_register``: the secret is sealed); returns both signing secrets."""
     with clinic_scope(clinic_id):
-        WebhookEndpoint.objects.create(url=good.url, secret="good-secret", events=["analysis.completed"])
-        WebhookEndpoint.objects.create(url=flaky.url, secret="flaky-secret", events=[])
+        _, good_secret = webhook_register(url=good.url, events=["analysis.completed"])
+        _, flaky_secret = webhook_register(url=flaky.url, events=[])
+    return good_secret, flaky_secret
 
 
-def _check(good: Receiver, flaky: Receiver, analysis_id: str) -> None:
+def _check(good: Receiver, flaky: Receiver, analysis_id: str, secrets: tuple[str, str]) -> None:
+    good_secret, flaky_secret = secrets
     event = json.loads(good.requests[0]["body"])
     assert event["event"] == "analysis.completed" and event["data"]["analysis_id"] == analysis_id
-    assert valid_signature("good-secret", good.requests[0]["headers"], good.requests[0]["body"])
+    assert valid_signature(good_secret, good.requests[0]["headers"], good.requests[0]["body"])
     assert not valid_signature("another-secret", good.requests[0]["headers"], good.requests[0]["body"])
     assert len(flaky.requests) == 3  # failed twice, accepted on the third try
-    assert all(valid_signature("flaky-secret", r["headers"], r["body"]) for r in flaky.requests)
+    assert all(valid_signature(flaky_secret, r["headers"], r["body"]) for r in flaky.requests)
     first_gap = flaky.requests[1]["at"] - flaky.requests[0]["at"]
     second_gap = flaky.requests[2]["at"] - flaky.requests[1]["at"]
     assert first_gap >= 0.4 and second_gap >= 0.9  # backoff: 0.5 s, then 1 s
@@ -99,7 +103,7 @@ def test_analysis_completed_reaches_receivers_through_a_real_worker(
     from ..conftest import build_clinic
 
     world = build_clinic("hooks")
-    _register_endpoints(world.clinic.id, good, flaky)
+    secrets = _register_endpoints(world.clinic.id, good, flaky)
     analysis_id, _ = _world_and_upload(random_artifact, world=world)
     worker = start_worker("gpu,default", WEBHOOK_RETRY_BASE_SECONDS="0.5")
     try:
@@ -117,6 +121,6 @@ def test_analysis_completed_reaches_receivers_through_a_real_worker(
         )
     finally:
         stop_worker(worker)
-    _check(good, flaky, analysis_id)
+    _check(good, flaky, analysis_id, secrets)
     delivery = WebhookDelivery.unscoped.get(endpoint__url=flaky.url)
     assert delivery.attempts == 3 and [a["status"] for a in delivery.attempt_log] == [500, 500, 200]

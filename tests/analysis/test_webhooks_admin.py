@@ -245,14 +245,20 @@ def test_admin_page_registers_shows_the_secret_once_tests_and_revokes(alice: Wor
     assert not WebhookEndpoint.unscoped.exists()
 
     created = page.post(url, {"action": "register", "url": HOOK, "events": ["analysis.completed"]})
-    assert created.status_code == 200 and created["Cache-Control"] == "no-store"
+    # Post/Redirect/Get: the POST answers a redirect, so reloading the page cannot register a second endpoint.
+    assert created.status_code == 302 and created["Location"] == url
     endpoint = WebhookEndpoint.unscoped.get()
     with clinic_scope(alice.clinic.id):
         secret = webhook_secret(endpoint)
-    html = created.content.decode()
+    assert secret.encode() not in created.content
+    shown = page.get(url)
+    assert shown["Cache-Control"] == "no-store"
+    html = shown.content.decode()
     assert secret in html and "shown only this once" in html and endpoint.events == ["analysis.completed"]
-    again = page.get(url).content.decode()
+    assert "webhook_new_secret" not in page.session  # dropped from the session once shown
+    again = page.get(url).content.decode()  # a reload: the secret is gone, and still one endpoint
     assert secret not in again and HOOK in again and "analysis.completed" in again and "active" in again
+    assert WebhookEndpoint.unscoped.count() == 1
 
     tested = page.post(url, {"action": "test", "webhook": str(endpoint.pk)})
     assert tested.status_code == 302 and tested["Location"] == url

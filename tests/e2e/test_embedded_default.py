@@ -176,8 +176,11 @@ def test_a_server_fault_on_upload_is_retried_from_the_page(
     staff = Watched(chromium, viewport={"width": 1280, "height": 900})
     faults = []
 
+    keys: list[str | None] = []
+
     def first_upload_fails(route: Any) -> None:
         # The server's own fault answer (its error shape), for the first attempt only; the retry goes through.
+        keys.append(route.request.headers.get("idempotency-key"))
         if not faults:
             faults.append(route.request.url)
             route.fulfill(
@@ -206,3 +209,41 @@ def test_a_server_fault_on_upload_is_retried_from_the_page(
 
     images = Api(base, clinic["api_key"]).get(f"/api/v1/patients/{patient}/images/").json()["results"]
     assert len(images) == 1  # the failed attempt stored nothing, the retry stored one
+    assert len(keys) == 2 and keys[0] and keys[0] == keys[1]  # the retry carried its file's Idempotency-Key
+
+
+def test_a_retry_after_a_lost_answer_does_not_store_the_file_twice(
+    embedded: tuple[EmbeddedStack, dict[str, Any]], chromium: Any
+) -> None:
+    """The first attempt reaches the server and is stored, but its answer never reaches the page (the connection
+    drops); the page's retry sends the same Idempotency-Key and gets the stored image back (200)."""
+    stack, clinic = embedded
+    base = stack.base_url
+    patient = _create_patient(stack, clinic, "EMB-LOST")
+    staff = Watched(chromium, viewport={"width": 1280, "height": 900})
+    answers: list[int] = []
+
+    def first_answer_lost(route: Any) -> None:
+        response = route.fetch()  # the request reaches the server, which stores the image
+        answers.append(response.status)
+        if len(answers) == 1:
+            route.abort("connectionreset")  # ...and the page never hears of it
+        else:
+            route.fulfill(response=response)
+
+    try:
+        _login(staff.page, base, clinic["users"]["staff"])
+        staff.page.goto(f"{base}/patients/{patient}/upload/")
+        staff.page.route(f"**/api/v1/patients/{patient}/images/", first_answer_lost)
+        staff.page.set_input_files("#files", [{"name": "lost.jpg", "mimeType": "image/jpeg", "buffer": _photo(8)}])
+        row = staff.page.locator("#results li.retryable")
+        row.wait_for()
+        row.locator("button.retry").click()
+        staff.page.locator("#results .analysis-status[data-state=done]").first.wait_for(timeout=120_000)
+    finally:
+        staff.context.close()
+    from ..stack import Api
+
+    assert answers == [201, 200]  # stored by the first attempt; the retry was answered with that image
+    images = Api(base, clinic["api_key"]).get(f"/api/v1/patients/{patient}/images/").json()["results"]
+    assert len(images) == 1

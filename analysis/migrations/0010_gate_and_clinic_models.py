@@ -29,7 +29,7 @@ def rls_off(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('analysis', '0008_visit_locked_backfill'),
+        ('analysis', '0009_upload_idempotency_key'),
         ('clinics', '0006_apikey_expires_at'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
