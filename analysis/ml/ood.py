@@ -149,7 +149,7 @@ def ood_fit(
             desc
             or f"{len(images)} images (statistics), every 5th of the given images ({len(val_images)}) for thresholds"
         )
-    predictor = Predictor(artifact_dir, device="cpu")
+    predictor = Predictor(artifact_dir, device="cpu", ood=False)
     feats = pooled_features(predictor, list(images), log=log)
     stats = fit_ppca(feats, k=k)
     val_feats = pooled_features(predictor, list(val_images), log=log)
