@@ -1,4 +1,4 @@
-"""Command line: ``python -m analysis.ml {train,calibrate,evaluate,card,train-xray,evaluate-xray,card-xray} ...``.
+"""Command line: ``python -m analysis.ml {train,calibrate,evaluate,card,ood-fit,train-xray,evaluate-xray,card-xray}``.
 
 Examples::
 
@@ -9,6 +9,8 @@ Examples::
     python -m analysis.ml evaluate --run-dir var/ml-runs/photo-1.0.0 \
         --artifact-dir analysis/models/photo/1.0.0 --version 1.0.0
     python -m analysis.ml card --artifact-dir analysis/models/photo/1.0.0
+    # out-of-distribution statistics in the model's own feature space: ood.npz + model.json "ood"
+    python -m analysis.ml ood-fit --artifact-dir analysis/models/photo/1.1.0
 
     # X-ray findings detector (FCOS on EfficientNet-Lite0 + FPN), YOLO-format data
     python -m analysis.ml train-xray --data ../shared/datasets/dental-xrays/train \
@@ -93,6 +95,26 @@ def _add_card(sub):
     p.add_argument("--artifact-dir", required=True)
 
 
+def _add_ood_fit(sub):
+    p = sub.add_parser(
+        "ood-fit",
+        help="fit a photo artefact's out-of-distribution statistics (ood.npz) and write model.json's \"ood\" section",
+    )
+    p.add_argument("--artifact-dir", required=True)
+    p.add_argument(
+        "--data",
+        default=None,
+        help="manifest CSV or labelled image folder (default: the shared intraoral-photos manifest); the "
+        "statistics use its train split, the thresholds its validation split (splits.train_val_test_split)",
+    )
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--val-fraction", type=float, default=0.15)
+    p.add_argument("--test-fraction", type=float, default=0.15)
+    p.add_argument("--components", type=int, default=64)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--no-write", action="store_true", help="print the section; leave model.json as it is")
+
+
 def _add_train_xray(sub):
     p = sub.add_parser("train-xray", help="train (or resume) the X-ray findings detector on YOLO-format data")
     p.add_argument("--data", default=None, help="YOLO folder (images/, labels/); default: shared dental-xrays/train")
@@ -174,6 +196,7 @@ def main(argv=None) -> int:
     _add_calibrate(sub)
     _add_evaluate(sub)
     _add_card(sub)
+    _add_ood_fit(sub)
     _add_train_xray(sub)
     _add_evaluate_xray(sub)
     _add_card_xray(sub)
@@ -295,6 +318,35 @@ def main(argv=None) -> int:
             card=not args.no_card,
         )
         print(json.dumps(metrics["summary"], indent=2))
+        return 0
+    if args.command == "ood-fit":
+        # lazy: the command's modules load torch (1.5-3 s); --help answers in 0.02 s without it
+        import torch
+
+        from .data import photo_manifest_path, read_records
+        from .ood import ood_fit, write_ood_section
+        from .splits import train_val_test_split
+
+        torch.set_num_threads(args.threads)
+        data = Path(args.data or photo_manifest_path())
+        records = read_records(data)
+        tr, va, _ = train_val_test_split(records, args.val_fraction, args.test_fraction, seed=args.seed)
+        fitted_on = (
+            f"{data.name}: train split ({len(tr)} images: statistics), validation split ({len(va)} images: "
+            f"thresholds); splits.train_val_test_split(val={args.val_fraction}, test={args.test_fraction}, "
+            f"seed={args.seed})"
+        )
+        section = ood_fit(
+            args.artifact_dir,
+            [records[i].path for i in tr],
+            [records[i].path for i in va],
+            k=args.components,
+            fitted_on=fitted_on,
+            log=lambda m: print(m, flush=True),
+        )
+        if not args.no_write:
+            write_ood_section(args.artifact_dir, section)
+        print(json.dumps(section, indent=2))
         return 0
     if args.command == "card":
         # lazy: the command's modules load torch (1.5-3 s); --help answers in 0.02 s without it

@@ -9,7 +9,9 @@ photo splits into PNG decode + resize (about 30 ms for a 1280x960 original, sing
 2. ``OnnxPhotoPredictor``: run the same weights through ONNX Runtime (exported once per artefact with
    ``torch.onnx.export``, cached by the weights' SHA-256). Its fused kernels run EfficientNet-Lite0 about 3x
    faster than eager PyTorch on this CPU; scores match to ~1e-7. Same ``predict`` signature and result
-   shape (scores, findings with boxes and heatmaps) as ``Predictor``.
+   shape (scores, findings with boxes and heatmaps) as ``Predictor``. The exported graph also outputs the
+   pooled features, so an artefact with an ``"ood"`` section gets the same ``ood_score`` / ``unfamiliar`` /
+   ``gate`` as ``Predictor``; ``"colour_constancy": "grey_world"`` is applied before the resize here too.
 
 Wiring (owner of infer.py / registry.py / services.py decides):
 - ``analysis.registry._load``: ``fast.maybe_onnx(make_predictor(path))`` when
@@ -35,7 +37,7 @@ import torch
 from PIL import Image
 
 from .explain import heatmap_box, normalise_cams
-from .transforms import eval_resize_pil
+from .transforms import eval_resize_pil, grey_world
 
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
@@ -69,12 +71,15 @@ class _CamModule(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.model.forward_with_cam(x)
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        fmap = self.model.features(x)
+        logits = self.model.logits_from_features(fmap)
+        cams = torch.relu(torch.einsum("nkhw,ck->nchw", fmap, self.model.head.weight))
+        return logits, cams, fmap.mean(dim=(2, 3))
 
 
 def export_onnx(predictor: Any, path: Path) -> Path:
-    """Export ``predictor.model`` (logits and class-activation maps, dynamic batch) to ``path``."""
+    """Export ``predictor.model`` (logits, class-activation maps and pooled features, dynamic batch) to ``path``."""
     import copy
 
     module = _CamModule(copy.deepcopy(predictor.model).to(memory_format=torch.contiguous_format)).eval()
@@ -87,8 +92,8 @@ def export_onnx(predictor: Any, path: Path) -> Path:
             (example,),
             str(tmp),
             input_names=["x"],
-            output_names=["logits", "cams"],
-            dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}, "cams": {0: "n"}},
+            output_names=["logits", "cams", "pooled"],
+            dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}, "cams": {0: "n"}, "pooled": {0: "n"}},
             opset_version=17,
             dynamo=False,
         )
@@ -110,12 +115,24 @@ class OnnxPhotoPredictor:
         import onnxruntime as ort
 
         self.base = predictor
-        for name in ("name", "version", "model_id", "labels", "thresholds", "input_size", "batch_size", "meta"):
+        for name in (
+            "name",
+            "version",
+            "model_id",
+            "labels",
+            "thresholds",
+            "input_size",
+            "batch_size",
+            "meta",
+            "colour_constancy",
+            "ood",
+        ):
             setattr(self, name, getattr(predictor, name))
         self.device = torch.device("cpu")
         weights = Path(predictor.artifact_dir) / "weights.pt"
         digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
-        path = _cache_dir() / f"{predictor.name}-{predictor.version}-{digest}.onnx"
+        # "-v2": the graph has the pooled-features output (files exported before it have two outputs)
+        path = _cache_dir() / f"{predictor.name}-{predictor.version}-{digest}-v2.onnx"
         if not path.exists():
             export_onnx(predictor, path)
         options = ort.SessionOptions()
@@ -129,6 +146,8 @@ class OnnxPhotoPredictor:
 
     def _preprocess(self, images: Sequence[Image.Image]) -> np.ndarray:
         size = self.input_size
+        if self.colour_constancy == "grey_world":  # before the resize, as Predictor._preprocess
+            images = [grey_world(im) for im in images]
         arrays = [
             np.asarray(im if im.size == (size, size) and im.mode == "RGB" else eval_resize_pil(im, size), np.uint8)
             for im in images
@@ -152,7 +171,8 @@ class OnnxPhotoPredictor:
         with self._lock:
             for start in range(0, len(images), bs):
                 chunk = list(images[start : start + bs])
-                logits, cams = self.session.run(None, {"x": self._preprocess(chunk)})
+                logits, cams, pooled = self.session.run(None, {"x": self._preprocess(chunk)})
+                ood_scores = self.ood.score(pooled) if self.ood is not None else None
                 probs = 1.0 / (1.0 + np.exp(-(logits / self._temp + self._bias)))
                 heatmaps = normalise_cams(torch.from_numpy(cams)) if explain else None
                 for i in range(len(chunk)):
@@ -169,7 +189,10 @@ class OnnxPhotoPredictor:
                                 finding["box"] = finding["heatmap"] = None
                             findings.append(finding)
                     findings.sort(key=lambda f: -f["probability"])
-                    results.append({"scores": scores, "findings": findings})
+                    result = {"scores": scores, "findings": findings}
+                    if ood_scores is not None:
+                        self.ood.annotate(result, float(ood_scores[i]))
+                    results.append(result)
         return results
 
 

@@ -12,6 +12,14 @@
 Scores are calibrated probabilities ``sigmoid(logit / temperature[label] + logit_bias[label])``;
 a finding is reported for each label whose score is >= its shipped threshold. Boxes and heatmaps are in
 normalised coordinates of the input image (the preprocessing resizes the whole image, no crop).
+
+When the photo artefact's ``model.json`` has an ``"ood"`` section (``python -m analysis.ml ood-fit``), each
+result also carries ``"ood_score"`` (distance of the image's pooled features to the training photos, see
+``ood.py``) and ``"unfamiliar"`` (score above the soft threshold: analysed, but unlike the training photos);
+above the hard threshold the result has no findings and ``"gate"``: ``gate.GateResult(assessable=False,
+code="out_of_distribution", ...).as_dict()``. Artefacts without the section give exactly the old results.
+``"colour_constancy": "grey_world"`` in ``model.json`` applies ``transforms.grey_world`` to each image
+before the resize.
 """
 
 from __future__ import annotations
@@ -27,11 +35,18 @@ from PIL import Image
 from .detection import build_detector, detect_hflip_tta, preprocess_xray, select_device
 from .explain import heatmap_box, normalise_cams
 from .model import build_model
-from .transforms import eval_resize_pil, pil_to_uint8, to_model_input
+from .ood import OodScorer
+from .transforms import eval_resize_pil, grey_world, pil_to_uint8, to_model_input
 
 
 class Predictor:
-    def __init__(self, artifact_dir: str | Path, device: str | torch.device | None = None, batch_size: int = 16):
+    def __init__(
+        self,
+        artifact_dir: str | Path,
+        device: str | torch.device | None = None,
+        batch_size: int = 16,
+        ood: bool = True,
+    ):
         self.artifact_dir = Path(artifact_dir)
         meta = json.loads((self.artifact_dir / "model.json").read_text())
         self.meta = meta
@@ -58,10 +73,33 @@ class Predictor:
         self.model = model
         self._temp = torch.tensor([float(self.temperature[k]) for k in self.labels])
         self._bias = torch.tensor([float(self.logit_bias[k]) for k in self.labels])
+        self.colour_constancy = meta.get("colour_constancy", "") or ""
+        if self.colour_constancy not in ("", "grey_world"):
+            raise ValueError(f"unknown colour_constancy {self.colour_constancy!r} in {self.artifact_dir}/model.json")
+        # None: no "ood" section (or ood=False, as ood_fit builds it while (re)fitting the statistics)
+        self.ood = OodScorer.from_meta(self.artifact_dir, meta) if ood else None
         self._lock = threading.Lock()
 
+    def prepare(self, im: Image.Image) -> Image.Image:
+        """The per-image step before the resize: grey-world colour constancy when the model asks for it."""
+        return grey_world(im) if self.colour_constancy == "grey_world" else im
+
+    def _forward(self, x: torch.Tensor, explain: bool):
+        """(logits, cams or None, pooled features or None): one trunk pass gives all three."""
+        if self.ood is None:
+            if explain:
+                logits, cams = self.model.forward_with_cam(x)
+                return logits, cams, None
+            return self.model(x), None, None
+        fmap = self.model.features(x)
+        logits = self.model.logits_from_features(fmap)
+        cams = None
+        if explain:
+            cams = torch.relu(torch.einsum("nkhw,ck->nchw", fmap.float(), self.model.head.weight.float()))
+        return logits, cams, fmap.float().mean(dim=(2, 3))
+
     def _preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        x = torch.stack([pil_to_uint8(eval_resize_pil(im, self.input_size)) for im in images])
+        x = torch.stack([pil_to_uint8(eval_resize_pil(self.prepare(im), self.input_size)) for im in images])
         x = to_model_input(x)
         if self.device.type == "cpu":
             x = x.contiguous(memory_format=torch.channels_last)
@@ -85,10 +123,7 @@ class Predictor:
                 chunk = list(images[start : start + bs])
                 x = self._preprocess(chunk)
                 with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=use_amp):
-                    if explain:
-                        logits, cams = self.model.forward_with_cam(x)
-                    else:
-                        logits, cams = self.model(x), None
+                    logits, cams, pooled = self._forward(x, explain)
                     if self.tta == "hflip":  # average with the mirrored image (maps flipped back)
                         xf = x.flip(-1)
                         if explain:
@@ -100,6 +135,8 @@ class Predictor:
                 logits = logits.float().cpu()
                 probs = torch.sigmoid(logits / self._temp + self._bias).numpy()
                 heatmaps = normalise_cams(cams) if explain else None
+                # the OOD score uses the image as given (not its mirror image, with TTA)
+                ood_scores = self.ood.score(pooled.float().cpu().numpy()) if self.ood is not None else None
                 for i in range(len(chunk)):
                     scores = {name: float(probs[i, c]) for c, name in enumerate(self.labels)}
                     findings = []
@@ -116,7 +153,10 @@ class Predictor:
                                 finding["heatmap"] = None
                             findings.append(finding)
                     findings.sort(key=lambda f: -f["probability"])
-                    results.append({"scores": scores, "findings": findings})
+                    result = {"scores": scores, "findings": findings}
+                    if ood_scores is not None:
+                        self.ood.annotate(result, float(ood_scores[i]))
+                    results.append(result)
         return results
 
 

@@ -66,7 +66,9 @@ def xray_reduce(img: Image.Image, size: int) -> Image.Image:
 def spec(meta: Mapping[str, Any]) -> str:
     """What a model's input copy must be, from its ``model.json``; "" when it takes no copy."""
     size = int(meta.get("input_size") or 0)
-    if size <= 0:
+    if size <= 0 or meta.get("colour_constancy"):
+        # colour constancy runs on the whole original before the resize (infer.Predictor.prepare): a reduced
+        # copy would not give exactly the same pixels, so such a model reads the original
         return ""
     if meta.get("modality") == "photo":
         return PHOTO_SPEC.format(size=size)
