@@ -18,6 +18,7 @@ from core import conditions
 from patients.models import Image, Visit
 from patients.selectors import patient_identity
 
+from .adaptation import clinic_model_active
 from .models import (
     Amendment,
     Analysis,
@@ -32,6 +33,7 @@ from .monitoring import agreement
 from .registry import ModelNotAvailable, model_version_active
 from .reports import finding_dict, report_content, visit_locked
 from .selectors import thresholds_for, unfamiliar_hidden, visit_findings
+from .views_models import comparison_rows
 
 FINDING_PLACEHOLDER = uuid.UUID(int=0)
 ACTIVE_STATUSES = (AnalysisStatus.QUEUED, AnalysisStatus.RUNNING)
@@ -292,4 +294,6 @@ class AgreementPageView(ClinicView):
                 for reason, n in sorted(row["rejected_by_reason"].items(), key=lambda item: -item[1])
             ]
         audit.record(action="monitoring.view", clinic_id=self.access.clinic.id, object_type="agreement")
-        return render(request, "analysis/agreement.html", {"rows": rows})
+        active = clinic_model_active("photo")
+        context = {"rows": rows, "clinic_model": active, "clinic_rows": comparison_rows(active) if active else []}
+        return render(request, "analysis/agreement.html", context)

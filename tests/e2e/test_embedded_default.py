@@ -30,6 +30,9 @@ pytestmark = [
 ]
 
 
+FINISHED = "#results .analysis-status[data-state=done], #results .analysis-status[data-state=not_assessable]"
+
+
 def _photo(seed: int, size: tuple[int, int] = (640, 480)) -> bytes:
     rng = np.random.default_rng(seed)
     pixels = (rng.random((size[1], size[0], 3)) * 90 + np.array([140, 60, 60])).clip(0, 255).astype("uint8")
@@ -109,7 +112,8 @@ def test_fifteen_photos_uploaded_six_at_a_time_are_all_stored_and_analysed(
         staff.page.select_option("#modality", "photo")
         files = [{"name": f"photo-{i:02d}.jpg", "mimeType": "image/jpeg", "buffer": _photo(i)} for i in range(15)]
         staff.page.set_input_files("#files", files)
-        done = staff.page.locator("#results .analysis-status[data-state=done]")
+        # finished: analysed, or refused by the image gate (these drawn photos are no mouths) -- either way answered
+        done = staff.page.locator(FINISHED)
         done.nth(14).wait_for(timeout=240_000)
         rows = staff.page.locator("#results li")
         assert rows.count() == 15
@@ -124,7 +128,8 @@ def test_fifteen_photos_uploaded_six_at_a_time_are_all_stored_and_analysed(
 
     api = Api(base, clinic["api_key"])
     images = api.get(f"/api/v1/patients/{patient}/images/", page_size=50).json()["results"]
-    assert len(images) == 15 and all(image["analysis"]["status"] == "done" for image in images)
+    assert len(images) == 15
+    assert all(image["analysis"]["status"] in ("done", "not_assessable") for image in images), images
 
 
 def test_review_page_of_eight_images_and_patient_page_of_fifteen_thumbnails_twenty_times_each(
@@ -201,7 +206,7 @@ def test_a_server_fault_on_upload_is_retried_from_the_page(
         text = row.inner_text()
         assert "server problem, try again" in text and "rejected" not in text, text
         row.locator("button.retry").click()
-        staff.page.locator("#results .analysis-status[data-state=done]").first.wait_for(timeout=120_000)
+        staff.page.locator(FINISHED).first.wait_for(timeout=120_000)
         assert staff.page.locator("#results li").count() == 1 and len(faults) == 1
     finally:
         staff.context.close()
@@ -239,7 +244,7 @@ def test_a_retry_after_a_lost_answer_does_not_store_the_file_twice(
         row = staff.page.locator("#results li.retryable")
         row.wait_for()
         row.locator("button.retry").click()
-        staff.page.locator("#results .analysis-status[data-state=done]").first.wait_for(timeout=120_000)
+        staff.page.locator(FINISHED).first.wait_for(timeout=120_000)
     finally:
         staff.context.close()
     from ..stack import Api
@@ -247,3 +252,30 @@ def test_a_retry_after_a_lost_answer_does_not_store_the_file_twice(
     assert answers == [201, 200]  # stored by the first attempt; the retry was answered with that image
     images = Api(base, clinic["api_key"]).get(f"/api/v1/patients/{patient}/images/").json()["results"]
     assert len(images) == 1
+
+
+def test_a_blurred_photo_asks_staff_to_retake_it_at_once(
+    embedded: tuple[EmbeddedStack, dict[str, Any]], chromium: Any
+) -> None:
+    """The image gate's answer reaches the upload page with the upload itself: staff see why and what to do."""
+    stack, clinic = embedded
+    base = stack.base_url
+    patient = _create_patient(stack, clinic, "EMB-BLUR")
+    staff = Watched(chromium, viewport={"width": 1280, "height": 900})
+    y, x = np.mgrid[0:480, 0:640]
+    smooth = np.stack([150 + 60 * np.sin(x / 90.0), 70 + 30 * np.cos(y / 80.0), 80 + 20 * np.sin((x + y) / 120.0)], -1)
+    out = io.BytesIO()
+    PILImage.fromarray(smooth.astype("uint8")).save(out, "PNG")
+    try:
+        _login(staff.page, base, clinic["users"]["staff"])
+        staff.page.goto(f"{base}/patients/{patient}/upload/")
+        staff.page.select_option("#modality", "photo")
+        staff.page.set_input_files("#files", [{"name": "shaky.png", "mimeType": "image/png", "buffer": out.getvalue()}])
+        status = staff.page.locator("#results .analysis-status[data-state=not_assessable]")
+        status.wait_for(timeout=60_000)
+        text = status.inner_text()
+        assert "not assessed by the AI" in text and "blurred" in text and "retake" in text, text
+        assert status.get_attribute("data-code") == "blurred" and status.get_attribute("role") == "alert"
+        assert staff.server_errors() == []
+    finally:
+        staff.context.close()
