@@ -27,7 +27,7 @@ from PIL import Image
 from .detection import build_detector, detect_hflip_tta, preprocess_xray, select_device
 from .explain import heatmap_box, normalise_cams
 from .model import build_model
-from .transforms import eval_resize_pil, pil_to_uint8, to_model_input
+from .transforms import eval_resize_pil, grey_world, pil_to_uint8, to_model_input
 
 
 class Predictor:
@@ -46,6 +46,7 @@ class Predictor:
         self.logit_bias = bias if isinstance(bias, dict) else dict.fromkeys(self.labels, float(bias))
         self.input_size = int(meta["input_size"])
         self.tta = meta.get("tta", "") or ""
+        self.colour_constancy = meta.get("colour_constancy", "") or ""
         self.batch_size = batch_size
         self.device = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
         model = build_model(len(self.labels), self.input_size, pretrained=False)
@@ -61,6 +62,8 @@ class Predictor:
         self._lock = threading.Lock()
 
     def _preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        if self.colour_constancy == "grey_world":  # before the resize, as in training
+            images = [grey_world(im) for im in images]
         x = torch.stack([pil_to_uint8(eval_resize_pil(im, self.input_size)) for im in images])
         x = to_model_input(x)
         if self.device.type == "cpu":
