@@ -65,6 +65,18 @@ def _add_train(sub):
         help="after training, also evaluate and write the artefact + model card here",
     )
     p.add_argument("--version", default="1.0.0")
+    p.add_argument("--colour-constancy", choices=["", "grey_world"], default="", help="applied to every image")
+    p.add_argument("--freeze-blocks", type=int, default=0, help="freeze the stem and the first N backbone blocks")
+    p.add_argument("--healthy-weight", type=float, default=1.0, help="loss weight of no-label (healthy) images")
+    p.add_argument("--extra-negatives", default="", help="manifest CSV of extra healthy photos (training only)")
+    p.add_argument("--extra-sources", default="", help="comma-separated sources taken from --extra-negatives")
+    p.add_argument("--extra-repeat", type=int, default=1, help="repeats of each extra negative per epoch")
+    p.add_argument(
+        "--healthy-specificity",
+        type=float,
+        default=0.0,
+        help="raise thresholds (except caries) until this fraction of healthy validation images stays below",
+    )
 
 
 def _add_calibrate(sub):
@@ -284,6 +296,13 @@ def main(argv=None) -> int:
             deadline=args.deadline,
             pretrained=not args.no_pretrained,
             init_from=args.init_from,
+            colour_constancy=args.colour_constancy,
+            freeze_blocks=args.freeze_blocks,
+            healthy_weight=args.healthy_weight,
+            extra_negatives=args.extra_negatives,
+            extra_sources=args.extra_sources,
+            extra_repeat=args.extra_repeat,
+            healthy_specificity=args.healthy_specificity,
         )
         summary = train(cfg, resume=not args.no_resume, log=lambda m: print(m, flush=True))
         print(json.dumps(summary, indent=2))

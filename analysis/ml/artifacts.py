@@ -93,6 +93,8 @@ def export_artifact(
     version: str = "1.0.0",
     metrics_summary: dict | None = None,
     created: str | None = None,
+    colour_constancy: str = "",
+    trained_on_other_sources: Sequence[str] = (),
 ) -> dict:
     """Write ``weights.pt`` (fp16 state dict) and ``model.json``; returns the model.json content."""
     artifact_dir = Path(artifact_dir)
@@ -110,7 +112,13 @@ def export_artifact(
         "logit_bias": {k: float(v) for k, v in logit_bias.items()},
         "calibration": "p = sigmoid(logit / temperature[label] + logit_bias[label])",
         "input_size": int(input_size),
-        "preprocessing": EVAL_PREPROCESSING.format(size=input_size)
+        "preprocessing": (
+            "grey-world colour constancy on the whole image (each channel scaled so the mean colour is neutral "
+            "grey, gains clipped to [0.5, 2]); then "
+            if colour_constancy == "grey_world"
+            else ""
+        )
+        + EVAL_PREPROCESSING.format(size=input_size)
         + (
             "; test-time augmentation: mean of the logits (and maps) of the image and its horizontal mirror"
             if tta == "hflip"
@@ -129,5 +137,10 @@ def export_artifact(
         "metrics": metrics_summary or {},
         "created": created or datetime.now(UTC).isoformat(timespec="seconds"),
     }
+    if colour_constancy:
+        model_json["colour_constancy"] = colour_constancy
+    if trained_on_other_sources:
+        # other-source photos used as extra healthy negatives in training: never report false findings on these
+        model_json["trained_on_other_sources"] = list(trained_on_other_sources)
     write_json(artifact_dir / "model.json", model_json)
     return model_json

@@ -161,6 +161,7 @@ def render_card(model: dict, metrics: dict) -> str:
     add("")
     add("Plots: " + ", ".join(f"[{Path(p).name}]({p})" for p in metrics.get("plots", [])) + ".")
     add("")
+    lines.extend(_other_sources_section(model, metrics))
     audit = metrics.get("shortcut_audit")
     add("## Shortcut audit")
     add(
@@ -220,6 +221,23 @@ def render_card(model: dict, metrics: dict) -> str:
         "random down-and-up-sampling (resolution); Gaussian blur; JPEG re-compression at quality 30–95."
     )
     add("- Evaluation resizes the whole image (no crop, identical for every class and source).")
+    if model.get("colour_constancy") == "grey_world":
+        add(
+            "- Grey-world colour constancy (`model.json` `colour_constancy: grey_world`) on every image before "
+            "the resize, in training, validation, test and inference: the colour cast of a camera or lamp, which "
+            "told the sources (and so the labels) apart, is removed; the white-balance jitter still trains "
+            "robustness to what remains."
+        )
+    extra = metrics.get("training", {}).get("extra_negatives")
+    if extra:
+        add(
+            f"- Extra healthy negatives: {extra['images']} healthy-looking photos of "
+            + ", ".join(f"`{s}`" for s in extra["sources"])
+            + f" (other-source set), each {extra['repeat']}x per epoch, training only. These sources are "
+            "excluded from the held-out false-finding rate above."
+        )
+    if cfg.get("healthy_weight", 1.0) != 1.0:
+        add(f"- Images with no label (healthy) weigh {cfg['healthy_weight']:g}x in the loss.")
     add(
         "- Checked by: the centre-crop audit (a), the metadata-only baseline (b), the per-source breakdown "
         "and the false-alarm rate on healthy test photos above. These checks stay inside the same two "
@@ -257,6 +275,12 @@ def render_card(model: dict, metrics: dict) -> str:
                 if cfg.get("warmup_epochs")
                 else "full fine-tune from the first epoch (no head warm-up)"
             )
+            + (
+                f" with the stem and the first {cfg['freeze_blocks']} of 16 backbone blocks frozen (weights and "
+                "BatchNorm statistics)"
+                if cfg.get("freeze_blocks")
+                else ""
+            )
             + f"; AdamW (backbone lr {cfg.get('lr')}, head 5x, weight decay {cfg.get('weight_decay')}), "
             f"one-cycle cosine schedule, batch {cfg.get('batch_size')}, BCE with pos_weight sqrt(neg/pos), "
             f"early stopping on validation macro ROC-AUC (patience {cfg.get('patience')}), "
@@ -288,6 +312,71 @@ def render_card(model: dict, metrics: dict) -> str:
     add(f"Generated from `metrics.json` ({metrics.get('created', '')}) by `python -m analysis.ml card`.")
     add("")
     return "\n".join(lines)
+
+
+def _rate(v: dict) -> str:
+    return f"{v['any_finding']}/{v['n']} ({v['rate']:.0%})" if v.get("n") else "n/a"
+
+
+def _other_sources_section(model: dict, metrics: dict) -> list[str]:
+    """False findings on the healthy-looking other-source photos (``false_findings``), with a comparison."""
+    rep = metrics.get("other_sources")
+    if not rep:
+        return []
+    this, cmp_ = rep["this"], rep.get("compare")
+    trained = this.get("trained_on_sources", [])
+    out = ["## False findings on healthy-looking photos from other sources"]
+    out.append(
+        "`other-source-photos/`: 57 photos from four sources nobody trained the original models on "
+        "(orthodontic photos, clinical retractor photos, textbook-style photos, intraoral-camera close-ups), "
+        "healthy-looking but never graded clinically. The number below is the fraction of photos with at "
+        "least one finding at the shipped thresholds, run through the platform's own predictor."
+    )
+    if trained:
+        out.append(
+            "**This model was trained on the photos of "
+            + ", ".join(f"`{s}`" for s in trained)
+            + " (as extra healthy negatives)**: those rows are shown for completeness but are not a test; "
+            "the held-out figure counts only the sources it never saw. Thresholds were not tuned on any "
+            "other-source photo."
+        )
+    else:
+        out.append("No other-source photo was used for training, calibration or thresholds.")
+    out.append("")
+    head = "| source | n | this model | " + (f"{cmp_['model']} |" if cmp_ else "")
+    out.append(head)
+    out.append("|---|---|---|" + ("---|" if cmp_ else ""))
+    for s, v in this["by_source"].items():
+        row = f"| `{s}`{' (trained on)' if v.get('trained_on') else ''} | {v['n']} | {_rate(v)} |"
+        if cmp_:
+            row += f" {_rate(cmp_['by_source'].get(s, {}))} |"
+        out.append(row)
+    if trained:
+        ho = this["held_out"]
+        row = f"| **held-out sources** | {ho['n']} | **{_rate(ho)}** |"
+        if cmp_:
+            held = [s for s in cmp_["by_source"] if s not in trained]
+            n = sum(cmp_["by_source"][s]["n"] for s in held)
+            k = sum(cmp_["by_source"][s]["any_finding"] for s in held)
+            row += f" {k}/{n} ({k / n:.0%}) |" if n else " n/a |"
+        out.append(row)
+    al = this["overall_all"]
+    row = f"| all 57 | {al['n']} | {_rate(al)} |"
+    if cmp_:
+        row += f" {_rate(cmp_['overall_all'])} |"
+    out.append(row)
+    out.append("")
+    per = this["overall_all"]["per_condition"]
+    line = "Photos flagged per condition (all sources): " + ", ".join(f"{k} {v}" for k, v in per.items())
+    if cmp_:
+        line += f"; {cmp_['model']}: " + ", ".join(f"{k} {v}" for k, v in cmp_["overall_all"]["per_condition"].items())
+    out.append(line + ". Reproduce with `python bench/bench_false_findings.py`.")
+    out.append(
+        "These 57 photos are few, and photos from sources nobody here has will differ again: read the rate as "
+        "an indication, not a guarantee; a clinic should review the findings on its own photos."
+    )
+    out.append("")
+    return out
 
 
 def _init_comparison(init_from: str, hist: list[dict]) -> str:

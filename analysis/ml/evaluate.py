@@ -17,12 +17,14 @@ import torch
 from .artifacts import export_artifact, hardware_description, write_json
 from .card import write_card
 from .data import photo_manifest_path, targets
+from .false_findings import false_finding_rates, other_source_manifest
 from .metrics import full_metrics, point_metrics, reliability_table, summary_of
 from .plots import make_plots
 from .shortcut_audit import audit_summary, center_crop_audit, metadata_shortcut_audit
 from .train import (
     apply_calibration,
     config_from_run,
+    extra_negative_records,
     load_or_build_cache,
     load_run_model,
     predict_logits,
@@ -39,6 +41,17 @@ def _is_shared_photo_manifest(data: str) -> bool:
         return False
 
 
+def other_source_report(artifact_dir: Path, compare_with: str | Path | None = None) -> dict:
+    """False-finding rates on the other-source photos for this artefact (and ``compare_with``, measured the
+    same way). Per-image scores are kept for this artefact only."""
+    out = {"this": false_finding_rates(artifact_dir)}
+    if compare_with:
+        other = false_finding_rates(compare_with)
+        other.pop("images", None)
+        out["compare"] = other
+    return out
+
+
 def evaluate_run(
     run_dir: str | Path,
     artifact_dir: str | Path,
@@ -48,9 +61,15 @@ def evaluate_run(
     n_boot: int = 1000,
     card: bool = True,
     log=print,
+    other_sources: bool = True,
+    compare_with: str | Path | None = None,
 ) -> dict:
+    """``compare_with``: another artefact measured the same way on the other-source photos (default: the one
+    this run was fine-tuned from, if any)."""
     run_dir, artifact_dir = Path(run_dir), Path(artifact_dir)
     cfg = config_from_run(run_dir)
+    if compare_with is None and cfg.init_from and Path(cfg.init_from).is_dir():
+        compare_with = cfg.init_from
     torch.set_num_threads(cfg.threads)
     cal = json.loads((run_dir / "calibration.json").read_text())
     labels = cfg.labels
@@ -71,7 +90,8 @@ def evaluate_run(
     model, ck = load_run_model(run_dir, cfg, cal.get("checkpoint", "best.pt"))
 
     log("test split: predicting")
-    test_imgs = load_or_build_cache(run_dir / "cache_test.pt", test_recs, cfg.input_size, "eval")
+    cc = cfg.colour_constancy
+    test_imgs = load_or_build_cache(run_dir / "cache_test.pt", test_recs, cfg.input_size, "eval", cc)
     probs = apply_calibration(predict_logits(model, test_imgs, channels_last=cfg.channels_last, tta=tta), temps, biases)
     metrics = full_metrics(y, probs, groups, thresholds, labels, n_boot=n_boot)
 
@@ -133,7 +153,7 @@ def evaluate_run(
 
     if audit:
         log("shortcut audit (a): centre-crop square")
-        crop_imgs = load_or_build_cache(run_dir / "cache_test_crop.pt", test_recs, cfg.input_size, "crop")
+        crop_imgs = load_or_build_cache(run_dir / "cache_test_crop.pt", test_recs, cfg.input_size, "crop", cc)
         crop_probs = apply_calibration(
             predict_logits(model, crop_imgs, channels_last=cfg.channels_last, tta=tta), temps, biases
         )
@@ -148,6 +168,15 @@ def evaluate_run(
     result["summary"] = summary_of(metrics, labels)
     if audit:
         result["summary"]["shortcut_audit"] = audit_summary(result["shortcut_audit"])
+    extra = extra_negative_records(cfg)
+    trained_sources = sorted({r.source for r in extra})
+    if extra:
+        result["training"]["extra_negatives"] = {
+            "sources": trained_sources,
+            "images": len(extra),
+            "repeat": cfg.extra_repeat,
+            "note": "other-source healthy-looking photos used as extra healthy negatives (training split only)",
+        }
     export_artifact(
         artifact_dir,
         ck["model"],
@@ -161,7 +190,12 @@ def evaluate_run(
         version=version,
         metrics_summary=result["summary"],
         created=result["created"],
+        colour_constancy=cc,
+        trained_on_other_sources=trained_sources,
     )
+    if other_sources and other_source_manifest().exists():
+        log("false findings on other-source photos")
+        result["other_sources"] = other_source_report(artifact_dir, compare_with)
     write_json(artifact_dir / "metrics.json", result)
     if card:
         write_card(artifact_dir)

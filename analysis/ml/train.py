@@ -12,6 +12,7 @@ caries, which favours sensitivity).
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import math
@@ -38,6 +39,7 @@ from .splits import train_val_test_split
 from .transforms import (
     center_square_resize_pil,
     eval_resize_pil,
+    grey_world,
     pil_to_uint8,
     to_model_input,
     train_cache_resize_pil,
@@ -72,29 +74,79 @@ class TrainConfig:
     # start from an earlier model's weights (artefact folder or checkpoint) instead of ImageNet's, e.g. to
     # fine-tune it at a higher resolution; optimiser, schedule and early stopping start afresh
     init_from: str = ""
+    # "grey_world": every image (train, validation, test, inference) is colour-balanced before the resize
+    colour_constancy: str = ""
+    # freeze the stem and the first N backbone blocks (their BatchNorm statistics too); 0 = train all
+    freeze_blocks: int = 0
+    # loss weight of images with no label (healthy: a negative for every condition); 1 = as the others
+    healthy_weight: float = 1.0
+    # extra healthy negatives for training only: a manifest CSV (file, source, ...) and the sources to take
+    # from it (comma-separated); each such image is repeated ``extra_repeat`` times per epoch. Sources used
+    # here must not be the ones a false-finding rate is reported on.
+    extra_negatives: str = ""
+    extra_sources: str = ""
+    extra_repeat: int = 1
+    # thresholds: besides the F-beta rule, every label except ``sensitive_label`` is raised until at least this
+    # fraction of the healthy validation images stays below it (0 = F-beta rule only)
+    healthy_specificity: float = 0.0
 
 
 # ----------------------------------------------------------------------------- caching
 
 
-def cache_images(records: Sequence[Record], size: int, mode: str, desc: str = "") -> list[torch.Tensor]:
+def colour_balance(img, colour_constancy: str = ""):
+    """The colour constancy named in ``model.json`` (``""`` = none, ``"grey_world"``), applied before the resize."""
+    if colour_constancy == "grey_world":
+        return grey_world(img)
+    if colour_constancy:
+        raise ValueError(f"unknown colour_constancy {colour_constancy!r}")
+    return img
+
+
+def cache_images(
+    records: Sequence[Record], size: int, mode: str, desc: str = "", colour_constancy: str = ""
+) -> list[torch.Tensor]:
     """Decode + resize once. mode: 'train' (shorter side=size), 'eval' (squash), 'crop' (audit)."""
     fn = {"train": train_cache_resize_pil, "eval": eval_resize_pil, "crop": center_square_resize_pil}[mode]
     out = []
     for r in tqdm(records, desc=desc or f"cache {mode}", mininterval=10, file=sys.stderr, leave=False):
-        out.append(pil_to_uint8(fn(load_rgb(r.path), size)))
+        out.append(pil_to_uint8(fn(colour_balance(load_rgb(r.path), colour_constancy), size)))
     return out
 
 
-def load_or_build_cache(path: Path, records: Sequence[Record], size: int, mode: str) -> list[torch.Tensor]:
+def load_or_build_cache(
+    path: Path, records: Sequence[Record], size: int, mode: str, colour_constancy: str = ""
+) -> list[torch.Tensor]:
     key = [str(r.path) for r in records]
     if path.exists():
         blob = torch.load(path, weights_only=False)
-        if blob.get("key") == key and blob.get("size") == size and blob.get("mode") == mode:
+        if (
+            blob.get("key") == key
+            and blob.get("size") == size
+            and blob.get("mode") == mode
+            and blob.get("colour_constancy", "") == colour_constancy
+        ):
             return blob["images"]
-    images = cache_images(records, size, mode)
-    torch.save({"key": key, "size": size, "mode": mode, "images": images}, path)
+    images = cache_images(records, size, mode, colour_constancy=colour_constancy)
+    torch.save({"key": key, "size": size, "mode": mode, "colour_constancy": colour_constancy, "images": images}, path)
     return images
+
+
+def extra_negative_records(cfg: TrainConfig) -> list[Record]:
+    """Healthy-looking photos of ``cfg.extra_sources`` from ``cfg.extra_negatives`` (no label = negative)."""
+    if not cfg.extra_negatives or not cfg.extra_sources:
+        return []
+    wanted = {s.strip() for s in cfg.extra_sources.split(",") if s.strip()}
+    base = Path(cfg.extra_negatives).parent
+    out = []
+    with Path(cfg.extra_negatives).open(newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            source = row.get("source", "")
+            if source in wanted or source.split("/")[0] in wanted:
+                out.append(
+                    Record(path=(base / row["file"]).resolve(), labels=(), group="extra:" + row["file"], source=source)
+                )
+    return out
 
 
 # ----------------------------------------------------------------------------- inference helpers
@@ -180,6 +232,29 @@ def choose_thresholds(
     return out
 
 
+def raise_for_healthy_specificity(
+    thresholds: dict[str, float],
+    probs: np.ndarray,
+    y: np.ndarray,
+    labels: Sequence[str],
+    specificity: float,
+    keep: Sequence[str] = (),
+) -> dict[str, float]:
+    """Raise each label's threshold (not those in ``keep``) to the lowest grid value at which at least
+    ``specificity`` of the healthy (no-label) validation images score below it."""
+    healthy = y.sum(1) == 0
+    if not healthy.any():
+        return dict(thresholds)
+    grid = np.round(np.arange(0.05, 0.951, 0.01), 2)
+    out = dict(thresholds)
+    for c, name in enumerate(labels):
+        if name in keep:
+            continue
+        t_spec = next((float(t) for t in grid if (probs[healthy, c] < t).mean() >= specificity), 0.95)
+        out[name] = max(out[name], t_spec)
+    return out
+
+
 # ----------------------------------------------------------------------------- training
 
 
@@ -205,9 +280,19 @@ def write_split(run_dir: Path, records: Sequence[Record], tr, va, te) -> None:
     (run_dir / "split.json").write_text(json.dumps(split))
 
 
-def _set_backbone_trainable(model, trainable: bool) -> None:
+def _frozen_modules(model, freeze_blocks: int) -> list[nn.Module]:
+    if freeze_blocks <= 0:
+        return []
+    bb = model.backbone
+    return [bb._conv_stem, bb._bn0, *list(bb._blocks)[:freeze_blocks]]
+
+
+def _set_backbone_trainable(model, trainable: bool, freeze_blocks: int = 0) -> None:
     for p in model.backbone.parameters():
         p.requires_grad_(trainable)
+    for m in _frozen_modules(model, freeze_blocks):
+        for p in m.parameters():
+            p.requires_grad_(False)
 
 
 def _make_main_optimizer(model, cfg: TrainConfig, steps_per_epoch: int):
@@ -241,15 +326,31 @@ def train(cfg: TrainConfig, resume: bool = True, log=print) -> dict:
     log(f"records={len(records)} train={len(tr)} val={len(va)} test={len(te)}")
     train_recs = [records[i] for i in tr]
     val_recs = [records[i] for i in va]
-    train_imgs = load_or_build_cache(run_dir / "cache_train.pt", train_recs, cfg.input_size, "train")
-    val_imgs = load_or_build_cache(run_dir / "cache_val.pt", val_recs, cfg.input_size, "eval")
+    cc = cfg.colour_constancy
+    extra = extra_negative_records(cfg)
+    if extra:
+        log(f"extra healthy negatives: {len(extra)} images x {cfg.extra_repeat} ({cfg.extra_sources})")
+    train_imgs = load_or_build_cache(run_dir / "cache_train.pt", train_recs, cfg.input_size, "train", cc)
+    if extra:
+        extra_imgs = load_or_build_cache(run_dir / "cache_extra.pt", extra, cfg.input_size, "train", cc)
+        train_recs = train_recs + extra * cfg.extra_repeat
+        train_imgs = list(train_imgs) + list(extra_imgs) * cfg.extra_repeat
+    val_imgs = load_or_build_cache(run_dir / "cache_val.pt", val_recs, cfg.input_size, "eval", cc)
     y_train = targets(train_recs, cfg.labels)
     y_val = targets(val_recs, cfg.labels)
 
     pos = y_train.sum(0)
     neg = len(y_train) - pos
     pos_weight = torch.tensor(np.sqrt(np.maximum(neg, 1) / np.maximum(pos, 1)), dtype=torch.float32)
-    criterion = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+    bce = nn.BCEWithLogitsLoss(pos_weight=pos_weight, reduction="none")
+
+    def criterion(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        loss = bce(logits, y)
+        if cfg.healthy_weight != 1.0:
+            w = 1.0 + (cfg.healthy_weight - 1.0) * (y.sum(1, keepdim=True) == 0).float()
+            return (loss * w).sum() / (w.sum() * y.shape[1])
+        return loss.mean()
+
     log(f"pos_weight={pos_weight.numpy().round(3).tolist()}")
 
     model = build_model(len(cfg.labels), cfg.input_size, pretrained=cfg.pretrained and not cfg.init_from)
@@ -305,10 +406,12 @@ def train(cfg: TrainConfig, resume: bool = True, log=print) -> dict:
         gen.manual_seed(cfg.seed * 1000 + epoch)
         set_seed(cfg.seed * 1000 + epoch)
         warm = epoch < cfg.warmup_epochs
-        _set_backbone_trainable(model, not warm)
+        _set_backbone_trainable(model, not warm, cfg.freeze_blocks)
         model.train()
         if warm:  # frozen backbone: keep its BatchNorm statistics too
             model.backbone.eval()
+        for m in _frozen_modules(model, cfg.freeze_blocks):
+            m.eval()
         opt = head_opt if warm else main_opt
         total_loss, n = 0.0, 0
         bar = tqdm(
@@ -409,7 +512,7 @@ def calibrate(
         records, _, val_idx, _ = prepare(cfg)
     val_recs = [records[i] for i in val_idx]
     if val_imgs is None:
-        val_imgs = load_or_build_cache(run_dir / "cache_val.pt", val_recs, cfg.input_size, "eval")
+        val_imgs = load_or_build_cache(run_dir / "cache_val.pt", val_recs, cfg.input_size, "eval", cfg.colour_constancy)
     y_val = targets(val_recs, cfg.labels)
     model, ck = load_run_model(run_dir, cfg, which)
     logits = predict_logits(model, val_imgs, channels_last=cfg.channels_last)
@@ -424,13 +527,23 @@ def calibrate(
     temps, biases = fit_calibration(logits, y_val)
     probs = apply_calibration(logits, temps, biases)
     thresholds = choose_thresholds(probs, y_val, cfg.labels, cfg.sensitive_label, cfg.sensitive_beta)
+    rule = f"F1-optimal on validation; F{cfg.sensitive_beta:g}-optimal for {cfg.sensitive_label}"
+    if cfg.healthy_specificity > 0:
+        thresholds = raise_for_healthy_specificity(
+            thresholds, probs, y_val, cfg.labels, cfg.healthy_specificity, keep=(cfg.sensitive_label,)
+        )
+        rule += (
+            f"; every other label raised, where needed, until >= {cfg.healthy_specificity:.0%} of the healthy "
+            "validation images stay below it"
+        )
     cal = {
         "checkpoint": which,
         "epoch": ck.get("epoch"),
         "temperature": dict(zip(cfg.labels, temps, strict=True)),
         "logit_bias": dict(zip(cfg.labels, biases, strict=True)),
         "thresholds": thresholds,
-        "threshold_rule": f"F1-optimal on validation; F{cfg.sensitive_beta:g}-optimal for {cfg.sensitive_label}",
+        "threshold_rule": rule,
+        "colour_constancy": cfg.colour_constancy,
         "val_macro_auc": macro(roc_auc_per_class(y_val, probs)),
         "tta": tta,
         "val_macro_auc_by_tta": tta_report,
