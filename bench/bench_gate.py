@@ -189,6 +189,26 @@ def run_set(items, modality: str, expect: str | None = None) -> dict:
     return out
 
 
+def model_ood(sets: dict[str, list], artifact: Path) -> dict:
+    """The photo model's own OOD check (model.json "ood"): unfamiliar and refused (out_of_distribution) rates."""
+    from analysis.ml.infer import Predictor
+
+    predictor = Predictor(artifact, device="cpu")
+    if predictor.ood is None:
+        return {"artifact": str(artifact), "note": "no ood section"}
+    out: dict = {"artifact": str(artifact.relative_to(ROOT)), "soft": predictor.ood.soft, "hard": predictor.ood.hard}
+    for name, items in sets.items():
+        results = predictor.predict([im for _, im in items], explain=False)
+        scores = np.array([r["ood_score"] for r in results])
+        out[name] = {
+            "n": len(results),
+            "unfamiliar_rate": round(float(np.mean([r["unfamiliar"] for r in results])), 4),
+            "refused_rate": round(float(np.mean(["gate" in r for r in results])), 4),
+            "ood_score_median": round(float(np.median(scores)), 3),
+        }
+    return out
+
+
 def load(paths):
     return [(p.name, load_rgb(p)) for p in paths]
 
@@ -255,6 +275,14 @@ def main(argv=None) -> int:
         for s, items in by_source.items():
             scores = emb.score([im for _, im in items])
             res["other_source_photos"][s]["intraoral_distance_median"] = round(float(np.median(scores)), 3)
+    gate_passed_val = [(n, im) for n, im in val_imgs if gate.check_image(im, "photo").assessable]
+    sets = {"photos_validation": val_imgs, "photos_test": load(test)} | {f"other:{k}": v for k, v in by_source.items()}
+    res["model_ood"] = model_ood(sets, ROOT / "analysis" / "models" / "photo" / "1.1.0")
+    if "hard" in res["model_ood"]:
+        ok = model_ood({"v": gate_passed_val}, ROOT / "analysis" / "models" / "photo" / "1.1.0")["v"]
+        res["photos_validation_gate_and_model_ood_pass_rate"] = round(
+            len(gate_passed_val) * (1 - ok["refused_rate"]) / len(val_imgs), 4
+        )
     res["timing"] = timing()
     res["seconds"] = round(time.perf_counter() - t0, 1)
     res["thresholds"] = gate.THRESHOLDS
@@ -287,6 +315,19 @@ def print_table(res: dict) -> None:
         row(f"xray-test {name} (info)", r, "right_reason_rate")
     for s, r in res["other_source_photos"].items():
         row(f"other-source {s}", r)
+    mo = res.get("model_ood", {})
+    if "hard" in mo:
+        print(f"photo model 1.1.0 own OOD (soft {mo['soft']}, hard {mo['hard']}):")
+        for k, v in mo.items():
+            if isinstance(v, dict):
+                print(
+                    f"   {k:40s} n={v['n']:4d} unfamiliar {100 * v['unfamiliar_rate']:5.1f}%  "
+                    f"refused {100 * v['refused_rate']:5.1f}%  median score {v['ood_score_median']}"
+                )
+        print(
+            "validation photos passing the gate and the model's OOD check:",
+            res.get("photos_validation_gate_and_model_ood_pass_rate"),
+        )
     print("timing (ms):", res["timing"])
 
 
