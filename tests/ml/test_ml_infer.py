@@ -12,7 +12,9 @@ SHIPPED = Path(__file__).resolve().parents[2] / "analysis" / "models" / "photo"
 def _check_results(results, predictor, n):
     assert len(results) == n
     for r in results:
-        assert set(r) == {"scores", "findings"}
+        # ood_score / unfamiliar (and, far out, gate) only for artefacts whose model.json has an "ood" section
+        expected_keys = {"scores", "findings"} | ({"ood_score", "unfamiliar"} if predictor.ood is not None else set())
+        assert expected_keys <= set(r) <= expected_keys | {"gate"}
         assert list(r["scores"]) == predictor.labels
         assert all(0.0 <= v <= 1.0 for v in r["scores"].values())
         for f in r["findings"]:
@@ -26,7 +28,10 @@ def _check_results(results, predictor, n):
             assert isinstance(hm, np.ndarray) and hm.dtype == np.float32 and hm.ndim == 2
             assert hm.min() >= 0 and hm.max() <= 1
         expected = {k for k, v in r["scores"].items() if v >= predictor.thresholds[k]}
-        assert {f["condition"] for f in r["findings"]} == expected
+        if "gate" in r:  # refused as out_of_distribution: no findings
+            assert r["gate"]["code"] == "out_of_distribution" and r["findings"] == []
+        else:
+            assert {f["condition"] for f in r["findings"]} == expected
 
 
 def test_predictor_random_init(random_artifact, synthetic_images):
