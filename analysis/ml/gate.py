@@ -266,8 +266,10 @@ def knn_bank(features: np.ndarray) -> dict[str, np.ndarray]:
 
 def knn_score(bank: dict[str, np.ndarray], features: np.ndarray, k: int = KNN_K) -> np.ndarray:
     """1 - cosine similarity to the k-th most similar training photo (0 = identical; higher = further)."""
-    b = bank["bank_q"].astype(np.float32) * bank["bank_scale"][:, None]
-    b /= np.linalg.norm(b, axis=1, keepdims=True)
+    b = bank.get("bank_unit")  # the de-quantised, normalised bank, cached by IntraoralEmbedder
+    if b is None:
+        b = bank["bank_q"].astype(np.float32) * bank["bank_scale"][:, None]
+        b /= np.linalg.norm(b, axis=1, keepdims=True)
     x = np.atleast_2d(np.asarray(features, dtype=np.float32))
     x = x / np.linalg.norm(x, axis=1, keepdims=True)
     sims = x @ b.T
@@ -294,6 +296,9 @@ class IntraoralEmbedder:
         self.config = json.loads((gate_dir / "gate.json").read_text()) if (gate_dir / "gate.json").exists() else {}
         stats_path = gate_dir / "photo-gate.npz"
         self.stats = load_stats(stats_path) if stats_path.exists() else None
+        if self.stats is not None and "bank_q" in self.stats:  # de-quantise once, not per image (~90 ms)
+            b = self.stats["bank_q"].astype(np.float32) * self.stats["bank_scale"][:, None]
+            self.stats["bank_unit"] = b / np.linalg.norm(b, axis=1, keepdims=True)
         self.threshold = float(self.config.get("not_intraoral", {}).get("threshold", "inf"))
         self._lock = threading.Lock()
 
@@ -301,7 +306,13 @@ class IntraoralEmbedder:
         from .model_input import photo_reduce
 
         torch = self.torch
-        x = np.stack([np.asarray(photo_reduce(im, EMBED_SIZE), dtype=np.float32) for im in images])
+
+        def reduce(im: Image.Image) -> np.ndarray:
+            if max(im.size) > 4 * EMBED_SIZE:  # large photos: Pillow's integer pre-reduction (60 -> 10 ms at 12 MP)
+                im = im.convert("RGB").resize((EMBED_SIZE, EMBED_SIZE), Image.Resampling.BILINEAR, reducing_gap=2.0)
+            return np.asarray(photo_reduce(im, EMBED_SIZE), dtype=np.float32)
+
+        x = np.stack([reduce(im) for im in images])
         x = torch.from_numpy((x / 255.0 - 0.5) / 0.5).permute(0, 3, 1, 2).contiguous()
         with self._lock, torch.inference_mode():
             return self.net.extract_features(x).mean(dim=(2, 3)).float().numpy()

@@ -126,7 +126,7 @@ def test_model_free_checks_are_fast_on_a_large_photo() -> None:
     t = time.perf_counter()
     for _ in range(3):
         model_free(big)
-    assert (time.perf_counter() - t) / 3 < 0.2  # ~10-20 ms here; loose for shared CI machines
+    assert (time.perf_counter() - t) / 3 < 1.0  # ~10-20 ms on an idle 2-core machine; loose for busy CI
 
 
 def test_bad_modality_raises() -> None:
