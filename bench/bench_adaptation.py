@@ -266,7 +266,7 @@ def main() -> int:
             ],
         )
     )
-    path = write_json("adaptation", {"machine": info, "args": vars(args), **result})
+    path = write_json("adaptation.json", {"machine": info, "args": vars(args), **result})
     print(f"wrote {path.relative_to(ROOT)}")
     return 0
 
