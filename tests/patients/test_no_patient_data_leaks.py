@@ -29,6 +29,9 @@ HREF = re.compile(rb'(?:href|src|action)="([^"]+)"')
 def task_messages(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     sent: list[Any] = []
     original = Task.apply_async
+    # This test follows patient data into task messages, so its drawn image must reach the model: the image gate
+    # (tests/analysis/test_image_gate_pipeline.py) would refuse it and nothing would be queued.
+    monkeypatch.setattr("analysis.uploads.image_gate", lambda *args, **kwargs: None)
 
     def spy(self: Task, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
         sent.append({"task": self.name, "args": args, "kwargs": kwargs})
