@@ -83,7 +83,7 @@ class ClinicModelView(ClinicView):
             model.rows = comparison_rows(model)  # type: ignore[attr-defined]
             model.negatives_base = model.evaluation.get("base", {}).get("any_finding_on_negatives")  # type: ignore[attr-defined]
             model.negatives_adapted = model.evaluation.get("adapted", {}).get("any_finding_on_negatives")  # type: ignore[attr-defined]
-            model.shadow_stats = shadow_summary(model) if model.shadow or model.shadow_analyses.exists() else None  # type: ignore[attr-defined]
+            model.shadow_stats = shadow_summary(model)  # type: ignore[attr-defined]
         audit.record(action="monitoring.view", clinic_id=self.access.clinic.id, object_type="clinic_model")
         context = {
             "base": base,

@@ -54,7 +54,6 @@ class ClinicHead:
     memory: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))  # unit rows, standardised
     memory_labels: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))  # 1 / 0 / nan
     neighbour_shift: float = 2.0
-    info: dict[str, Any] = field(default_factory=dict)
 
     def to_bytes(self) -> bytes:
         out = io.BytesIO()
@@ -126,7 +125,7 @@ def fit_head(
 ) -> ClinicHead:
     """Learn the correction from ``targets`` (N x labels: 1 present, 0 absent, nan unknown)."""
     features = np.asarray(features, dtype=np.float32)
-    n, d = features.shape
+    d = features.shape[1]
     mean = features.mean(axis=0)
     scale = features.std(axis=0) + 1e-3
     x = torch.from_numpy((features - mean) / scale)
@@ -165,7 +164,6 @@ def fit_head(
         memory=standard / (np.linalg.norm(standard, axis=1, keepdims=True) + 1e-8),
         memory_labels=np.asarray(targets, dtype=np.float32),
         neighbour_shift=neighbour_shift,
-        info={"rows": int(n), "known_labels": int(known.sum()), "l2": l2, "neighbour_shift": neighbour_shift},
     )
 
 
