@@ -48,7 +48,7 @@ from .models import (
     RejectReason,
     Report,
 )
-from .registry import artifact_path, model_version_active, predictor
+from .registry import artifact_path, model_version_active, predictor, read_artifact
 
 MIN_REVIEWED = 12  # fewer reviewed images than this: refused (too few to learn from and to evaluate)
 FOLDS = 4
@@ -127,6 +127,8 @@ def clinic_model_train(*, modality: str = "photo", actor: User | None = None) ->
     targets = _targets(rows, labels)
     temperature = [float(torch_model.temperature[label]) for label in torch_model.labels]
     logit_bias = [float(torch_model.logit_bias[label]) for label in torch_model.labels]
+    # the base artefact's settings and anchors (its own validation photos, fitted beside the clinic's reviews)
+    options = adapt.fit_options(artifact_path(base), read_artifact(artifact_path(base)))
     # Evaluated by cross-validation over the reviewed images: each image is predicted by a model trained without
     # its fold (folds chosen by a hash of the image id, so they are stable); the model registered is then trained
     # on all of them.
@@ -137,9 +139,11 @@ def clinic_model_train(*, modality: str = "photo", actor: User | None = None) ->
         if not out.any() or out.all():
             adapted_logits[out] = base_logits[out]
             continue
-        fold_head = adapt.fit_head(features[~out], base_logits[~out], targets[~out], labels, temperature, logit_bias)
+        fold_head = adapt.fit_head(
+            features[~out], base_logits[~out], targets[~out], labels, temperature, logit_bias, **options
+        )
         adapted_logits[out] = fold_head.logits(features[out], base_logits[out])
-    head = adapt.fit_head(features, base_logits, targets, labels, temperature, logit_bias)
+    head = adapt.fit_head(features, base_logits, targets, labels, temperature, logit_bias, **options)
     seconds = time.perf_counter() - started
     thresholds = [float(loaded.thresholds[code]) for code in labels]
     evaluation = {
@@ -155,6 +159,8 @@ def clinic_model_train(*, modality: str = "photo", actor: User | None = None) ->
         "trained_on": len(rows),
         "held_back": len(rows),
         "folds": FOLDS,
+        # the base model's own validation photos the correction is fitted beside (not the clinic's, not counted)
+        "anchors": int(len(options["anchors"].targets)) if "anchors" in options else 0,
         "positives": {code: int(np.nansum(targets[:, i] == 1)) for i, code in enumerate(labels)},
         "negatives": {code: int(np.nansum(targets[:, i] == 0)) for i, code in enumerate(labels)},
     }

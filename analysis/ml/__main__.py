@@ -1,4 +1,4 @@
-"""Command line: ``python -m analysis.ml {train,calibrate,evaluate,card,ood-fit,train-xray,evaluate-xray,card-xray}``.
+"""Command line: ``python -m analysis.ml {train,calibrate,evaluate,card,ood-fit,anchors-fit,train-xray,...}``.
 
 Examples::
 
@@ -11,6 +11,8 @@ Examples::
     python -m analysis.ml card --artifact-dir analysis/models/photo/1.0.0
     # out-of-distribution statistics in the model's own feature space: ood.npz + model.json "ood"
     python -m analysis.ml ood-fit --artifact-dir analysis/models/photo/1.1.0
+    # the validation photos a clinic's model is fitted beside (anchors.npz + model.json "adaptation")
+    python -m analysis.ml anchors-fit --artifact-dir analysis/models/photo/1.1.0
 
     # X-ray findings detector (FCOS on EfficientNet-Lite0 + FPN), YOLO-format data
     python -m analysis.ml train-xray --data ../shared/datasets/dental-xrays/train \
@@ -127,6 +129,20 @@ def _add_ood_fit(sub):
     p.add_argument("--no-write", action="store_true", help="print the section; leave model.json as it is")
 
 
+def _add_anchors_fit(sub):
+    p = sub.add_parser(
+        "anchors-fit",
+        help="embed a photo artefact's validation photos (anchors.npz) for clinic models; model.json \"adaptation\"",
+    )
+    p.add_argument("--artifact-dir", required=True)
+    p.add_argument("--data", default=None, help="manifest CSV or labelled image folder (default: shared manifest)")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--val-fraction", type=float, default=0.15)
+    p.add_argument("--test-fraction", type=float, default=0.15)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--no-write", action="store_true", help="print the section; leave model.json as it is")
+
+
 def _add_train_xray(sub):
     p = sub.add_parser("train-xray", help="train (or resume) the X-ray findings detector on YOLO-format data")
     p.add_argument("--data", default=None, help="YOLO folder (images/, labels/); default: shared dental-xrays/train")
@@ -209,6 +225,7 @@ def main(argv=None) -> int:
     _add_evaluate(sub)
     _add_card(sub)
     _add_ood_fit(sub)
+    _add_anchors_fit(sub)
     _add_train_xray(sub)
     _add_evaluate_xray(sub)
     _add_card_xray(sub)
@@ -365,6 +382,34 @@ def main(argv=None) -> int:
         )
         if not args.no_write:
             write_ood_section(args.artifact_dir, section)
+        print(json.dumps(section, indent=2))
+        return 0
+    if args.command == "anchors-fit":
+        # lazy: the command's modules load torch (1.5-3 s); --help answers in 0.02 s without it
+        import torch
+
+        from .adapt import anchors_fit, write_adaptation_section
+        from .data import load_rgb, photo_manifest_path, read_records, targets
+        from .infer import load_predictor
+        from .splits import train_val_test_split
+
+        torch.set_num_threads(args.threads)
+        data = Path(args.data or photo_manifest_path())
+        records = read_records(data)
+        _, va, _ = train_val_test_split(records, args.val_fraction, args.test_fraction, seed=args.seed)
+        predictor = load_predictor(args.artifact_dir, device="cpu")
+        torch_model = getattr(predictor, "base", predictor)
+        chosen = [records[i] for i in va]
+        section = anchors_fit(
+            torch_model,
+            [load_rgb(r.path) for r in chosen],
+            targets(chosen, torch_model.labels),
+            args.artifact_dir,
+            fitted_on=f"{data.name}: validation split ({len(va)} images); splits.train_val_test_split("
+            f"val={args.val_fraction}, test={args.test_fraction}, seed={args.seed})",
+        )
+        if not args.no_write:
+            write_adaptation_section(args.artifact_dir, section)
         print(json.dumps(section, indent=2))
         return 0
     if args.command == "card":

@@ -13,12 +13,25 @@ decided absent), and not one with something present, every condition's calibrate
 ``neighbour_shift`` (2.0: a 0.5 probability becomes 0.12). A linear correction learns "this clinic's camera" slowly
 from a few dozen images; the nearest reviewed case says at once "a photo like this one was healthy here".
 
-Chosen on 20 simulated clinics (feature level, base model 1.1.0; each reviews 20 healthy-looking other-source photos
-and 20 test-split photos with disease; held back: the other 36 healthy-looking photos and 80 with disease). Share of
-held-back healthy-looking photos with a finding / mean fall in sensitivity: base 66% / 0; linear correction alone
-29% / 0.019; plus "nearest reviewed case had this condition absent" 10% / 0.052; plus "nearest reviewed case was
-healthy" (shipped) 11% / 0.031. Single clinics vary widely (the worst of the 20 lost 0.156 sensitivity): the
-clinic's own cross-validated evaluation is what an admin should read before activating.
+Single clinics vary widely: the clinic's own cross-validated evaluation is what an admin should read before
+activating.
+
+Anchors: the correction is fitted on the clinic's reviews *and* on the base model's own validation photos (their
+features, base logits and labels, shipped with the artefact as ``anchors.npz``; model.json ``"adaptation"``), each
+label's positives and negatives balanced, the anchors weighing ``anchor_weight`` against the clinic's reviews. A
+few dozen reviews from one clinic can otherwise teach the correction "lower everything that looks like this
+clinic", which also lowers real disease; the anchors keep what the base model knows about disease while the
+clinic's healthy cases move it away from its false findings (rehearsal, as in continual learning). With anchors,
+a stronger pull to zero (``l2`` 10) is best.
+
+Chosen on simulated clinics (``bench/bench_adaptation_clinics.py``, feature level, base model 1.1.0, each clinic
+reviewing 20 healthy-looking other-source photos and 20 test-split photos with disease, drawn as
+``bench_adaptation.py`` draws its clinic; held back: the other healthy-looking photos and 80 with disease). Share
+of held-back healthy-looking photos with a finding / mean fall in sensitivity (worst), seeds 0-19: base 63% / 0;
+memory + linear correction without anchors (l2 1, shipped until 2026-12-04) 15% / 0.061 (0.132); the same with
+l2 10: 9% / 0.061 (0.176); with anchors (weight 0.5, l2 10): 9% / 0.014 (0.056). Confirmed on 40 further
+clinics (seeds 20-59), chosen before they were run: without anchors 15% / 0.034 (0.147), 28 of 40 clinics within
+0.05; with anchors 10% / 0.003 (0.079), 38 of 40 within 0.05 (worst share with a finding 28%).
 
 ``w`` and ``b`` start at zero and are pulled towards zero (L2), so with few reviews
 the clinic model stays the base model and moves only as far as its dentists' decisions push it. A label that the
@@ -28,10 +41,13 @@ reviews do not decide (neither confirmed nor rejected nor absent from a signed r
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,6 +55,71 @@ import torch
 from PIL import Image
 
 HEAD_FORMAT = "dentalscan-clinic-head-v1"
+ANCHORS_FILE = "anchors.npz"
+
+
+@dataclass(frozen=True)
+class Anchors:
+    """The base model's own validation photos as the correction sees them: pooled features, raw logits, labels."""
+
+    features: np.ndarray
+    logits: np.ndarray
+    targets: np.ndarray  # 1 present / 0 absent
+
+
+def fit_options(artifact_dir: str | Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """``fit_head`` keyword options for an artefact: its model.json ``"adaptation"`` section (``l2``,
+    ``anchor_weight``, ``neighbour_shift``) and its anchors (checked against their recorded SHA-256), or nothing
+    for an artefact without one (then ``fit_head``'s defaults, no anchors)."""
+    section = meta.get("adaptation") or {}
+    options: dict[str, Any] = {k: float(section[k]) for k in ("l2", "anchor_weight", "neighbour_shift") if k in section}
+    if section.get("anchors_file"):
+        path = Path(artifact_dir) / section["anchors_file"]
+        data = path.read_bytes()
+        if hashlib.sha256(data).hexdigest() != section.get("anchors_sha256"):
+            raise ValueError(f"{path} does not match the SHA-256 recorded in model.json")
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            options["anchors"] = Anchors(
+                features=z["features"].astype(np.float32),
+                logits=z["logits"].astype(np.float32),
+                targets=z["targets"].astype(np.float32),
+            )
+    return options
+
+
+def anchors_fit(
+    predictor: Any, images: Sequence[Image.Image], targets: np.ndarray, artifact_dir: str | Path, fitted_on: str
+) -> dict[str, Any]:
+    """Embed the anchor photos with ``predictor``, write ``anchors.npz`` into ``artifact_dir`` and return the
+    model.json ``"adaptation"`` section (the options chosen on simulated clinics, see the module docstring)."""
+    features, logits = embed(predictor, images)
+    out = io.BytesIO()
+    np.savez_compressed(
+        out,
+        features=features.astype(np.float16),
+        logits=logits.astype(np.float32),
+        targets=np.asarray(targets, dtype=np.uint8),
+    )
+    path = Path(artifact_dir) / ANCHORS_FILE
+    path.write_bytes(out.getvalue())
+    return {
+        "method": "linear correction of the head on the frozen pooled features + nearest-reviewed-case memory, "
+        "fitted on the clinic's reviews and on the base model's validation photos (anchors)",
+        "anchors_file": ANCHORS_FILE,
+        "anchors_sha256": hashlib.sha256(out.getvalue()).hexdigest(),
+        "anchors": int(len(features)),
+        "anchors_fitted_on": fitted_on,
+        "l2": 10.0,
+        "anchor_weight": 0.5,
+        "neighbour_shift": 2.0,
+    }
+
+
+def write_adaptation_section(artifact_dir: str | Path, section: dict[str, Any]) -> None:
+    path = Path(artifact_dir) / "model.json"
+    meta = json.loads(path.read_text())
+    meta["adaptation"] = section
+    path.write_text(json.dumps(meta, indent=2) + "\n")
 
 
 @dataclass
@@ -122,8 +203,11 @@ def fit_head(
     l2: float = 1.0,
     max_iter: int = 200,
     neighbour_shift: float = 2.0,
+    anchors: Anchors | None = None,
+    anchor_weight: float = 0.5,
 ) -> ClinicHead:
-    """Learn the correction from ``targets`` (N x labels: 1 present, 0 absent, nan unknown)."""
+    """Learn the correction from ``targets`` (N x labels: 1 present, 0 absent, nan unknown), and from ``anchors``
+    (weighing ``anchor_weight`` against the reviews) when given."""
     features = np.asarray(features, dtype=np.float32)
     d = features.shape[1]
     mean = features.mean(axis=0)
@@ -143,12 +227,24 @@ def fit_head(
     weight = torch.zeros(len(labels), d, requires_grad=True)
     bias = torch.zeros(len(labels), requires_grad=True)
     optimiser = torch.optim.LBFGS([weight, bias], lr=0.5, max_iter=max_iter, line_search_fn="strong_wolfe")
+    use_anchors = anchors is not None and len(anchors.targets) > 0 and anchor_weight > 0
+    if use_anchors:
+        ax = torch.from_numpy(((anchors.features - mean) / scale).astype(np.float32))
+        az = torch.from_numpy(anchors.logits.astype(np.float32))
+        ay = torch.from_numpy(anchors.targets.astype(np.float32))
+        a_pos, a_neg = ay.sum(0).clamp(min=1), (1 - ay).sum(0).clamp(min=1)
+        a_weight = ay * (len(ay) / (2 * a_pos)) + (1 - ay) * (len(ay) / (2 * a_neg))
 
     def closure() -> torch.Tensor:
         optimiser.zero_grad()
         logits = (z + x @ weight.T + bias) / t + b0
         loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y, weight=sample_weight, reduction="sum")
         loss = loss / max(1.0, float(known.sum())) + l2 * (weight.pow(2).sum() / d + bias.pow(2).sum()) / 2
+        if use_anchors:
+            a_logits = (az + ax @ weight.T + bias) / t + b0
+            loss = loss + anchor_weight * torch.nn.functional.binary_cross_entropy_with_logits(
+                a_logits, ay, weight=a_weight
+            )
         loss.backward()
         return loss
 
