@@ -10,6 +10,7 @@ urlpatterns = [
     path("visits/<uuid:pk>/report.pdf", views.VisitReportPdfView.as_view(), name="report-pdf"),
     path("visits/<uuid:pk>/review/", views_review.VisitReviewView.as_view(), name="review"),
     path("clinic/agreement/", views_review.AgreementPageView.as_view(), name="agreement"),
+    path("clinic/review-settings/", views_review.ReviewSettingsView.as_view(), name="review-settings"),
     path("clinic/thresholds/", views_review.ThresholdsView.as_view(), name="thresholds"),
     path("clinic/model/", views_models.ClinicModelView.as_view(), name="clinic-model"),
     path("clinic/webhooks/", views_webhooks.WebhooksView.as_view(), name="webhooks"),
