@@ -33,6 +33,7 @@ from .models import (
 )
 from .monitoring import agreement
 from .registry import ModelNotAvailable, model_version_active
+from .report_wording import group_by_tooth
 from .reports import finding_dict, report_content, visit_locked
 from .reviews import visit_note_get
 from .selectors import analysis_settings, thresholds_for, unfamiliar_hidden, visit_findings
@@ -54,7 +55,12 @@ def _finding_data(finding: Any, threshold: float | None) -> dict[str, Any]:
 def teeth_data(notation: str) -> dict[str, dict[str, Any]]:
     """FDI code -> its label in the clinic's notation, its name, and (Palmer) the grid form, for the screens."""
     return {
-        fdi: {"label": tooth.label(notation), "name": tooth.name, "grid": teeth.palmer_grid(fdi), "primary": tooth.primary}
+        fdi: {
+            "label": tooth.label(notation),
+            "name": tooth.name,
+            "grid": teeth.palmer_grid(fdi),
+            "primary": tooth.primary,
+        }
         for fdi, tooth in teeth.TEETH.items()
     }
 
@@ -206,6 +212,53 @@ class VisitReviewView(ClinicView):
             "reject_reasons": RejectReason.choices,
         }
         return _no_store(render(request, "analysis/review.html", context))
+
+
+class VisitChartView(ClinicView):
+    """A visit's findings grouped by tooth, on an odontogram and as a list: problems (pathology and anatomy), the
+    tooth's status (restorations and implants: earlier treatment, not problems), undecided AI suggestions, and the
+    findings not yet linked to a tooth. Rejected findings are left out."""
+
+    def get(self, request: HttpRequest, pk: str) -> HttpResponse:
+        visit = get_object_or_404(Visit.objects.select_related("patient"), pk=pk)
+        notation = analysis_settings().tooth_notation
+        findings = []
+        for number, (_image, shown) in enumerate(visit_findings(visit).items(), start=1):
+            findings += [{**finding_dict(f), "image_number": number} for f in shown]
+        grouped = group_by_tooth(findings, notation)
+        marked = {t["fdi"]: t for t in grouped["teeth"]}
+        arches = []
+        for primary in (False, True):
+            rows = []
+            for row in teeth.chart_rows(primary=primary):
+                cells = []
+                for fdi in row:
+                    tooth = teeth.get(fdi)
+                    group = marked.get(fdi)
+                    cells.append(
+                        {
+                            "fdi": fdi,
+                            "label": tooth.label(notation),
+                            "name": tooth.name,
+                            "problems": len(group["problems"]) if group else 0,
+                            "status": ", ".join(i["name"] for i in group["status"]) if group else "",
+                            "pending": len(group["pending"]) if group else 0,
+                        }
+                    )
+                rows.append(cells)
+            if primary and not any(t["fdi"] in marked for t in (c for r in rows for c in r)):
+                continue  # primary teeth only when one is charted
+            arches.append({"primary": primary, "rows": rows})
+        audit.record(action="chart.view", clinic_id=self.access.clinic.id, object_type="visit", object_id=visit.pk)
+        context = {
+            "visit": visit,
+            "identity": patient_identity(visit.patient),
+            "grouped": grouped,
+            "arches": arches,
+            "notation_name": dict(teeth.NOTATIONS)[notation].split(":")[0],
+            "locked": visit_locked(visit),
+        }
+        return _no_store(render(request, "analysis/chart.html", context))
 
 
 def _threshold_rows() -> tuple[list[dict[str, Any]], list[str]]:

@@ -88,6 +88,7 @@ ROUTE_PERMISSIONS: Final[dict[str, dict[str, str]]] = {
     "analysis:report": {"GET": "report.view"},
     "analysis:report-pdf": {"GET": "report.view"},
     "analysis:review": {"GET": "report.view"},
+    "analysis:chart": {"GET": "report.view"},
     "analysis:review-settings": {"GET": "monitoring.view", "POST": "thresholds.manage"},
     "analysis:agreement": {"GET": "monitoring.view"},
     "analysis:thresholds": {"GET": "monitoring.view", "POST": "thresholds.manage"},

@@ -52,6 +52,7 @@ OBJECT_FOR_ROUTE: dict[str, str] = {
     "analysis:report": "visit",
     "analysis:report-pdf": "visit",
     "analysis:review": "visit",
+    "analysis:chart": "visit",
     "api:visit-amendment": "visit",
     "api:visit-report-fhir": "visit",
     "api:webhook-detail": "webhook",
