@@ -278,7 +278,7 @@ def visit_note_set(*, visit: Visit, text: str, actor: User, expected_version: in
     with transaction.atomic():
         visit = Visit.objects.select_for_update().get(pk=visit.pk)
         ensure_editable(visit)
-        note, _ = VisitNote.objects.select_for_update().select_related("updated_by").get_or_create(visit=visit)
+        note, _ = VisitNote.objects.select_for_update().get_or_create(visit=visit)
         if expected_version is not None and int(expected_version) != note.version:
             who = note.updated_by.email if note.updated_by_id else "someone"
             when = timezone.localtime(note.updated_at).strftime("%H:%M:%S")
