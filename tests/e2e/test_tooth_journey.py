@@ -135,6 +135,12 @@ def test_teeth_chart_sign_and_report_by_tooth(device: str, browser: Any, live_se
     sign = page.locator("#sign-button")
     assert sign.is_disabled() and sign.inner_text() == "Sign report: 3 suggestions undecided"
     assert axe_violations(page) == []
+    # the image stays in view while deciding: sticky beside the list (desktop), above a scrolling list (tablet)
+    layout = page.evaluate(
+        "() => [getComputedStyle(document.querySelector('.stage')).position,"
+        " getComputedStyle(document.querySelector('.finding-side')).overflowY]"
+    )
+    assert layout == (["sticky", "visible"] if device == "desktop" else ["relative", "auto"])
     shot(page, "01-review")
 
     # FDI: the caries goes on tooth 16 by clicking the odontogram
