@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from django.http import Http404, HttpResponse
@@ -14,6 +15,7 @@ from clinics import audit
 from clinics.api.base import ClinicGenericAPIView
 from clinics.api.docs import error_response
 from clinics.services import ServiceError
+from core import teeth
 from patients.models import Image as PatientImage
 from patients.models import Visit
 from patients.restricted import restricted_visible
@@ -22,9 +24,22 @@ from .fhir import report_bundle
 from .models import Analysis, AnalysisStatus, Finding, RejectReason, Report
 from .monitoring import agreement
 from .reports import amendment_open, report_content, report_sign
-from .reviews import finding_add, finding_review
-from .selectors import analysis_get, analysis_list, finding_get, is_shown, thresholds_for, unfamiliar_hidden
+from .reviews import finding_add, finding_review, finding_update, visit_note_get, visit_note_set
+from .selectors import (
+    analysis_get,
+    analysis_list,
+    analysis_settings,
+    finding_get,
+    is_shown,
+    thresholds_for,
+    unfamiliar_hidden,
+)
 from .services import analysis_retry
+
+TOOTH_HELP = (
+    "The tooth as its FDI (ISO 3950) number: `11`-`48` permanent, `51`-`85` primary; null when none is assigned. "
+    "Always FDI in the API, whatever notation the clinic reads on screen (see `tooth_display`)."
+)
 
 
 class FindingOutput(serializers.Serializer):
@@ -36,9 +51,33 @@ class FindingOutput(serializers.Serializer):
     source = serializers.CharField()
     reviewed_by = serializers.SerializerMethodField()
     reason = serializers.CharField()
+    tooth = serializers.CharField(allow_null=True, help_text=TOOTH_HELP, source="tooth_or_none")
+    tooth_display = serializers.SerializerMethodField(
+        help_text="The tooth in the clinic's notation (FDI, Universal or Palmer); null when none is assigned."
+    )
+    surfaces = serializers.CharField(
+        help_text="Surface letters in canonical order (M, O, I, D, B, F, L, P), e.g. `MOD`; empty when none."
+    )
+    suggested_tooth = serializers.CharField(
+        allow_null=True,
+        source="suggested_tooth_or_none",
+        help_text="A tooth proposed by automatic numbering (FDI), not yet confirmed; null when none.",
+    )
+    suggested_tooth_probability = serializers.FloatField(allow_null=True)
+    note = serializers.CharField(help_text="The dentist's note on this finding.")
+    version = serializers.IntegerField(
+        help_text="Changes with every edit; also the response's `ETag`. Send it back as `If-Match` to edit."
+    )
 
     def get_reviewed_by(self, finding: Finding) -> str | None:
         return finding.reviewed_by.email if finding.reviewed_by_id else None
+
+    def get_tooth_display(self, finding: Finding) -> str | None:
+        if not finding.tooth:
+            return None
+        if "tooth_notation" not in self.context:
+            self.context["tooth_notation"] = analysis_settings().tooth_notation
+        return teeth.to_notation(finding.tooth, self.context["tooth_notation"])
 
 
 class NotAssessableOutput(serializers.Serializer):
@@ -58,14 +97,16 @@ class AnalysisOutput(serializers.Serializer):
         help_text="Set when the image gate refused the image (status `not_assessable`): the reason code "
         "(`wrong_modality`, `not_intraoral`, `blurred`, `too_dark`, `too_bright`, `too_small`, "
         "`out_of_distribution`) and a message for staff. The AI did not assess the image; it is not a "
-        "\"no findings\" result."
+        '"no findings" result.'
     )
     unfamiliar = serializers.BooleanField(
         help_text="The image passed the gate but is unlike the model's training images: its findings are less "
         "reliable (hidden when the clinic chooses so)."
     )
     clinic_model = serializers.CharField(
-        source="clinic_model.model_id", allow_null=True, default=None,
+        source="clinic_model.model_id",
+        allow_null=True,
+        default=None,
         help_text="The clinic's own model that produced the scores, or null for the base model alone.",
     )
     created_at = serializers.DateTimeField()
@@ -86,7 +127,7 @@ class AnalysisOutput(serializers.Serializer):
             self.context["hide_unfamiliar"] = unfamiliar_hidden()
         hide = self.context["hide_unfamiliar"]
         findings = [f for f in analysis.findings.all() if show_all or is_shown(f, thresholds, hide)]
-        return FindingOutput(findings, many=True).data
+        return FindingOutput(findings, many=True, context=self.context).data
 
 
 class AnalysisFilterInput(serializers.Serializer):
@@ -94,11 +135,58 @@ class AnalysisFilterInput(serializers.Serializer):
     visit = serializers.UUIDField(required=False)
 
 
-class FindingReviewInput(serializers.Serializer):
-    decision = serializers.ChoiceField(choices=["confirm", "reject", "adjust"])
+class FindingEditFields(serializers.Serializer):
+    tooth = serializers.CharField(
+        max_length=2,
+        required=False,
+        allow_blank=True,
+        allow_null=True,
+        help_text="FDI tooth number (`11`-`48`, `51`-`85`); empty or null clears it.",
+    )
+    surfaces = serializers.CharField(
+        max_length=16, required=False, allow_blank=True, help_text="Surface letters, e.g. `MOD`; empty clears."
+    )
+    note = serializers.CharField(max_length=2000, required=False, allow_blank=True, trim_whitespace=True)
+
+
+class FindingReviewInput(FindingEditFields):
+    decision = serializers.ChoiceField(
+        choices=["confirm", "reject", "adjust", "undo"],
+        help_text="`undo` puts an AI suggestion's decision back to pending (before signing).",
+    )
     reason = serializers.ChoiceField(choices=RejectReason.choices, required=False, allow_blank=True, default="")
     box = serializers.ListField(child=serializers.FloatField(), min_length=4, max_length=4, required=False)
     condition = serializers.CharField(max_length=40, required=False, allow_blank=True, default="")
+
+
+IF_MATCH = OpenApiParameter(
+    "If-Match",
+    str,
+    location=OpenApiParameter.HEADER,
+    required=False,
+    description="The `ETag` (version) the edit was made on; a stale one answers 412 `version_conflict`.",
+)
+_ETAG = re.compile(r'^\s*(?:W/)?"?(\d{1,9})"?\s*$')
+
+
+def expected_version(request: Request) -> int | None:
+    """The version named by ``If-Match`` (``"3"``, ``W/"3"`` or ``3``); None without one or for ``*``."""
+    header = request.headers.get("If-Match", "").strip()
+    if not header or header == "*":
+        return None
+    match = _ETAG.match(header)
+    if match is None:
+        raise ServiceError("invalid_if_match", 'If-Match must be the ETag of the finding, e.g. "3".')
+    return int(match.group(1))
+
+
+def with_etag(response: Response, version: int) -> Response:
+    response["ETag"] = f'"{version}"'
+    return response
+
+
+def _edits(data: dict[str, Any]) -> dict[str, Any]:
+    return {key: data[key] for key in ("tooth", "surfaces", "note") if key in data}
 
 
 def _or_404(getter: Any, pk: object) -> Any:
@@ -180,16 +268,70 @@ class FindingReviewView(ClinicGenericAPIView):
     def get_object(self) -> Finding:
         return _or_404(finding_get, self.kwargs["pk"])
 
-    @extend_schema(summary="Review a finding", request=FindingReviewInput, responses=FindingOutput)
+    @extend_schema(
+        summary="Review a finding",
+        request=FindingReviewInput,
+        parameters=[IF_MATCH],
+        responses={
+            200: FindingOutput,
+            409: error_response("`report_signed`, `not_a_suggestion` or `already_pending`"),
+            412: error_response("`version_conflict`: changed by someone else since that version (who and what)"),
+        },
+    )
     def post(self, request: Request, pk: str) -> Response:
         finding = self.get_object()
         data = FindingReviewInput(data=request.data)
         data.is_valid(raise_exception=True)
-        finding = finding_review(finding=finding, actor=request.user, **data.validated_data)
-        return Response(FindingOutput(finding).data)
+        fields = dict(data.validated_data)
+        edits = _edits(fields)
+        for key in edits:
+            fields.pop(key)
+        finding = finding_review(
+            finding=finding, actor=request.user, expected_version=expected_version(request), **fields, **edits
+        )
+        return with_etag(Response(FindingOutput(finding).data), finding.version)
 
 
-class FindingAddInput(serializers.Serializer):
+class FindingDetailView(ClinicGenericAPIView):
+    """One finding (with its ``ETag``), and edits that do not decide it: tooth, surfaces, note."""
+
+    serializer_class = FindingOutput
+
+    def get_object(self) -> Finding:
+        return _or_404(finding_get, self.kwargs["pk"])
+
+    @extend_schema(summary="Get a finding", responses=FindingOutput)
+    def get(self, request: Request, pk: str) -> Response:
+        finding = self.get_object()
+        audit.record(
+            action="finding.view", clinic_id=request.access.clinic.id, object_type="finding", object_id=finding.pk
+        )
+        return with_etag(Response(FindingOutput(finding).data), finding.version)
+
+    @extend_schema(
+        summary="Assign a tooth, surfaces or a note to a finding",
+        request=FindingEditFields,
+        parameters=[IF_MATCH],
+        responses={
+            200: FindingOutput,
+            409: error_response("`report_signed`"),
+            412: error_response("`version_conflict`: changed by someone else since that version (who and what)"),
+        },
+    )
+    def patch(self, request: Request, pk: str) -> Response:
+        finding = self.get_object()
+        data = FindingEditFields(data=request.data)
+        data.is_valid(raise_exception=True)
+        finding = finding_update(
+            finding=finding,
+            actor=request.user,
+            expected_version=expected_version(request),
+            **_edits(dict(data.validated_data)),
+        )
+        return with_etag(Response(FindingOutput(finding).data), finding.version)
+
+
+class FindingAddInput(FindingEditFields):
     condition = serializers.CharField(max_length=40)
     box = serializers.ListField(child=serializers.FloatField(), min_length=4, max_length=4)
 
@@ -246,8 +388,12 @@ class ImageFindingAddView(ClinicGenericAPIView):
         image = self.get_object()
         data = FindingAddInput(data=request.data)
         data.is_valid(raise_exception=True)
-        finding = finding_add(image=image, actor=request.user, **data.validated_data)
-        return Response(FindingOutput(finding).data, status=201)
+        fields = dict(data.validated_data)
+        edits = _edits(fields)
+        finding = finding_add(
+            image=image, actor=request.user, condition=fields["condition"], box=fields["box"], **edits
+        )
+        return with_etag(Response(FindingOutput(finding).data, status=201), finding.version)
 
 
 class VisitReportView(ClinicGenericAPIView):
@@ -297,6 +443,58 @@ class VisitAmendmentView(ClinicGenericAPIView):
         data.is_valid(raise_exception=True)
         amendment = amendment_open(visit=visit, actor=request.user, reason=data.validated_data["reason"])
         return Response(AmendmentOutput(amendment).data, status=201)
+
+
+class VisitNoteInput(serializers.Serializer):
+    text = serializers.CharField(max_length=4000, allow_blank=True, trim_whitespace=True)
+
+
+class VisitNoteOutput(serializers.Serializer):
+    visit = serializers.UUIDField(source="visit_id")
+    text = serializers.CharField()
+    version = serializers.IntegerField(help_text="0 while nobody wrote one; also the response's `ETag`.")
+    updated_by = serializers.EmailField(source="updated_by.email", allow_null=True, default=None)
+    updated_at = serializers.DateTimeField(allow_null=True, source="updated_at_or_none")
+
+
+class VisitNoteView(ClinicGenericAPIView):
+    """The dentist's note on a visit's review (one per visit), with its ``ETag``."""
+
+    serializer_class = VisitNoteOutput
+
+    def get_object(self) -> Visit:
+        return _visit_or_404(self.kwargs["pk"])
+
+    @extend_schema(summary="Get a visit's review note", responses=VisitNoteOutput)
+    def get(self, request: Request, pk: str) -> Response:
+        visit = self.get_object()
+        note = visit_note_get(visit)
+        audit.record(
+            action="visit.note.view", clinic_id=request.access.clinic.id, object_type="visit", object_id=visit.pk
+        )
+        return with_etag(Response(VisitNoteOutput(note).data), note.version)
+
+    @extend_schema(
+        summary="Write a visit's review note",
+        request=VisitNoteInput,
+        parameters=[IF_MATCH],
+        responses={
+            200: VisitNoteOutput,
+            409: error_response("`report_signed`"),
+            412: error_response("`version_conflict`: changed by someone else since that version (who and when)"),
+        },
+    )
+    def put(self, request: Request, pk: str) -> Response:
+        visit = self.get_object()
+        data = VisitNoteInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        note = visit_note_set(
+            visit=visit,
+            text=data.validated_data["text"],
+            actor=request.user,
+            expected_version=expected_version(request),
+        )
+        return with_etag(Response(VisitNoteOutput(note).data), note.version)
 
 
 class AgreementView(ClinicGenericAPIView):

@@ -9,7 +9,7 @@ from typing import Any
 
 from patients.models import Patient
 
-from .models import Amendment, Analysis, Finding, FindingDecision, Report
+from .models import Amendment, Analysis, Finding, FindingDecision, Report, VisitNote
 from .reports import finding_dict, report_content
 
 
@@ -90,4 +90,13 @@ def patient_clinical_record(patient: Patient) -> dict[str, dict[str, dict[str, l
                 "closed_by_report": str(amendment.report_id) if amendment.report_id else None,
             }
         )
+    for note in VisitNote.objects.filter(visit__patient=patient).select_related("updated_by"):
+        visits.setdefault(str(note.visit_id), {"reports": [], "amendments": []})["note"] = [
+            {
+                "text": note.text,
+                "version": note.version,
+                "updated_by": note.updated_by.email if note.updated_by_id else None,
+                "updated_at": _iso(note.updated_at),
+            }
+        ]
     return {"images": images, "visits": visits}

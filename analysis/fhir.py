@@ -8,7 +8,10 @@ into a ``collection`` Bundle holding
 * ``Media`` per image of the visit (metadata only, no pixels) -- the report's key images;
 * ``Device`` per AI model version that made a confirmed suggestion;
 * one ``DiagnosticReport`` (``final``, or ``amended`` when it amends a previous signed version);
-* one ``Observation`` per CONFIRMED finding. Rejected and pending findings are not exported (the report's narrative
+* one ``Observation`` per CONFIRMED finding; a finding with a tooth carries it as ``bodySite``: the tooth's SNOMED CT
+  body structure concept (``core.teeth``, from HL7 Belgium's ISO tooth number ConceptMap; not checked against a
+  terminology server) with the FDI number, the tooth's name and any surfaces in the text.
+  Rejected and pending findings are not exported (the report's narrative
   says how many were left out): they are not clinical statements the dentist stands behind.
 
 No implementation guide is claimed (``meta.profile`` is not set): the resources follow core R4 only. US Core needs
@@ -46,7 +49,7 @@ import uuid
 from html import escape
 from typing import Any
 
-from core import conditions
+from core import conditions, teeth
 
 from .report_wording import plain_name
 
@@ -315,9 +318,23 @@ def _observation(
         "method": {"text": method},
         "derivedFrom": [media_ref],
     }
+    site = body_site(finding.get("tooth"), finding.get("surfaces") or "")
+    if site is not None:
+        resource["bodySite"] = site
     if source == "model" and model:
         resource["device"] = refs.ref("Device", _device_id(model), display=model)
     return resource
+
+
+def body_site(fdi: str | None, surfaces: str = "") -> dict[str, Any] | None:
+    """``Observation.bodySite`` of a tooth (its SNOMED CT body structure concept), or None without a known tooth."""
+    if not fdi or fdi not in teeth.TEETH:
+        return None
+    tooth = teeth.get(fdi)
+    text = f"Tooth {fdi} (FDI), {tooth.name}"
+    if surfaces:
+        text += ", surfaces " + ", ".join(teeth.SURFACES.get(s, s) for s in surfaces)
+    return {"coding": [{"system": SNOMED, "code": tooth.snomed, "display": tooth.snomed_display}], "text": text}
 
 
 def _narrative(report: dict[str, Any], confirmed: list[tuple[dict, dict]], rejected: int, pending: int) -> dict:

@@ -9,6 +9,7 @@ from django.db import models
 from django.utils import timezone
 
 from clinics.tenancy import ClinicScopedModel
+from core import teeth
 
 
 class ModelModality(models.TextChoices):
@@ -128,7 +129,14 @@ class RejectReason(models.TextChoices):
 
 class Finding(ClinicScopedModel):
     """A model's suggestion or a clinician's finding on one image. Model findings stay ``pending``
-    until a dentist decides; every decision is also a ``FindingDecision`` row."""
+    until a dentist decides; every decision is also a ``FindingDecision`` row.
+
+    ``tooth`` is the FDI code (``core.teeth``; ``""`` while none is assigned), whatever notation the clinic reads;
+    ``surfaces`` the letters of ``core.teeth.SURFACES`` in canonical order. ``suggested_tooth`` and its probability
+    are for automatic tooth numbering (nothing writes them yet); a dentist's ``tooth`` always wins.
+
+    ``version`` counts the changes: every write through ``analysis.reviews`` adds one, and a write made on an older
+    version is refused (412), so two reviewers never silently overwrite each other."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     analysis = models.ForeignKey(Analysis, on_delete=models.CASCADE, null=True, blank=True, related_name="findings")
@@ -144,6 +152,12 @@ class Finding(ClinicScopedModel):
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
     reviewed_at = models.DateTimeField(null=True, blank=True)
+    tooth = models.CharField(max_length=2, blank=True)
+    surfaces = models.CharField(max_length=8, blank=True)
+    suggested_tooth = models.CharField(max_length=2, blank=True)
+    suggested_tooth_probability = models.FloatField(null=True, blank=True)
+    note = models.TextField(max_length=2000, blank=True)
+    version = models.PositiveIntegerField(default=1)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta(ClinicScopedModel.Meta):
@@ -153,6 +167,14 @@ class Finding(ClinicScopedModel):
     def __str__(self) -> str:
         return f"Finding {self.id} {self.condition} ({self.status})"
 
+    @property
+    def tooth_or_none(self) -> str | None:
+        return self.tooth or None
+
+    @property
+    def suggested_tooth_or_none(self) -> str | None:
+        return self.suggested_tooth or None
+
 
 class FindingDecision(ClinicScopedModel):
     """Append-only record of one clinician decision on a finding (who, when, what, before/after)."""
@@ -160,7 +182,7 @@ class FindingDecision(ClinicScopedModel):
     id = models.BigAutoField(primary_key=True)
     finding = models.ForeignKey(Finding, on_delete=models.CASCADE, related_name="decisions")
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
-    decision = models.CharField(max_length=10)  # confirm | reject | adjust | add
+    decision = models.CharField(max_length=10)  # confirm | reject | adjust | add | undo | edit
     reason = models.CharField(max_length=30, blank=True)
     before = models.JSONField(null=True, blank=True)
     after = models.JSONField(null=True, blank=True)
@@ -350,10 +372,33 @@ class AnalysisSettings(ClinicScopedModel):
     unfamiliar_findings = models.CharField(
         max_length=10, choices=UnfamiliarFindings.choices, default=UnfamiliarFindings.SHOW
     )
+    # How people read and type tooth numbers in this clinic; stored as FDI whatever this says.
+    tooth_notation = models.CharField(max_length=10, choices=teeth.NOTATIONS, default=teeth.FDI)
     updated_at = models.DateTimeField(default=timezone.now)
 
     class Meta(ClinicScopedModel.Meta):
         constraints = [models.UniqueConstraint(fields=["clinic"], name="analysissettings_one_per_clinic")]
+
+
+class VisitNote(ClinicScopedModel):
+    """The dentist's note on a visit's review (one per visit), versioned like a finding: a write made on an older
+    ``version`` is refused (412)."""
+
+    id = models.BigAutoField(primary_key=True)
+    visit = models.OneToOneField("patients.Visit", on_delete=models.CASCADE, related_name="review_note")
+    text = models.TextField(max_length=4000, blank=True)
+    version = models.PositiveIntegerField(default=0)  # 0: never written
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"VisitNote {self.visit_id} v{self.version}"
+
+    @property
+    def updated_at_or_none(self) -> object:
+        return self.updated_at if self.version else None
 
 
 class UploadIdempotencyKey(ClinicScopedModel):

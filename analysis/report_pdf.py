@@ -146,6 +146,44 @@ def render_pdf(
         )
         story += [box, Spacer(1, 4 * mm)]
 
+    by_tooth = content["by_tooth"]
+    if by_tooth["teeth"] or by_tooth["unassigned"]:
+        story.append(Paragraph("Your teeth", styles["h2"]))
+        groups = [(t["heading"], t["problems"], t["status"]) for t in by_tooth["teeth"]]
+        if by_tooth["unassigned"]:
+            unassigned = by_tooth["unassigned"]
+            groups.append(
+                (
+                    content["unassigned_text"],
+                    [f for f in unassigned if f["kind"] != "restoration"],
+                    [f for f in unassigned if f["kind"] == "restoration"],
+                )
+            )
+        rows = []
+        for heading, problems, status in groups:
+            lines = [
+                f"<b>{escape(f['patient_name'])}</b>"
+                + (f" (surfaces {escape(f['surfaces'])})" if f["surfaces"] else "")
+                for f in problems
+            ]
+            lines += [
+                f"{escape(f['patient_name'])} <font size=9>· {escape(content['status_text'])}</font>" for f in status
+            ]
+            rows.append(
+                [Paragraph(f"<b>{escape(heading)}</b>", styles["body"]), Paragraph("<br/>".join(lines), styles["body"])]
+            )
+        teeth_table = Table(rows, colWidths=[75 * mm, width - 75 * mm])
+        teeth_table.setStyle(
+            TableStyle(
+                [
+                    ("VALIGN", (0, 0), (-1, -1), "TOP"),
+                    ("LINEBELOW", (0, 0), (-1, -1), 0.5, colors.HexColor("#dde3ea")),
+                    ("BOTTOMPADDING", (0, 0), (-1, -1), 4),
+                ]
+            )
+        )
+        story += [teeth_table, Spacer(1, 4 * mm)]
+
     max_image_height = doc.height * 0.62
     snapshot_images = {image.get("id"): image for image in report.get("images") or []}
     total = len(content["images"])

@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from core import conditions
+from core import conditions, teeth
 
 MODALITY_LABELS: dict[str, str] = {"photo": "Photograph of the inside of your mouth", "xray": "Dental X-ray"}
 
@@ -58,6 +58,75 @@ def confirmed(findings: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [f for f in findings if f.get("status") == "confirmed"]
 
 
+STATUS_TEXT = "Existing treatment (not a new problem)"
+UNASSIGNED_TEXT = "Not linked to a tooth"
+
+
+def tooth_heading(fdi: str, notation: str) -> str:
+    """``Tooth 16 (upper right first molar)`` in the clinic's notation (FDI when it is unknown)."""
+    tooth = teeth.get(fdi)
+    notation = notation if notation in teeth.NOTATION_CODES else teeth.FDI
+    return f"Tooth {tooth.label(notation)} ({tooth.name})"
+
+
+def group_by_tooth(findings: list[dict[str, Any]], notation: str = teeth.FDI) -> dict[str, Any]:
+    """Findings grouped by tooth, in chart order (upper arch from the patient's right, then the lower arch).
+
+    Each tooth: ``fdi``, ``label`` (clinic notation), ``heading``, ``name``, ``status`` (restorations and implants:
+    the tooth's state, not a problem), ``problems`` (pathology and anatomy), ``pending`` (undecided AI
+    suggestions, shown on the dentist's chart only). Each item: ``id``, ``condition``, ``name`` (clinician),
+    ``patient_name``, ``kind``, ``surfaces``, ``status``, ``source``, ``colour``, ``image`` (number, when given).
+    ``unassigned`` holds the same items for findings without a tooth. Rejected findings are left out."""
+    notation = notation if notation in teeth.NOTATION_CODES else teeth.FDI
+    by_tooth: dict[str, dict[str, Any]] = {}
+    unassigned: list[dict[str, Any]] = []
+    for finding in findings:
+        if finding.get("status") == "rejected":
+            continue
+        code = conditions.canonical(finding.get("condition") or "")
+        known = conditions.CONDITIONS.get(code)
+        item = {
+            "id": finding.get("id"),
+            "condition": code,
+            "name": conditions.name(code),
+            "patient_name": plain_name(code),
+            "kind": known.kind if known else conditions.PATHOLOGY,
+            "surfaces": finding.get("surfaces") or "",
+            "status": finding.get("status"),
+            "source": finding.get("source") or "model",
+            "colour": condition_colour(code),
+            "image": finding.get("image_number"),
+        }
+        fdi = finding.get("tooth") or ""
+        if fdi not in teeth.TEETH:
+            unassigned.append(item)
+            continue
+        if fdi not in by_tooth:
+            tooth = teeth.get(fdi)
+            by_tooth[fdi] = {
+                "fdi": fdi,
+                "label": tooth.label(notation),
+                "heading": tooth_heading(fdi, notation),
+                "name": tooth.name,
+                "status": [],
+                "problems": [],
+                "pending": [],
+            }
+        group = by_tooth[fdi]
+        if item["status"] == "pending":
+            group["pending"].append(item)
+        elif item["kind"] == conditions.RESTORATION:
+            group["status"].append(item)
+        else:
+            group["problems"].append(item)
+    order: list[str] = []
+    for primary in (False, True):
+        upper, lower = teeth.chart_rows(primary=primary)
+        order += list(upper) + list(lower)
+    rank = {fdi: i for i, fdi in enumerate(order)}
+    return {"teeth": sorted(by_tooth.values(), key=lambda t: rank[t["fdi"]]), "unassigned": unassigned}
+
+
 def render_html_context(report: dict[str, Any]) -> dict[str, Any]:
     """The plain-language content of a signed report as data, for the HTML template (and the PDF).
 
@@ -66,17 +135,25 @@ def render_html_context(report: dict[str, Any]) -> dict[str, Any]:
     ``number``, ``modality``, ``modality_label``, ``findings`` -- each ``id``, ``box``, ``condition``, ``name``,
     ``explanation``, ``colour``, ``source``, ``source_text`` -- ``analysis_note`` when the AI software did not
     check the image, and ``no_findings_text`` when empty),
-    ``explanations`` (one per condition found, in order of first appearance), ``signed_by_line``, ``footer``.
+    ``explanations`` (one per PROBLEM found -- pathology or anatomy -- in order of first appearance; existing
+    treatment such as fillings and implants is charted as the tooth's status and not explained as a problem),
+    ``by_tooth`` (``group_by_tooth`` of the confirmed findings, in the notation the clinic used when signing),
+    ``status_text``, ``unassigned_text``, ``signed_by_line``, ``footer``.
     """
     patient = report.get("patient") or {}
     signer = report.get("signed_by") or {}
     images = []
     seen: dict[str, dict[str, str]] = {}
+    all_confirmed: list[dict[str, Any]] = []
     for number, image in enumerate(report.get("images") or [], start=1):
         findings = []
         for finding in confirmed(image.get("findings") or []):
+            all_confirmed.append({**finding, "image_number": number})
             condition = conditions.canonical(finding["condition"])
             source = finding.get("source") or "model"
+            known = conditions.CONDITIONS.get(condition)
+            restoration = known is not None and known.kind == conditions.RESTORATION
+            fdi = finding.get("tooth") or ""
             item = {
                 "id": finding.get("id"),
                 "box": finding.get("box"),
@@ -86,8 +163,12 @@ def render_html_context(report: dict[str, Any]) -> dict[str, Any]:
                 "colour": condition_colour(condition),
                 "source": source,
                 "source_text": SOURCE_TEXT.get(source, SOURCE_TEXT["clinician"]),
+                "restoration": restoration,
+                "tooth": tooth_heading(fdi, report.get("tooth_notation") or teeth.FDI) if fdi in teeth.TEETH else "",
             }
             findings.append(item)
+            if restoration:
+                continue
             seen.setdefault(
                 condition,
                 {
@@ -134,6 +215,9 @@ def render_html_context(report: dict[str, Any]) -> dict[str, Any]:
         "amendment": amendment,
         "images": images,
         "explanations": list(seen.values()),
+        "by_tooth": group_by_tooth(all_confirmed, report.get("tooth_notation") or teeth.FDI),
+        "status_text": STATUS_TEXT,
+        "unassigned_text": UNASSIGNED_TEXT,
         "signed_by_line": f"Reviewed and signed by {signed_by} on {signed_on}"
         if signed_on
         else f"Reviewed and signed by {signed_by}",

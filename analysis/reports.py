@@ -19,8 +19,8 @@ from patients.keys import patient_key
 from patients.models import Image, Visit
 from patients.selectors import patient_identity
 
-from .models import Amendment, Analysis, AnalysisStatus, Finding, FindingStatus, Report
-from .selectors import visit_findings
+from .models import Amendment, Analysis, AnalysisStatus, Finding, FindingStatus, Report, VisitNote
+from .selectors import analysis_settings, visit_findings
 from .webhooks import webhook_emit
 
 
@@ -57,6 +57,12 @@ def finding_dict(finding: Finding) -> dict[str, Any]:
         "reason": finding.reason,
         "model": model,
         "reviewed_by": finding.reviewed_by.email if finding.reviewed_by_id else None,
+        "tooth": finding.tooth or None,
+        "surfaces": finding.surfaces,
+        "suggested_tooth": finding.suggested_tooth or None,
+        "suggested_tooth_probability": finding.suggested_tooth_probability,
+        "note": finding.note,
+        "version": finding.version,
     }
 
 
@@ -97,9 +103,15 @@ def report_snapshot(
             "date_of_birth": identity.date_of_birth.isoformat(),
             "sex": visit.patient.sex,
         },
-        "visit": {"id": str(visit.pk), "date": visit.visit_date.isoformat()},
+        "visit": {"id": str(visit.pk), "date": visit.visit_date.isoformat(), "note": _visit_note_text(visit)},
+        # how the clinic read tooth numbers when this was signed (findings keep FDI codes)
+        "tooth_notation": analysis_settings().tooth_notation,
         "images": [_image_snapshot(image, findings) for image, findings in visit_findings(visit).items()],
     }
+
+
+def _visit_note_text(visit: Visit) -> str:
+    return VisitNote.objects.filter(visit=visit).values_list("text", flat=True).first() or ""
 
 
 def _image_snapshot(image: Image, findings: list) -> dict[str, Any]:

@@ -11,10 +11,11 @@ from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils import timezone
 
 from clinics import audit
 from clinics.views_base import ClinicView
-from core import conditions
+from core import conditions, teeth
 from patients.models import Image, Visit
 from patients.selectors import patient_identity
 
@@ -22,6 +23,7 @@ from .adaptation import clinic_model_active
 from .models import (
     Amendment,
     Analysis,
+    AnalysisSettings,
     AnalysisStatus,
     ConditionThreshold,
     ModelModality,
@@ -31,8 +33,10 @@ from .models import (
 )
 from .monitoring import agreement
 from .registry import ModelNotAvailable, model_version_active
+from .report_wording import group_by_tooth
 from .reports import finding_dict, report_content, visit_locked
-from .selectors import thresholds_for, unfamiliar_hidden, visit_findings
+from .reviews import visit_note_get
+from .selectors import analysis_settings, thresholds_for, unfamiliar_hidden, visit_findings
 from .views_models import comparison_rows
 
 FINDING_PLACEHOLDER = uuid.UUID(int=0)
@@ -46,6 +50,19 @@ def _no_store(response: HttpResponse) -> HttpResponse:
 
 def _finding_data(finding: Any, threshold: float | None) -> dict[str, Any]:
     return {**finding_dict(finding), "threshold": threshold}
+
+
+def teeth_data(notation: str) -> dict[str, dict[str, Any]]:
+    """FDI code -> its label in the clinic's notation, its name, and (Palmer) the grid form, for the screens."""
+    return {
+        fdi: {
+            "label": tooth.label(notation),
+            "name": tooth.name,
+            "grid": teeth.palmer_grid(fdi),
+            "primary": tooth.primary,
+        }
+        for fdi, tooth in teeth.TEETH.items()
+    }
 
 
 def review_data(
@@ -118,8 +135,23 @@ def review_data(
             thresholds[modality] = thresholds_of(model_version_active(modality))
         except ModelNotAvailable:
             thresholds[modality] = {}
+    notation = analysis_settings().tooth_notation
+    note = visit_note_get(visit)
     return {
         "visit": {"id": str(visit.pk), "date": visit.visit_date.isoformat()},
+        "visit_note": {
+            "text": note.text,
+            "version": note.version,
+            "updated_by": note.updated_by.email if note.updated_by_id else None,
+        },
+        "tooth_notation": notation,
+        "notation_name": dict(teeth.NOTATIONS)[notation].split(":")[0],
+        "teeth": teeth_data(notation),
+        "chart_rows": {
+            "permanent": [list(row) for row in teeth.chart_rows(primary=False)],
+            "primary": [list(row) for row in teeth.chart_rows(primary=True)],
+        },
+        "surfaces": teeth.SURFACES,
         "locked": locked,
         "amendment_open": amendment is not None,
         "report": (
@@ -139,6 +171,8 @@ def review_data(
         "analysing": any(a["status"] in ACTIVE_STATUSES for image in images for a in image["analyses"]),
         "urls": {
             "finding_review": reverse("api:finding-review", kwargs={"pk": FINDING_PLACEHOLDER}),
+            "finding_detail": reverse("api:finding-detail", kwargs={"pk": FINDING_PLACEHOLDER}),
+            "visit_note": reverse("api:visit-note", kwargs={"pk": visit.pk}),
             "finding_placeholder": str(FINDING_PLACEHOLDER),
             "report": reverse("api:visit-report", kwargs={"pk": visit.pk}),
             "amend": reverse("api:visit-amendment", kwargs={"pk": visit.pk}),
@@ -178,6 +212,53 @@ class VisitReviewView(ClinicView):
             "reject_reasons": RejectReason.choices,
         }
         return _no_store(render(request, "analysis/review.html", context))
+
+
+class VisitChartView(ClinicView):
+    """A visit's findings grouped by tooth, on an odontogram and as a list: problems (pathology and anatomy), the
+    tooth's status (restorations and implants: earlier treatment, not problems), undecided AI suggestions, and the
+    findings not yet linked to a tooth. Rejected findings are left out."""
+
+    def get(self, request: HttpRequest, pk: str) -> HttpResponse:
+        visit = get_object_or_404(Visit.objects.select_related("patient"), pk=pk)
+        notation = analysis_settings().tooth_notation
+        findings = []
+        for number, (_image, shown) in enumerate(visit_findings(visit).items(), start=1):
+            findings += [{**finding_dict(f), "image_number": number} for f in shown]
+        grouped = group_by_tooth(findings, notation)
+        marked = {t["fdi"]: t for t in grouped["teeth"]}
+        arches = []
+        for primary in (False, True):
+            rows = []
+            for row in teeth.chart_rows(primary=primary):
+                cells = []
+                for fdi in row:
+                    tooth = teeth.get(fdi)
+                    group = marked.get(fdi)
+                    cells.append(
+                        {
+                            "fdi": fdi,
+                            "label": tooth.label(notation),
+                            "name": tooth.name,
+                            "problems": len(group["problems"]) if group else 0,
+                            "status": ", ".join(i["name"] for i in group["status"]) if group else "",
+                            "pending": len(group["pending"]) if group else 0,
+                        }
+                    )
+                rows.append(cells)
+            if primary and not any(t["fdi"] in marked for t in (c for r in rows for c in r)):
+                continue  # primary teeth only when one is charted
+            arches.append({"primary": primary, "rows": rows})
+        audit.record(action="chart.view", clinic_id=self.access.clinic.id, object_type="visit", object_id=visit.pk)
+        context = {
+            "visit": visit,
+            "identity": patient_identity(visit.patient),
+            "grouped": grouped,
+            "arches": arches,
+            "notation_name": dict(teeth.NOTATIONS)[notation].split(":")[0],
+            "locked": visit_locked(visit),
+        }
+        return _no_store(render(request, "analysis/chart.html", context))
 
 
 def _threshold_rows() -> tuple[list[dict[str, Any]], list[str]]:
@@ -279,6 +360,43 @@ class ThresholdsView(ClinicView):
         else:
             messages.success(request, f"{condition}: suggestions below {value:.0%} are no longer shown.")
         return redirect("analysis:thresholds")
+
+
+class ReviewSettingsView(ClinicView):
+    """How the clinic's people read tooth numbers (FDI, Universal or Palmer): clinic admins change it; findings keep
+    FDI codes whatever it says, so changing it rewrites nothing."""
+
+    def _render(self, request: HttpRequest, *, error: str = "", status: int = 200) -> HttpResponse:
+        context = {
+            "settings": analysis_settings(),
+            "notations": teeth.NOTATIONS,
+            "examples": {code: teeth.to_notation("16", code) for code in teeth.NOTATION_CODES},
+            "error": error,
+            "can_manage": self.access.can("thresholds.manage"),
+        }
+        return render(request, "analysis/review_settings.html", context, status=status)
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        return self._render(request)
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        choice = request.POST.get("tooth_notation", "")
+        if choice not in teeth.NOTATION_CODES:
+            return self._render(request, error="Choose FDI, Universal or Palmer.", status=400)
+        with transaction.atomic():
+            row, _ = AnalysisSettings.objects.select_for_update().get_or_create()
+            before = row.tooth_notation
+            row.tooth_notation, row.updated_at = choice, timezone.now()
+            row.save(update_fields=["tooth_notation", "updated_at"])
+            audit.record(
+                action="analysis.settings.change",
+                clinic_id=self.access.clinic.id,
+                object_type="analysis_settings",
+                object_id=row.pk,
+                details={"tooth_notation": {"before": before, "after": choice}},
+            )
+        messages.success(request, f"Tooth numbers are now shown in {dict(teeth.NOTATIONS)[choice].split(':')[0]}.")
+        return redirect("analysis:review-settings")
 
 
 class AgreementPageView(ClinicView):

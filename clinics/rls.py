@@ -44,6 +44,7 @@ RLS_TABLES: tuple[str, ...] = (
     "analysis_uploadidempotencykey",
     "analysis_clinicmodel",
     "analysis_analysissettings",
+    "analysis_visitnote",
 )
 POLICY = "clinic_isolation"
 _CONDITION = (

@@ -21,9 +21,11 @@ class ApplicationError(Exception):
     code: str
     message: str
     status: int
+    details: Any
 
-    def __init__(self, code: str, message: str, status: int = 400) -> None:
+    def __init__(self, code: str, message: str, status: int = 400, details: Any = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.status = status
+        self.details = details

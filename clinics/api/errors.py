@@ -31,7 +31,7 @@ _CODES = {
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, ApplicationError):  # clinics.services.ServiceError, patients.intake.IntakeError...
-        return Response(error_body(exc.code, exc.message), status=exc.status)
+        return Response(error_body(exc.code, exc.message, exc.details), status=exc.status)
     if isinstance(exc, (Http404, exceptions.NotFound)) and "request" in context:
         record_object_not_found(context["request"])
     if isinstance(exc, Http404):

@@ -28,6 +28,7 @@
   const signButton = document.getElementById("sign-button");
   const pendingCount = document.getElementById("pending-count");
   const amendForm = document.getElementById("amend-form");
+  const noteForm = document.getElementById("visit-note-form");
   const actionsTemplate = document.getElementById("finding-actions-template");
   const toolsTemplate = document.getElementById("image-tools-template");
 
@@ -44,6 +45,8 @@
     pollPaused: false, // polling waits for the tab to be shown again
     pollResume: null,
     reasons: {}, // finding id -> reject reason chosen but not sent yet (kept when the lists are rebuilt)
+    drafts: {}, // finding id -> {tooth, surfaces, note} typed but not saved (kept when the lists are rebuilt)
+    open: {}, // finding id -> its edit panel is open
   };
   const views = {}; // image id -> {section, stage, svg, list, hidden, draft, tools}
 
@@ -58,6 +61,21 @@
   };
   const canReview = () => !!data.can_review && !data.locked;
   const canAdd = () => !!data.can_add && !data.locked;
+  const toothInfo = (fdi) => (data.teeth || {})[fdi] || null;
+  const toothLabel = (fdi) => (toothInfo(fdi) ? toothInfo(fdi).label : fdi);
+  const plural = (n, one, many) => n + " " + (n === 1 ? one : many);
+
+  // The tooth typed in the clinic's notation (or its Palmer grid form) as its FDI code; null when it is none.
+  function parseTooth(text) {
+    const value = String(text || "").replace(/\s+/g, "").toUpperCase();
+    if (!value) return "";
+    const digits = /^\d+$/.test(value) ? String(Number(value)) : value;
+    for (const [fdi, info] of Object.entries(data.teeth || {})) {
+      if (info.label.toUpperCase() === digits || info.label.toUpperCase() === value) return fdi;
+      if (data.tooth_notation === "palmer" && info.grid.toUpperCase() === value) return fdi;
+    }
+    return null;
+  }
 
   function el(tag, attrs, text) {
     const node = document.createElement(tag);
@@ -93,11 +111,13 @@
     return text;
   }
 
-  async function api(url, method, body) {
+  async function api(url, method, body, version) {
     const init = {
       method: method, credentials: "same-origin",
       headers: { "X-CSRFToken": csrf, "Accept": "application/json" },
     };
+    // The version the change was made on: a stale one answers 412 instead of overwriting someone else's change.
+    if (version !== undefined && version !== null) init.headers["If-Match"] = '"' + version + '"';
     if (body !== undefined) {
       init.headers["Content-Type"] = "application/json";
       init.body = JSON.stringify(body);
@@ -109,7 +129,13 @@
       throw new Error("The server could not be reached: " + err.message);
     }
     const payload = await response.json().catch(() => ({}));
-    if (!response.ok) throw new Error(errorText(payload.error || {}, response));
+    if (!response.ok) {
+      const error = payload.error || {};
+      const failure = new Error(error.code === "version_conflict" ? error.message : errorText(error, response));
+      failure.status = response.status;
+      failure.code = error.code;
+      throw failure;
+    }
     return payload;
   }
 
@@ -121,6 +147,12 @@
       await action();
     } catch (err) {
       showMessage(err.message, "error");
+      if (err.code === "version_conflict") {
+        // Someone else changed it: show theirs (what this person typed stays in the fields to apply again).
+        state.busy = false;
+        await reloadData();
+        showMessage(err.message, "error");
+      }
     } finally {
       state.busy = false;
       root.classList.remove("busy");
@@ -299,7 +331,13 @@
       const swatch = el("span", { className: "swatch " + (finding.source === "clinician" ? "added" : finding.status),
         "aria-hidden": "true" });
       swatch.style.borderColor = colorOf(finding.condition);
-      head.append(swatch, el("strong", {}, labelOf(finding)), el("span", { className: "finding-status" }, statusText(finding)));
+      const toothText = finding.tooth
+        ? "Tooth " + toothLabel(finding.tooth) + (finding.surfaces ? " · " + finding.surfaces : "")
+        : "No tooth";
+      const status = el("span", { className: "finding-status" }, statusText(finding));
+      status.appendChild(el("span", { className: "tooth-tag" + (finding.tooth ? "" : " none") }, " · " + toothText));
+      if (finding.note) status.appendChild(el("span", { className: "note-tag" }, " · note"));
+      head.append(swatch, el("strong", {}, labelOf(finding)), status);
       head.addEventListener("click", () => select(finding.id, false));
       item.appendChild(head);
       if (actionsTemplate && data.can_review) {
@@ -311,6 +349,11 @@
         actions.querySelector("[data-action=confirm]").addEventListener("click", () => confirmFinding(finding.id));
         actions.querySelector("[data-action=reject]").addEventListener("click", () => rejectFinding(finding.id, reason));
         actions.querySelector("[data-action=adjust]").addEventListener("click", () => startDraw("adjust", image.id, finding.id));
+        const undo = actions.querySelector("[data-action=undo]");
+        if (undo) {
+          undo.hidden = finding.status === "pending" || finding.source !== "model";
+          undo.addEventListener("click", () => undoFinding(finding.id));
+        }
         reason.addEventListener("keydown", (e) => {
           if (e.key === "Enter") { e.preventDefault(); rejectFinding(finding.id, reason); }
         });
@@ -318,11 +361,169 @@
         actions.querySelectorAll("button, select").forEach((c) => { c.disabled = !canReview(); });
         item.appendChild(actions);
       }
+      if (data.can_review) item.appendChild(editPanel(finding, image));
       list.appendChild(item);
     });
     if (!list.children.length) list.appendChild(el("li", { className: "muted empty" }, "No findings shown."));
     view.hidden.textContent = hiddenPending
       ? hiddenPending + " pending suggestion(s) hidden by the minimum probability." : "";
+  }
+
+  // ---------------------------------------------------------------- tooth, condition and note of one finding
+  function draftOf(finding) {
+    if (!state.drafts[finding.id]) {
+      state.drafts[finding.id] = {
+        tooth: finding.tooth ? toothLabel(finding.tooth) : "", surfaces: finding.surfaces || "", note: finding.note || "",
+      };
+    }
+    return state.drafts[finding.id];
+  }
+
+  function odontogram(finding, onPick) {
+    const box = el("div", { className: "odontogram", role: "group",
+      "aria-label": "Tooth chart (" + data.notation_name + "), as you face the patient" });
+    const rowsOf = (kind) => data.chart_rows[kind].map((row, index) => {
+      const line = el("div", { className: "odontogram-row " + (index === 0 ? "upper" : "lower"), role: "group",
+        "aria-label": (kind === "primary" ? "Primary " : "") + (index === 0 ? "upper teeth" : "lower teeth") });
+      row.forEach((fdi, position) => {
+        const info = toothInfo(fdi);
+        const button = el("button", {
+          type: "button", className: "tooth" + (position === row.length / 2 ? " midline" : ""),
+          "data-fdi": fdi, "aria-pressed": finding.tooth === fdi ? "true" : "false",
+          "aria-label": "Tooth " + info.label + ", " + info.name, title: info.name,
+        }, info.label);
+        button.disabled = !canReview();
+        button.addEventListener("click", () => onPick(fdi));
+        line.appendChild(button);
+      });
+      return line;
+    });
+    const permanent = el("div", { className: "odontogram-set" });
+    rowsOf("permanent").forEach((r) => permanent.appendChild(r));
+    const primary = el("div", { className: "odontogram-set primary" });
+    rowsOf("primary").forEach((r) => primary.appendChild(r));
+    const showPrimary = !!(finding.tooth && toothInfo(finding.tooth) && toothInfo(finding.tooth).primary);
+    primary.hidden = !showPrimary;
+    const toggle = el("button", { type: "button", className: "odontogram-toggle", "aria-expanded": String(showPrimary) },
+      "Primary teeth");
+    toggle.addEventListener("click", () => {
+      primary.hidden = !primary.hidden;
+      toggle.setAttribute("aria-expanded", String(!primary.hidden));
+    });
+    box.append(permanent, toggle, primary);
+    return box;
+  }
+
+  function editPanel(finding, image) {
+    const draft = draftOf(finding);
+    const details = el("details", { className: "finding-edit" });
+    details.open = !!state.open[finding.id];
+    details.addEventListener("toggle", () => { state.open[finding.id] = details.open; });
+    details.appendChild(el("summary", {}, "Tooth, condition and note"));
+    const idBase = "f-" + finding.id.slice(0, 8);
+
+    const toothRow = el("div", { className: "edit-row" });
+    const toothLabelEl = el("label", { for: idBase + "-tooth" }, "Tooth (" + data.notation_name + ")");
+    const toothInput = el("input", { type: "text", id: idBase + "-tooth", "data-role": "tooth", value: draft.tooth,
+      autocomplete: "off", inputmode: data.tooth_notation === "fdi" ? "numeric" : "text", size: "4" });
+    const surfLabel = el("label", { for: idBase + "-surfaces" }, "Surfaces");
+    const surfInput = el("input", { type: "text", id: idBase + "-surfaces", "data-role": "surfaces",
+      value: draft.surfaces, autocomplete: "off", size: "5", title: Object.entries(data.surfaces || {})
+        .map(([k, v]) => k + " " + v).join(", ") });
+    const setTooth = el("button", { type: "button", "data-action": "set-tooth" }, "Set tooth");
+    toothInput.addEventListener("input", () => { draft.tooth = toothInput.value; });
+    surfInput.addEventListener("input", () => { draft.surfaces = surfInput.value; });
+    const submitTooth = () => {
+      const fdi = parseTooth(toothInput.value);
+      if (fdi === null) {
+        showMessage("“" + toothInput.value + "” is not a tooth in " + data.notation_name + " notation.", "error");
+        toothInput.focus();
+        return;
+      }
+      saveEdits(finding.id, { tooth: fdi, surfaces: fdi ? surfInput.value : "" });
+    };
+    setTooth.addEventListener("click", submitTooth);
+    [toothInput, surfInput].forEach((input) => input.addEventListener("keydown", (e) => {
+      if (e.key === "Enter") { e.preventDefault(); submitTooth(); }
+    }));
+    toothRow.append(toothLabelEl, toothInput, surfLabel, surfInput, setTooth);
+    details.appendChild(toothRow);
+    details.appendChild(odontogram(finding, (fdi) => {
+      draft.tooth = toothLabel(fdi);
+      saveEdits(finding.id, { tooth: fdi, surfaces: surfInput.value });
+    }));
+
+    const conditionRow = el("div", { className: "edit-row" });
+    const conditionSelect = el("select", { id: idBase + "-condition", "data-role": "condition" });
+    (data.conditions[image.modality] || []).forEach((c) => {
+      const option = el("option", { value: c }, human(c));
+      if (c === finding.condition) option.selected = true;
+      conditionSelect.appendChild(option);
+    });
+    const changeCondition = el("button", { type: "button", "data-action": "change-condition" }, "Change condition");
+    changeCondition.addEventListener("click", () => {
+      if (conditionSelect.value === finding.condition) {
+        showMessage("Choose another condition first.", "error");
+        conditionSelect.focus();
+        return;
+      }
+      run(async () => {
+        const updated = await api(reviewUrl(finding.id), "POST",
+          { decision: "adjust", condition: conditionSelect.value }, finding.version);
+        applyFinding(updated);
+        showMessage("Condition changed to " + human(updated.condition) + " (counts as confirmed).", "ok");
+        select(finding.id, false);
+      });
+    });
+    conditionRow.append(el("label", { for: idBase + "-condition" }, "Condition"), conditionSelect, changeCondition);
+    details.appendChild(conditionRow);
+
+    const noteRow = el("div", { className: "edit-row note-row" });
+    const noteInput = el("textarea", { id: idBase + "-note", "data-role": "note", rows: "2", maxlength: "2000" });
+    noteInput.value = draft.note;
+    noteInput.addEventListener("input", () => { draft.note = noteInput.value; });
+    const saveNote = el("button", { type: "button", "data-action": "save-note" }, "Save note");
+    saveNote.addEventListener("click", () => saveEdits(finding.id, { note: noteInput.value }));
+    noteRow.append(el("label", { for: idBase + "-note" }, "Note on this finding"), noteInput, saveNote);
+    details.appendChild(noteRow);
+
+    details.querySelectorAll("input, select, textarea, button").forEach((c) => {
+      if (!c.classList.contains("odontogram-toggle")) c.disabled = !canReview();
+    });
+    return details;
+  }
+
+  function saveEdits(findingId, changes) {
+    const found = locate(findingId);
+    if (!found) return;
+    run(async () => {
+      const updated = await api(detailUrl(findingId), "PATCH", changes, found.finding.version);
+      applyFinding(updated);
+      const draft = state.drafts[findingId];
+      if (draft) {
+        if ("tooth" in changes) {
+          draft.tooth = updated.tooth ? toothLabel(updated.tooth) : "";
+          draft.surfaces = updated.surfaces;
+        }
+        if ("note" in changes) draft.note = updated.note;
+      }
+      const parts = [];
+      if ("tooth" in changes) parts.push(updated.tooth ? "tooth " + toothLabel(updated.tooth) : "no tooth");
+      if ("note" in changes) parts.push("note saved");
+      showMessage(labelOf(updated) + ": " + parts.join(", ") + ".", "ok");
+      select(findingId, false);
+    });
+  }
+
+  function undoFinding(findingId) {
+    const found = locate(findingId);
+    if (!found || !canReview()) return;
+    run(async () => {
+      const updated = await api(reviewUrl(findingId), "POST", { decision: "undo" }, found.finding.version);
+      applyFinding(updated);
+      showMessage("Back to pending: " + labelOf(updated) + ".", "ok");
+      select(findingId, true);
+    });
   }
 
   function drawAnalysis(image, view) {
@@ -358,10 +559,29 @@
     });
   }
 
+  function pendingTotal() {
+    let pending = 0;
+    data.images.forEach((image) => image.findings.forEach((f) => { if (f.status === "pending") pending += 1; }));
+    return pending;
+  }
+
   function applyLock() {
     root.classList.toggle("locked", !!data.locked);
-    if (signButton) signButton.disabled = !!data.locked;
     if (amendForm) amendForm.hidden = !data.locked;
+    if (noteForm) {
+      const text = document.getElementById("visit-note-text");
+      const save = document.getElementById("visit-note-save");
+      text.readOnly = !data.can_review || !!data.locked;
+      if (save) save.disabled = !!data.locked;
+    }
+    if (!signButton || signArmed) return;
+    // The button says what is left; it is enabled only when the report can be signed.
+    const pending = pendingTotal();
+    if (data.locked) signButton.textContent = "Signed";
+    else if (data.analysing) signButton.textContent = "Analyses still running";
+    else if (pending) signButton.textContent = "Sign report: " + plural(pending, "suggestion", "suggestions") + " undecided";
+    else signButton.textContent = "Sign report";
+    signButton.disabled = !!data.locked || !!data.analysing || pending > 0;
   }
 
   function summarise() {
@@ -370,10 +590,10 @@
     const parts = Object.entries(conditions).map(([c, t]) => human(c) + " " + percentLabel(Math.max(t, state.minimum)));
     thresholdSummary.textContent = parts.length ? "Now: " + parts.join(", ") + "." : "";
     if (pendingCount) {
-      let pending = 0;
-      data.images.forEach((image) => image.findings.forEach((f) => { if (f.status === "pending") pending += 1; }));
-      pendingCount.textContent = data.locked ? "" : pending
-        ? pending + " suggestion(s) still need a decision." : "Every suggestion has a decision.";
+      const pending = pendingTotal();
+      pendingCount.textContent = data.locked ? "Signed: the findings are read-only (open an amendment to change them)."
+        : pending ? plural(pending, "suggestion still needs", "suggestions still need") + " a decision before signing."
+          : "Every suggestion has a decision.";
     }
   }
 
@@ -421,6 +641,15 @@
       case "j": move(1); break;
       case "k": move(-1); break;
       case "c": if (state.selected && canReview()) confirmFinding(state.selected); else return; break;
+      case "u": if (state.selected && canReview()) undoFinding(state.selected); else return; break;
+      case "t": {
+        if (!state.selected || !data.can_review) return;
+        state.open[state.selected] = true;
+        refresh();
+        const input = imagesEl.querySelector('li[data-id="' + state.selected + '"] [data-role=tooth]');
+        if (input) input.focus();
+        break;
+      }
       case "r": {
         const reason = state.selected && canReview() ? selectedReason() : null;
         if (!reason) return;
@@ -451,6 +680,10 @@
     return data.urls.finding_review.replace(data.urls.finding_placeholder, findingId);
   }
 
+  function detailUrl(findingId) {
+    return data.urls.finding_detail.replace(data.urls.finding_placeholder, findingId);
+  }
+
   function applyFinding(updated) {
     const found = locate(updated.id);
     if (found) Object.assign(found.finding, updated);
@@ -458,7 +691,8 @@
 
   function confirmFinding(findingId) {
     run(async () => {
-      const updated = await api(reviewUrl(findingId), "POST", { decision: "confirm" });
+      const found = locate(findingId);
+      const updated = await api(reviewUrl(findingId), "POST", { decision: "confirm" }, found && found.finding.version);
       applyFinding(updated);
       showMessage("Confirmed: " + labelOf(updated) + ".", "ok");
       select(nextPendingAfter(findingId), true);
@@ -473,7 +707,9 @@
       return;
     }
     run(async () => {
-      const updated = await api(reviewUrl(findingId), "POST", { decision: "reject", reason: reason });
+      const found = locate(findingId);
+      const updated = await api(reviewUrl(findingId), "POST", { decision: "reject", reason: reason },
+        found && found.finding.version);
       delete state.reasons[findingId];
       applyFinding(updated);
       showMessage("Rejected: " + labelOf(updated) + " (" + reasonLabel(reason) + ").", "ok");
@@ -568,7 +804,9 @@
     const view = views[draw.imageId];
     run(async () => {
       if (draw.mode === "adjust") {
-        const updated = await api(reviewUrl(draw.findingId), "POST", { decision: "adjust", box: box });
+        const found = locate(draw.findingId);
+        const updated = await api(reviewUrl(draw.findingId), "POST", { decision: "adjust", box: box },
+          found && found.finding.version);
         applyFinding(updated);
         showMessage("Box adjusted: " + labelOf(updated) + " (counts as confirmed).", "ok");
         cancelDraw();
@@ -586,17 +824,19 @@
   }
 
   // ---------------------------------------------------------------- signing and amendments
+  let signArmed = false;
   if (signButton) {
     // Signing is final (only an amendment changes it) and sends the report to the practice's systems: the
     // first press says what will be signed, a second press within 10 s signs.
-    const SIGN_LABEL = signButton.textContent;
     let armed = null;
     const disarm = () => {
       if (armed) window.clearTimeout(armed);
       armed = null;
-      signButton.textContent = SIGN_LABEL;
+      signArmed = false;
+      applyLock();
     };
     signButton.addEventListener("click", () => {
+      if (signButton.disabled) return;
       if (!armed) {
         const shown = data.images.flatMap((image) => image.findings);
         const confirmedCount = shown.filter((f) => f.status === "confirmed").length;
@@ -606,6 +846,7 @@
           "info",
         );
         signButton.textContent = "Press again to sign";
+        signArmed = true;
         armed = window.setTimeout(disarm, 10000);
         return;
       }
@@ -614,6 +855,23 @@
         const report = await api(data.urls.report, "POST");
         await reloadData();
         showMessage("Report signed: version " + report.version + " by " + report.signed_by + ".", "ok");
+      });
+    });
+  }
+
+  if (noteForm) {
+    // The visit note: its hidden version is what the change was made on (a stale one is refused with who wrote it).
+    noteForm.addEventListener("submit", (e) => {
+      e.preventDefault();
+      if (!data.can_review || data.locked) return;
+      const text = document.getElementById("visit-note-text").value;
+      const version = document.getElementById("visit-note-version");
+      run(async () => {
+        const note = await api(data.urls.visit_note, "PUT", { text: text }, version.value);
+        version.value = note.version;
+        data.visit_note = { text: note.text, version: note.version, updated_by: note.updated_by };
+        document.getElementById("visit-note-status").textContent = "Saved by " + note.updated_by + ".";
+        showMessage("Visit note saved.", "ok");
       });
     });
   }
@@ -653,6 +911,21 @@
     const fresh = doc.getElementById("review-data");
     if (!fresh) { window.location.reload(); return; }
     data = JSON.parse(fresh.textContent);
+    if (noteForm) {
+      const text = document.getElementById("visit-note-text");
+      const version = document.getElementById("visit-note-version");
+      const typed = text.value !== (text.dataset.saved === undefined ? text.defaultValue : text.dataset.saved);
+      version.value = data.visit_note.version;
+      if (!typed) text.value = data.visit_note.text;
+      text.dataset.saved = data.visit_note.text;
+      document.getElementById("visit-note-status").textContent = data.visit_note.updated_by
+        ? "Last saved by " + data.visit_note.updated_by + "." : "";
+    }
+    // Drafts of a finding someone else changed meanwhile keep what this person typed; the others follow the server.
+    Object.keys(state.drafts).forEach((id) => {
+      const found = locate(id);
+      if (!found) delete state.drafts[id];
+    });
     const stateLine = doc.getElementById("review-state");
     const current = document.getElementById("review-state");
     if (stateLine && current) current.replaceWith(document.importNode(stateLine, true));

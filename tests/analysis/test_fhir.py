@@ -364,3 +364,27 @@ def test_the_docstring_says_the_snomed_codes_are_unverified() -> None:
     for code in ("calculus", "filling", "impacted_tooth", "implant"):
         assert f"``{code}``" in doc
     assert CONDITIONS["implant"].snomed is None  # text only, as the docstring says
+
+
+def test_findings_with_a_tooth_carry_its_snomed_body_site_and_the_bundle_validates() -> None:
+    report = sample_report()
+    report["images"][1]["findings"] = [
+        _finding("cavity", model="xray-effnetlite0@2.1.0", tooth="36", surfaces="MO"),
+        _finding("filling", model="xray-effnetlite0@2.1.0", tooth="85"),
+        _finding("impacted_tooth", model="xray-effnetlite0@2.1.0", tooth=None),
+    ]
+    bundle = report_bundle(report)
+    _validate(bundle)
+    by_id = {o["id"]: o for o in _resources(bundle, "Observation")}
+    cavity, filling, impacted = (by_id[f["id"]] for f in report["images"][1]["findings"])
+    assert cavity["bodySite"]["coding"] == [
+        {"system": SNOMED, "code": "866006002", "display": "Structure of permanent mandibular left first molar tooth"}
+    ]
+    assert cavity["bodySite"]["text"] == "Tooth 36 (FDI), lower left first molar, surfaces mesial, occlusal"
+    assert filling["bodySite"]["coding"][0]["code"] == "61868007"
+    assert "bodySite" not in impacted
+    # every exported finding with a tooth has a SNOMED CT tooth bodySite
+    teeth_of = {f["id"]: f.get("tooth") for image in report["images"] for f in image["findings"]}
+    for observation in _resources(bundle, "Observation"):
+        if teeth_of[observation["id"]]:
+            assert observation["bodySite"]["coding"][0]["system"] == SNOMED

@@ -11,6 +11,7 @@ from django.urls import reverse
 
 from analysis.models import ConditionThreshold, Finding, ModelVersion, Report
 from analysis.reports import amendment_open
+from analysis.views_review import FINDING_PLACEHOLDER
 from clinics.models import AuditEvent
 from clinics.tenancy import clinic_scope
 
@@ -324,3 +325,38 @@ def test_agreement_empty_state_and_access(alice: World) -> None:
     response = user_client(alice.users["clinic_admin"]).get(reverse("analysis:agreement"))
     assert response.status_code == 200 and b"No findings yet" in response.content
     assert user_client(alice.users["dentist"]).get(reverse("analysis:agreement")).status_code == 403
+
+
+def test_the_review_page_carries_teeth_notes_and_versions(alice: World) -> None:
+    from analysis.models import AnalysisSettings
+
+    with clinic_scope(alice.clinic.id):
+        AnalysisSettings.objects.create(tooth_notation="universal")
+        Finding.objects.filter(pk=alice.finding.pk).update(tooth="16", note="distal", version=4)
+    response = _review(alice, "dentist")
+    data = _blob(response)
+    finding = _finding(data, alice.finding.pk)
+    assert finding["tooth"] == "16" and finding["note"] == "distal" and finding["version"] == 4
+    assert data["tooth_notation"] == "universal" and data["teeth"]["16"]["label"] == "3"
+    assert data["teeth"]["85"] == {
+        "label": "T",
+        "name": "primary lower right second molar",
+        "grid": "E┐",
+        "primary": True,
+    }
+    assert data["chart_rows"]["permanent"][0][0] == "18" and len(data["teeth"]) == 52
+    assert data["visit_note"] == {"text": "", "version": 0, "updated_by": None}
+    assert data["urls"]["finding_detail"] == reverse("api:finding-detail", kwargs={"pk": FINDING_PLACEHOLDER})
+    html = response.content.decode()
+    assert 'id="visit-note-form"' in html and 'name="version" id="visit-note-version" value="0"' in html
+    assert reverse("analysis:chart", kwargs={"pk": alice.image.visit_id}) in html
+    assert 'data-action="undo"' in html and "<kbd>t</kbd>" in html and "<kbd>u</kbd>" in html
+    assert "Tooth numbers in Universal (ADA)." in html
+
+
+def test_after_signing_the_visit_note_is_read_only(alice: World) -> None:
+    _sign(alice)
+    html = _review(alice, "dentist").content.decode()
+    assert re.search(r'<textarea id="visit-note-text"[^>]*readonly', html)
+    assert re.search(r'id="visit-note-save" disabled', html)
+    assert re.search(r'id="sign-button"[^>]*disabled>Signed</button>', html)

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
-from analysis.models import Finding, WebhookDelivery, WebhookEndpoint
+from analysis.models import Finding, VisitNote, WebhookDelivery, WebhookEndpoint
 from analysis.webhooks import webhook_register
 from clinics.models import ApiKey, Membership, Role
 from clinics.permissions import API_KEY_GRANTABLE, MEMBER, PUBLIC, ROUTE_PERMISSIONS, route_permission
@@ -45,11 +45,14 @@ OBJECT_FOR_ROUTE: dict[str, str] = {
     "api:analysis-detail": "analysis",
     "api:analysis-retry": "analysis",
     "api:finding-review": "finding",
+    "api:finding-detail": "finding",
+    "api:visit-note": "visit",
     "api:image-finding-add": "image",
     "api:visit-report": "visit",
     "analysis:report": "visit",
     "analysis:report-pdf": "visit",
     "analysis:review": "visit",
+    "analysis:chart": "visit",
     "api:visit-amendment": "visit",
     "api:visit-report-fhir": "visit",
     "api:webhook-detail": "webhook",
@@ -169,7 +172,10 @@ def _snapshot(alice: World) -> dict[str, Any]:
     return {
         "patient": (bytes(p.identity), p.sex, p.legal_hold) if p else None,
         "images": sorted(str(i) for i in Image.unscoped.filter(clinic=alice.clinic).values_list("id", flat=True)),
-        "findings": sorted(Finding.unscoped.filter(clinic=alice.clinic).values_list("status", "reason")),
+        "findings": sorted(
+            Finding.unscoped.filter(clinic=alice.clinic).values_list("status", "reason", "tooth", "note", "version")
+        ),
+        "visit_notes": sorted(VisitNote.unscoped.filter(clinic=alice.clinic).values_list("text", "version")),
         "membership": (m.role, m.is_active),
         "api_key": (k.revoked_at, k.scopes),
         "webhooks": sorted((str(w.pk), w.is_active) for w in WebhookEndpoint.unscoped.filter(clinic=alice.clinic)),
@@ -187,6 +193,8 @@ def test_access_matrix(name: str, method: str, principal: str, alice: World, bob
     body = {
         "clinics:member-update": {"role": "staff"},
         "api:finding-review": {"decision": "confirm"},
+        "api:finding-detail": {"tooth": "16", "note": "matrix"},
+        "api:visit-note": {"text": "matrix"},
         "api:image-finding-add": {"condition": "caries", "box": [0.1, 0.1, 0.2, 0.2]},
         "api:visit-amendment": {"reason": "matrix"},
     }.get(name, {})
