@@ -88,6 +88,9 @@ def test_an_existing_account_accepts_while_logged_in_and_keeps_its_other_clinic(
     join_by_invitation(bob, person, "staff", display_name="S. at Bob")
     membership = Membership.unscoped.get(user=person, clinic=bob.clinic)
     assert membership.display_name == "S. at Bob" and not membership.created_account
+    for chain in (str(bob.clinic.id), "global"):  # audited in the inviting clinic and in the global chain
+        assert AuditEvent.unscoped.filter(chain=chain, action="invitation.accept", actor_user=person).count() == 1
+    assert not AuditEvent.unscoped.filter(clinic=alice.clinic, action__startswith="invitation").exists()
     assert in_alice.get(reverse("clinics:home")).status_code == 200  # alice's session goes on
     bob_page = user_client(bob.users["clinic_admin"]).get(reverse("clinics:members")).content.decode()
     assert "S. at Bob" in bob_page and person.full_name not in bob_page
