@@ -1,11 +1,16 @@
 """Settings for the processes the benchmarks start: the test settings (PostgreSQL/Redis from
-DATABASE_URL/REDIS_URL), with the per-principal rate limits lifted when ``RATE_LIMITS_DISABLED=1`` (a load
-test from one API key is not an abusive client)."""
+DATABASE_URL/REDIS_URL), or the embedded default's (``config.settings.local``) with ``BENCH_EMBEDDED=1``, with the
+per-principal rate limits lifted when ``RATE_LIMITS_DISABLED=1`` (a load test from one API key is not an abusive
+client)."""
 
 import os
 
-from config.settings.test import *  # noqa: F403
-from config.settings.test import RATE_LIMITS
+if os.environ.get("BENCH_EMBEDDED") == "1":
+    from config.settings.local import *  # noqa: F403
+    from config.settings.local import RATE_LIMITS
+else:
+    from config.settings.test import *  # noqa: F403
+    from config.settings.test import RATE_LIMITS
 
 if os.environ.get("RATE_LIMITS_DISABLED") == "1":
     RATE_LIMITS = {name: "1000000/60" for name in RATE_LIMITS}

@@ -18,10 +18,11 @@ from typing import Any
 from . import audit, context
 from .models import ApiKey, AuditOutcome, Clinic, Membership, User
 from .permissions import api_key_has_permission, role_has_permission
-from .selectors import membership_for
+from .selectors import membership_for, memberships_of
 from .tenancy import activate_clinic
 
 SESSION_CLINIC_KEY = "clinic_id"
+SESSION_CLINIC_STAMP_KEY = "clinic_stamp"
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,36 @@ def access_for_user(user: User, clinic_id: object = None) -> Access | None:
     if membership is None:
         return None
     return Access(clinic=membership.clinic, user=user, membership=membership)
+
+
+def session_bind(session: Any, access: Access) -> None:
+    """Make a browser session work in ``access``'s clinic (log-in, the clinic picker, a switch)."""
+    assert access.membership is not None
+    session[SESSION_CLINIC_KEY] = str(access.clinic.id)
+    session[SESSION_CLINIC_STAMP_KEY] = str(access.membership.session_stamp)
+
+
+def access_for_session(user: User, session: Any) -> Access | None:
+    """The access of a logged-in browser session. Invariant: a session works in one clinic at a time, and only
+    while that membership is active with the session stamp it had when the session was bound to it, so
+    deactivating a membership (a new stamp) ends the person's sessions in that clinic and nowhere else.
+
+    A session bound to no clinic yet is bound now when the person has exactly one clinic; with several it
+    stays unbound (None) until the person picks one."""
+    clinic_id = session.get(SESSION_CLINIC_KEY)
+    if not clinic_id:
+        memberships = list(memberships_of(user)[:2])
+        if len(memberships) != 1:
+            return None
+        access = Access(clinic=memberships[0].clinic, user=user, membership=memberships[0])
+        session_bind(session, access)
+        return access
+    access = access_for_user(user, clinic_id)
+    if access is None or access.membership is None:
+        return None
+    if session.get(SESSION_CLINIC_STAMP_KEY) != str(access.membership.session_stamp):
+        return None
+    return access
 
 
 def access_for_api_key(key: ApiKey) -> Access:

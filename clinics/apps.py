@@ -1,4 +1,7 @@
 from django.apps import AppConfig
+from django.core import signals
+
+from core import queue
 
 from .signals import password_replaced
 
@@ -14,4 +17,7 @@ class ClinicsConfig(AppConfig):
         from . import tasks  # noqa: F401
         from .sessions import sessions_end_on_password_replaced
 
+        # Mails whose cost must not show in the answer run after the response in the embedded default.
+        signals.request_started.connect(queue.request_started, dispatch_uid="core.queue.request_started")
+        signals.request_finished.connect(queue.request_finished, dispatch_uid="core.queue.request_finished")
         password_replaced.connect(sessions_end_on_password_replaced, dispatch_uid="clinics.sessions.password_replaced")

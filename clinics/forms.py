@@ -9,15 +9,33 @@ class LoginForm(forms.Form):
     password = forms.CharField(widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}))
 
 
-class MemberAddForm(forms.Form):
-    email = forms.EmailField()
-    full_name = forms.CharField(max_length=200, required=False)
+class InvitationForm(forms.Form):
+    email = forms.EmailField(help_text="The person gets a link to accept; they choose their own name and password.")
     role = forms.ChoiceField(choices=Role.choices)
-    password = forms.CharField(
-        required=False,
-        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
-        help_text="Initial password for a new account (at least 12 characters). Leave empty for an existing account.",
+
+
+class InvitationAcceptForm(forms.Form):
+    display_name = forms.CharField(
+        label="Your name as this clinic sees it", max_length=200, required=False, help_text="Shown to this clinic only."
     )
+
+
+class InvitationNewAccountForm(forms.Form):
+    full_name = forms.CharField(label="Your name", max_length=200, required=False)
+    password1 = forms.CharField(
+        label="Password",
+        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
+        help_text="At least 12 characters.",
+    )
+    password2 = forms.CharField(
+        label="Password again", widget=forms.PasswordInput(attrs={"autocomplete": "new-password"})
+    )
+
+    def clean(self) -> dict[str, object]:
+        data = super().clean()
+        if data.get("password1") and data.get("password1") != data.get("password2"):
+            self.add_error("password2", "The two passwords differ.")
+        return data
 
 
 class MemberUpdateForm(forms.Form):

@@ -142,12 +142,52 @@ class Membership(ClinicScopedModel):
     role = models.CharField(max_length=20, choices=Role.choices)
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now)
+    # The name the person chose to show to this clinic (at acceptance); the clinic never sees the account's own.
+    display_name = models.CharField(max_length=200, blank=True)
+    # True when the account was created for this clinic (operators, or accepting its invitation with a new
+    # password): only then does the clinic see whether the account has a second factor.
+    created_account = models.BooleanField(default=False)
+    # Part of every session working in this clinic (``clinics.access.access_for_session``); a new value ends the
+    # person's sessions in this clinic only, never in their other clinics.
+    session_stamp = models.UUIDField(default=uuid.uuid4, editable=False)
 
     class Meta(ClinicScopedModel.Meta):
         constraints = [models.UniqueConstraint(fields=["user", "clinic"], name="membership_user_clinic_unique")]
 
     def __str__(self) -> str:
         return f"{self.user} @ {self.clinic} ({self.role})"
+
+
+class Invitation(ClinicScopedModel):
+    """A clinic admin's invitation of an e-mail address to a role. Creates nothing else: the person joins only
+    by accepting it from the mailed link (``clinics.invitations``). Until then the clinic sees the address it
+    typed and "pending", whether or not an account exists for it."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    email = models.EmailField(max_length=254)
+    role = models.CharField(max_length=20, choices=Role.choices)
+    invited_by = models.ForeignKey(User, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    accepted_by = models.ForeignKey(User, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta(ClinicScopedModel.Meta):
+        indexes = [models.Index(fields=["clinic", "email"])]
+
+    @property
+    def status(self) -> str:
+        if self.accepted_at is not None:
+            return "accepted"
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at <= timezone.now():
+            return "expired"
+        return "pending"
+
+    def __str__(self) -> str:
+        return f"invitation {self.pk} ({self.role})"
 
 
 class ApiKey(ClinicScopedModel):

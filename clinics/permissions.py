@@ -66,6 +66,12 @@ ROUTE_PERMISSIONS: Final[dict[str, dict[str, str]]] = {
     "clinics:reauth": {"GET": MEMBER, "POST": MEMBER},
     "clinics:home": {"GET": "clinic.view"},
     "clinics:switch-clinic": {"POST": MEMBER},
+    # logged in, no clinic picked yet: the view itself sends anonymous visitors to the log-in page
+    "clinics:pick-clinic": {"GET": PUBLIC, "POST": PUBLIC},
+    # the mailed link and its acceptance: whoever holds the link (the view checks who is logged in)
+    "clinics:invitation": {"GET": PUBLIC},
+    "clinics:invitation-accept": {"GET": PUBLIC, "POST": PUBLIC},
+    "clinics:invitation-revoke": {"POST": "member.manage"},
     "clinics:members": {"GET": "member.view", "POST": "member.manage"},
     "clinics:member-update": {"POST": "member.manage"},
     "clinics:member-mfa-reset": {"POST": "member.manage"},

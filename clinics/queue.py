@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from core.queue import task_send
+from core.queue import task_send, task_send_after_response
 
 PASSWORD_RESET_MAIL = "clinics.password_reset_mail"
+INVITATION_MAIL = "clinics.invitation_mail"
 
-__all__ = ["PASSWORD_RESET_MAIL", "task_send"]
+__all__ = ["INVITATION_MAIL", "PASSWORD_RESET_MAIL", "task_send", "task_send_after_response"]

@@ -2,7 +2,10 @@
 
 ``ROUTE_LIMITS`` names, per URL name and method, the limit that applies; limits are counted per
 principal inside its clinic (cache keys ``rl:clinic:<id>:...``), so one clinic's burst never uses up
-another clinic's allowance. Anonymous routes (log-in, token) count per client IP.
+another clinic's allowance. Anonymous routes count per client IP, in a bucket per purpose (log-in, second
+factor, password reset, invitation acceptance, token), so people logging in behind one address never use up
+that address's password resets; each of those purposes also has a per-account bucket (``hit_account``, the
+address typed or the account of the pending step), limit ``<purpose>_account``.
 
 Lockout: failed log-ins are counted per (email, client IP) pair, not per IP alone, so an attacker
 cannot lock a person out from everywhere and cannot reset the count by changing the email; after
@@ -25,11 +28,12 @@ from .models import normalize_email
 # URL name -> {method: limit name}; limits are in settings.RATE_LIMITS as "count/seconds".
 ROUTE_LIMITS: dict[str, dict[str, str]] = {
     "clinics:login": {"POST": "login"},
-    "clinics:mfa": {"POST": "login"},
+    "clinics:mfa": {"POST": "second_factor"},
     "clinics:reauth": {"POST": "login"},
     "clinics:account-password": {"POST": "login"},
-    "clinics:password-reset": {"POST": "login"},
-    "clinics:password-reset-confirm": {"POST": "login"},
+    "clinics:password-reset": {"POST": "password_reset"},
+    "clinics:password-reset-confirm": {"POST": "password_reset"},
+    "clinics:invitation-accept": {"POST": "invitation"},
     "api:token": {"POST": "token"},
     "api:patient-image-list": {"POST": "upload"},
     "patients:upload": {"POST": "upload"},
@@ -62,6 +66,12 @@ def hit(name: str, access: Access | None, ip: str | None) -> int | None:
     else:
         scope, ident = "anonymous", f"ip:{ip}"
     return _count(name, scope, ident)
+
+
+def hit_account(purpose: str, account: str) -> int | None:
+    """Count one anonymous attempt of ``purpose`` for one account (an e-mail address, known or not) against the
+    limit ``<purpose>_account``, from whatever address it comes. Returns seconds to wait when over it."""
+    return _count(f"{purpose}_account", "account", normalize_email(account))
 
 
 def hit_address(name: str, email: str) -> int | None:

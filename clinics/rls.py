@@ -27,6 +27,7 @@ from contextlib import contextmanager
 RLS_TABLES: tuple[str, ...] = (
     "clinics_membership",
     "clinics_apikey",
+    "clinics_invitation",
     "clinics_auditevent",
     "patients_patient",
     "patients_datakey",

@@ -12,6 +12,7 @@ from functools import partial
 from django.conf import settings
 from django.contrib.auth.forms import PasswordResetForm
 from django.contrib.auth.password_validation import validate_password
+from django.core import signing
 from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
@@ -19,12 +20,23 @@ from django.utils.text import slugify
 from core.errors import ApplicationError
 
 from . import audit, context, mfa
-from .models import ApiKey, AuditChainHead, AuditOutcome, Clinic, Membership, Role, User, UserToken, normalize_email
+from .models import (
+    ApiKey,
+    AuditChainHead,
+    AuditOutcome,
+    Clinic,
+    Invitation,
+    Membership,
+    Role,
+    User,
+    UserToken,
+    normalize_email,
+)
 from .permissions import API_KEY_DEFAULT_SCOPES, API_KEY_GRANTABLE
-from .queue import PASSWORD_RESET_MAIL, task_send
+from .queue import INVITATION_MAIL, PASSWORD_RESET_MAIL, task_send_after_response
 from .selectors import memberships_of
-from .sessions import sessions_end_all
-from .tenancy import require_clinic_id
+from .sessions import sessions_end_all, sessions_end_for_clinic
+from .tenancy import clinic_scope, require_clinic_id
 
 API_KEY_PREFIX = "dsk"
 USER_TOKEN_PREFIX = "dut"
@@ -73,24 +85,23 @@ def clinic_create(*, name: str, slug: str | None = None) -> Clinic:
 
 @transaction.atomic
 def member_add(*, email: str, role: str, password: str | None = None, full_name: str = "") -> Membership:
-    """Add a person to the clinic in scope in a role; creates the user when the email is new."""
+    """Create a new account in the clinic in scope, in a role, with an initial password. For operators and the
+    demo data (``seed_demo``), never offered to a clinic admin: a clinic admin invites (``invitation_create``).
+    An address that already has an account is refused: an existing account joins a clinic only by accepting an
+    invitation."""
     clinic_id = require_clinic_id()
     if role not in Role.values:
         raise ServiceError("invalid_role", f"Unknown role {role!r}.")
     email = normalize_email(email)
-    user = User.objects.filter(email=email).first()
-    if user is None:
-        if not password:
-            raise ServiceError("password_required", "A new user needs an initial password.")
-        candidate = User(email=email, full_name=full_name)
-        validate_password(password, user=candidate)
-        user = User.objects.create_user(email=email, password=password, full_name=full_name)
-    membership, created = Membership.objects.get_or_create(user=user, defaults={"role": role, "is_active": True})
-    if not created:
-        if membership.is_active:
-            raise ServiceError("already_member", "This person is already a member of the clinic.")
-        membership.role, membership.is_active = role, True
-        membership.save(update_fields=["role", "is_active"])
+    if User.objects.filter(email=email).exists():
+        raise ServiceError("invitation_required", "An existing account joins a clinic by accepting an invitation.")
+    if not password:
+        raise ServiceError("password_required", "A new user needs an initial password.")
+    validate_password(password, user=User(email=email, full_name=full_name))
+    user = User.objects.create_user(email=email, password=password, full_name=full_name)
+    membership = Membership.objects.create(
+        user=user, role=role, is_active=True, display_name=full_name, created_account=True
+    )
     audit.record(
         action="member.add",
         clinic_id=clinic_id,
@@ -99,6 +110,133 @@ def member_add(*, email: str, role: str, password: str | None = None, full_name:
         details={"role": role, "user_id": str(user.id)},
     )
     return membership
+
+
+INVITATION_SALT = "clinics.invitation"
+
+
+def invitation_token(invitation: Invitation) -> str:
+    """The secret of the mailed link: the invitation id signed with SECRET_KEY (made again by the mail task from
+    the id, so no secret travels in a task message or sits in the database)."""
+    return signing.dumps(str(invitation.pk), salt=INVITATION_SALT, compress=True)
+
+
+@transaction.atomic
+def invitation_create(*, email: str, role: str, invited_by: User | None, domain: str, use_https: bool) -> Invitation:
+    """Invite an address to the clinic in scope in a role. Invariant: the work, the answer and the audit event are
+    the same whether or not an account exists for the address (nothing here looks it up); the mail, which says
+    "log in to accept" or "choose a password", is made by a worker after the response. A pending invitation of
+    the same address is replaced."""
+    clinic_id = require_clinic_id()
+    if role not in Role.values:
+        raise ServiceError("invalid_role", f"Unknown role {role!r}.")
+    email = normalize_email(email)
+    if Membership.objects.filter(user__email=email, is_active=True).exists():  # this clinic's own members only
+        raise ServiceError("already_member", "This person is already an active member of the clinic.")
+    now = timezone.now()
+    Invitation.objects.filter(email=email, accepted_at=None, revoked_at=None).update(revoked_at=now)
+    invitation = Invitation.objects.create(
+        email=email,
+        role=role,
+        invited_by=invited_by,
+        expires_at=now + timedelta(seconds=settings.INVITATION_TTL_SECONDS),
+    )
+    audit.record(
+        action="invitation.create",
+        clinic_id=clinic_id,
+        object_type="invitation",
+        object_id=invitation.id,
+        details={"email": email, "role": role, "expires_at": invitation.expires_at.isoformat()},
+    )
+    transaction.on_commit(partial(_send_invitation_mail, str(invitation.pk), str(clinic_id), domain, use_https))
+    return invitation
+
+
+def _send_invitation_mail(invitation_id: str, clinic_id: str, domain: str, use_https: bool) -> None:
+    try:
+        task_send_after_response(INVITATION_MAIL, invitation_id, clinic_id, domain, use_https)
+    except Exception:  # noqa: BLE001 - a broker that is down: the admin sees "pending" and can invite again
+        logger.warning("invitation mail %s not queued: broker unavailable", invitation_id, exc_info=True)
+
+
+@transaction.atomic
+def invitation_revoke(*, invitation: Invitation) -> Invitation:
+    if invitation.accepted_at is None and invitation.revoked_at is None:
+        invitation.revoked_at = timezone.now()
+        invitation.save(update_fields=["revoked_at"])
+    audit.record(
+        action="invitation.revoke", clinic_id=invitation.clinic_id, object_type="invitation", object_id=invitation.id
+    )
+    return invitation
+
+
+def invitation_for_token(token: str) -> Invitation | None:
+    """The pending (not accepted, revoked or expired) invitation a mailed link stands for, or None."""
+    try:
+        pk = signing.loads(token, salt=INVITATION_SALT, max_age=settings.INVITATION_TTL_SECONDS)
+    except signing.BadSignature:
+        return None
+    # Deliberately unscoped: the signed link is what tells us the clinic.
+    invitation = Invitation.unscoped.select_related("clinic").filter(pk=pk).first()
+    if invitation is None or invitation.status != "pending" or not invitation.clinic.is_active:
+        return None
+    return invitation
+
+
+def invitation_accept(
+    *, invitation: Invitation, user: User, display_name: str, new_account: bool = False
+) -> Membership:
+    """The invited person (logged in as the invited address) joins the clinic in the invited role, showing it
+    ``display_name``. Audited in the inviting clinic's chain and in the global chain."""
+    with clinic_scope(invitation.clinic_id), transaction.atomic():
+        locked = Invitation.objects.select_for_update().filter(pk=invitation.pk).first()
+        if locked is None or locked.status != "pending":
+            raise ServiceError("invitation_invalid", "This invitation is no longer valid.", status=400)
+        if normalize_email(user.email) != locked.email:
+            raise ServiceError("invitation_other_account", "This invitation is for another address.", status=403)
+        membership, created = Membership.objects.get_or_create(
+            user=user,
+            defaults={
+                "role": locked.role,
+                "is_active": True,
+                "display_name": display_name,
+                "created_account": new_account,
+            },
+        )
+        if not created:
+            membership.role, membership.is_active, membership.display_name = locked.role, True, display_name
+            membership.save(update_fields=["role", "is_active", "display_name"])
+        locked.accepted_at, locked.accepted_by = timezone.now(), user
+        locked.save(update_fields=["accepted_at", "accepted_by"])
+        actor = context.Actor(user=user)
+        details = {"membership_id": str(membership.pk), "role": locked.role, "new_account": new_account}
+        audit.record(
+            action="invitation.accept",
+            clinic_id=locked.clinic_id,
+            object_type="invitation",
+            object_id=locked.pk,
+            actor=actor,
+            details={**details, "user_id": str(user.pk)},
+        )
+        audit.record(
+            action="invitation.accept",
+            clinic_id=None,
+            object_type="invitation",
+            object_id=locked.pk,
+            actor=actor,
+            details={**details, "clinic_id": str(locked.clinic_id)},
+        )
+        return membership
+
+
+@transaction.atomic
+def invitation_accept_new_account(*, invitation: Invitation, full_name: str, password: str) -> Membership:
+    """The invited address has no account yet: create it with the password the person chose, then accept."""
+    if User.objects.filter(email=invitation.email).exists():
+        raise ServiceError("account_exists", "This address has an account: log in to accept.", status=409)
+    validate_password(password, user=User(email=invitation.email, full_name=full_name))
+    user = User.objects.create_user(email=invitation.email, password=password, full_name=full_name)
+    return invitation_accept(invitation=invitation, user=user, display_name=full_name, new_account=True)
 
 
 @transaction.atomic
@@ -117,8 +255,9 @@ def member_update(*, membership: Membership, role: str | None = None, is_active:
             raise ServiceError("last_admin", "A clinic must keep at least one active clinic admin.", status=409)
     membership.save(update_fields=["role", "is_active"])
     if not membership.is_active and before["is_active"]:
-        # Removing access ends every session and API token the person holds, at once.
-        sessions_end_all(membership.user, reason="membership_deactivated", clinic_id=membership.clinic_id)
+        # Removing access ends the person's sessions and API tokens in this clinic, at once; their other
+        # clinics are not this clinic's to end.
+        sessions_end_for_clinic(membership, reason="membership_deactivated")
     audit.record(
         action="member.update",
         clinic_id=membership.clinic_id,
@@ -131,20 +270,34 @@ def member_update(*, membership: Membership, role: str | None = None, is_active:
 
 def password_reset_request(*, email: str, domain: str, use_https: bool) -> None:
     """Audit the request (anonymous: whoever typed the address) and send the link from a worker after commit,
-    for each active account with that address; nothing for an unknown one."""
-    for user in PasswordResetForm().get_users(email):
+    for each active account with that address. The request does the same work for an unknown address (one
+    audit event, in the global chain, with no address in it), and the mail itself is made and sent after the
+    response (``task_send_after_response``), so neither the answer nor its time tells who has an account."""
+    users = list(PasswordResetForm().get_users(email))
+    # The clinic whose trail records it (``mfa.audit_clinic_of``), found by address in one query that runs for
+    # every address, so an unknown one costs the same queries as a known one.
+    clinic_of: dict[object, object] = {}
+    for user_id, clinic_id in (
+        Membership.unscoped.filter(user__email__iexact=normalize_email(email), is_active=True)
+        .order_by("-created_at")
+        .values_list("user_id", "clinic_id")
+    ):
+        clinic_of[user_id] = clinic_id  # the oldest wins
+    for user in users:
         audit.record(
             action="auth.password.reset_requested",
-            clinic_id=mfa.audit_clinic_of(user),
+            clinic_id=clinic_of.get(user.pk),
             object_type="user",
             object_id=user.pk,
         )
         transaction.on_commit(partial(_send_reset_mail, str(user.pk), domain, use_https))
+    if not users:
+        audit.record(action="auth.password.reset_requested", clinic_id=None, details={"account": False})
 
 
 def _send_reset_mail(user_id: str, domain: str, use_https: bool) -> None:
     try:
-        task_send(PASSWORD_RESET_MAIL, user_id, domain, use_https)
+        task_send_after_response(PASSWORD_RESET_MAIL, user_id, domain, use_https)
     except Exception:  # noqa: BLE001 - a broker that is down: the person asks again, the page said the same
         logger.warning("password reset mail for user %s not queued: broker unavailable", user_id, exc_info=True)
 

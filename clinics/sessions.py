@@ -4,7 +4,11 @@ every session and token of a person at once.
 Invariants: the session key rotates at log-in (``django.contrib.auth.login``); a session idle for
 ``SESSION_IDLE_TIMEOUT_SECONDS`` or older than ``SESSION_ABSOLUTE_TIMEOUT_SECONDS`` is ended on its
 next request; ``sessions_end_all`` changes the user's security stamp (part of every session's auth
-hash, so all their sessions on every device stop working) and revokes all their API tokens.
+hash, so all their sessions on every device stop working) and revokes all their API tokens; it is for
+account-wide events (log-out, password change or reset, a second-factor reset, the account's deactivation).
+A session works in one clinic at a time (``clinics.access.access_for_session``) and an API token belongs to
+one clinic: ``sessions_end_for_clinic`` (a membership deactivated) ends only that clinic's sessions and
+tokens of the person, and their other clinics go on.
 """
 
 from __future__ import annotations
@@ -19,8 +23,8 @@ from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
 from . import audit, context
-from .access import SESSION_CLINIC_KEY, Access
-from .models import AuditOutcome, User, UserToken
+from .access import SESSION_CLINIC_KEY, Access, session_bind
+from .models import AuditOutcome, Membership, User, UserToken
 
 AUTH_AT = "auth_at"  # when the person logged in (absolute limit)
 LAST_SEEN = "last_seen"  # last request made by the person, not by a background poll (idle limit)
@@ -33,16 +37,35 @@ LAST_SEEN_RESOLUTION_SECONDS = 30
 BACKGROUND_HEADER = "HTTP_X_BACKGROUND_REQUEST"
 
 
-def complete_login(request: HttpRequest, user: User, access: Access, *, mfa: str = "") -> None:
+def complete_login(request: HttpRequest, user: User, access: Access | None, *, mfa: str = "") -> None:
+    """Log the person in. ``access`` is their clinic when they have one; with several (``None``) the session
+    works in no clinic until they pick one (``clinic_pick``), and the log-in is recorded in the global chain."""
     login(request, user, backend="clinics.auth.EmailBackend")  # rotates the session key
     now = time.time()
-    request.session[SESSION_CLINIC_KEY] = str(access.clinic.id)
+    request.session.pop(SESSION_CLINIC_KEY, None)
+    if access is not None:
+        session_bind(request.session, access)
     request.session[AUTH_AT] = now
     request.session[LAST_SEEN] = now
     request.session[REAUTH_AT] = now
     request.session[MFA_METHOD] = mfa
     audit.record(
-        action="auth.login", clinic_id=access.clinic.id, actor=access.actor, details={"channel": "web", "mfa": mfa}
+        action="auth.login",
+        clinic_id=access.clinic.id if access else None,
+        actor=context.Actor(user=user),
+        details={"channel": "web", "mfa": mfa, **({} if access else {"clinic": "to_pick"})},
+    )
+
+
+def clinic_pick(request: HttpRequest, access: Access, *, switched_from: object = None) -> None:
+    """Bind the logged-in session to ``access``'s clinic (the picker after log-in, or a switch), audited in
+    that clinic's chain (``auth.clinic.select`` or ``auth.clinic.switch``)."""
+    session_bind(request.session, access)
+    audit.record(
+        action="auth.clinic.switch" if switched_from else "auth.clinic.select",
+        clinic_id=access.clinic.id,
+        actor=access.actor,
+        details={"channel": "web", "mfa": request.session.get(MFA_METHOD, "")},
     )
 
 
@@ -71,6 +94,26 @@ def sessions_end_all(user: User, *, reason: str, clinic_id: object = None) -> in
         clinic_id=clinic_id,
         object_type="user",
         object_id=user.pk,
+        details={"reason": reason, "tokens_revoked": revoked},
+    )
+    return revoked
+
+
+def sessions_end_for_clinic(membership: Membership, *, reason: str) -> int:
+    """End the person's browser sessions working in the membership's clinic (a new session stamp) and revoke
+    their API tokens for that clinic; their sessions and tokens in other clinics are untouched. Returns tokens
+    revoked. Audited in that clinic's chain."""
+    stamp = uuid.uuid4()
+    Membership.unscoped.filter(pk=membership.pk).update(session_stamp=stamp)
+    membership.session_stamp = stamp
+    revoked = UserToken.objects.filter(
+        user_id=membership.user_id, clinic_id=membership.clinic_id, revoked_at=None
+    ).update(revoked_at=timezone.now())
+    audit.record(
+        action="auth.sessions.end_clinic",
+        clinic_id=membership.clinic_id,
+        object_type="membership",
+        object_id=membership.pk,
         details={"reason": reason, "tokens_revoked": revoked},
     )
     return revoked

@@ -4,12 +4,16 @@ from celery import shared_task
 from django.conf import settings
 from django.contrib.auth.forms import PasswordResetForm
 from django.contrib.auth.tokens import default_token_generator
+from django.core.mail import send_mail
+from django.template.loader import render_to_string
+from django.urls import reverse
 from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
 
 from . import audit, context
 from .audit_checkpoints import checkpoint_write, checkpoints_load
-from .models import AuditOutcome, User
+from .models import AuditOutcome, Invitation, User
+from .services import invitation_token
 from .tenancy import clinic_scope
 
 
@@ -51,6 +55,31 @@ def password_reset_mail_task(user_id: str, domain: str, use_https: bool) -> bool
         None,
         user.email,
     )
+    return True
+
+
+@shared_task(name="clinics.invitation_mail", soft_time_limit=60, time_limit=90)
+def invitation_mail_task(invitation_id: str, clinic_id: str, domain: str, use_https: bool) -> bool:
+    """Mail a clinic's invitation: "log in as this address to accept" when the address has an account, "choose a
+    password" when it has none. Runs in a worker (or after the response), so the inviter's request never looked
+    the address up."""
+    with clinic_scope(clinic_id):
+        invitation = Invitation.objects.select_related("clinic").filter(pk=invitation_id).first()
+        if invitation is None or invitation.status != "pending":
+            return False
+        link = f"{'https' if use_https else 'http'}://{domain}" + reverse(
+            "clinics:invitation", kwargs={"token": invitation_token(invitation)}
+        )
+        data = {
+            "clinic": invitation.clinic.name,
+            "role": invitation.get_role_display(),
+            "link": link,
+            "has_account": User.objects.filter(email=invitation.email, is_active=True).exists(),
+            "expires_at": invitation.expires_at,
+            "email": invitation.email,
+        }
+        subject = render_to_string("clinics/invitation_subject.txt", data).strip()
+        send_mail(subject, render_to_string("clinics/invitation_email.txt", data), None, [invitation.email])
     return True
 
 

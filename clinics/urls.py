@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views_account, views_api_keys, views_audit, views_auth, views_clinic, views_members
+from . import views_account, views_api_keys, views_audit, views_auth, views_clinic, views_invitations, views_members
 
 app_name = "clinics"
 
@@ -17,6 +17,14 @@ urlpatterns = [
         name="password-reset-confirm",
     ),
     path("clinic/switch/", views_clinic.SwitchClinicView.as_view(), name="switch-clinic"),
+    path("clinic/pick/", views_clinic.PickClinicView.as_view(), name="pick-clinic"),
+    path("invitations/accept/", views_invitations.InvitationAcceptView.as_view(), name="invitation-accept"),
+    path("invitations/<str:token>/", views_invitations.InvitationLinkView.as_view(), name="invitation"),
+    path(
+        "clinic/invitations/<uuid:pk>/revoke/",
+        views_invitations.InvitationRevokeView.as_view(),
+        name="invitation-revoke",
+    ),
     path("clinic/members/", views_members.MembersView.as_view(), name="members"),
     path("clinic/members/<uuid:pk>/", views_members.MemberUpdateView.as_view(), name="member-update"),
     path("clinic/members/<uuid:pk>/reset-mfa/", views_members.MemberMfaResetView.as_view(), name="member-mfa-reset"),

@@ -14,13 +14,15 @@ from django.contrib.auth.tokens import default_token_generator
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.utils.http import url_has_allowed_host_and_scheme, urlsafe_base64_decode
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme, urlencode, urlsafe_base64_decode
 
 from . import audit, mfa, ratelimit
-from .access import access_for_user
+from .access import Access
 from .forms import LoginForm
 from .middleware import client_ip
 from .models import AuditOutcome, User
+from .selectors import memberships_of
 from .services import login_failed_record, password_reset_request, password_set
 from .sessions import complete_login, mark_reauthenticated, sessions_end_all
 from .views_base import ClinicView
@@ -32,6 +34,30 @@ def _safe_next(request: HttpRequest, next_url: str) -> str:
     if not url_has_allowed_host_and_scheme(next_url, {request.get_host()}, request.is_secure()):
         return ""
     return next_url
+
+
+def login_target(user: User, clinic_id: object = None) -> tuple[bool, Access | None]:
+    """Whether ``user`` may log in (an active membership; in ``clinic_id`` when given), and the clinic the
+    session will work in: their only clinic, the one given, or None when they have several to pick from."""
+    memberships = list(memberships_of(user))
+    if clinic_id:
+        chosen = next((m for m in memberships if str(m.clinic_id) == str(clinic_id)), None)
+        return chosen is not None, Access(clinic=chosen.clinic, user=user, membership=chosen) if chosen else None
+    if len(memberships) == 1:
+        return True, Access(clinic=memberships[0].clinic, user=user, membership=memberships[0])
+    return bool(memberships), None
+
+
+def after_login(next_url: str, access: Access | None) -> HttpResponse:
+    if access is None:  # several clinics: the person picks one first
+        return redirect(f"{reverse('clinics:pick-clinic')}?{urlencode({'next': next_url})}")
+    return redirect(next_url or "clinics:home")
+
+
+def _account_limited(request: HttpRequest, purpose: str, account: str) -> int | None:
+    """The per-account allowance of an anonymous purpose (log-in, second factor, password reset, invitation
+    acceptance), beside the per-IP one the base view counts (``ratelimit.ROUTE_LIMITS``)."""
+    return ratelimit.hit_account(purpose, account)
 
 
 def _too_many(request: HttpRequest, template: str, context_data: dict[str, Any], retry_after: int) -> HttpResponse:
@@ -63,32 +89,38 @@ class LoginView(ClinicView):
         if form.is_valid():
             email = form.cleaned_data["email"]
             ip = client_ip(request)
-            locked = ratelimit.locked_for(email, ip)
+            locked = ratelimit.locked_for(email, ip) or _account_limited(request, "login", email)
             if locked:
                 login_failed_record(email, "locked_out")
                 form.add_error(None, "Too many failed attempts from this address. Try again later.")
                 return _too_many(request, self.template_name, {"form": form, "next": next_url}, locked)
             user = authenticate(request, email=email, password=form.cleaned_data["password"])
-            access = access_for_user(user) if user is not None else None
-            if access is not None:
+            may, access = login_target(user) if user is not None else (False, None)
+            if may:
                 if mfa.has_mfa(user) or mfa.mfa_required(user):
-                    request.session.cycle_key()
-                    request.session[MFA_PENDING] = {
-                        "user": str(user.pk),
-                        "at": time.time(),
-                        "next": next_url,
-                        "clinic": str(access.clinic.id),
-                    }
+                    mfa_pending_start(request, user, next_url=next_url, clinic_id=access.clinic.id if access else "")
                     return redirect("clinics:mfa")
                 complete_login(request, user, access)
                 ratelimit.success(email, ip)
-                return redirect(next_url or "clinics:home")
+                return after_login(next_url, access)
             login_failed_record(email, "bad_credentials" if user is None else "no_membership")
             locked = ratelimit.failure(email, ip)
             form.add_error(None, "Email or password is not correct, or the account has no active clinic.")
             if locked:
                 return _too_many(request, self.template_name, {"form": form, "next": next_url}, locked)
         return render(request, self.template_name, {"form": form, "next": next_url}, status=400)
+
+
+def mfa_pending_start(request: HttpRequest, user: User, *, next_url: str, clinic_id: object) -> None:
+    """The password was right: the second step (code, or enrolment) must follow within
+    ``MFA_PENDING_MAX_AGE_SECONDS``; no session is logged in before it."""
+    request.session.cycle_key()
+    request.session[MFA_PENDING] = {
+        "user": str(user.pk),
+        "at": time.time(),
+        "next": next_url,
+        "clinic": str(clinic_id or ""),
+    }
 
 
 class MfaView(ClinicView):
@@ -125,7 +157,7 @@ class MfaView(ClinicView):
             return redirect("clinics:login")
         user, pending = found
         ip = client_ip(request)
-        locked = ratelimit.locked_for(user.email, ip)
+        locked = ratelimit.locked_for(user.email, ip) or _account_limited(request, "second_factor", user.email)
         if locked:
             login_failed_record(user.email, "locked_out")
             return _too_many(
@@ -138,8 +170,8 @@ class MfaView(ClinicView):
         else:
             recovery_codes = mfa.enrol_confirm(user, code)
             method = "totp" if recovery_codes else None
-        access = access_for_user(user, pending.get("clinic")) if method else None
-        if access is None:
+        may, access = login_target(user, pending.get("clinic")) if method else (False, None)
+        if not may:
             login_failed_record(user.email, "bad_second_factor")
             locked = ratelimit.failure(user.email, ip)
             if locked:
@@ -152,8 +184,10 @@ class MfaView(ClinicView):
         ratelimit.success(user.email, ip)
         next_url = pending.get("next") or ""
         if recovery_codes:
+            if access is None:
+                next_url = f"{reverse('clinics:pick-clinic')}?{urlencode({'next': next_url})}"
             return render(request, "clinics/recovery_codes.html", {"codes": recovery_codes, "next": next_url})
-        return redirect(next_url or "clinics:home")
+        return after_login(next_url, access)
 
 
 class ReauthView(ClinicView):
@@ -219,8 +253,11 @@ class PasswordResetView(ClinicView):
         if not form.is_valid():
             return render(request, self.template_name, {"form": form}, status=400)
         email = form.cleaned_data["email"]
-        # Same page, same work in this request whoever asks: the mail goes from a worker after commit.
-        if ratelimit.hit_address("password_reset", email) is None:
+        locked = _account_limited(request, "password_reset", email)
+        if locked:  # the same for every address, known or not
+            return _too_many(request, self.template_name, {"form": form}, locked)
+        # Same page, same work in this request whoever asks: the mail goes from a worker after the response.
+        if ratelimit.hit_address("password_reset_mail", email) is None:
             password_reset_request(email=email, domain=request.get_host(), use_https=request.is_secure())
         minutes = settings.PASSWORD_RESET_TIMEOUT // 60
         return render(request, self.template_name, {"sent": True, "valid_minutes": minutes})

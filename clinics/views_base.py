@@ -22,10 +22,11 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views import View
 
 from . import ratelimit
-from .access import SESSION_CLINIC_KEY, Access, access_for_user, enter, record_denial, route_refusal
+from .access import SESSION_CLINIC_KEY, Access, access_for_session, enter, record_denial, route_refusal
 from .mfa import MFA_REQUIRED_ROLES
 from .middleware import client_ip
 from .permissions import PUBLIC, ROUTE_PERMISSIONS, needs_reauth, route_permission
+from .selectors import memberships_of
 from .sessions import MFA_METHOD, reauthenticated_recently
 
 PageContext = Callable[[HttpRequest], Mapping[str, Any]]
@@ -62,8 +63,16 @@ class ClinicView(View):
         if permission != PUBLIC:
             if not request.user.is_authenticated:
                 return redirect_to_login(request.get_full_path())
-            access = access_for_user(request.user, request.session.get(SESSION_CLINIC_KEY))
+            access = access_for_session(request.user, request.session)
             if access is None:
+                if request.session.get(SESSION_CLINIC_KEY):
+                    # The clinic this session worked in ended the person's access there: this session ends
+                    # (their sessions in other clinics do not).
+                    logout(request)
+                    request.session["logged_out_reason"] = "clinic_access_ended"
+                    return redirect_to_login(request.get_full_path())
+                if memberships_of(request.user).exists():  # several clinics and none picked yet
+                    return redirect(f"{reverse('clinics:pick-clinic')}?{urlencode({'next': request.get_full_path()})}")
                 return render(request, "clinics/no_clinic.html", status=403)
             if access.role in MFA_REQUIRED_ROLES and not request.session.get(MFA_METHOD):
                 # A session made before this person's role needed MFA: log in again, with the second factor.

@@ -4,7 +4,7 @@ from typing import Any
 
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -14,6 +14,7 @@ from clinics.api.base import ClinicGenericAPIView
 from clinics.api.docs import error_response
 
 from .models import Image, Patient, Sex
+from .restricted import restricted_visible
 from .selectors import image_get, patient_get, patient_identity, patient_list
 from .services import image_read, patient_create, patient_erase, patient_export, patient_update
 
@@ -34,32 +35,89 @@ class PatientUpdateInput(serializers.Serializer):
     sex = serializers.ChoiceField(choices=Sex.choices, required=False)
 
 
+RESTRICTED_IN_LISTS = (
+    "Null in lists and search for a restricted record when the caller may not open it (staff, API keys): such a "
+    "record shows as `restricted: true` with its id and practice id only."
+)
+
+
 class PatientOutput(serializers.Serializer):
+    """One patient. In lists and search, a restricted record that the caller may not open (context
+    ``restricted_visible`` False) carries its id, practice id and ``restricted`` only: never names, date of birth
+    or sex."""
+
     id = serializers.UUIDField()
     external_id = serializers.CharField()
-    given_name = serializers.CharField()
-    family_name = serializers.CharField()
-    date_of_birth = serializers.DateField()
-    sex = serializers.CharField()
+    restricted = serializers.BooleanField(help_text="Restricted record: open to dentists and clinic admins only.")
+    given_name = serializers.CharField(allow_null=True, help_text=RESTRICTED_IN_LISTS)
+    family_name = serializers.CharField(allow_null=True, help_text=RESTRICTED_IN_LISTS)
+    date_of_birth = serializers.DateField(allow_null=True, help_text=RESTRICTED_IN_LISTS)
+    sex = serializers.CharField(allow_null=True, help_text=RESTRICTED_IN_LISTS)
     legal_hold = serializers.BooleanField()
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
 
     def to_representation(self, patient: Patient) -> dict[str, Any]:
         identity = patient_identity(patient)
+        hidden = patient.restricted and not self.context.get("restricted_visible", True)
         return super().to_representation(
             {
                 "id": patient.pk,
                 "external_id": identity.external_id,
-                "given_name": identity.given_name,
-                "family_name": identity.family_name,
-                "date_of_birth": identity.date_of_birth,
-                "sex": patient.sex,
+                "restricted": patient.restricted,
+                "given_name": None if hidden else identity.given_name,
+                "family_name": None if hidden else identity.family_name,
+                "date_of_birth": None if hidden else identity.date_of_birth,
+                "sex": None if hidden else patient.sex,
                 "legal_hold": patient.legal_hold,
                 "created_at": patient.created_at,
                 "updated_at": patient.updated_at,
             }
         )
+
+
+_OPEN_EXAMPLE = {
+    "id": "0b6c3f0e-2a51-4c57-9d0a-5f1f8f9d2c11",
+    "external_id": "PMS-1042",
+    "restricted": False,
+    "given_name": "Ada",
+    "family_name": "Example",
+    "date_of_birth": "1990-12-10",
+    "sex": "female",
+    "legal_hold": False,
+    "created_at": "2026-12-01T09:30:00Z",
+    "updated_at": "2026-12-01T09:30:00Z",
+}
+_RESTRICTED_EXAMPLE = {
+    "id": "6f2d9a4b-8c3e-4e1a-b7f5-0d9c2e4a6b83",
+    "external_id": "PMS-2001",
+    "restricted": True,
+    "given_name": None,
+    "family_name": None,
+    "date_of_birth": None,
+    "sex": None,
+    "legal_hold": False,
+    "created_at": "2026-12-02T14:05:00Z",
+    "updated_at": "2026-12-02T14:05:00Z",
+}
+# one item each: drf-spectacular puts a list example in a page of results
+PATIENT_LIST_EXAMPLES = [
+    OpenApiExample("An open record", value=_OPEN_EXAMPLE, response_only=True),
+    OpenApiExample(
+        "A restricted record, as staff and API keys see it",
+        summary="its id and practice id only: no name, date of birth or sex",
+        value=_RESTRICTED_EXAMPLE,
+        response_only=True,
+    ),
+]
+PATIENT_SEARCH_EXAMPLES = [
+    OpenApiExample(
+        "A search as staff or an API key see it",
+        summary="a restricted record is found by its practice id only, and shows nothing more",
+        value={"count": 1, "results": [_RESTRICTED_EXAMPLE]},
+        response_only=True,
+    )
+]
 
 
 class AnalysisSummary(serializers.Serializer):
@@ -69,7 +127,7 @@ class AnalysisSummary(serializers.Serializer):
         child=serializers.CharField(),
         allow_null=True,
         help_text="When status is `not_assessable`: `code` and `message` of the image gate's reason (for example "
-        "`blurred`, \"The photo is blurred: please retake it\"). The image is stored; the AI did not assess it.",
+        '`blurred`, "The photo is blurred: please retake it"). The image is stored; the AI did not assess it.',
     )
 
 
@@ -128,26 +186,37 @@ class PatientSearchView(ClinicGenericAPIView):
 
     @extend_schema(
         summary="Search patients by practice id or exact name",
+        description="A restricted record is found by its practice id only by callers that may not open it (staff, "
+        "API keys), and shows as `restricted: true` with no name, date of birth or sex.",
         request=PatientSearchInput,
         responses=PatientSearchOutput,
+        examples=PATIENT_SEARCH_EXAMPLES,
     )
     def post(self, request: Request) -> Response:
         data = PatientSearchInput(data=request.data)
         data.is_valid(raise_exception=True)
-        found = list(patient_list(search=data.validated_data["query"])[: self.MAX_RESULTS])
+        visible = restricted_visible(request.access)
+        found = list(patient_list(search=data.validated_data["query"], restricted_names=visible)[: self.MAX_RESULTS])
         audit.record(
             action="patient.list",
             clinic_id=request.access.clinic.id,
             object_type="patient",
             details={"ids": [str(p.id) for p in found], "searched": True},
         )
-        return Response({"count": len(found), "results": PatientOutput(found, many=True).data})
+        results = PatientOutput(found, many=True, context={"restricted_visible": visible}).data
+        return Response({"count": len(found), "results": results})
 
 
 class PatientListView(ClinicGenericAPIView):
     serializer_class = PatientOutput
 
-    @extend_schema(summary="List the clinic's patients", responses=PatientOutput(many=True))
+    @extend_schema(
+        summary="List the clinic's patients",
+        description="Restricted records are listed for everyone; to callers that may not open them (staff, API "
+        "keys) with `restricted: true`, their id and practice id only.",
+        responses=PatientOutput(many=True),
+        examples=PATIENT_LIST_EXAMPLES,
+    )
     def get(self, request: Request) -> Response:
         """The clinic's patients, newest first. To search, POST to ``patients/search/``: search words
         are patient data and must not travel in URLs (they end up in access logs)."""
@@ -158,7 +227,8 @@ class PatientListView(ClinicGenericAPIView):
             object_type="patient",
             details={"ids": [str(p.id) for p in page], "searched": False},
         )
-        return self.get_paginated_response(PatientOutput(page, many=True).data)
+        visible = restricted_visible(request.access)
+        return self.get_paginated_response(PatientOutput(page, many=True, context={"restricted_visible": visible}).data)
 
     @extend_schema(
         summary="Create a patient",

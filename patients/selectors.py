@@ -46,9 +46,12 @@ def patient_identity(patient: Patient) -> PatientIdentity:
     return cached
 
 
-def patient_list(*, search: str = "") -> QuerySet[Patient]:
+def patient_list(*, search: str = "", restricted_names: bool = True) -> QuerySet[Patient]:
     """The current clinic's patients, newest first; ``search`` matches a practice id or a given or
-    family name exactly (case-insensitive): names are stored encrypted, searched by blind index."""
+    family name exactly (case-insensitive): names are stored encrypted, searched by blind index.
+
+    ``restricted_names=False`` (a principal that may not open restricted records) matches restricted patients
+    by practice id only, so a search cannot confirm a restricted patient's name."""
     patients = Patient.objects.prefetch_related("data_keys").order_by("-created_at", "id")
     search = search.strip()
     if search:
@@ -62,6 +65,8 @@ def patient_list(*, search: str = "") -> QuerySet[Patient]:
                 index = crypto.blind_index(key, token)
                 all_tokens &= Q(family_name_index=index) | Q(given_name_index=index)
             condition |= all_tokens
+        if not restricted_names:
+            condition = Q(external_id_index=whole) | (condition & Q(restricted=False))
         patients = patients.filter(condition)
     return patients
 

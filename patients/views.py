@@ -11,7 +11,7 @@ from clinics.views_base import ClinicView
 
 from .forms import PatientForm
 from .models import Image, Modality, Patient
-from .restricted import active_grant, break_glass_open, patient_restrict
+from .restricted import active_grant, break_glass_open, patient_restrict, restricted_visible
 from .selectors import image_get, patient_get, patient_identity, patient_list, visit_list
 from .services import image_read, patient_create, patient_erase, patient_export, patient_update
 
@@ -37,8 +37,10 @@ class PatientListView(ClinicView):
 
     def _render(self, request: HttpRequest, form: PatientForm, status: int = 200) -> HttpResponse:
         search = request.session.get(SEARCH_SESSION_KEY, "")
-        page = Paginator(patient_list(search=search), 25).get_page(request.GET.get("page"))
-        rows = [(p, patient_identity(p)) for p in page]
+        visible = restricted_visible(self.access)
+        page = Paginator(patient_list(search=search, restricted_names=visible), 25).get_page(request.GET.get("page"))
+        # a restricted record that this member may not open shows its practice id only (issue 24)
+        rows = [(p, patient_identity(p), p.restricted and not visible) for p in page]
         audit.record(
             action="patient.list",
             clinic_id=self.access.clinic.id,

@@ -246,3 +246,41 @@ def eager() -> Iterator[None]:
     app.conf.task_always_eager = app.conf.task_eager_propagates = True
     yield
     app.conf.task_always_eager, app.conf.task_eager_propagates = saved
+
+
+def invitation_link(outbox: list[Any], email: str) -> str:
+    """The path of the newest invitation link mailed to ``email``."""
+    import re
+
+    for message in reversed(outbox):
+        if email in message.to:
+            found = re.search(r"https?://[^/\s]+(/invitations/[^\s]+/)", message.body)
+            if found:
+                return found.group(1)
+    raise AssertionError(f"no invitation mailed to {email}")
+
+
+def join_by_invitation(world: World, person: User, role: str, *, display_name: str = "") -> Membership:
+    """The whole invitation flow: ``world``'s clinic admin invites the person's address, the person (logged in to
+    their own clinic) opens the mailed link and accepts. Returns the new membership."""
+    from django.core import mail
+    from django.test import TestCase
+    from django.urls import reverse
+
+    from config.celery import app
+
+    admin = user_client(world.users["clinic_admin"])
+    saved = app.conf.task_always_eager
+    app.conf.task_always_eager = True  # the mail goes from a task after commit: run it here, whatever the broker
+    try:
+        with TestCase.captureOnCommitCallbacks(execute=True):
+            invited = admin.post(reverse("clinics:members"), {"email": person.email, "role": role})
+    finally:
+        app.conf.task_always_eager = saved
+    assert invited.status_code == 302
+    client = user_client(person)
+    opened = client.get(invitation_link(mail.outbox, person.email))
+    assert opened.status_code == 302
+    accepted = client.post(opened["Location"], {"display_name": display_name})
+    assert accepted.status_code == 302, accepted.content.decode()[:2000]
+    return Membership.unscoped.get(user=person, clinic=world.clinic)

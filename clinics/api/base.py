@@ -13,7 +13,7 @@ from typing import Any
 from rest_framework import exceptions, generics, views
 from rest_framework.request import Request
 
-from ..access import SESSION_CLINIC_KEY, Access, access_for_api_key, access_for_user, enter
+from ..access import Access, access_for_api_key, access_for_session, access_for_user, enter
 from ..models import ApiKey, UserToken
 from .authentication import ApiKeyPrincipal
 from .parameters import reject_unknown_query_parameters
@@ -32,7 +32,7 @@ def resolve_access(request: Request) -> Access | None:
         return access
     user = request.user
     if user is not None and getattr(user, "is_authenticated", False) and not isinstance(user, ApiKeyPrincipal):
-        return access_for_user(user, request.session.get(SESSION_CLINIC_KEY))
+        return access_for_session(user, request.session)
     return None
 
 

@@ -49,6 +49,9 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
+    # runserver never serves static files around the middleware (DEBUG=1 would): WhiteNoise serves them, with the
+    # security headers (nosniff) like every other response
+    "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
@@ -223,14 +226,22 @@ REAUTH_MAX_AGE_SECONDS = 300
 # Lockout of an (email, client IP) pair after failed log-ins, and its cool-off.
 LOCKOUT_FAILURES = 5
 LOCKOUT_COOLOFF_SECONDS = 15 * 60
-# Rate limits "requests/seconds" per principal within its clinic (anonymous: per IP); 429 + Retry-After.
+# Rate limits "requests/seconds" per principal within its clinic (anonymous: per IP, one bucket per purpose, and
+# "<purpose>_account" per account whatever the IP); 429 + Retry-After.
 RATE_LIMITS = {
     "login": "20/60",
+    "login_account": "20/60",
+    "second_factor": "20/60",
+    "second_factor_account": "20/60",
+    "password_reset": "20/60",
+    "password_reset_account": "10/60",
+    "invitation": "20/60",
+    "invitation_account": "20/60",
     "token": "20/60",
     "upload": "300/60",
     "analysis": "600/60",
     "export": "20/3600",
-    "password_reset": "3/3600",  # reset mails per address, whoever asks
+    "password_reset_mail": "3/3600",  # reset mails per address, whoever asks
 }
 
 # --- Sessions and cookies -------------------------------------------------------------------
@@ -260,6 +271,8 @@ EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
 EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
 EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", True)
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "dentalscan@localhost")
+# A clinic's invitation to an address can be accepted for this long (it can be revoked before).
+INVITATION_TTL_SECONDS = int(os.environ.get("INVITATION_TTL_SECONDS", str(7 * 24 * 3600)))
 # "Forgot your password?" links work once and for this long (Django's default is three days).
 PASSWORD_RESET_TIMEOUT = int(os.environ.get("PASSWORD_RESET_TIMEOUT", "3600"))
 EMAIL_BACKEND = (
@@ -274,6 +287,14 @@ USE_TZ = True
 
 # --- Static and media -----------------------------------------------------------------------
 STATIC_URL = "/static/"
+
+
+def _static_headers(headers: dict[str, str], path: str, url: str) -> None:
+    """nosniff on every static file, even where one is served before the security middleware."""
+    headers["X-Content-Type-Options"] = "nosniff"
+
+
+WHITENOISE_ADD_HEADERS_FUNCTION = _static_headers
 STATIC_ROOT = BASE_DIR / "staticfiles"
 STATICFILES_DIRS = [BASE_DIR / "static"] if (BASE_DIR / "static").is_dir() else []
 STORAGES = {

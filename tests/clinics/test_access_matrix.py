@@ -16,8 +16,9 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from analysis.models import Finding, VisitNote, WebhookDelivery, WebhookEndpoint
 from analysis.webhooks import webhook_register
-from clinics.models import ApiKey, Membership, Role
+from clinics.models import ApiKey, Invitation, Membership, Role
 from clinics.permissions import API_KEY_GRANTABLE, MEMBER, PUBLIC, ROUTE_PERMISSIONS, route_permission
+from clinics.services import invitation_create
 from clinics.tenancy import clinic_scope
 from patients.models import Image, Patient
 
@@ -28,6 +29,8 @@ OBJECT_FOR_ROUTE: dict[str, str] = {
     "clinics:member-update": "membership",
     "clinics:member-mfa-reset": "membership",
     "clinics:password-reset-confirm": "reset_link",
+    "clinics:invitation": "invitation_link",
+    "clinics:invitation-revoke": "invitation",
     "clinics:api-key-revoke": "api_key",
     "patients:detail": "patient",
     "patients:upload": "patient",
@@ -116,8 +119,12 @@ def _path(name: str, alice: World) -> str:
         return reverse(name)
     if kind == "reset_link":  # public; a link that is not valid
         return reverse(name, kwargs={"uidb64": "MQ", "token": "not-a-token"})
+    if kind == "invitation_link":  # public; a link that is not valid
+        return reverse(name, kwargs={"token": "not-a-token"})
     if kind == "webhook":
         return reverse(name, kwargs={"pk": _webhook(alice).pk})
+    if kind == "invitation":
+        return reverse(name, kwargs={"pk": _invitation(alice).pk})
     obj = {
         "membership": alice.memberships["dentist"],
         "api_key": alice.api_key,
@@ -133,6 +140,13 @@ def _path(name: str, alice: World) -> str:
 def _webhook(world: World) -> WebhookEndpoint:
     with clinic_scope(world.clinic.id):
         return WebhookEndpoint.objects.first() or webhook_register(url="https://pms.example/hook")[0]
+
+
+def _invitation(world: World) -> Invitation:
+    with clinic_scope(world.clinic.id):
+        return Invitation.objects.first() or invitation_create(
+            email="invited@matrix.test", role="staff", invited_by=None, domain="testserver", use_https=False
+        )
 
 
 def _client(principal: str, name: str, alice: World, bob: World) -> Any:
@@ -180,6 +194,9 @@ def _snapshot(alice: World) -> dict[str, Any]:
         "api_key": (k.revoked_at, k.scopes),
         "webhooks": sorted((str(w.pk), w.is_active) for w in WebhookEndpoint.unscoped.filter(clinic=alice.clinic)),
         "webhook_deliveries": WebhookDelivery.unscoped.filter(clinic=alice.clinic).count(),
+        "invitations": sorted(
+            (str(i.pk), i.revoked_at, i.accepted_at) for i in Invitation.unscoped.filter(clinic=alice.clinic)
+        ),
     }
 
 
@@ -233,6 +250,8 @@ def test_access_matrix(name: str, method: str, principal: str, alice: World, bob
             str(alice.finding.pk),
             str(alice.memberships["dentist"].pk),
             str(alice.api_key.pk),
+            *(str(pk) for pk in Invitation.unscoped.filter(clinic=alice.clinic).values_list("pk", flat=True)),
+            *Invitation.unscoped.filter(clinic=alice.clinic).values_list("email", flat=True),
             alice.users["dentist"].email,
             *(str(pk) for pk in WebhookEndpoint.unscoped.filter(clinic=alice.clinic).values_list("pk", flat=True)),
         ):

@@ -6,10 +6,10 @@ from django.test import Client
 from django.urls import reverse
 
 from clinics import mfa, sessions
-from clinics.models import AuditEvent, AuditOutcome, RecoveryCode, Role, TotpDevice, User, UserToken
+from clinics.models import AuditEvent, AuditOutcome, RecoveryCode, Role, TotpDevice, UserToken
 from clinics.services import member_add, member_update
 
-from ..conftest import PASSWORD, World, enrol_totp, next_totp, token_client, user_client
+from ..conftest import PASSWORD, World, enrol_totp, join_by_invitation, next_totp, token_client, user_client
 
 NEW_PASSWORD = "a-whole-new-passphrase-for-2027"
 
@@ -127,14 +127,14 @@ def test_reset_is_refused_for_oneself_and_for_people_of_other_clinics(alice: Wor
     assert "Another clinic admin must reset your second factor" in admin.get(own["Location"]).content.decode()
     assert TotpDevice.objects.filter(user=admin_user).exists()
     # someone who also works at bob's clinic: alice's admin cannot weaken that account
-    shared = User.objects.create_user(email="shared@both.test", password=PASSWORD, full_name="Shared")
     from clinics.tenancy import clinic_scope
 
     with clinic_scope(bob.clinic.id):
-        at_bob = member_add(email=shared.email, role=Role.DENTIST, full_name="", password="")
+        at_bob = member_add(email="shared@both.test", role=Role.DENTIST, full_name="Shared", password=PASSWORD)
         member_update(membership=at_bob, is_active=False)  # bob may reactivate them: still bob's concern
-    with clinic_scope(alice.clinic.id):
-        membership = member_add(email=shared.email, role=Role.DENTIST, full_name="", password="")
+    shared = at_bob.user
+    # an existing account joins alice's clinic only by accepting its invitation (issue 24)
+    membership = join_by_invitation(alice, shared, Role.DENTIST)
     enrol_totp(shared)
     refused = admin.post(reverse("clinics:member-mfa-reset", kwargs={"pk": membership.pk}))
     assert refused.status_code == 302

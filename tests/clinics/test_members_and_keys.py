@@ -1,47 +1,63 @@
 from __future__ import annotations
 
 import pytest
+from django.core import mail
 from django.db.models import ProtectedError
-from django.test import Client
+from django.test import Client, TestCase
 from django.urls import reverse
 
 from clinics.models import ApiKey, AuditEvent, Membership, Role, User, UserToken
 from clinics.tenancy import clinic_scope
 
-from ..conftest import PASSWORD, World, key_client, token_client, user_client
+from ..conftest import PASSWORD, World, invitation_link, key_client, token_client, user_client
 
 
-def test_admin_adds_a_member_who_can_log_in(alice: World) -> None:
+def _invite_and_open(admin: Client, email: str, role: str = "staff") -> tuple[Client, str]:
+    """The admin invites ``email``; the person opens the mailed link. Returns their browser and the accept URL."""
+    from config.celery import app
+
+    saved, app.conf.task_always_eager = app.conf.task_always_eager, True
+    try:
+        with TestCase.captureOnCommitCallbacks(execute=True):
+            assert admin.post(reverse("clinics:members"), {"email": email, "role": role}).status_code == 302
+    finally:
+        app.conf.task_always_eager = saved
+    person = Client()
+    opened = person.get(invitation_link(mail.outbox, email.lower()))
+    assert opened.status_code == 302
+    return person, opened["Location"]
+
+
+def test_admin_invites_a_member_who_accepts_and_can_log_in(alice: World) -> None:
+    # Issue 24: the admin no longer creates the account with a password; the person accepts the invitation and
+    # chooses their own (this test used to post an initial password to the members form).
     admin = user_client(alice.users["clinic_admin"])
-    response = admin.post(
-        reverse("clinics:members"),
-        {
-            "email": "New.Hygienist@Alice.test",
-            "role": "staff",
-            "password": "a-long-enough-passphrase",
-            "full_name": "N H",
-        },
+    person, accept_url = _invite_and_open(admin, "New.Hygienist@Alice.test")
+    done = person.post(
+        accept_url,
+        {"full_name": "N H", "password1": "a-long-enough-passphrase", "password2": "a-long-enough-passphrase"},
     )
-    assert response.status_code == 302
+    assert done.status_code == 302
     with clinic_scope(alice.clinic.id):
         membership = Membership.objects.get(user__email="new.hygienist@alice.test")
-    assert membership.role == Role.STAFF
+    assert membership.role == Role.STAFF and membership.display_name == "N H"
     login = Client().post(
         reverse("clinics:login"), {"email": "new.hygienist@alice.test", "password": "a-long-enough-passphrase"}
     )
     assert login.status_code == 302
-    assert AuditEvent.unscoped.filter(action="member.add", object_id=str(membership.pk)).exists()
+    assert AuditEvent.unscoped.filter(action="invitation.accept", clinic=alice.clinic).exists()
 
 
 def test_weak_passwords_are_refused(alice: World) -> None:
+    # Issue 24: the password is now chosen by the invited person when accepting, and checked there.
     admin = user_client(alice.users["clinic_admin"])
+    person, accept_url = _invite_and_open(admin, "weak@alice.test")
     for weak in ("short1", "password1234", "123456789012"):
-        response = admin.post(
-            reverse("clinics:members"), {"email": "weak@alice.test", "role": "staff", "password": weak}
-        )
+        response = person.post(accept_url, {"full_name": "", "password1": weak, "password2": weak})
         assert response.status_code == 400, weak
     with clinic_scope(alice.clinic.id):
         assert not Membership.objects.filter(user__email="weak@alice.test").exists()
+    assert not User.objects.filter(email="weak@alice.test").exists()
 
 
 def test_role_change_and_deactivation_take_effect_at_once(alice: World) -> None:

@@ -221,7 +221,9 @@ def test_login_token_and_analysis_rate_limits_answer_429(alice: World, settings:
     keys = [k.split(":", 2)[2] for k in cache._cache if ":rl:" in k]  # type: ignore[attr-defined]
     assert any(k.startswith(f"rl:clinic:{alice.clinic.id}:analysis:") for k in keys), keys
     assert any(k.startswith("rl:anonymous:login:") for k in keys), keys
-    assert all(k.startswith((f"rl:clinic:{alice.clinic.id}:", "rl:anonymous:")) for k in keys), keys
+    # anonymous purposes also count per account (the address typed), under "account" (issue 24)
+    assert any(k.startswith("rl:account:login_account:") for k in keys), keys
+    assert all(k.startswith((f"rl:clinic:{alice.clinic.id}:", "rl:anonymous:", "rl:account:")) for k in keys), keys
 
 
 def _age_session(client: Client, **seconds_ago: float) -> None:
