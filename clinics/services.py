@@ -293,9 +293,11 @@ def password_reset_request(*, email: str, domain: str, use_https: bool) -> None:
         transaction.on_commit(partial(_send_reset_mail, str(user.pk), domain, use_https))
     if not users:
         audit.record(action="auth.password.reset_requested", clinic_id=None, details={"account": False})
+        # the same task, with no account: it sends nothing, but the request queues what a known address queues
+        transaction.on_commit(partial(_send_reset_mail, None, domain, use_https))
 
 
-def _send_reset_mail(user_id: str, domain: str, use_https: bool) -> None:
+def _send_reset_mail(user_id: str | None, domain: str, use_https: bool) -> None:
     try:
         task_send_after_response(PASSWORD_RESET_MAIL, user_id, domain, use_https)
     except Exception:  # noqa: BLE001 - a broker that is down: the person asks again, the page said the same

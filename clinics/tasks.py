@@ -36,9 +36,10 @@ def audit_chain_verify_task(clinic_id: str) -> dict[str, object]:
 
 
 @shared_task(name="clinics.password_reset_mail", soft_time_limit=60, time_limit=90)
-def password_reset_mail_task(user_id: str, domain: str, use_https: bool) -> bool:
-    """Email a single-use link to choose a new password (ids only in the message; the token is made here)."""
-    user = User.objects.filter(pk=user_id, is_active=True).first()
+def password_reset_mail_task(user_id: str | None, domain: str, use_https: bool) -> bool:
+    """Email a single-use link to choose a new password (ids only in the message; the token is made here). A
+    request for an unknown address queues the same task with no id, so the broker sees the same traffic."""
+    user = User.objects.filter(pk=user_id, is_active=True).first() if user_id else None
     if user is None:
         return False
     PasswordResetForm().send_mail(

@@ -82,6 +82,18 @@ def test_unknown_addresses_get_the_same_answer_and_no_mail(alice: World) -> None
     assert len(mail.outbox) == 1
 
 
+def test_known_and_unknown_addresses_queue_the_same_task(alice: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    import clinics.services
+
+    queued: list[tuple[Any, ...]] = []
+    monkeypatch.setattr(clinics.services, "task_send_after_response", lambda *args: queued.append(args))
+    _ask(Client(), "staff@alice.test")
+    _ask(Client(), "nobody@alice.test")
+    assert [args[0] for args in queued] == ["clinics.password_reset_mail"] * 2
+    assert queued[0][1] == str(alice.users["staff"].pk) and queued[1][1] is None  # ids only, never the address
+    assert queued[0][2:] == queued[1][2:]
+
+
 def test_a_reset_still_needs_the_second_factor(alice: World) -> None:
     dentist = alice.users["dentist"]
     enrol_totp(dentist)
