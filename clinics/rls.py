@@ -44,6 +44,9 @@ RLS_TABLES: tuple[str, ...] = (
     "analysis_uploadidempotencykey",
     "analysis_clinicmodel",
     "analysis_analysissettings",
+    "dicom_dicomnode",
+    "dicom_dicominstance",
+    "dicom_dicomsend",
 )
 POLICY = "clinic_isolation"
 _CONDITION = (
