@@ -34,6 +34,7 @@ OUTCOMES = {
     "added": hd.sr.CodedConcept("added", PRIVATE_SCHEME, "Added by dentist"),
     "pending": hd.sr.CodedConcept("pending", PRIVATE_SCHEME, "Not reviewed (preliminary)"),
 }
+NO_FINDING = hd.sr.CodedConcept("no-finding", PRIVATE_SCHEME, "No finding reported")
 PROCEDURE = hd.sr.CodedConcept("ai-review", PRIVATE_SCHEME, "AI-assisted dental image review")
 UNITLESS = hd.sr.CodedConcept("1", "UCUM", "no units")
 SR_SERIES_NUMBER = 990
@@ -119,7 +120,7 @@ def _group(finding: dict[str, Any], header: dict[str, Any]) -> Any:
             referenced_region=_region(finding["box"], header), **common
         )
     source = hd.sr.SourceImageForMeasurementGroup(header["SOPClassUID"], header["SOPInstanceUID"])
-    return hd.sr.MeasurementsAndQualitativeEvaluations(referenced_images=[source], **common)
+    return hd.sr.MeasurementsAndQualitativeEvaluations(source_images=[source], **common)
 
 
 def build_sr(
@@ -142,6 +143,15 @@ def build_sr(
         groups.extend(_group(finding, header) for finding in image["findings"])
     if not evidence:
         raise ValueError("no image of this report was received over DICOM")
+    if not groups:  # TID 1500 needs one group: say, per image, that the report holds no finding for it
+        for ds in evidence:
+            groups.append(
+                hd.sr.MeasurementsAndQualitativeEvaluations(
+                    tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier="no finding"),
+                    source_images=[hd.sr.SourceImageForMeasurementGroup(ds.SOPClassUID, ds.SOPInstanceUID)],
+                    finding_type=NO_FINDING,
+                )
+            )
     signer = snapshot.get("signed_by", {}).get("name") or "Unknown"
     person = hd.sr.ObserverContext(
         observer_type=codes.DCM.Person,
@@ -156,7 +166,7 @@ def build_sr(
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_person_context=person, observer_device_context=device),
         procedure_reported=PROCEDURE,
-        imaging_measurements=groups or None,
+        imaging_measurements=groups,
     )
     previous_versions = None
     if previous:

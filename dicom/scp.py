@@ -139,4 +139,5 @@ def server(host: str, port: int, *, ssl_context: Any = None) -> ThreadedAssociat
         server_class=ThreadedAssociationServer,
         request_handler=PolicyRequestHandler,
     )
+    ae._servers.append(srv)  # as pynetdicom's own start_server does, so that srv.shutdown() can unregister it
     return srv

@@ -61,7 +61,7 @@ INTAKE_STATUS = {
     "unsupported_color_mode": STATUS_DATASET_MISMATCH,
     "multiple_frames": STATUS_DATASET_MISMATCH,
     "dicom_without_image": STATUS_DATASET_MISMATCH,
-    "unsupported_dicom": STATUS_DATASET_MISMATCH,
+    "unsupported_dicom_image": STATUS_DATASET_MISMATCH,
 }
 # Text that a viewer might run or render: refused in any text element of a received instance.
 ACTIVE_TEXT_RE = re.compile(rb"<\s*(script|iframe|object|embed|svg|img)\b|javascript:|vbscript:|on\w+\s*=", re.I)

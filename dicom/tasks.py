@@ -34,9 +34,15 @@ def send_to_pacs(self, send_id: str, clinic_id: str, reason: str = "") -> str:  
         node = DicomNode.objects.first()
         final = self.request.retries + 1 >= settings.DICOM_SEND_MAX_ATTEMPTS
         try:
+            datasets = send_object(send)
+        except Exception as exc:  # noqa: BLE001 - cannot be built: retrying changes nothing; the admin sees it
+            logger.exception("dicom send %s: could not build the object", send_id)
+            send_record_attempt(send=send, ok=False, detail=f"build_failed:{type(exc).__name__}", final=True)
+            return "failed"
+        try:
             if node is None or not node.has_destination:
                 raise SendFailed("no_destination")
-            c_store(node, send_object(send))
+            c_store(node, datasets)
         except (SendFailed, OSError, TimeoutError) as exc:
             detail = str(exc) if isinstance(exc, SendFailed) else type(exc).__name__
             send_record_attempt(send=send, ok=False, detail=detail, final=final)

@@ -30,4 +30,3 @@ class Command(BaseCommand):
         self.stdout.flush()
         stop.wait()
         srv.shutdown()
-        srv.server_close()
