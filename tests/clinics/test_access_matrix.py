@@ -55,6 +55,8 @@ OBJECT_FOR_ROUTE: dict[str, str] = {
     "api:webhook-detail": "webhook",
     "api:webhook-test": "webhook",
     "api:webhook-deliveries": "webhook",
+    "api:dicom-inbox-assign": "dicom_instance",
+    "api:dicom-send-resend": "dicom_send",
 }
 PRINCIPALS = ["staff", "dentist", "clinic_admin", "other_user", "anonymous", "own_key", "other_key"]
 
@@ -115,6 +117,8 @@ def _path(name: str, alice: World) -> str:
         return reverse(name, kwargs={"uidb64": "MQ", "token": "not-a-token"})
     if kind == "webhook":
         return reverse(name, kwargs={"pk": _webhook(alice).pk})
+    if kind in ("dicom_instance", "dicom_send"):
+        return reverse(name, kwargs={"pk": _dicom_object(alice, kind).pk})
     obj = {
         "membership": alice.memberships["dentist"],
         "api_key": alice.api_key,
@@ -130,6 +134,30 @@ def _path(name: str, alice: World) -> str:
 def _webhook(world: World) -> WebhookEndpoint:
     with clinic_scope(world.clinic.id):
         return WebhookEndpoint.objects.first() or webhook_register(url="https://pms.example/hook")[0]
+
+
+def _dicom_object(world: World, kind: str) -> Any:
+    """An inbox instance received as the receiver receives one (a DICOM file for no known patient), or a send."""
+    import io
+
+    from pydicom.uid import generate_uid
+
+    from dicom.models import DicomInstance, DicomSend
+    from dicom.services import instance_receive, send_queue
+
+    from ..dicom.factories import xray_dataset
+
+    with clinic_scope(world.clinic.id):
+        if kind == "dicom_send":
+            return DicomSend.objects.first() or send_queue(visit_id=world.image.visit_id, report=None, kind="sr")
+        existing = DicomInstance.objects.first()
+        if existing is not None:
+            return existing
+        buffer = io.BytesIO()
+        xray_dataset(patient_id="nobody", study_uid=generate_uid(), rows=32, cols=32).save_as(
+            buffer, enforce_file_format=True
+        )
+        return instance_receive(data=buffer.getvalue(), calling_ae="MATRIX").instance
 
 
 def _client(principal: str, name: str, alice: World, bob: World) -> Any:

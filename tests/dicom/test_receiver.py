@@ -17,8 +17,8 @@ from clinics.models import AuditEvent
 from clinics.tenancy import clinic_scope
 from dicom.models import DicomInstance, DicomSend, InstanceStatus, SendStatus
 from dicom.scp import server
-from dicom.tasks import send_to_pacs
 from dicom.services import dicom_node_configure, inbox_assign, inbox_preview, instance_receive, send_resend
+from dicom.tasks import send_to_pacs
 from patients.models import Image
 
 from ..conftest import build_clinic, token_client
