@@ -10,8 +10,10 @@ class DicomConfig(AppConfig):
         # ``tasks`` registers the send task in every process; ``services`` is what the analysis app calls on signing
         # (registered below: analysis imports nothing of this app).
         from analysis.reports import report_signed_register
+        from analysis.services import analysis_finished_register
 
         from . import tasks  # noqa: F401
-        from .services import report_signed
+        from .services import analysis_finished, report_signed
 
         report_signed_register(report_signed)
+        analysis_finished_register(analysis_finished)

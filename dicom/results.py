@@ -164,7 +164,9 @@ def build_sr(
         ),
     )
     report = hd.sr.MeasurementReport(
-        observation_context=hd.sr.ObservationContext(observer_person_context=person, observer_device_context=device),
+        observation_context=hd.sr.ObservationContext(
+            observer_person_context=None if preliminary else person, observer_device_context=device
+        ),
         procedure_reported=PROCEDURE,
         imaging_measurements=groups,
     )
@@ -185,7 +187,7 @@ def build_sr(
         series_instance_uid=uids["series"],
         series_number=SR_SERIES_NUMBER,
         sop_instance_uid=uids["sop"],
-        instance_number=int(snapshot.get("version", 1)),
+        instance_number=max(1, int(snapshot.get("version", 1))),
         manufacturer=MANUFACTURER,
         is_complete=True,
         is_final=not preliminary,

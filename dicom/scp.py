@@ -29,7 +29,13 @@ from clinics import context
 from clinics.tenancy import clinic_scope
 
 from .models import DicomNode
-from .services import STATUS_PROCESSING_FAILURE, DicomRefusal, association_check, instance_receive
+from .services import (
+    STATUS_PROCESSING_FAILURE,
+    DicomRefusal,
+    association_check,
+    instance_receive,
+    preliminary_check,
+)
 from .sopclasses import ACCEPTED_SOP_CLASSES
 
 logger = logging.getLogger(__name__)
@@ -102,7 +108,11 @@ def _handle_store(event: Any) -> int:
         buffer.write(event.request.DataSet.getvalue())
         data = buffer.getvalue()
         with clinic_scope(clinic_id):
-            instance_receive(data=data, calling_ae=calling)
+            received = instance_receive(data=data, calling_ae=calling)
+        if received.instance.image_id:
+            visits = getattr(assoc, "dentalscan_visits", set())
+            visits.add(received.instance.image.visit_id)
+            assoc.dentalscan_visits = visits
     except DicomRefusal as refusal:
         logger.info("C-STORE refused: %s (0x%04X)", refusal.code, refusal.status)
         return refusal.status
@@ -112,6 +122,27 @@ def _handle_store(event: Any) -> int:
     finally:
         context.actor_var.set(None)
     return 0x0000
+
+
+def _handle_released(event: Any) -> None:
+    """The sender is done: send the preliminary report of each visit it added to (when the clinic wants one and
+    the analyses are finished; otherwise the last analysis to finish sends it)."""
+    assoc = event.assoc
+    clinic_id = getattr(assoc, "dentalscan_clinic_id", None)
+    visits = getattr(assoc, "dentalscan_visits", set())
+    logger.info("association released: %d visit(s) received", len(visits))
+    if clinic_id is None or not visits:
+        return
+    close_old_connections()
+    context.actor_var.set(context.Actor(system="dicom_scp"))
+    try:
+        with clinic_scope(clinic_id):
+            for visit_id in visits:
+                preliminary_check(visit_id)
+    except Exception:  # noqa: BLE001 - the images are stored; a preliminary report is a convenience
+        logger.exception("preliminary report not queued")
+    finally:
+        context.actor_var.set(None)
 
 
 def make_ae() -> AE:
@@ -129,7 +160,11 @@ def make_ae() -> AE:
 def server(host: str, port: int, *, ssl_context: Any = None) -> ThreadedAssociationServer:
     """A started receiver in its own threads; ``shutdown()`` stops it."""
     ae = make_ae()
-    handlers = [(evt.EVT_C_STORE, _handle_store), (evt.EVT_C_ECHO, lambda event: 0x0000)]
+    handlers = [
+        (evt.EVT_C_STORE, _handle_store),
+        (evt.EVT_C_ECHO, lambda event: 0x0000),
+        (evt.EVT_RELEASED, _handle_released),
+    ]
     srv = ae.make_server(
         (host, port),
         ae_title="DENTALSCAN",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import ssl
+from typing import Any
 
 from django.conf import settings
 from PIL import Image as PILImage
@@ -11,7 +12,9 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE
 
-from analysis.reports import report_content
+from analysis.reports import finding_dict, report_content
+from analysis.selectors import visit_findings
+from patients.models import Visit
 from patients.services import image_read
 
 from .models import DicomNode, DicomSend, SendKind
@@ -26,15 +29,19 @@ class SendFailed(Exception):
 def send_object(send: DicomSend) -> list[Dataset]:
     """The dataset(s) of one send: the SR, or one secondary capture per DICOM source image of the visit."""
     report = send.report
-    snapshot = report_content(report)
+    snapshot = report_content(report) if report is not None else preliminary_snapshot(send.visit_id)
     pairs = visit_dicom_images(send.visit_id)
     headers = {str(image.pk): instance_header(instance) for image, instance in pairs}
     uids = send_uids(send)
     if send.kind == SendKind.SR:
-        previous = None
-        if report.amends_id:
+        # An amended version replaces the SR of the version it amends; a first signed version replaces the
+        # preliminary SR when one was sent.
+        earlier = None
+        if report is not None and report.amends_id:
             earlier = DicomSend.objects.filter(report_id=report.amends_id, kind=SendKind.SR).first()
-            previous = send_uids(earlier) if earlier is not None else None
+        elif report is not None:
+            earlier = DicomSend.objects.filter(visit_id=send.visit_id, preliminary=True, kind=SendKind.SR).first()
+        previous = send_uids(earlier) if earlier is not None else None
         return [
             build_sr(snapshot=snapshot, headers=headers, uids=uids, previous=previous, preliminary=send.preliminary)
         ]
@@ -53,6 +60,19 @@ def send_object(send: DicomSend) -> list[Dataset]:
             )
         )
     return out
+
+
+def preliminary_snapshot(visit_id: object) -> dict[str, Any]:
+    """What a preliminary SR says: the visit's findings as they stand (suggestions not yet reviewed are "pending")."""
+    visit = Visit.objects.select_related("clinic").get(pk=visit_id)
+    return {
+        "version": 0,
+        "clinic": {"id": str(visit.clinic_id), "name": visit.clinic.name},
+        "images": [
+            {"id": str(image.pk), "findings": [finding_dict(f) for f in findings]}
+            for image, findings in visit_findings(visit).items()
+        ],
+    }
 
 
 def c_store(node: DicomNode, datasets: list[Dataset]) -> None:

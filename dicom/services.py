@@ -24,7 +24,7 @@ from django.utils import timezone
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
-from analysis.models import Report
+from analysis.models import Analysis, AnalysisStatus, Report
 from analysis.uploads import image_upload
 from clinics import audit, context
 from clinics.models import AuditOutcome, User
@@ -473,15 +473,51 @@ def report_signed(report: Report) -> None:
         send_queue(visit_id=report.visit_id, report=report, kind=kind)
 
 
+def analysis_finished(analysis: Analysis) -> None:
+    """Called by ``analysis.services`` in the transaction that records a finished analysis: when the clinic wants a
+    preliminary report, queue it once the visit's last image received over DICOM is analysed (once per visit; not
+    after a signature, which sends the final report)."""
+    visit_id = Image.objects.filter(pk=analysis.image_id).values_list("visit_id", flat=True).first()
+    if visit_id is not None:
+        preliminary_check(visit_id, finished=analysis.pk)
+
+
+def preliminary_check(visit_id: object, *, finished: object = None) -> None:
+    """Queue the visit's preliminary SR if the clinic wants one, the visit holds images received over DICOM, none of
+    its analyses is still waiting or running (``finished``: the one being recorded now) and it is not signed.
+    Called when an analysis finishes and when an association that sent images to the visit ends."""
+    node = DicomNode.objects.first()
+    if node is None or not node.send_preliminary or not node.has_destination:
+        return
+    if not DicomInstance.objects.filter(image__visit_id=visit_id).exists():
+        return
+    busy = Analysis.objects.filter(
+        image__visit_id=visit_id, status__in=[AnalysisStatus.QUEUED, AnalysisStatus.RUNNING]
+    ).exclude(pk=finished)
+    if busy.exists() or Report.objects.filter(visit_id=visit_id).exists():
+        return
+    if DicomSend.objects.filter(visit_id=visit_id, preliminary=True, kind=SendKind.SR).exists():
+        return
+    send_queue(visit_id=visit_id, report=None, kind=SendKind.SR, preliminary=True)
+
+
 def send_queue(*, visit_id: object, report: Report | None, kind: str, preliminary: bool = False) -> DicomSend:
-    """One send (idempotent per report version and kind): its object's UIDs fixed now, the message sent on commit."""
+    """One send (idempotent per report version and kind, and per visit for a preliminary report): its object's UIDs
+    fixed now, the message sent on commit."""
     existing = DicomSend.objects.filter(report=report, kind=kind).first() if report is not None else None
+    if preliminary:
+        existing = DicomSend.objects.filter(visit_id=visit_id, preliminary=True, kind=kind).first()
     if existing is not None:
         return existing
     send = DicomSend(id=uuid.uuid4(), visit_id=visit_id, report=report, kind=kind, preliminary=preliminary)
     uids = {"series": generate_uid(), "sop": generate_uid()}
     send.uids = crypto.encrypt(clinic_key(), json.dumps(uids).encode(), _send_aad(send.id))
-    send.save(force_insert=True)
+    try:
+        with transaction.atomic():  # a savepoint: a concurrent twin wins and is returned
+            send.save(force_insert=True)
+    except IntegrityError:
+        query = DicomSend.objects.filter(kind=kind)
+        return (query.filter(visit_id=visit_id, preliminary=True) if preliminary else query.filter(report=report)).get()
     audit.record(
         action="dicom.send.queue",
         clinic_id=require_clinic_id(),

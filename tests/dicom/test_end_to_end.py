@@ -4,6 +4,7 @@ dicom3tools' dciodvfy."""
 
 from __future__ import annotations
 
+import io
 import subprocess
 import time
 
@@ -37,10 +38,10 @@ def storescu(port: int, called: str, calling: str, *paths) -> subprocess.Complet
     )
 
 
-def configure(world, *, called: str, calling: list[str], orthanc=None) -> None:
-    dest = {}
+def configure(world, *, called: str, calling: list[str], orthanc=None, preliminary: bool = False) -> None:
+    dest = {"send_preliminary": preliminary}
     if orthanc is not None:
-        dest = {"dest_ae": orthanc.aet, "dest_host": "127.0.0.1", "dest_port": orthanc.dicom_port}
+        dest |= {"dest_ae": orthanc.aet, "dest_host": "127.0.0.1", "dest_port": orthanc.dicom_port}
     with clinic_scope(world.clinic.id):
         dicom_node_configure(called_ae=called, calling_aes=calling, **dest)
 
@@ -114,10 +115,10 @@ def _walk(items):
 
 
 @pytest.mark.slow
-def test_storescu_to_sr_in_orthanc(transactional_db, orthanc, tmp_path, _image_storage) -> None:
+def test_storescu_to_sr_in_orthanc(transactional_db, orthanc, tmp_path, _image_storage, eager) -> None:
     alice = build_clinic("alice", patient_name="Alicesonmarker")
     bob = build_clinic("bob", patient_name="Bobsonmarker")
-    configure(alice, called="ALICE_PACS", calling=["SENSOR_A"], orthanc=orthanc)
+    configure(alice, called="ALICE_PACS", calling=["SENSOR_A"], orthanc=orthanc, preliminary=True)
     configure(bob, called="BOB_PACS", calling=["SENSOR_B"])
     study = generate_uid()
     xray = xray_dataset(patient_id="alice-0001", study_uid=study)
@@ -146,23 +147,37 @@ def test_storescu_to_sr_in_orthanc(transactional_db, orthanc, tmp_path, _image_s
     served = token_client(alice, "staff").get(f"/api/v1/images/{xray_image.pk}/file")
     assert served.status_code == 200 and b"alice-0001" not in served.content and b"DICM" not in served.content
 
+    # the clinic asked for a preliminary report: sent by the receiver's process once both images were analysed
+    deadline = time.monotonic() + 60
+    while not orthanc.instances() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    [preliminary] = orthanc.instances()
+    assert preliminary["StudyInstanceUID"] == study and preliminary["VerificationFlag"] == "UNVERIFIED"
+    assert preliminary["CompletionFlag"] == "COMPLETE"
+
     decided = review_and_sign(alice, visit_id)
 
     with clinic_scope(alice.clinic.id):
-        sends = {s.kind: s for s in DicomSend.objects.all()}
-        assert {k: s.status for k, s in sends.items()} == {"sr": SendStatus.SENT, "sc": SendStatus.SENT}
+        sends = {(s.kind, s.preliminary): s.status for s in DicomSend.objects.all()}
+        assert sends == {("sr", True): "sent", ("sr", False): SendStatus.SENT, ("sc", False): SendStatus.SENT}
     stored = orthanc.instances()
     assert {s["StudyInstanceUID"] for s in stored} == {study}
     by_class = {}
     for item in stored:
         by_class.setdefault(item["SOPClassUID"], []).append(item)
-    sr_items = by_class[pydicom.uid.Comprehensive3DSRStorage]
+    sr_items = [i for i in by_class[pydicom.uid.Comprehensive3DSRStorage] if i["id"] != preliminary["id"]]
     assert len(sr_items) == 1 and len(by_class[pydicom.uid.SecondaryCaptureImageStorage]) == 2
 
     raw = orthanc.file(sr_items[0]["id"])
     (tmp_path / "sr.dcm").write_bytes(raw)
     sr = hd.sr.srread(tmp_path / "sr.dcm")
     assert sr.StudyInstanceUID == study and sr.PatientID == "alice-0001"
+    # the signed SR replaces the preliminary one
+    [[prior]] = [
+        [ref for series in s.ReferencedSeriesSequence for ref in series.ReferencedSOPSequence]
+        for s in sr.PredecessorDocumentsSequence
+    ]
+    assert prior.ReferencedSOPInstanceUID == preliminary["SOPInstanceUID"]
     assert sr.VerificationFlag == "VERIFIED" and sr.CompletionFlag == "COMPLETE"
     referenced = {
         ref.ReferencedSOPInstanceUID
@@ -204,5 +219,23 @@ def test_storescu_to_sr_in_orthanc(transactional_db, orthanc, tmp_path, _image_s
     errors = [line for line in (run.stdout + run.stderr).splitlines() if line.startswith("Error")]
     assert not errors, run.stdout + run.stderr
     with clinic_scope(alice.clinic.id):
-        assert AuditEvent.objects.filter(action="dicom.send", outcome="success").count() == 2
+        assert AuditEvent.objects.filter(action="dicom.send", outcome="success").count() == 3
         assert AuditEvent.objects.filter(action="dicom.instance.receive").count() == 2
+
+    # an amendment, signed: a new SR that names the one it replaces; the first stays in the PACS
+    dentist = token_client(alice, "dentist")
+    assert dentist.post(f"/api/v1/visits/{visit_id}/amendments/", {"reason": "typo"}, format="json").status_code == 201
+    assert dentist.post(f"/api/v1/visits/{visit_id}/report/", {}, format="json").status_code == 201
+    new_srs = [
+        i
+        for i in orthanc.instances()
+        if i["SOPClassUID"] == pydicom.uid.Comprehensive3DSRStorage
+        and i["id"] not in {preliminary["id"], sr_items[0]["id"]}
+    ]
+    assert len(new_srs) == 1
+    amended = pydicom.dcmread(io.BytesIO(orthanc.file(new_srs[0]["id"])))
+    [[prior]] = [
+        [ref for series in s.ReferencedSeriesSequence for ref in series.ReferencedSOPSequence]
+        for s in amended.PredecessorDocumentsSequence
+    ]
+    assert prior.ReferencedSOPInstanceUID == sr.SOPInstanceUID and amended.InstanceNumber == 2
