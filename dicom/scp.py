@@ -17,7 +17,7 @@ import io
 import logging
 from typing import Any
 
-from django.db import close_old_connections
+from django.db import close_old_connections, connections
 from pydicom.dataset import FileMetaDataset
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -145,6 +145,11 @@ def _handle_released(event: Any) -> None:
         context.actor_var.set(None)
 
 
+def _handle_closed(event: Any) -> None:
+    """Each association runs in its own thread, with its own database connection: closed with it."""
+    connections.close_all()
+
+
 def make_ae() -> AE:
     ae = AE(ae_title="DENTALSCAN")
     for sop_class in ACCEPTED_SOP_CLASSES:
@@ -164,6 +169,7 @@ def server(host: str, port: int, *, ssl_context: Any = None) -> ThreadedAssociat
         (evt.EVT_C_STORE, _handle_store),
         (evt.EVT_C_ECHO, lambda event: 0x0000),
         (evt.EVT_RELEASED, _handle_released),
+        (evt.EVT_CONN_CLOSE, _handle_closed),
     ]
     srv = ae.make_server(
         (host, port),

@@ -168,6 +168,9 @@ CELERY_TASK_ROUTES = {
 # DICOM_SEND_RETRY_BASE_SECONDS * 2**n (at most an hour) after attempt n, DICOM_SEND_MAX_ATTEMPTS in all.
 DICOM_SCP_PORT = int(os.environ.get("DICOM_SCP_PORT", "11112"))
 DICOM_SCP_HOST = os.environ.get("DICOM_SCP_HOST", "0.0.0.0")  # noqa: S104 - a DICOM receiver listens on the LAN
+# DICOM over TLS for the receiver (PEM files); empty: plain DICOM (keep it on the practice's network).
+DICOM_SCP_TLS_CERT = os.environ.get("DICOM_SCP_TLS_CERT", "")
+DICOM_SCP_TLS_KEY = os.environ.get("DICOM_SCP_TLS_KEY", "")
 DICOM_SEND_RETRY_BASE_SECONDS = float(os.environ.get("DICOM_SEND_RETRY_BASE_SECONDS", "30"))
 DICOM_SEND_MAX_ATTEMPTS = int(os.environ.get("DICOM_SEND_MAX_ATTEMPTS", "8"))
 DICOM_SEND_TIMEOUT_SECONDS = float(os.environ.get("DICOM_SEND_TIMEOUT_SECONDS", "30"))

@@ -8,20 +8,25 @@ permission entry, or with a path parameter this module cannot fill, fails the su
 
 from __future__ import annotations
 
+import io
 import json
 from typing import Any
 
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
+from pydicom.uid import generate_uid
 
 from analysis.models import Finding, WebhookDelivery, WebhookEndpoint
 from analysis.webhooks import webhook_register
 from clinics.models import ApiKey, Membership, Role
 from clinics.permissions import API_KEY_GRANTABLE, MEMBER, PUBLIC, ROUTE_PERMISSIONS, route_permission
 from clinics.tenancy import clinic_scope
+from dicom.models import DicomInstance, DicomSend
+from dicom.services import instance_receive, send_queue
 from patients.models import Image, Patient
 
 from ..conftest import World, key_client, token_client, user_client
+from ..dicom.factories import xray_dataset
 
 # Which object fills a route's path parameters (an object of the owning clinic).
 OBJECT_FOR_ROUTE: dict[str, str] = {
@@ -138,15 +143,6 @@ def _webhook(world: World) -> WebhookEndpoint:
 
 def _dicom_object(world: World, kind: str) -> Any:
     """An inbox instance received as the receiver receives one (a DICOM file for no known patient), or a send."""
-    import io
-
-    from pydicom.uid import generate_uid
-
-    from dicom.models import DicomInstance, DicomSend
-    from dicom.services import instance_receive, send_queue
-
-    from ..dicom.factories import xray_dataset
-
     with clinic_scope(world.clinic.id):
         if kind == "dicom_send":
             return DicomSend.objects.first() or send_queue(visit_id=world.image.visit_id, report=None, kind="sr")
