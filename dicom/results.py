@@ -207,7 +207,7 @@ def _person_name(name: str) -> str:
     parts = name.strip().split()
     if len(parts) >= 2:
         return f"{parts[-1]}^{' '.join(parts[:-1])}"[:64]
-    return (parts[0] if parts else "Unknown")[:64]
+    return (parts[0] if parts else "Unknown")[:63] + "^"  # one component: the family name
 
 
 def build_sc(
