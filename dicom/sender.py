@@ -82,8 +82,9 @@ def c_store(node: DicomNode, datasets: list[Dataset]) -> None:
         ae.add_requested_context(sop_class, ExplicitVRLittleEndian)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = settings.DICOM_SEND_TIMEOUT_SECONDS
     tls = None
-    if node.dest_tls:
-        tls = (ssl.create_default_context(ssl.Purpose.SERVER_AUTH), node.dest_host)
+    if node.dest_tls:  # the PACS's certificate is checked: the system's CAs, or DICOM_SEND_TLS_CA_FILE
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=settings.DICOM_SEND_TLS_CA_FILE or None)
+        tls = (context, node.dest_host)
     assoc = ae.associate(node.dest_host, int(node.dest_port), ae_title=node.dest_ae, tls_args=tls)
     if not assoc.is_established:
         raise SendFailed("association_rejected" if assoc.is_rejected else "unreachable")

@@ -171,6 +171,8 @@ DICOM_SCP_HOST = os.environ.get("DICOM_SCP_HOST", "0.0.0.0")  # noqa: S104 - a D
 # DICOM over TLS for the receiver (PEM files); empty: plain DICOM (keep it on the practice's network).
 DICOM_SCP_TLS_CERT = os.environ.get("DICOM_SCP_TLS_CERT", "")
 DICOM_SCP_TLS_KEY = os.environ.get("DICOM_SCP_TLS_KEY", "")
+# CA file that signs the clinics' PACS certificates when results are sent over TLS (empty: the system's CAs).
+DICOM_SEND_TLS_CA_FILE = os.environ.get("DICOM_SEND_TLS_CA_FILE", "")
 DICOM_SEND_RETRY_BASE_SECONDS = float(os.environ.get("DICOM_SEND_RETRY_BASE_SECONDS", "30"))
 DICOM_SEND_MAX_ATTEMPTS = int(os.environ.get("DICOM_SEND_MAX_ATTEMPTS", "8"))
 DICOM_SEND_TIMEOUT_SECONDS = float(os.environ.get("DICOM_SEND_TIMEOUT_SECONDS", "30"))

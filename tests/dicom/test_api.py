@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import io
 
+import pytest
+from django.core.management import CommandError, call_command
 from pydicom.uid import generate_uid
 
 from analysis.models import Analysis
 from clinics.models import AuditEvent
 from clinics.tenancy import clinic_scope
-from dicom.models import DicomInstance, DicomSend, InstanceStatus
+from dicom.models import DicomInstance, DicomNode, DicomSend, InstanceStatus
 from dicom.services import instance_receive, send_queue
 
 from ..conftest import token_client, user_client
@@ -93,3 +95,27 @@ def test_admin_sees_sends_and_resends(alice, django_capture_on_commit_callbacks)
     assert answer.status_code == 202 and answer.json()["status"] == "pending" and len(callbacks) == 1
     with clinic_scope(alice.clinic.id):
         assert AuditEvent.objects.filter(action="dicom.send.resend").count() == 1
+
+
+def test_dicom_node_command(alice, bob) -> None:  # noqa: ANN001
+    out = io.StringIO()
+    call_command(
+        "dicom_node",
+        "--clinic",
+        "alice",
+        "--called-ae",
+        "ALICE_PACS",
+        "--allow-calling",
+        "XRAY_PC,PANO",
+        "--send-to",
+        "PACS@192.168.1.20:104",
+        stdout=out,
+    )
+    assert "results to PACS@192.168.1.20:104" in out.getvalue()
+    with clinic_scope(alice.clinic.id):
+        node = DicomNode.objects.get()
+        assert (node.called_ae, node.calling_aes, node.dest_port) == ("ALICE_PACS", ["PANO", "XRAY_PC"], 104)
+    with pytest.raises(CommandError, match="Another clinic"):
+        call_command("dicom_node", "--clinic", str(bob.clinic.id), "--called-ae", "ALICE_PACS", "--allow-calling", "B")
+    with pytest.raises(CommandError, match="AE@HOST:PORT"):
+        call_command("dicom_node", "--clinic", "bob", "--called-ae", "BOB", "--allow-calling", "B", "--send-to", "x")
