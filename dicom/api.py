@@ -33,7 +33,16 @@ class NodeInput(serializers.Serializer):
     send_secondary_capture = serializers.BooleanField(required=False, default=True)
 
 
-class NodeOutput(NodeInput):
+class NodeOutput(serializers.Serializer):
+    called_ae = serializers.CharField(help_text="Empty until the settings are saved.")
+    calling_aes = serializers.ListField(child=serializers.CharField())
+    calling_ips = serializers.ListField(child=serializers.CharField(), help_text="Empty: any address.")
+    dest_ae = serializers.CharField(allow_blank=True)
+    dest_host = serializers.CharField(allow_blank=True)
+    dest_port = serializers.IntegerField(allow_null=True)
+    dest_tls = serializers.BooleanField()
+    send_preliminary = serializers.BooleanField()
+    send_secondary_capture = serializers.BooleanField()
     updated_at = serializers.DateTimeField()
 
 

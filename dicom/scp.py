@@ -66,6 +66,7 @@ class PolicyACSE(ACSE):
             return
         if clinic_id is None:
             node_known = association_check_known(called)
+            connections.close_all()  # this thread's connection: no EVT_CONN_CLOSE follows a rejection
             self.send_reject(*(REJECT_CALLING if node_known else REJECT_CALLED))
             evt.trigger(self.assoc, evt.EVT_REJECTED, {})
             self.assoc.kill()

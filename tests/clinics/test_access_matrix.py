@@ -8,25 +8,21 @@ permission entry, or with a path parameter this module cannot fill, fails the su
 
 from __future__ import annotations
 
-import io
 import json
 from typing import Any
 
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
-from pydicom.uid import generate_uid
 
 from analysis.models import Finding, WebhookDelivery, WebhookEndpoint
 from analysis.webhooks import webhook_register
 from clinics.models import ApiKey, Membership, Role
 from clinics.permissions import API_KEY_GRANTABLE, MEMBER, PUBLIC, ROUTE_PERMISSIONS, route_permission
 from clinics.tenancy import clinic_scope
-from dicom.models import DicomInstance, DicomSend
-from dicom.services import instance_receive, send_queue
 from patients.models import Image, Patient
 
 from ..conftest import World, key_client, token_client, user_client
-from ..dicom.factories import xray_dataset
+from ..dicom.objects import dicom_object
 
 # Which object fills a route's path parameters (an object of the owning clinic).
 OBJECT_FOR_ROUTE: dict[str, str] = {
@@ -123,7 +119,7 @@ def _path(name: str, alice: World) -> str:
     if kind == "webhook":
         return reverse(name, kwargs={"pk": _webhook(alice).pk})
     if kind in ("dicom_instance", "dicom_send"):
-        return reverse(name, kwargs={"pk": _dicom_object(alice, kind).pk})
+        return reverse(name, kwargs={"pk": dicom_object(alice, kind).pk})
     obj = {
         "membership": alice.memberships["dentist"],
         "api_key": alice.api_key,
@@ -139,21 +135,6 @@ def _path(name: str, alice: World) -> str:
 def _webhook(world: World) -> WebhookEndpoint:
     with clinic_scope(world.clinic.id):
         return WebhookEndpoint.objects.first() or webhook_register(url="https://pms.example/hook")[0]
-
-
-def _dicom_object(world: World, kind: str) -> Any:
-    """An inbox instance received as the receiver receives one (a DICOM file for no known patient), or a send."""
-    with clinic_scope(world.clinic.id):
-        if kind == "dicom_send":
-            return DicomSend.objects.first() or send_queue(visit_id=world.image.visit_id, report=None, kind="sr")
-        existing = DicomInstance.objects.first()
-        if existing is not None:
-            return existing
-        buffer = io.BytesIO()
-        xray_dataset(patient_id="nobody", study_uid=generate_uid(), rows=32, cols=32).save_as(
-            buffer, enforce_file_format=True
-        )
-        return instance_receive(data=buffer.getvalue(), calling_ae="MATRIX").instance
 
 
 def _client(principal: str, name: str, alice: World, bob: World) -> Any:
