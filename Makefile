@@ -30,17 +30,21 @@ lock:
 	rm -rf $(LOCK_VENV)
 
 # System tools of the test suite, from Debian's packages (installed when we can: root with apt):
-# Chromium for the browser tests (Playwright drives it; no browser download) and docker-compose to
-# validate docker/compose.yaml. Without them those tests skip and say why.
+# Chromium for the browser tests (Playwright drives it; no browser download), docker-compose to
+# validate docker/compose.yaml, and the DICOM test bed: Orthanc (the PACS), dcmtk (storescu, the
+# X-ray software) and dicom3tools (dciodvfy, checks the structured reports we send). Without them
+# those tests skip and say why.
 CHROMIUM ?= /usr/bin/chromium
 APT_INSTALL = apt-get install -y -q --no-install-recommends
+TOOL_PACKAGES = chromium docker-compose orthanc dcmtk dicom3tools
 tools:
-	@if ! test -x $(CHROMIUM) || ! command -v docker-compose >/dev/null; then \
+	@if ! test -x $(CHROMIUM) || ! command -v docker-compose >/dev/null || ! command -v Orthanc >/dev/null \
+	    || ! command -v storescu >/dev/null || ! command -v dciodvfy >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    $(APT_INSTALL) chromium docker-compose >/dev/null 2>&1 || \
-	    { apt-get update -q >/dev/null && $(APT_INSTALL) chromium docker-compose >/dev/null; } || \
-	    echo "Could not install chromium/docker-compose: their tests will be skipped."; \
-	  else echo "chromium/docker-compose missing and not root: their tests will be skipped."; fi; \
+	    DEBIAN_FRONTEND=noninteractive $(APT_INSTALL) $(TOOL_PACKAGES) >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive $(APT_INSTALL) $(TOOL_PACKAGES) >/dev/null; } || \
+	    echo "Could not install $(TOOL_PACKAGES): their tests will be skipped."; \
+	  else echo "chromium/docker-compose/orthanc/dcmtk/dicom3tools missing and not root: their tests will be skipped."; fi; \
 	fi
 
 ## Start the platform on embedded defaults (SQLite, local storage, no broker) with demo clinics.
@@ -67,6 +71,7 @@ bench: $(STAMP)
 	$(PY) bench/bench_xray_inference.py
 	$(PY) bench/bench_end_to_end.py
 	$(PY) bench/bench_api_load.py
+	$(PY) bench/bench_dicom.py
 
 test-faults: $(STAMP)
 	$(PY) -m pytest -m faults tests/faults

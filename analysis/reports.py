@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from django.db import transaction
@@ -22,6 +23,17 @@ from patients.selectors import patient_identity
 from .models import Amendment, Analysis, AnalysisStatus, Finding, FindingStatus, Report, VisitNote
 from .selectors import analysis_settings, visit_findings
 from .webhooks import webhook_emit
+
+# Called with each newly signed report version inside the signing transaction, by apps above this one that act on a
+# signature (the DICOM app sends the report back to the practice's PACS); this app imports none of them.
+_signed_callbacks: list[Callable[[Report], None]] = []
+
+
+def report_signed_register(callback: Callable[[Report], None]) -> None:
+    """Have ``callback(report)`` called in the transaction that signs each report version (registered once, in the
+    caller's ``AppConfig.ready``). What it writes commits or rolls back with the signature."""
+    if callback not in _signed_callbacks:
+        _signed_callbacks.append(callback)
 
 
 def visit_locked(visit: Visit) -> bool:
@@ -185,6 +197,8 @@ def report_sign(*, visit: Visit, signer: User) -> Report:
         webhook_emit(
             event="report.signed", payload={"report_id": str(report.pk), "visit_id": str(visit.pk), "version": version}
         )
+        for callback in _signed_callbacks:
+            callback(report)
     return report
 
 

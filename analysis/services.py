@@ -52,6 +52,18 @@ logger = logging.getLogger(__name__)
 # Findings below this probability are not stored; each clinic's threshold decides what is shown.
 CANDIDATE_FLOOR = 0.05
 
+# Called with each analysis that finished (done or not assessable) inside the transaction that records it, by apps
+# above this one (the DICOM app sends a preliminary report once a visit's images are analysed).
+_finished_callbacks: list[Callable[[Analysis], None]] = []
+
+
+def analysis_finished_register(callback: Callable[[Analysis], None]) -> None:
+    """Have ``callback(analysis)`` called in the transaction that records each finished analysis (registered once,
+    in the caller's ``AppConfig.ready``)."""
+    if callback not in _finished_callbacks:
+        _finished_callbacks.append(callback)
+
+
 # Errors worth a retry with backoff: the database, the broker or the object store was unreachable.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     DjangoOperationalError,
@@ -211,6 +223,8 @@ def _record_not_assessable(analysis: Analysis) -> None:
             "not_assessable": {"code": analysis.not_assessable_code, "message": analysis.not_assessable_message},
         },
     )
+    for callback in _finished_callbacks:
+        callback(analysis)
 
 
 def _queue_after_commit(analysis: Analysis, *, action: str) -> None:
@@ -389,6 +403,8 @@ def analysis_finish(claimed: Claimed, result: dict[str, Any]) -> bool:
             object_id=analysis.pk,
             details={"findings": len(result["findings"]), "model": analysis.model_version.model_id},
         )
+        for callback in _finished_callbacks:
+            callback(analysis)
     webhook_emit(
         event="analysis.completed",
         payload={"analysis_id": str(analysis.pk), "image_id": str(analysis.image_id), "status": "done"},

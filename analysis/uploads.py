@@ -37,6 +37,7 @@ def image_upload(
     size: int | None,
     modality: str,
     visit_id: object = None,
+    dicom_photo: bool = False,
 ) -> Image:
     """Sanitise, encrypt and store one upload with the active model's input copy (``image_ingest``), and
     request its analysis. One transaction: the analysis message leaves (ids only) once both have committed, and
@@ -61,6 +62,7 @@ def image_upload(
             visit_id=visit_id,
             model_input=model_input_maker(modality),
             inspect=inspect,
+            dicom_photo=dicom_photo,
         )
         analysis_request(image=image, gate_result=checked[0] if checked else None)
     return image

@@ -22,6 +22,8 @@ def clinic(request: HttpRequest) -> dict[str, Any]:
             "agreement": access.can("monitoring.view"),
             "webhooks": access.can("webhook.manage"),
             "clinic_model": access.can("model.manage"),
+            "dicom_inbox": access.can("dicom.inbox"),
+            "dicom": access.can("dicom.manage"),
         },
         "other_memberships": [m for m in memberships_of(access.user) if m.clinic_id != access.clinic.id]
         if access.user

@@ -42,6 +42,9 @@ ROLE_PERMISSIONS: Final[dict[str, frozenset[str]]] = {
     "thresholds.manage": frozenset({ADMIN}),
     "model.manage": frozenset({ADMIN}),
     "webhook.manage": frozenset({ADMIN}),
+    # DICOM: the node settings and the results sent to the PACS (admins); the inbox of unmatched images (everyone)
+    "dicom.manage": frozenset({ADMIN}),
+    "dicom.inbox": ALL_ROLES,
     "member.view": frozenset({ADMIN}),
     "member.manage": frozenset({ADMIN}),
     "apikey.manage": frozenset({ADMIN}),
@@ -100,6 +103,8 @@ ROUTE_PERMISSIONS: Final[dict[str, dict[str, str]]] = {
     "analysis:thresholds": {"GET": "monitoring.view", "POST": "thresholds.manage"},
     "analysis:webhooks": {"GET": "webhook.manage", "POST": "webhook.manage"},
     "analysis:clinic-model": {"GET": "monitoring.view", "POST": "model.manage"},
+    "dicom:inbox": {"GET": "dicom.inbox", "POST": "dicom.inbox"},
+    "dicom:settings": {"GET": "dicom.manage", "POST": "dicom.manage"},
     # API
     "api:schema": {"GET": PUBLIC},
     "api:docs": {"GET": MEMBER},
@@ -128,6 +133,11 @@ ROUTE_PERMISSIONS: Final[dict[str, dict[str, str]]] = {
     "api:webhook-detail": {"GET": "webhook.manage", "DELETE": "webhook.manage"},
     "api:webhook-test": {"POST": "webhook.manage"},
     "api:webhook-deliveries": {"GET": "webhook.manage"},
+    "api:dicom-node": {"GET": "dicom.manage", "PUT": "dicom.manage"},
+    "api:dicom-inbox": {"GET": "dicom.inbox"},
+    "api:dicom-inbox-assign": {"POST": "dicom.inbox"},
+    "api:dicom-send-list": {"GET": "dicom.manage"},
+    "api:dicom-send-resend": {"POST": "dicom.manage"},
     "api:audit-event-list": {"GET": "audit.view"},
     "api:audit-event-export": {"GET": "audit.export"},
 }

@@ -46,6 +46,9 @@ RLS_TABLES: tuple[str, ...] = (
     "analysis_clinicmodel",
     "analysis_analysissettings",
     "analysis_visitnote",
+    "dicom_dicomnode",
+    "dicom_dicominstance",
+    "dicom_dicomsend",
 )
 POLICY = "clinic_isolation"
 _CONDITION = (

@@ -8,6 +8,7 @@ from analysis import api_visits as visit_api
 from analysis import api_webhooks as webhook_api
 from clinics.api import views as clinic_api
 from clinics.api.docs import ApiDocsView, SchemaView
+from dicom import api as dicom_api
 from patients import api as patient_api
 from patients.api_breakglass import PatientBreakGlassView
 
@@ -41,6 +42,11 @@ urlpatterns = [
     path("webhooks/<uuid:pk>/", webhook_api.WebhookDetailView.as_view(), name="webhook-detail"),
     path("webhooks/<uuid:pk>/test/", webhook_api.WebhookTestView.as_view(), name="webhook-test"),
     path("webhooks/<uuid:pk>/deliveries/", webhook_api.WebhookDeliveryListView.as_view(), name="webhook-deliveries"),
+    path("dicom/node/", dicom_api.DicomNodeView.as_view(), name="dicom-node"),
+    path("dicom/inbox/", dicom_api.InboxListView.as_view(), name="dicom-inbox"),
+    path("dicom/inbox/<uuid:pk>/assign/", dicom_api.InboxAssignView.as_view(), name="dicom-inbox-assign"),
+    path("dicom/sends/", dicom_api.SendListView.as_view(), name="dicom-send-list"),
+    path("dicom/sends/<uuid:pk>/resend/", dicom_api.SendResendView.as_view(), name="dicom-send-resend"),
     path("audit-events/", clinic_api.AuditEventListView.as_view(), name="audit-event-list"),
     path("audit-events/export", clinic_api.AuditEventExportView.as_view(), name="audit-event-export"),
 ]

@@ -4,6 +4,7 @@ urlpatterns = [
     path("", include("clinics.urls")),
     path("patients/", include("patients.urls")),
     path("", include("analysis.urls")),
+    path("dicom/", include("dicom.urls")),
     path("api/v1/", include("config.api_urls")),
 ]
 

@@ -115,8 +115,12 @@ def sanitize_upload(
     size: int | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    dicom_photo: bool = False,
 ) -> SanitizedImage:
-    """Read, validate, decode and rebuild one uploaded image. Raises ``IntakeError``."""
+    """Read, validate, decode and rebuild one uploaded image. Raises ``IntakeError``.
+
+    ``dicom_photo``: a DICOM file may be a photo (a VL photographic image received over the DICOM network, whose
+    SOP class says it is one); uploads keep refusing DICOM photos."""
     if modality not in MODALITIES:
         raise IntakeError(
             "invalid_modality",
@@ -130,7 +134,7 @@ def sanitize_upload(
     if not data:
         raise IntakeError("empty_file", "The file is empty (0 bytes); choose the image again and re-upload it.", 400)
 
-    if _is_dicom(data) and modality != "xray":
+    if _is_dicom(data) and modality != "xray" and not dicom_photo:
         raise IntakeError(
             "dicom_not_photo",
             "This file is a DICOM image; DICOM files can only be uploaded as X-rays.",

@@ -164,6 +164,7 @@ def image_ingest(
     visit_id: object = None,
     model_input: Callable[[Any], tuple[str, bytes] | None] | None = None,
     inspect: Callable[[SanitizedImage], None] | None = None,
+    dicom_photo: bool = False,
 ) -> Image:
     """Sanitise one upload, encrypt and store it, and record it. A rejection (``IntakeError``)
     stores nothing; a failure after blobs were written removes them again.
@@ -180,6 +181,7 @@ def image_ingest(
         size=size,
         max_bytes=settings.IMAGE_MAX_BYTES,
         max_pixels=settings.IMAGE_MAX_PIXELS,
+        dicom_photo=dicom_photo,
     )
     if inspect is not None:
         inspect(sanitized)

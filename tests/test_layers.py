@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("config", "demo", "core", "clinics", "patients", "analysis")
+PACKAGES = ("config", "demo", "dicom", "core", "clinics", "patients", "analysis")
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
 pytestmark = pytest.mark.skipif(not LINT_IMPORTS.exists(), reason="import-linter is not installed (make install)")
@@ -44,6 +44,7 @@ def test_the_code_keeps_its_layers() -> None:
     [
         ("clinics/models.py", "from patients import models as _upward", "clinics is not allowed to import patients"),
         ("patients/models.py", "import analysis.models as _upward", "patients is not allowed to import analysis"),
+        ("analysis/models.py", "import dicom.models as _upward", "analysis is not allowed to import dicom"),
         ("core/conditions.py", "import clinics.tenancy as _upward", "core is not allowed to import clinics"),
         ("analysis/ml/model.py", "import django.conf as _upward", "analysis.ml is not allowed to import django"),
     ],

@@ -59,6 +59,7 @@ INSTALLED_APPS = [
     "clinics",
     "patients",
     "analysis",
+    "dicom",
     "demo",
 ]
 
@@ -164,7 +165,20 @@ CELERY_TASK_ROUTES = {
     "analysis.*": {"queue": "gpu"},
     "clinics.*": {"queue": "default"},
     "webhooks.*": {"queue": "default"},
+    "dicom.*": {"queue": "default"},
 }
+# DICOM (dicom/): the receiver's port (`manage.py dicom_scp`), and the sending task's retries: attempt n+1 waits
+# DICOM_SEND_RETRY_BASE_SECONDS * 2**n (at most an hour) after attempt n, DICOM_SEND_MAX_ATTEMPTS in all.
+DICOM_SCP_PORT = int(os.environ.get("DICOM_SCP_PORT", "11112"))
+DICOM_SCP_HOST = os.environ.get("DICOM_SCP_HOST", "0.0.0.0")  # noqa: S104 - a DICOM receiver listens on the LAN
+# DICOM over TLS for the receiver (PEM files); empty: plain DICOM (keep it on the practice's network).
+DICOM_SCP_TLS_CERT = os.environ.get("DICOM_SCP_TLS_CERT", "")
+DICOM_SCP_TLS_KEY = os.environ.get("DICOM_SCP_TLS_KEY", "")
+# CA file that signs the clinics' PACS certificates when results are sent over TLS (empty: the system's CAs).
+DICOM_SEND_TLS_CA_FILE = os.environ.get("DICOM_SEND_TLS_CA_FILE", "")
+DICOM_SEND_RETRY_BASE_SECONDS = float(os.environ.get("DICOM_SEND_RETRY_BASE_SECONDS", "30"))
+DICOM_SEND_MAX_ATTEMPTS = int(os.environ.get("DICOM_SEND_MAX_ATTEMPTS", "8"))
+DICOM_SEND_TIMEOUT_SECONDS = float(os.environ.get("DICOM_SEND_TIMEOUT_SECONDS", "30"))
 # Analysis jobs: a claim older than this belongs to a dead worker (must exceed the hard time limit).
 ANALYSIS_STALE_AFTER_SECONDS = int(os.environ.get("ANALYSIS_STALE_AFTER_SECONDS", "300"))
 ANALYSIS_BATCH_SIZE = int(os.environ.get("ANALYSIS_BATCH_SIZE", "16"))

@@ -23,6 +23,7 @@ from clinics.tenancy import clinic_scope
 from patients.models import Image, Patient
 
 from ..conftest import World, key_client, token_client, user_client
+from ..dicom.objects import dicom_object
 
 # Which object fills a route's path parameters (an object of the owning clinic).
 OBJECT_FOR_ROUTE: dict[str, str] = {
@@ -61,6 +62,8 @@ OBJECT_FOR_ROUTE: dict[str, str] = {
     "api:webhook-detail": "webhook",
     "api:webhook-test": "webhook",
     "api:webhook-deliveries": "webhook",
+    "api:dicom-inbox-assign": "dicom_instance",
+    "api:dicom-send-resend": "dicom_send",
 }
 PRINCIPALS = ["staff", "dentist", "clinic_admin", "other_user", "anonymous", "own_key", "other_key"]
 
@@ -125,6 +128,8 @@ def _path(name: str, alice: World) -> str:
         return reverse(name, kwargs={"pk": _webhook(alice).pk})
     if kind == "invitation":
         return reverse(name, kwargs={"pk": _invitation(alice).pk})
+    if kind in ("dicom_instance", "dicom_send"):
+        return reverse(name, kwargs={"pk": dicom_object(alice, kind).pk})
     obj = {
         "membership": alice.memberships["dentist"],
         "api_key": alice.api_key,

@@ -39,6 +39,7 @@ from analysis.webhooks import webhook_register
 from clinics import services
 from clinics.tenancy import clinic_scope
 from tests.conftest import World, png_bytes
+from tests.dicom.objects import dicom_object
 
 SCHEMA_PATH = "/api/v1/schema/"
 # Examples per operation and generation mode: bounded so the whole file stays within minutes in CI.
@@ -110,6 +111,9 @@ def object_id(world: World, path: str) -> str:
         return str(world.image.visit_id)
     if resource == "webhooks":
         return str(webhook_of(world).pk)
+    if resource == "dicom":  # /api/v1/dicom/inbox/{id}/... or /api/v1/dicom/sends/{id}/...
+        kind = {"inbox": "dicom_instance", "sends": "dicom_send"}[path.strip("/").split("/")[3]]
+        return str(dicom_object(world, kind).pk)
     return str(getattr(world, RESOURCES[resource]).pk)
 
 

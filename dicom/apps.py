@@ -1,0 +1,19 @@
+from django.apps import AppConfig
+
+
+class DicomConfig(AppConfig):
+    name = "dicom"
+    verbose_name = "DICOM: receiving from imaging systems, sending reviewed results back"
+
+    def ready(self) -> None:
+        # Imported here, not at the top: both import models, which exist only once the apps are loaded.
+        # ``tasks`` registers the send task in every process; ``services`` is what the analysis app calls on signing
+        # (registered below: analysis imports nothing of this app).
+        from analysis.reports import report_signed_register
+        from analysis.services import analysis_finished_register
+
+        from . import tasks  # noqa: F401
+        from .services import analysis_finished, report_signed
+
+        report_signed_register(report_signed)
+        analysis_finished_register(analysis_finished)

