@@ -172,3 +172,17 @@ def visits_to_review(*, include_restricted: bool, limit: int = 50) -> list[dict[
             }
         )
     return rows
+
+
+def visit_previous_signed(visit: Visit) -> Report | None:
+    """The latest signed version of the report of the patient's most recent earlier visit that has one (earlier: an
+    earlier date, or the same date and created before), for comparing change over time; None when there is none."""
+    earlier = Q(visit__visit_date__lt=visit.visit_date) | Q(
+        visit__visit_date=visit.visit_date, visit__created_at__lt=visit.created_at
+    )
+    return (
+        Report.objects.filter(earlier, visit__patient_id=visit.patient_id)
+        .select_related("visit", "signed_by")
+        .order_by("-visit__visit_date", "-visit__created_at", "-version")
+        .first()
+    )
