@@ -67,20 +67,25 @@ def unfamiliar_hidden() -> bool:
 
 def visit_findings(visit: Visit) -> dict[Image, list[Finding]]:
     """The findings of a visit that the clinic shows (its thresholds) or that a clinician decided."""
-    result: dict[Image, list[Finding]] = {}
     hide_unfamiliar = unfamiliar_hidden()
-    for image in Image.objects.filter(visit=visit).order_by("uploaded_at"):
-        shown = []
-        for finding in (
-            Finding.objects.filter(image=image)
-            .select_related("analysis__model_version", "reviewed_by")
-            .order_by("-probability", "created_at")
-        ):
-            thresholds = thresholds_for(finding.analysis.model_version) if finding.analysis_id else {}
-            if is_shown(finding, thresholds, hide_unfamiliar):
-                shown.append(finding)
-        result[image] = shown
-    return result
+    images = list(Image.objects.filter(visit=visit).order_by("uploaded_at"))
+    shown: dict[Any, list[Finding]] = {image.pk: [] for image in images}
+    limits: dict[Any, dict[str, float]] = {}  # model version -> the clinic's thresholds, read once per version
+    # one query for the whole visit (a visit of 15 images made 15 before, and one threshold read per finding)
+    for finding in (
+        Finding.objects.filter(image__visit=visit)
+        .select_related("analysis__model_version", "reviewed_by")
+        .order_by("-probability", "created_at")
+    ):
+        thresholds: dict[str, float] = {}
+        if finding.analysis_id:
+            model = finding.analysis.model_version
+            if model.pk not in limits:
+                limits[model.pk] = thresholds_for(model)
+            thresholds = limits[model.pk]
+        if finding.image_id in shown and is_shown(finding, thresholds, hide_unfamiliar):
+            shown[finding.image_id].append(finding)
+    return {image: shown[image.pk] for image in images}
 
 
 def analysis_list(*, status: str | None = None, visit: object = None) -> QuerySet[Analysis]:

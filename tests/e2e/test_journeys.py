@@ -219,6 +219,7 @@ def test_every_role_journey(worlds: tuple[World, World], browser: Any, live_serv
     # A missed finding: choose the condition, drag a box on the first image, save.
     dentist.locator("[data-role=condition]").first.select_option("calculus")
     dentist.locator("[data-action=add]").first.click()
+    dentist.wait_for_selector(".viewer[data-drawn=true] svg.overlay rect.capture")  # drawing mode on a drawn image
     stage = dentist.locator(".stage .viewer").first
     box = stage.bounding_box()
     dentist.mouse.move(box["x"] + box["width"] * 0.2, box["y"] + box["height"] * 0.3)
