@@ -260,6 +260,10 @@ def test_viewer_zoom_window_level_overlays_box_editing_and_previous_visit(
     dragged = _settle(page, xray, panned, _state)
     assert dragged["x"] > panned["x"]  # dragged leftwards: the view moved right
     shot("03-xray-zoomed-and-panned")
+    page.keyboard.press("f")  # full screen: the viewer with its tools and overlay, then back
+    page.wait_for_function("() => document.fullscreenElement && document.fullscreenElement.matches('.viewer-frame')")
+    page.keyboard.press("f")
+    page.wait_for_function("() => !document.fullscreenElement")
     tools.locator("[data-action=fit]").click()
     _settle(page, xray, dragged, _state)
 
