@@ -241,6 +241,15 @@ def test_viewer_zoom_window_level_overlays_box_editing_and_previous_visit(
     page.click("#heatmap-toggle")
     page.click("#condition-toggle-gingivitis")
 
+    # brightness on a photo changes the canvas pixels too (8-bit tiles through the same pipeline)
+    photo_tools = _section(page, objects["photo"]).locator(".viewer-tools")
+    dim = _row(photo_viewer)
+    photo_tools.locator("[data-role=brightness]").fill("60")
+    bright = _settle(page, photo_viewer, dim)
+    assert all(b >= a for a, b in zip(dim, bright, strict=True)) and sum(bright) > sum(dim) + 20 * 30, (dim, bright)
+    photo_tools.locator("[data-action=reset]").click()
+    assert _settle(page, photo_viewer, bright) == dim
+
     # zoom in on the X-ray and pan
     xray = _viewer(page, objects["xray"])
     tools = _section(page, objects["xray"]).locator(".viewer-tools")
