@@ -306,7 +306,10 @@
     view.viewerEl.appendChild(view.svg);
     view.viewerEl.dentalViewer = view.viewer; // read by the browser tests (zoom, pan, canvas pixels)
     attachDrawing(view, image.id);
-    view.viewer.osd.addHandler("canvas-press", () => { state.current = imageId; });
+    view.viewer.osd.addHandler("canvas-press", () => {
+      state.current = imageId;
+      view.viewer.osd.canvas.focus({ preventScroll: true }); // the arrow keys pan this image from now on
+    });
   }
 
   // performance.mark("review-interactive"): the first image is drawn and the decision buttons are enabled
@@ -968,8 +971,10 @@
       return;
     }
     const pan = { ArrowLeft: [-0.15, 0], ArrowRight: [0.15, 0], ArrowUp: [0, -0.15], ArrowDown: [0, 0.15] }[e.key];
-    if (pan && !onRange) {
-      const view = views[currentImageId()];
+    // arrows pan only from the image or its tools: elsewhere they keep scrolling the page
+    const frame = target instanceof Element ? target.closest(".viewer-frame") : null;
+    if (pan && !onRange && frame) {
+      const view = views[frame.closest("section.review-image").dataset.imageId];
       if (!view || !view.viewer) return;
       view.viewer.panBy(pan[0], pan[1]);
       e.preventDefault();

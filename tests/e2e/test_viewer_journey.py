@@ -258,7 +258,7 @@ def test_viewer_zoom_window_level_overlays_box_editing_and_previous_visit(
     tools.locator("[data-action=zoom-in]").click()
     zoomed = _settle(page, xray, start, _state)
     assert zoomed["zoom"] > start["zoom"] * 2 and zoomed["width"] < start["width"] / 2
-    page.keyboard.press("ArrowRight")  # pans the viewer last used
+    page.keyboard.press("ArrowRight")  # the focus is on its zoom button: the arrows pan this image
     panned = _settle(page, xray, zoomed, _state)
     assert panned["x"] > zoomed["x"] and panned["zoom"] == pytest.approx(zoomed["zoom"], rel=1e-3)
     box = xray.bounding_box()
@@ -268,6 +268,14 @@ def test_viewer_zoom_window_level_overlays_box_editing_and_previous_visit(
     page.mouse.up()
     dragged = _settle(page, xray, panned, _state)
     assert dragged["x"] > panned["x"]  # dragged leftwards: the view moved right
+    page.keyboard.press("ArrowLeft")  # the image has the focus after the drag
+    back = _settle(page, xray, dragged, _state)
+    assert back["x"] < dragged["x"]
+    page.evaluate("() => document.activeElement.blur()")
+    page.keyboard.press("ArrowLeft")  # from elsewhere on the page the arrows do not pan
+    page.wait_for_timeout(500)
+    assert _state(xray) == pytest.approx(back, rel=1e-6)
+    dragged = back
     shot("03-xray-zoomed-and-panned")
     page.keyboard.press("f")  # full screen: the viewer with its tools and overlay, then back
     page.wait_for_function("() => document.fullscreenElement && document.fullscreenElement.matches('.viewer-frame')")
