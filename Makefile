@@ -72,6 +72,7 @@ bench: $(STAMP)
 	$(PY) bench/bench_end_to_end.py
 	$(PY) bench/bench_api_load.py
 	$(PY) bench/bench_dicom.py
+	$(PY) bench/bench_review_page.py
 
 test-faults: $(STAMP)
 	$(PY) -m pytest -m faults tests/faults

@@ -67,20 +67,25 @@ def unfamiliar_hidden() -> bool:
 
 def visit_findings(visit: Visit) -> dict[Image, list[Finding]]:
     """The findings of a visit that the clinic shows (its thresholds) or that a clinician decided."""
-    result: dict[Image, list[Finding]] = {}
     hide_unfamiliar = unfamiliar_hidden()
-    for image in Image.objects.filter(visit=visit).order_by("uploaded_at"):
-        shown = []
-        for finding in (
-            Finding.objects.filter(image=image)
-            .select_related("analysis__model_version", "reviewed_by")
-            .order_by("-probability", "created_at")
-        ):
-            thresholds = thresholds_for(finding.analysis.model_version) if finding.analysis_id else {}
-            if is_shown(finding, thresholds, hide_unfamiliar):
-                shown.append(finding)
-        result[image] = shown
-    return result
+    images = list(Image.objects.filter(visit=visit).order_by("uploaded_at"))
+    shown: dict[Any, list[Finding]] = {image.pk: [] for image in images}
+    limits: dict[Any, dict[str, float]] = {}  # model version -> the clinic's thresholds, read once per version
+    # one query for the whole visit (a visit of 15 images made 15 before, and one threshold read per finding)
+    for finding in (
+        Finding.objects.filter(image__visit=visit)
+        .select_related("analysis__model_version", "reviewed_by")
+        .order_by("-probability", "created_at")
+    ):
+        thresholds: dict[str, float] = {}
+        if finding.analysis_id:
+            model = finding.analysis.model_version
+            if model.pk not in limits:
+                limits[model.pk] = thresholds_for(model)
+            thresholds = limits[model.pk]
+        if finding.image_id in shown and is_shown(finding, thresholds, hide_unfamiliar):
+            shown[finding.image_id].append(finding)
+    return {image: shown[image.pk] for image in images}
 
 
 def analysis_list(*, status: str | None = None, visit: object = None) -> QuerySet[Analysis]:
@@ -172,3 +177,17 @@ def visits_to_review(*, include_restricted: bool, limit: int = 50) -> list[dict[
             }
         )
     return rows
+
+
+def visit_previous_signed(visit: Visit) -> Report | None:
+    """The latest signed version of the report of the patient's most recent earlier visit that has one (earlier: an
+    earlier date, or the same date and created before), for comparing change over time; None when there is none."""
+    earlier = Q(visit__visit_date__lt=visit.visit_date) | Q(
+        visit__visit_date=visit.visit_date, visit__created_at__lt=visit.created_at
+    )
+    return (
+        Report.objects.filter(earlier, visit__patient_id=visit.patient_id)
+        .select_related("visit", "signed_by")
+        .order_by("-visit__visit_date", "-visit__created_at", "-version")
+        .first()
+    )

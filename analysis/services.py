@@ -358,12 +358,17 @@ def _heatmap_blob(analysis: Analysis, finding_id: uuid.UUID, heatmap: Any) -> by
     return crypto.encrypt(patient_key(analysis.image.patient), raw, f"finding:{finding_id}:heatmap".encode())
 
 
-def heatmap_of(finding: Finding) -> np.ndarray | None:
+def heatmap_raw(finding: Finding, key: bytes) -> bytes | None:
+    """The stored heatmap as written (``[rows, cols] + rows*cols`` bytes, 0-255), decrypted with the patient's key."""
     if not finding.heatmap:
         return None
-    raw = crypto.decrypt(
-        patient_key(finding.image.patient), bytes(finding.heatmap), f"finding:{finding.pk}:heatmap".encode()
-    )
+    return crypto.decrypt(key, bytes(finding.heatmap), f"finding:{finding.pk}:heatmap".encode())
+
+
+def heatmap_of(finding: Finding) -> np.ndarray | None:
+    raw = heatmap_raw(finding, patient_key(finding.image.patient)) if finding.heatmap else None
+    if raw is None:
+        return None
     return np.frombuffer(raw[2:], dtype=np.uint8).reshape(raw[0], raw[1]).astype(np.float32) / 255.0
 
 

@@ -3,6 +3,8 @@ clinic's operating points per condition, and agreement in practice per model ver
 
 from __future__ import annotations
 
+import base64
+import math
 import uuid
 from typing import Any
 
@@ -16,6 +18,7 @@ from django.utils import timezone
 from clinics import audit
 from clinics.views_base import ClinicView
 from core import conditions, teeth
+from patients.keys import patient_key
 from patients.models import Image, Visit
 from patients.selectors import patient_identity
 
@@ -36,7 +39,14 @@ from .registry import ModelNotAvailable, model_version_active
 from .report_wording import group_by_tooth
 from .reports import finding_dict, report_content, visit_locked
 from .reviews import visit_note_get
-from .selectors import analysis_settings, thresholds_for, unfamiliar_hidden, visit_findings
+from .selectors import (
+    analysis_settings,
+    thresholds_for,
+    unfamiliar_hidden,
+    visit_findings,
+    visit_previous_signed,
+)
+from .services import heatmap_raw
 from .views_models import comparison_rows
 
 FINDING_PLACEHOLDER = uuid.UUID(int=0)
@@ -48,8 +58,78 @@ def _no_store(response: HttpResponse) -> HttpResponse:
     return response
 
 
-def _finding_data(finding: Any, threshold: float | None) -> dict[str, Any]:
-    return {**finding_dict(finding), "threshold": threshold}
+PREVIEW_SIZE = 1024  # patients.intake.PREVIEW_SIZE: the preview's longest side
+
+
+def _finding_data(finding: Any, threshold: float | None, key: Any = None) -> dict[str, Any]:
+    data = {**finding_dict(finding), "threshold": threshold}
+    raw = heatmap_raw(finding, key()) if key is not None and finding.heatmap else None
+    if raw:
+        # the photo model's class-activation map over the whole image (rows x cols, 0-255), drawn as a second overlay
+        data["heatmap"] = {"rows": raw[0], "cols": raw[1], "data": base64.b64encode(raw[2:]).decode()}
+    return data
+
+
+def _preview_size(width: int, height: int) -> list[int]:
+    scale = min(1.0, PREVIEW_SIZE / max(width, height, 1))
+    return [max(1, round(width * scale)), max(1, round(height * scale))]
+
+
+def previous_visit_data(visit: Visit, images: list[dict[str, Any]], notation: str) -> dict[str, Any] | None:
+    """The patient's previous signed visit beside this one: for each image here, the signed image of that visit with
+    the same modality and the nearest view (closest aspect ratio, then closest position), its findings as signed
+    (rejected ones left out) and the same findings per tooth. None when the patient has no earlier signed visit."""
+    report = visit_previous_signed(visit)
+    if report is None:
+        return None
+    content = report_content(report)
+    existing = set(
+        str(pk) for pk in Image.objects.filter(pk__in=[i["id"] for i in content["images"]]).values_list("pk", flat=True)
+    )
+    earlier = [(n, i) for n, i in enumerate(content["images"], start=1) if i["id"] in existing]
+    matches: dict[str, Any] = {}
+    for index, image in enumerate(images):
+        same = [(n, i) for n, i in earlier if i["modality"] == image["modality"]]
+        if not same:
+            continue
+        aspect = math.log(image["width"] / max(image["height"], 1))
+        number, prior = min(
+            same,
+            key=lambda item: (
+                round(abs(math.log(item[1]["width"] / max(item[1]["height"], 1)) - aspect), 2),
+                abs(item[0] - 1 - index),
+            ),
+        )
+        kept = [f for f in prior["findings"] if f.get("status") != "rejected"]
+        grouped = group_by_tooth(kept, notation)
+        matches[image["id"]] = {
+            "id": prior["id"],
+            "number": number,
+            "width": prior["width"],
+            "height": prior["height"],
+            "preview_url": reverse("patients:image", kwargs={"pk": prior["id"]}) + "?variant=preview",
+            "findings": [
+                {"condition": f["condition"], "box": f.get("box"), "source": f.get("source"), "tooth": f.get("tooth")}
+                for f in kept
+            ],
+            "teeth": [
+                {
+                    "heading": t["heading"],
+                    "problems": [i["name"] for i in t["problems"]],
+                    "status": [i["name"] for i in t["status"]],
+                }
+                for t in grouped["teeth"]
+            ],
+            "unassigned": [i["name"] for i in grouped["unassigned"]],
+        }
+    return {
+        "visit_id": str(report.visit_id),
+        "date": report.visit.visit_date.isoformat(),
+        "version": report.version,
+        "signed_by": report.signed_by.email,
+        "review_url": reverse("analysis:review", kwargs={"pk": report.visit_id}),
+        "matches": matches,
+    }
 
 
 def teeth_data(notation: str) -> dict[str, dict[str, Any]]:
@@ -88,6 +168,13 @@ def review_data(
         return cache[model.pk]
 
     images = []
+    keys: list[bytes] = []
+
+    def key() -> bytes:  # the patient's data key, unwrapped once and only when a heatmap needs it
+        if not keys:
+            keys.append(patient_key(visit.patient))
+        return keys[0]
+
     findings_by_image = visit_findings(visit)
     locked = visit_locked(visit)
     if locked and latest is not None:
@@ -101,7 +188,9 @@ def review_data(
         findings = []
         for finding in findings_by_image.get(image, []):
             limits = thresholds_of(finding.analysis.model_version) if finding.analysis_id else {}
-            findings.append(_finding_data(finding, limits.get(finding.condition, 0.5) if finding.analysis_id else None))
+            findings.append(
+                _finding_data(finding, limits.get(finding.condition, 0.5) if finding.analysis_id else None, key)
+            )
         images.append(
             {
                 "id": str(image.pk),
@@ -110,6 +199,16 @@ def review_data(
                 "width": image.width,
                 "height": image.height,
                 "preview_url": reverse("patients:image", kwargs={"pk": image.pk}) + "?variant=preview",
+                "preview_size": _preview_size(image.width, image.height),
+                "original_url": reverse("patients:image", kwargs={"pk": image.pk}) + "?variant=original",
+                "bit_depth": image.bit_depth,
+                # 16-bit X-rays: the raw values and the window intake used for the preview (the viewer's start)
+                "pixels_url": (
+                    reverse("patients:image", kwargs={"pk": image.pk}) + "?variant=pixels16"
+                    if image.bit_depth == 16
+                    else None
+                ),
+                "window": [image.window_low, image.window_high] if image.window_low is not None else None,
                 "add_url": reverse("api:image-finding-add", kwargs={"pk": image.pk}),
                 "analyses": [
                     {
@@ -138,6 +237,7 @@ def review_data(
     notation = analysis_settings().tooth_notation
     note = visit_note_get(visit)
     return {
+        "previous": previous_visit_data(visit, images, notation),
         "visit": {"id": str(visit.pk), "date": visit.visit_date.isoformat()},
         "visit_note": {
             "text": note.text,

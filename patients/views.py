@@ -13,7 +13,14 @@ from .forms import PatientForm
 from .models import Image, Modality, Patient
 from .restricted import active_grant, break_glass_open, patient_restrict, restricted_visible
 from .selectors import image_get, patient_get, patient_identity, patient_list, visit_list
-from .services import image_read, patient_create, patient_erase, patient_export, patient_update
+from .services import (
+    image_read,
+    image_read_pixels16,
+    patient_create,
+    patient_erase,
+    patient_export,
+    patient_update,
+)
 
 
 def _no_store(response: HttpResponse) -> HttpResponse:
@@ -122,6 +129,12 @@ class ImageView(ClinicView):
         except Image.DoesNotExist as exc:
             raise Http404 from exc
         variant = request.GET.get("variant", "thumbnail")
+        if variant == "pixels16":  # the raw values of a 16-bit X-ray, for the viewer's window/level
+            try:
+                data = image_read_pixels16(image=image)
+            except ServiceError as exc:
+                return HttpResponse(exc.message, status=exc.status, content_type="text/plain")
+            return _no_store(HttpResponse(data, content_type="application/octet-stream"))
         try:
             data = image_read(image=image, variant=variant)
         except ServiceError as exc:

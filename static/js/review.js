@@ -25,6 +25,8 @@
   const sliderValue = document.getElementById("threshold-value");
   const thresholdSummary = document.getElementById("threshold-summary");
   const showRejected = document.getElementById("show-rejected");
+  const heatmapToggle = document.getElementById("heatmap-toggle");
+  const conditionToggles = document.getElementById("condition-toggles");
   const signButton = document.getElementById("sign-button");
   const pendingCount = document.getElementById("pending-count");
   const amendForm = document.getElementById("amend-form");
@@ -38,7 +40,10 @@
     minimum: 0,
     showRejected: false,
     selected: null, // finding id
-    draw: null, // {mode: "add"|"adjust", imageId, findingId, box, start, pointer}
+    draw: null, // {mode: "add"|"adjust", imageId, findingId, box, drag, changed}
+    current: null, // image id of the viewer last used (the keyboard's zoom and pan act on it)
+    hiddenConditions: {}, // condition -> hidden from the overlay
+    heatmap: false, // the photo model's heatmaps as a second overlay
     busy: false,
     pollTimer: null,
     polling: false, // a status check is scheduled or running
@@ -51,7 +56,6 @@
   const views = {}; // image id -> {section, stage, svg, list, hidden, draft, tools}
 
   // ---------------------------------------------------------------- helpers
-  const pct = (v) => (v * 100).toFixed(3) + "%";
   const percentLabel = (p) => Math.round(p * 100) + "%";
   const colorOf = (condition) => data.colours.conditions[condition] || data.colours.fallback;
   const human = (name) => (data.condition_names || {})[name] || String(name || "").replace(/_/g, " ");
@@ -213,7 +217,10 @@
   // ---------------------------------------------------------------- building the page
   function build() {
     imagesEl.textContent = "";
+    buildConditionToggles();
+    Object.values(views).forEach((view) => { if (view.viewer) view.viewer.osd.destroy(); });
     Object.keys(views).forEach((k) => delete views[k]);
+    if (observer) observer.disconnect();
     if (!data.images.length) {
       imagesEl.appendChild(el("p", { className: "muted" }, "This visit has no images."));
       return;
@@ -221,7 +228,8 @@
     data.images.forEach((image, index) => {
       const section = el("section", { className: "review-image card", "data-image-id": image.id });
       const title = el("h2", {}, image.modality_label + " " + (index + 1));
-      title.appendChild(el("small", {}, " " + image.width + "×" + image.height));
+      title.appendChild(el("small", {}, " " + image.width + "×" + image.height +
+        (image.bit_depth === 16 ? " · 16-bit" : "")));
       const analysis = el("p", { className: "analysis-status muted" });
       section.append(title, analysis);
 
@@ -235,7 +243,7 @@
       }
 
       const draft = el("div", { className: "draft-controls", hidden: true });
-      const draftHint = el("span", { className: "draft-hint" });
+      const draftHint = el("span", { className: "draft-hint", role: "status" });
       const save = el("button", { type: "button", className: "primary" }, "Save");
       const cancel = el("button", { type: "button" }, "Cancel");
       save.addEventListener("click", saveDraw);
@@ -245,15 +253,21 @@
 
       const body = el("div", { className: "review-body" });
       const stage = el("div", { className: "stage" });
-      stage.style.maxWidth = "calc(75vh * " + (image.width / image.height).toFixed(4) + ")";
-      const img = el("img", {
-        src: image.preview_url, width: image.width, height: image.height, draggable: "false",
-        alt: image.modality_label + " " + (index + 1) + " of this visit",
-      });
-      const svg = svgEl("svg", { class: "overlay", width: "100%", height: "100%", role: "img",
-        "aria-label": "Findings drawn on the image" });
-      stage.append(img, svg);
-      attachDrawing(stage, image.id);
+      const frame = el("div", { className: "viewer-frame" });
+      const viewerTools = viewerToolbar(image, index);
+      const pair = el("div", { className: "viewer-pair" });
+      const viewerEl = el("div", { className: "viewer", "data-image-id": image.id });
+      viewerEl.style.aspectRatio = image.width + " / " + image.height;
+      const svg = svgEl("svg", { class: "overlay", role: "img",
+        "aria-label": "Findings drawn on " + image.modality_label + " " + (index + 1) });
+      const current = el("figure", { className: "viewer-current" });
+      current.append(viewerEl);
+      if (previousOf(image)) current.appendChild(el("figcaption", {}, "This visit, " + data.visit.date));
+      pair.appendChild(current);
+      const previous = previousPane(image);
+      if (previous) pair.appendChild(previous);
+      frame.append(viewerTools.element, pair);
+      stage.appendChild(frame);
 
       const side = el("div", { className: "finding-side" });
       const list = el("ol", { className: "finding-list", "aria-label": "Findings of this image" });
@@ -262,8 +276,189 @@
       body.append(stage, side);
       section.appendChild(body);
       imagesEl.appendChild(section);
-      views[image.id] = { section, stage, svg, list, hidden, draft, draftHint, save, tools, analysis };
+      views[image.id] = { section, stage, frame, viewerEl, svg, list, hidden, draft, draftHint, save, tools, analysis,
+        controls: viewerTools, viewer: null, heat: null, heatKey: null };
+      if (observer) observer.observe(viewerEl);
+      else createViewer(image.id);
     });
+  }
+
+  // Viewers are made when their image comes near the screen: a visit of 15 images opens with the first ones only.
+  const observer = "IntersectionObserver" in window ? new IntersectionObserver((entries) => {
+    entries.forEach((entry) => {
+      if (!entry.isIntersecting) return;
+      observer.unobserve(entry.target);
+      createViewer(entry.target.dataset.imageId);
+    });
+  }, { rootMargin: "400px 0px" }) : null;
+
+  function createViewer(imageId) {
+    const view = views[imageId];
+    const image = data.images.find((i) => i.id === imageId);
+    if (!view || !image || view.viewer || !window.DentalViewer) return;
+    view.viewer = window.DentalViewer.create(view.viewerEl, image, {
+      drawn: () => {
+        drawOverlay(image, view);
+        markInteractive();
+      },
+      viewport: () => drawOverlay(image, view),
+    });
+    view.viewerEl.appendChild(view.svg);
+    view.viewerEl.dentalViewer = view.viewer; // read by the browser tests (zoom, pan, canvas pixels)
+    attachDrawing(view, image.id);
+    view.viewer.osd.addHandler("canvas-press", () => {
+      state.current = imageId;
+      view.viewer.osd.canvas.focus({ preventScroll: true }); // the arrow keys pan this image from now on
+    });
+  }
+
+  // performance.mark("review-interactive"): the first image is drawn and the decision buttons are enabled
+  // (bench/bench_review_page.py reads it).
+  let interactiveMarked = false;
+  function markInteractive() {
+    if (interactiveMarked) return;
+    const firstDrawn = data.images.length && views[data.images[0].id] && views[data.images[0].id].viewer &&
+      views[data.images[0].id].viewer.drawn;
+    const decisions = !data.can_review || data.locked ||
+      !!imagesEl.querySelector("li.finding [data-action=confirm]:not(:disabled)") ||
+      !imagesEl.querySelector("li.finding.pending");
+    if (!firstDrawn || !decisions) return;
+    interactiveMarked = true;
+    root.dataset.interactive = "true";
+    if (window.performance && performance.mark) performance.mark("review-interactive");
+  }
+
+  function viewerToolbar(image, index) {
+    const bar = el("div", { className: "viewer-tools", role: "toolbar",
+      "aria-label": "Viewer of " + image.modality_label + " " + (index + 1) });
+    const button = (action, text, label, key) => {
+      const b = el("button", { type: "button", "data-action": action, "aria-label": label,
+        title: label + (key ? " (" + key + ")" : "") }, text);
+      b.addEventListener("click", () => { state.current = image.id; viewerAction(image.id, action); });
+      bar.appendChild(b);
+      return b;
+    };
+    button("zoom-in", "+", "Zoom in", "+");
+    button("zoom-out", "−", "Zoom out", "-");
+    button("fit", "Fit", "Fit the image", "0");
+    button("full-screen", "Full screen", "Full screen", "f");
+    const range = (role, text, min, max, value, step) => {
+      const id = "v-" + image.id.slice(0, 8) + "-" + role;
+      const label = el("label", { for: id }, text);
+      const input = el("input", { type: "range", id: id, min: String(min), max: String(max), step: String(step || 1),
+        value: String(value), "data-role": role });
+      const out = el("output", { for: id }, String(value));
+      input.addEventListener("input", () => { state.current = image.id; out.textContent = input.value; adjust(image.id); });
+      const wrap = el("span", { className: "viewer-range" });
+      wrap.append(label, input, out);
+      bar.appendChild(wrap);
+      return input;
+    };
+    const controls = { element: bar };
+    controls.brightness = range("brightness", "Brightness", -100, 100, 0);
+    controls.contrast = range("contrast", "Contrast", -100, 100, 0);
+    const invertId = "v-" + image.id.slice(0, 8) + "-invert";
+    controls.invert = el("input", { type: "checkbox", id: invertId, "data-role": "invert" });
+    controls.invert.addEventListener("change", () => { state.current = image.id; adjust(image.id); });
+    const invertLabel = el("label", { for: invertId, className: "viewer-check" });
+    invertLabel.append(controls.invert, " Invert");
+    bar.appendChild(invertLabel);
+    if (image.pixels_url && image.window) {
+      // window/level in the X-ray's own 16-bit values (level: the window's centre; width: its span)
+      const [low, high] = image.window;
+      controls.level = range("level", "Level", 0, 65535, Math.round((low + high) / 2));
+      controls.width = range("width", "Window", 1, 65535, Math.max(1, high - low));
+    }
+    button("reset", "Reset", "Reset brightness, contrast, invert and window", "");
+    return controls;
+  }
+
+  function adjust(imageId) {
+    const view = views[imageId];
+    if (!view || !view.viewer) return;
+    const c = view.controls;
+    const changes = { brightness: Number(c.brightness.value), contrast: Number(c.contrast.value),
+      invert: c.invert.checked };
+    if (c.level) {
+      const level = Number(c.level.value);
+      const width = Number(c.width.value);
+      changes.window = [Math.round(level - width / 2), Math.round(level + width / 2)];
+    }
+    view.viewer.apply(changes);
+  }
+
+  function viewerAction(imageId, action) {
+    const view = views[imageId];
+    if (!view || !view.viewer) return;
+    const viewer = view.viewer;
+    if (action === "zoom-in") viewer.zoomBy(1.5);
+    else if (action === "zoom-out") viewer.zoomBy(1 / 1.5);
+    else if (action === "fit") viewer.fit();
+    else if (action === "full-screen") {
+      if (document.fullscreenElement) document.exitFullscreen();
+      else if (view.frame.requestFullscreen) view.frame.requestFullscreen();
+    } else if (action === "invert") {
+      view.controls.invert.checked = !view.controls.invert.checked;
+      adjust(imageId);
+    } else if (action === "reset") {
+      const c = view.controls;
+      [c.brightness, c.contrast].forEach((input) => { input.value = "0"; input.nextElementSibling.textContent = "0"; });
+      c.invert.checked = false;
+      const image = data.images.find((i) => i.id === imageId);
+      if (c.level && image.window) {
+        c.level.value = String(Math.round((image.window[0] + image.window[1]) / 2));
+        c.width.value = String(Math.max(1, image.window[1] - image.window[0]));
+        c.level.nextElementSibling.textContent = c.level.value;
+        c.width.nextElementSibling.textContent = c.width.value;
+      }
+      adjust(imageId);
+    }
+  }
+
+  function currentImageId() {
+    if (state.draw) return state.draw.imageId;
+    const selected = state.selected && locate(state.selected);
+    if (selected) return selected.image.id;
+    if (state.current && views[state.current]) return state.current;
+    return data.images.length ? data.images[0].id : null;
+  }
+
+  // ---------------------------------------------------------------- the previous signed visit
+  function previousOf(image) {
+    return data.previous && data.previous.matches ? data.previous.matches[image.id] || null : null;
+  }
+
+  function previousPane(image) {
+    const prior = previousOf(image);
+    if (!prior) return null;
+    const figure = el("figure", { className: "viewer-previous", "data-testid": "previous-visit" });
+    const frame = el("div", { className: "previous-image" });
+    frame.style.aspectRatio = prior.width + " / " + prior.height;
+    const img = el("img", { src: prior.preview_url, alt: "Image " + prior.number + " of the previous visit, " +
+      data.previous.date, loading: "lazy", draggable: "false" });
+    const svg = svgEl("svg", { class: "overlay previous-overlay", "aria-hidden": "true", viewBox: "0 0 100 100",
+      preserveAspectRatio: "none" });
+    prior.findings.forEach((f) => {
+      if (!f.box) return;
+      const [x, y, w, h] = f.box;
+      svg.appendChild(svgEl("rect", { class: "prior-box", x: x * 100, y: y * 100, width: w * 100, height: h * 100,
+        stroke: colorOf(f.condition), "vector-effect": "non-scaling-stroke" }));
+    });
+    frame.append(img, svg);
+    const caption = el("figcaption");
+    const link = el("a", { href: data.previous.review_url }, "Previous visit, " + data.previous.date);
+    caption.append(link, " (signed version " + data.previous.version + " by " + data.previous.signed_by + ")");
+    const teethList = el("ul", { className: "previous-teeth" });
+    prior.teeth.forEach((t) => {
+      const parts = [];
+      if (t.problems.length) parts.push(t.problems.join(", "));
+      if (t.status.length) parts.push("status: " + t.status.join(", "));
+      teethList.appendChild(el("li", {}, t.heading + ": " + parts.join("; ")));
+    });
+    if (prior.unassigned.length) teethList.appendChild(el("li", {}, "No tooth: " + prior.unassigned.join(", ")));
+    if (!teethList.children.length) teethList.appendChild(el("li", {}, "No findings."));
+    figure.append(frame, caption, teethList);
+    return figure;
   }
 
   function refresh() {
@@ -280,39 +475,170 @@
     });
     applyLock();
     summarise();
+    markInteractive();
+  }
+
+  // ---------------------------------------------------------------- the overlay: boxes, labels, heatmap
+  const HANDLES = ["nw", "n", "ne", "e", "se", "s", "sw", "w"];
+  const measure = document.createElement("canvas").getContext("2d");
+  const LABEL_FONT = "700 13px system-ui, sans-serif";
+  const LABEL_H = 20;
+
+  function textWidth(text) {
+    measure.font = LABEL_FONT;
+    return Math.ceil(measure.measureText(text).width);
+  }
+
+  function onOverlay(finding) {
+    return !state.hiddenConditions[finding.condition];
+  }
+
+  // Labels never overlap: each goes to the first free place of (above, below, inside top, then further down),
+  // the selected finding first, then by probability.
+  function placeLabels(items, width, height) {
+    const placed = [];
+    const overlaps = (r) => placed.some((p) => r.x < p.x + p.w && p.x < r.x + r.w && r.y < p.y + p.h && p.y < r.y + r.h);
+    const clampX = (x, w) => Math.max(0, Math.min(x, width - w));
+    items.forEach((item) => {
+      const w = textWidth(item.text) + 14;
+      const r = item.rect;
+      const candidates = [
+        { x: r.x, y: r.y - LABEL_H - 2 }, { x: r.x, y: r.y + r.h + 2 }, { x: r.x + 2, y: r.y + 2 },
+        { x: r.x + r.w - w, y: r.y - LABEL_H - 2 }, { x: r.x + r.w - w, y: r.y + r.h + 2 },
+      ];
+      for (let step = 1; step < 40; step += 1) candidates.push({ x: r.x, y: r.y + r.h + 2 + step * (LABEL_H + 2) });
+      for (let step = 1; step < 40; step += 1) candidates.push({ x: r.x, y: r.y - LABEL_H - 2 - step * (LABEL_H + 2) });
+      item.label = null;
+      for (const c of candidates) {
+        const rect = { x: clampX(c.x, w), y: c.y, w: w, h: LABEL_H };
+        if (rect.y < 0 || rect.y + rect.h > height) continue;
+        if (overlaps(rect)) continue;
+        placed.push(rect);
+        item.label = rect;
+        break;
+      }
+    });
+    return items;
   }
 
   function drawOverlay(image, view) {
     const svg = view.svg;
     while (svg.firstChild) svg.removeChild(svg.firstChild);
+    const viewer = view.viewer;
+    if (!viewer || !viewer.item()) return;
+    drawHeatmap(image, view);
+    const width = view.viewerEl.clientWidth;
+    const height = view.viewerEl.clientHeight;
+    svg.setAttribute("viewBox", "0 0 " + width + " " + height);
+    svg.setAttribute("width", String(width));
+    svg.setAttribute("height", String(height));
+    const toRect = (box) => {
+      const a = viewer.toScreen(box[0], box[1]);
+      const b = viewer.toScreen(box[0] + box[2], box[1] + box[3]);
+      return { x: a.x, y: a.y, w: b.x - a.x, h: b.y - a.y };
+    };
+    const drawing = state.draw && state.draw.imageId === image.id ? state.draw : null;
+    if (drawing) {
+      // catches the drag of a new box (add, or a fresh box for the finding being adjusted)
+      svg.appendChild(svgEl("rect", { class: "capture", x: 0, y: 0, width: width, height: height }));
+    }
+    const items = [];
     image.findings.forEach((finding) => {
-      if (!finding.box || !isVisible(finding, image)) return;
-      const [x, y, w, h] = finding.box;
+      if (!finding.box || !isVisible(finding, image) || !onOverlay(finding)) return;
+      const editing = drawing && drawing.mode === "adjust" && drawing.findingId === finding.id;
+      const box = editing && drawing.box ? drawing.box : finding.box;
+      items.push({ finding: finding, rect: toRect(box), editing: editing,
+        text: labelOf(finding) + (finding.status === "rejected" ? " (rejected)" : "") });
+    });
+    items.sort((a, b) => (b.finding.id === state.selected) - (a.finding.id === state.selected) ||
+      (b.finding.probability || 0) - (a.finding.probability || 0));
+    placeLabels(items, width, height);
+    const labels = svgEl("g", { class: "labels" });
+    items.slice().reverse().forEach((item) => {
+      const finding = item.finding;
+      const r = item.rect;
       const color = colorOf(finding.condition);
       const kind = finding.source === "clinician" ? "added" : finding.status;
-      const group = svgEl("g", { class: "box " + kind + (finding.id === state.selected ? " selected" : ""),
-        "data-id": finding.id });
-      const geometry = { x: pct(x), y: pct(y), width: pct(w), height: pct(h) };
+      const group = svgEl("g", { class: "box " + kind + (finding.id === state.selected ? " selected" : "") +
+        (item.editing ? " editing" : ""), "data-id": finding.id });
+      const geometry = { x: r.x, y: r.y, width: Math.max(r.w, 1), height: Math.max(r.h, 1) };
+      // dark edge, white halo, coloured line and a light fill of the colour: readable on dark and light images
+      group.appendChild(svgEl("rect", Object.assign({ class: "shade" }, geometry)));
       group.appendChild(svgEl("rect", Object.assign({ class: "halo" }, geometry)));
       group.appendChild(svgEl("rect", Object.assign({ class: "outline", stroke: color, fill: color }, geometry)));
       if (finding.source === "clinician") {
-        // Corner markers: a clinician's finding, not the model's.
-        [[x, y], [x + w, y], [x, y + h], [x + w, y + h]].forEach(([cx, cy]) => {
-          group.appendChild(svgEl("circle", { class: "marker", cx: pct(cx), cy: pct(cy), r: "5", fill: color }));
+        [[r.x, r.y], [r.x + r.w, r.y], [r.x, r.y + r.h], [r.x + r.w, r.y + r.h]].forEach(([cx, cy]) => {
+          group.appendChild(svgEl("circle", { class: "marker", cx: cx, cy: cy, r: "5", fill: color }));
         });
       }
-      const above = y > 0.06;
-      const label = svgEl("text", { class: "label", x: pct(x), y: pct(above ? y : y + h), dy: above ? "-5" : "16",
-        fill: color });
-      label.textContent = labelOf(finding) + (finding.status === "rejected" ? " (rejected)" : "");
-      group.appendChild(label);
+      if (item.editing) {
+        group.appendChild(svgEl("rect", Object.assign({ class: "mover", "data-handle": "move" }, geometry)));
+        handlePoints(r).forEach(([name, hx, hy]) => {
+          group.appendChild(svgEl("rect", { class: "handle", "data-handle": name, x: hx - 7, y: hy - 7, width: 14,
+            height: 14 }));
+        });
+      }
       group.addEventListener("click", () => { if (!state.draw) select(finding.id, false); });
       svg.appendChild(group);
+      if (item.label) {
+        const l = item.label;
+        const tag = svgEl("g", { class: "label-tag", "data-id": finding.id });
+        tag.appendChild(svgEl("rect", { class: "label-plate", x: l.x, y: l.y, width: l.w, height: l.h, rx: 3 }));
+        tag.appendChild(svgEl("rect", { class: "label-key", x: l.x, y: l.y, width: 5, height: l.h, fill: color }));
+        const text = svgEl("text", { class: "label", x: l.x + 9, y: l.y + 14 });
+        text.textContent = item.text;
+        tag.appendChild(text);
+        tag.addEventListener("click", () => { if (!state.draw) select(finding.id, false); });
+        labels.appendChild(tag);
+      }
     });
-    if (state.draw && state.draw.imageId === image.id && state.draw.box) {
-      const [x, y, w, h] = state.draw.box;
-      svg.appendChild(svgEl("rect", { class: "draft", x: pct(x), y: pct(y), width: pct(w), height: pct(h) }));
+    svg.appendChild(labels);
+    if (drawing && drawing.mode === "add" && drawing.box) {
+      const r = toRect(drawing.box);
+      svg.appendChild(svgEl("rect", { class: "draft", x: r.x, y: r.y, width: r.w, height: r.h }));
     }
+  }
+
+  function handlePoints(r) {
+    const mx = r.x + r.w / 2;
+    const my = r.y + r.h / 2;
+    const points = { nw: [r.x, r.y], n: [mx, r.y], ne: [r.x + r.w, r.y], e: [r.x + r.w, my],
+      se: [r.x + r.w, r.y + r.h], s: [mx, r.y + r.h], sw: [r.x, r.y + r.h], w: [r.x, my] };
+    return HANDLES.map((name) => [name, points[name][0], points[name][1]]);
+  }
+
+  // The photo model's heatmaps (one per finding, over the whole image) as a second overlay: the strongest value
+  // of the findings shown, yellow to red, transparent where the model saw nothing; OpenSeadragon keeps it on the image.
+  function drawHeatmap(image, view) {
+    const shown = state.heatmap && state.overlay ? image.findings.filter((f) => f.heatmap && isVisible(f, image) &&
+      onOverlay(f)) : [];
+    const key = shown.map((f) => f.id).join(",");
+    if (key === view.heatKey) return;
+    view.heatKey = key;
+    const osd = view.viewer.osd;
+    if (view.heat) { osd.removeOverlay(view.heat); view.heat = null; }
+    if (!shown.length) return;
+    const rows = shown[0].heatmap.rows;
+    const cols = shown[0].heatmap.cols;
+    const strongest = new Uint8Array(rows * cols);
+    shown.forEach((f) => {
+      if (f.heatmap.rows !== rows || f.heatmap.cols !== cols) return;
+      const bytes = atob(f.heatmap.data);
+      for (let i = 0; i < strongest.length; i += 1) strongest[i] = Math.max(strongest[i], bytes.charCodeAt(i));
+    });
+    const canvas = el("canvas", { className: "heatmap", width: cols, height: rows, "aria-hidden": "true" });
+    const ctx = canvas.getContext("2d");
+    const pixels = ctx.createImageData(cols, rows);
+    for (let i = 0; i < strongest.length; i += 1) {
+      const v = strongest[i] / 255;
+      pixels.data[i * 4] = 255;
+      pixels.data[i * 4 + 1] = Math.round(230 * (1 - v));
+      pixels.data[i * 4 + 2] = 0;
+      pixels.data[i * 4 + 3] = v < 0.15 ? 0 : Math.round(60 + 140 * v);
+    }
+    ctx.putImageData(pixels, 0, 0);
+    view.heat = canvas;
+    osd.addOverlay({ element: canvas, location: new window.OpenSeadragon.Rect(0, 0, 1, image.height / image.width) });
   }
 
   function drawList(image, view) {
@@ -636,7 +962,37 @@
       (target && target.isContentEditable);
     if (e.key === "Escape" && state.draw) { e.preventDefault(); cancelDraw(); return; }
     if (typing) return;
+    const onRange = target instanceof HTMLInputElement && target.type === "range";
+    const onButton = target instanceof HTMLButtonElement || target instanceof HTMLAnchorElement;
+    if (state.draw && !onRange && keyboardBox(e.key, e.shiftKey)) { e.preventDefault(); return; }
+    if (state.draw && e.key === "Enter" && !onButton) {
+      if (!views[state.draw.imageId].save.disabled) saveDraw();
+      e.preventDefault();
+      return;
+    }
+    const pan = { ArrowLeft: [-0.15, 0], ArrowRight: [0.15, 0], ArrowUp: [0, -0.15], ArrowDown: [0, 0.15] }[e.key];
+    // arrows pan only from the image or its tools: elsewhere they keep scrolling the page
+    const frame = target instanceof Element ? target.closest(".viewer-frame") : null;
+    if (pan && !onRange && frame) {
+      const view = views[frame.closest("section.review-image").dataset.imageId];
+      if (!view || !view.viewer) return;
+      view.viewer.panBy(pan[0], pan[1]);
+      e.preventDefault();
+      return;
+    }
     switch (e.key) {
+      case "+": case "=": viewerAction(currentImageId(), "zoom-in"); break;
+      case "-": viewerAction(currentImageId(), "zoom-out"); break;
+      case "0": viewerAction(currentImageId(), "fit"); break;
+      case "f": viewerAction(currentImageId(), "full-screen"); break;
+      case "i": viewerAction(currentImageId(), "invert"); break;
+      case "h": heatmapToggle.checked = !heatmapToggle.checked; state.heatmap = heatmapToggle.checked; refresh(); break;
+      case "m": {
+        const found = state.selected && locate(state.selected);
+        if (!found || !found.finding.box || !canReview()) return;
+        startDraw("adjust", found.image.id, found.finding.id);
+        break;
+      }
       case "o": overlayToggle.checked = !overlayToggle.checked; state.overlay = overlayToggle.checked; refresh(); break;
       case "j": move(1); break;
       case "k": move(-1); break;
@@ -668,6 +1024,33 @@
   });
 
   overlayToggle.addEventListener("change", () => { state.overlay = overlayToggle.checked; refresh(); });
+  heatmapToggle.addEventListener("change", () => { state.heatmap = heatmapToggle.checked; refresh(); });
+
+  // One switch per condition present in the visit: hides its boxes (and heatmap) on the images, not its list entry.
+  function buildConditionToggles() {
+    conditionToggles.textContent = "";
+    const present = [];
+    data.images.forEach((image) => image.findings.forEach((f) => {
+      if (!present.includes(f.condition)) present.push(f.condition);
+    }));
+    present.forEach((condition) => {
+      const id = "condition-toggle-" + condition;
+      const input = el("input", { type: "checkbox", id: id, "data-condition": condition });
+      input.checked = !state.hiddenConditions[condition];
+      input.addEventListener("change", () => {
+        if (input.checked) delete state.hiddenConditions[condition];
+        else state.hiddenConditions[condition] = true;
+        refresh();
+      });
+      const label = el("label", { for: id, className: "switch condition-switch" });
+      const key = el("span", { className: "swatch-mini", "aria-hidden": "true" });
+      key.style.borderColor = colorOf(condition);
+      label.append(input, key, " " + human(condition));
+      conditionToggles.appendChild(label);
+    });
+    conditionToggles.hidden = !present.length;
+    heatmapToggle.closest("label").hidden = !data.images.some((i) => i.findings.some((f) => f.heatmap));
+  }
   showRejected.addEventListener("change", () => { state.showRejected = showRejected.checked; refresh(); });
   slider.addEventListener("input", () => {
     state.minimum = Number(slider.value) / 100;
@@ -717,22 +1100,29 @@
     });
   }
 
-  // ---------------------------------------------------------------- drawing boxes
+  // ---------------------------------------------------------------- drawing, moving and resizing boxes
+  // "add": drag a box for a missed finding. "adjust": the finding's box gets handles: drag it to move it, drag a
+  // handle to resize it, or drag a new box elsewhere; with the keyboard, arrows move it and Shift+arrows resize it.
+  // Enter (or Save) saves it through the API with the finding's version; Esc cancels.
   function startDraw(mode, imageId, findingId) {
     if (mode === "add" ? !canAdd() : !canReview()) return;
     cancelDraw();
-    state.draw = { mode: mode, imageId: imageId, findingId: findingId, box: null, start: null, pointer: null };
+    const found = findingId ? locate(findingId) : null;
+    const box = mode === "adjust" && found && found.finding.box ? found.finding.box.slice() : null;
+    state.draw = { mode: mode, imageId: imageId, findingId: findingId, box: box, drag: null, changed: false };
+    state.current = imageId;
     const view = views[imageId];
+    if (!view.viewer) createViewer(imageId);
     view.stage.classList.add("drawing");
     view.draft.hidden = false;
     view.save.disabled = true;
+    const keys = " Arrow keys move it, Shift+arrows resize it; Enter saves, Esc cancels.";
     if (mode === "add") {
       const condition = view.tools ? view.tools.querySelector("[data-role=condition]").value : "";
-      view.draftHint.textContent = "Drag a box around the missed " + human(condition) + " on the image, then Save.";
+      view.draftHint.textContent = "Drag a box around the missed " + human(condition) + " on the image, then Save." + keys;
     } else {
-      const found = locate(findingId);
-      view.draftHint.textContent = "Drag the corrected box for " + (found ? labelOf(found.finding) : "the finding") +
-        " on the image, then Save.";
+      view.draftHint.textContent = "Move or resize the box of " + (found ? labelOf(found.finding) : "the finding") +
+        " with its handles (or drag a new one), then Save." + keys;
       if (findingId) state.selected = findingId;
     }
     refresh();
@@ -750,41 +1140,83 @@
     refresh();
   }
 
-  function normalised(stage, event) {
-    const rect = stage.getBoundingClientRect();
-    const clamp = (v) => Math.min(1, Math.max(0, v));
-    return [clamp((event.clientX - rect.left) / rect.width), clamp((event.clientY - rect.top) / rect.height)];
+  const clamp01 = (v) => Math.min(1, Math.max(0, v));
+  const MIN_SIDE = 0.01;
+
+  function resized(box, handle, dx, dy) {
+    let [x1, y1] = [box[0], box[1]];
+    let [x2, y2] = [box[0] + box[2], box[1] + box[3]];
+    if (handle.includes("w")) x1 = Math.min(clamp01(x1 + dx), x2 - MIN_SIDE);
+    if (handle.includes("e")) x2 = Math.max(clamp01(x2 + dx), x1 + MIN_SIDE);
+    if (handle.includes("n")) y1 = Math.min(clamp01(y1 + dy), y2 - MIN_SIDE);
+    if (handle.includes("s")) y2 = Math.max(clamp01(y2 + dy), y1 + MIN_SIDE);
+    return [x1, y1, x2 - x1, y2 - y1];
   }
 
-  function attachDrawing(stage, imageId) {
-    stage.addEventListener("pointerdown", (e) => {
-      if (!state.draw || state.draw.imageId !== imageId) return;
-      e.preventDefault();
-      stage.setPointerCapture(e.pointerId);
-      state.draw.pointer = e.pointerId;
-      state.draw.start = normalised(stage, e);
-      state.draw.box = null;
-    });
-    stage.addEventListener("pointermove", (e) => {
+  function moved(box, dx, dy) {
+    const x = Math.min(Math.max(0, box[0] + dx), 1 - box[2]);
+    const y = Math.min(Math.max(0, box[1] + dy), 1 - box[3]);
+    return [x, y, box[2], box[3]];
+  }
+
+  function changedBox(box) {
+    const draw = state.draw;
+    draw.box = box;
+    draw.changed = true;
+    const ok = box && box[2] >= MIN_SIDE && box[3] >= MIN_SIDE;
+    views[draw.imageId].save.disabled = !ok;
+    drawOverlay(data.images.find((i) => i.id === draw.imageId), views[draw.imageId]);
+  }
+
+  function attachDrawing(view, imageId) {
+    const svg = view.svg;
+    svg.addEventListener("pointerdown", (e) => {
       const draw = state.draw;
-      if (!draw || draw.imageId !== imageId || draw.pointer !== e.pointerId || !draw.start) return;
-      const [x1, y1] = draw.start;
-      const [x2, y2] = normalised(stage, e);
-      draw.box = [Math.min(x1, x2), Math.min(y1, y2), Math.abs(x2 - x1), Math.abs(y2 - y1)];
-      drawOverlay(data.images.find((i) => i.id === imageId), views[imageId]);
+      if (!draw || draw.imageId !== imageId || !view.viewer) return;
+      e.preventDefault();
+      e.stopPropagation();
+      svg.setPointerCapture(e.pointerId);
+      const handle = e.target && e.target.dataset ? e.target.dataset.handle : null;
+      draw.drag = { pointer: e.pointerId, kind: handle && draw.box ? handle : "new",
+        start: view.viewer.toImage(e.clientX, e.clientY), startBox: draw.box ? draw.box.slice() : null };
+    });
+    svg.addEventListener("pointermove", (e) => {
+      const draw = state.draw;
+      if (!draw || draw.imageId !== imageId || !draw.drag || draw.drag.pointer !== e.pointerId) return;
+      const [px, py] = view.viewer.toImage(e.clientX, e.clientY).map(clamp01);
+      const drag = draw.drag;
+      const [sx, sy] = drag.start.map(clamp01);
+      let box;
+      if (drag.kind === "new") box = [Math.min(sx, px), Math.min(sy, py), Math.abs(px - sx), Math.abs(py - sy)];
+      else if (drag.kind === "move") box = moved(drag.startBox, px - sx, py - sy);
+      else box = resized(drag.startBox, drag.kind, px - sx, py - sy);
+      changedBox(box);
     });
     const finish = (e) => {
       const draw = state.draw;
-      if (!draw || draw.imageId !== imageId || draw.pointer !== e.pointerId) return;
-      draw.pointer = null;
-      draw.start = null;
-      const ok = draw.box && draw.box[2] >= 0.01 && draw.box[3] >= 0.01;
-      if (!ok) draw.box = null;
-      views[imageId].save.disabled = !ok;
+      if (!draw || draw.imageId !== imageId || !draw.drag || draw.drag.pointer !== e.pointerId) return;
+      draw.drag = null;
+      if (draw.box && (draw.box[2] < MIN_SIDE || draw.box[3] < MIN_SIDE)) {
+        draw.box = draw.mode === "adjust" ? (locate(draw.findingId) || { finding: {} }).finding.box || null : null;
+        draw.changed = false;
+      }
+      view.save.disabled = !(draw.box && draw.changed);
       refresh();
     };
-    stage.addEventListener("pointerup", finish);
-    stage.addEventListener("pointercancel", finish);
+    svg.addEventListener("pointerup", finish);
+    svg.addEventListener("pointercancel", finish);
+  }
+
+  // Keyboard-only editing of the box being drawn or adjusted: 1% of the image per press (held keys repeat); a new
+  // box starts in the middle of the image.
+  function keyboardBox(key, shift) {
+    const draw = state.draw;
+    const steps = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, -1], ArrowDown: [0, 1] };
+    if (!draw || !steps[key]) return false;
+    const [dx, dy] = steps[key].map((v) => v * 0.01);
+    const box = draw.box ? draw.box.slice() : [0.4, 0.4, 0.2, 0.2];
+    changedBox(shift ? resized(box, (dx ? "e" : "") + (dy ? "s" : ""), dx, dy) : moved(box, dx, dy));
+    return true;
   }
 
   function cleanBox(box) {
@@ -798,7 +1230,7 @@
 
   function saveDraw() {
     const draw = state.draw;
-    if (!draw || !draw.box) return;
+    if (!draw || !draw.box || !draw.changed) return;
     const box = cleanBox(draw.box);
     const image = data.images.find((i) => i.id === draw.imageId);
     const view = views[draw.imageId];
@@ -808,7 +1240,7 @@
         const updated = await api(reviewUrl(draw.findingId), "POST", { decision: "adjust", box: box },
           found && found.finding.version);
         applyFinding(updated);
-        showMessage("Box adjusted: " + labelOf(updated) + " (counts as confirmed).", "ok");
+        showMessage("Box saved: " + labelOf(updated) + " (counts as confirmed).", "ok");
         cancelDraw();
         select(updated.id, true);
       } else {

@@ -175,9 +175,11 @@ def test_review_page_of_eight_images_and_patient_page_of_fifteen_thumbnails_twen
         _login(dentist.page, base, clinic["users"]["dentist"])
         for _ in range(20):
             dentist.page.goto(f"{base}/visits/{visit}/review/", wait_until="networkidle")
-            stages = dentist.page.locator(".stage img")
-            assert stages.count() == 8
-            assert all(img.evaluate("i => i.complete && i.naturalWidth > 0") for img in stages.all())
+            viewers = dentist.page.locator(".viewer")
+            assert viewers.count() == 8
+            for viewer in viewers.all():  # viewers are made as their image comes near the screen
+                viewer.scroll_into_view_if_needed()
+            dentist.page.wait_for_function("document.querySelectorAll('.viewer[data-drawn=true]').length === 8")
         for _ in range(20):
             dentist.page.goto(f"{base}/patients/{busy}/", wait_until="networkidle")
             thumbnails = dentist.page.locator("figure img")

@@ -219,7 +219,8 @@ def test_every_role_journey(worlds: tuple[World, World], browser: Any, live_serv
     # A missed finding: choose the condition, drag a box on the first image, save.
     dentist.locator("[data-role=condition]").first.select_option("calculus")
     dentist.locator("[data-action=add]").first.click()
-    stage = dentist.locator(".stage").first
+    dentist.wait_for_selector(".viewer[data-drawn=true] svg.overlay rect.capture")  # drawing mode on a drawn image
+    stage = dentist.locator(".stage .viewer").first
     box = stage.bounding_box()
     dentist.mouse.move(box["x"] + box["width"] * 0.2, box["y"] + box["height"] * 0.3)
     dentist.mouse.down()
@@ -301,6 +302,7 @@ def test_review_page_on_a_tablet(worlds: tuple[World, World], browser: Any, live
     assert not tablet.locator("#amend-form").is_visible()
     assert tablet.locator(".draft-controls").first.is_hidden()
     assert tablet.locator(".shortcuts kbd", has_text="c").count() >= 1
+    tablet.wait_for_selector("svg.overlay rect.outline")  # drawn once the viewer has the image
     strokes = tablet.eval_on_selector_all("svg rect.outline", "els => els.map(e => e.getAttribute('stroke'))")
     assert strokes and {s.lower() for s in strokes} <= OKABE_ITO, strokes
     tablet.locator("li.finding button.finding-select").first.tap()

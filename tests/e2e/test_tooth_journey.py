@@ -131,7 +131,7 @@ def test_teeth_chart_sign_and_report_by_tooth(device: str, browser: Any, live_se
     review_url = f"{base}/visits/{alice.image.visit_id}/review/"
     page.goto(review_url)
     page.wait_for_selector("li.finding")
-    _images_loaded(page, ".stage img")
+    page.wait_for_selector("#review[data-interactive=true]")  # the first image drawn, the decisions enabled
     sign = page.locator("#sign-button")
     assert sign.is_disabled() and sign.inner_text() == "Sign report: 3 suggestions undecided"
     assert axe_violations(page) == []
