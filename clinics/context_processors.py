@@ -19,6 +19,7 @@ def clinic(request: HttpRequest) -> dict[str, Any]:
             "api_keys": access.can("apikey.manage"),
             "audit": access.can("audit.view"),
             "thresholds": access.can("thresholds.manage"),
+            "review_settings": access.can("monitoring.view"),
             "agreement": access.can("monitoring.view"),
             "webhooks": access.can("webhook.manage"),
             "clinic_model": access.can("model.manage"),
