@@ -7,7 +7,7 @@
   an amended version lists the previous SR as its predecessor;
 - a secondary-capture image per source image with the reviewed (confirmed and added) findings burned in.
 
-The tooth of a finding, once findings carry one (``"tooth"``, FDI), is sent as its finding site (ISO 3950).
+The tooth of a finding (``"tooth"``, FDI) is sent as its finding site, the tooth's SNOMED CT concept.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import ComprehensiveSRStorage, generate_uid
 
 from analysis.report_images import annotate
-from core import conditions
+from core import conditions, teeth
 
 MANUFACTURER = "DentalScan"
 PRIVATE_SCHEME = "99DSCAN"  # the platform's own codes (PS3.16 8.2: private schemes start with 99)
@@ -57,11 +57,14 @@ def outcome_of(finding: dict[str, Any]) -> str:
 
 
 def finding_sites(finding: dict[str, Any]) -> list[hd.sr.FindingSite]:
-    """The tooth (FDI two-digit notation, ISO 3950) when the finding has one; none otherwise."""
-    tooth = str(finding.get("tooth") or "")
-    if not tooth:
+    """The tooth as its SNOMED CT body structure (the concept FHIR's ``bodySite`` carries, ``core.teeth``) when the
+    finding has one (``"tooth"``, FDI); none otherwise."""
+    fdi = str(finding.get("tooth") or "")
+    if not fdi:
         return []
-    return [hd.sr.FindingSite(anatomic_location=hd.sr.CodedConcept(tooth, "ISO3950", f"Tooth {tooth}"))]
+    tooth = teeth.get(fdi)
+    meaning = tooth.snomed_display[:64]  # a DICOM code meaning is at most 64 characters
+    return [hd.sr.FindingSite(anatomic_location=hd.sr.CodedConcept(tooth.snomed, "SCT", meaning))]
 
 
 def evidence_dataset(header: dict[str, Any]) -> Dataset:
