@@ -83,11 +83,38 @@ def visit_findings(visit: Visit) -> dict[Image, list[Finding]]:
     return result
 
 
+# the fields of a finding that an analysis in a list shows (``analysis.api.FindingOutput``) or needs to choose
+# which to show (``is_shown``)
+LIST_FINDING_FIELDS = (
+    "id",
+    "clinic",
+    "analysis",
+    "image",
+    "source",
+    "condition",
+    "probability",
+    "box",
+    "status",
+    "reason",
+    "reviewed_by",
+    "tooth",
+    "surfaces",
+    "suggested_tooth",
+    "suggested_tooth_probability",
+    "note",
+    "version",
+)
+
+
 def analysis_list(*, status: str | None = None, visit: object = None) -> QuerySet[Analysis]:
     analyses = Analysis.objects.prefetch_related(
         # prefetched, not joined: one ModelVersion instance per version, shared by the page's rows
         Prefetch("model_version", queryset=ModelVersion.objects.annotate(cache_thresholds=Value(True))),
-        Prefetch("findings", queryset=Finding.objects.select_related("reviewed_by")),
+        # what FindingOutput and is_shown read: not the heatmaps (kilobytes each), the reviewer's email only
+        Prefetch(
+            "findings",
+            queryset=Finding.objects.select_related("reviewed_by").only(*LIST_FINDING_FIELDS, "reviewed_by__email"),
+        ),
         Prefetch("clinic_model", queryset=ClinicModel.objects.select_related("parent")),
     ).order_by("-created_at", "id")
     if status:

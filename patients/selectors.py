@@ -52,7 +52,7 @@ def patient_list(*, search: str = "", restricted_names: bool = True) -> QuerySet
 
     ``restricted_names=False`` (a principal that may not open restricted records) matches restricted patients
     by practice id only, so a search cannot confirm a restricted patient's name."""
-    patients = Patient.objects.prefetch_related("data_keys").order_by("-created_at", "id")
+    patients = Patient.objects.with_data_keys().order_by("-created_at", "id")
     search = search.strip()
     if search:
         key = clinic_key()

@@ -27,7 +27,7 @@ from core import crypto
 
 from .exports import clinical_record
 from .intake import IntakeError, SanitizedImage, safe_display_name, sanitize_upload
-from .keys import clinic_key, patient_key, patient_key_new
+from .keys import clinic_key, keys_forget, patient_key, patient_key_new
 from .models import Image, Patient, Sex, Visit
 from .selectors import PatientIdentity, identity_aad, image_display_name, patient_identity
 from .storage import blob_delete, blob_get, blob_put, blob_size
@@ -419,6 +419,7 @@ def patient_erase(*, patient: Patient) -> None:
         Image.objects.filter(patient=patient).delete()
         Visit.objects.filter(patient=patient).delete()
         patient.data_keys.all().delete()
+        keys_forget()
         Patient.objects.filter(pk=patient_id).delete()
         audit.record(
             action="patient.erase",
