@@ -130,6 +130,8 @@ class Visit(ClinicScopedModel):
 
     class Meta(ClinicScopedModel.Meta):
         ordering = ["-visit_date", "-created_at"]
+        # the visits list: newest first, filtered by date or a date range
+        indexes = [models.Index(fields=["clinic", "-visit_date", "-created_at"])]
 
     def __str__(self) -> str:
         return f"Visit {self.id} on {self.visit_date}"
