@@ -65,22 +65,34 @@ def unfamiliar_hidden() -> bool:
     return analysis_settings().unfamiliar_findings == "hide"
 
 
+def _shown_findings(images: list[Image], hide_unfamiliar: bool) -> dict[Image, list[Finding]]:
+    """The shown findings of each image (``is_shown``), in the findings' order: one query for all the images, the
+    clinic's thresholds read once per model version."""
+    result: dict[Image, list[Finding]] = {image: [] for image in images}
+    by_id = {image.pk: image for image in images}
+    thresholds: dict[object, dict[str, float]] = {}
+    findings = (
+        Finding.objects.filter(image_id__in=list(by_id))
+        .select_related("analysis__model_version", "reviewed_by")
+        .order_by("-probability", "created_at")
+    )
+    for finding in findings:
+        if finding.analysis_id:
+            version = finding.analysis.model_version
+            if version.pk not in thresholds:
+                thresholds[version.pk] = thresholds_for(version)
+            chosen = thresholds[version.pk]
+        else:
+            chosen = {}
+        if is_shown(finding, chosen, hide_unfamiliar):
+            result[by_id[finding.image_id]].append(finding)
+    return result
+
+
 def visit_findings(visit: Visit) -> dict[Image, list[Finding]]:
     """The findings of a visit that the clinic shows (its thresholds) or that a clinician decided."""
-    result: dict[Image, list[Finding]] = {}
-    hide_unfamiliar = unfamiliar_hidden()
-    for image in Image.objects.filter(visit=visit).order_by("uploaded_at"):
-        shown = []
-        for finding in (
-            Finding.objects.filter(image=image)
-            .select_related("analysis__model_version", "reviewed_by")
-            .order_by("-probability", "created_at")
-        ):
-            thresholds = thresholds_for(finding.analysis.model_version) if finding.analysis_id else {}
-            if is_shown(finding, thresholds, hide_unfamiliar):
-                shown.append(finding)
-        result[image] = shown
-    return result
+    images = list(Image.objects.filter(visit=visit).order_by("uploaded_at"))
+    return _shown_findings(images, unfamiliar_hidden())
 
 
 # the fields of a finding that an analysis in a list shows (``analysis.api.FindingOutput``) or needs to choose
@@ -184,17 +196,26 @@ def visits_to_review(*, include_restricted: bool, limit: int = 50) -> list[dict[
     )
     if not include_restricted:
         visits = visits.exclude(patient__restricted=True)
+    visits = list(visits[:limit])
+    images: dict[object, list[Image]] = {visit.pk: [] for visit in visits}
+    for image in Image.objects.filter(visit_id__in=list(images)).order_by("uploaded_at"):
+        images[image.visit_id].append(image)
+    shown = _shown_findings([image for some in images.values() for image in some], unfamiliar_hidden())
+    statuses: dict[object, list[str]] = {visit.pk: [] for visit in visits}
+    for visit_id, status in Analysis.objects.filter(image__visit_id__in=list(statuses)).values_list(
+        "image__visit_id", "status"
+    ):
+        statuses[visit_id].append(status)
     rows = []
-    for visit in visits[:limit]:
-        findings = visit_findings(visit)
-        statuses = list(Analysis.objects.filter(image__visit=visit).values_list("status", flat=True))
+    for visit in visits:
+        found = statuses[visit.pk]
         rows.append(
             {
                 "visit": visit,
-                "images": len(findings),
-                "analysing": sum(s in (AnalysisStatus.QUEUED, AnalysisStatus.RUNNING) for s in statuses),
-                "failed": sum(s == AnalysisStatus.FAILED for s in statuses),
-                "pending": sum(f.status == FindingStatus.PENDING for fs in findings.values() for f in fs),
+                "images": len(images[visit.pk]),
+                "analysing": sum(s in (AnalysisStatus.QUEUED, AnalysisStatus.RUNNING) for s in found),
+                "failed": sum(s == AnalysisStatus.FAILED for s in found),
+                "pending": sum(f.status == FindingStatus.PENDING for image in images[visit.pk] for f in shown[image]),
                 "amending": visit.amending,
             }
         )

@@ -206,6 +206,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default="", help="run only the endpoints whose name contains this text")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument(
+        "--conn-max-age",
+        type=int,
+        default=60,
+        help="DATABASE_CONN_MAX_AGE of the web processes (60, as .env.example sets for production; 0: a connection "
+        "per request)",
+    )
+    ap.add_argument(
         "--keep", type=Path, default=None, help="keep the database; write how to reach it to this JSON file"
     )
     ap.add_argument(
@@ -234,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         workdir=workdir,
         app_role=app_role,
         settings_module="bench.settings",
-        extra_env={"RATE_LIMITS_DISABLED": "1"},
+        extra_env={"RATE_LIMITS_DISABLED": "1", "DATABASE_CONN_MAX_AGE": str(args.conn_max_age)},
     )
     try:
         t0 = time.perf_counter()
@@ -290,9 +297,8 @@ def main(argv: list[str] | None = None) -> int:
                 results[name]["in_process_cpu_ms_per_request"] = found["cpu_ms_per_request"]
                 results[name]["in_process_cpu_ms_per_row"] = found["cpu_ms_per_row"]
                 lines += [f"=== {name}: {found['cpu_ms_per_request']} ms CPU per request", found["profile"]]
-            profile_path = (args.out.parent if args.out else RESULTS) / (
-                "api_load_profile_quick.txt" if args.quick else "api_load_profile.txt"
-            )
+            name = "api_load_quick.json" if args.quick else "api_load.json"
+            profile_path = (args.out or RESULTS / name).with_suffix(".profile.txt")
             profile_path.write_text("\n".join(lines))
             print(f"profiles written to {profile_path}")
         info = machine()
@@ -326,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
             "images": len(images),
             "findings": args.findings,
             "concurrency": args.concurrency,
+            "conn_max_age": args.conn_max_age,
             "seconds_per_endpoint": args.seconds,
             "setup_s": round(setup_s, 1),
             "data_generation_s": data["seconds"],

@@ -42,10 +42,14 @@ class PatientQuerySet(ClinicScopedQuerySet):
         fetching = self._result_cache is None
         super()._fetch_all()
         if fetching and self._with_data_keys and self._iterable_class is models.query.ModelIterable:
-            patients = [p for p in self._result_cache if isinstance(p, Patient)]
-            found = {k.patient_id: k for k in DataKey.objects.filter(patient_id__in=[p.pk for p in patients])}
-            for patient in patients:
-                patient._data_key = found.get(patient.pk)
+            data_keys_attach([p for p in self._result_cache if isinstance(p, Patient)])
+
+
+def data_keys_attach(patients: list[Patient]) -> None:
+    """Load the data keys of these patients with one query (``patient._data_key``: see ``patients.keys``)."""
+    found = {k.patient_id: k for k in DataKey.objects.filter(patient_id__in=[p.pk for p in patients])}
+    for patient in patients:
+        patient._data_key = found.get(patient.pk)
 
 
 class PatientManager(ClinicScopedManager.from_queryset(PatientQuerySet)):  # type: ignore[misc]
