@@ -225,6 +225,7 @@ def _or_404(getter: Any, pk: object) -> Any:
 
 class AnalysisListView(ClinicGenericAPIView):
     serializer_class = AnalysisOutput
+    keyset = ("-created_at", "id")  # ?cursor= pages (clinics.api.pagination)
 
     @extend_schema(
         summary="List analyses",

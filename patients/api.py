@@ -209,6 +209,7 @@ class PatientSearchView(ClinicGenericAPIView):
 
 class PatientListView(ClinicGenericAPIView):
     serializer_class = PatientOutput
+    keyset = ("-created_at", "id")  # ?cursor= pages (clinics.api.pagination)
 
     @extend_schema(
         summary="List the clinic's patients",
