@@ -26,6 +26,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -73,6 +74,43 @@ def photo_jpeg() -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, "JPEG", quality=90)
     return buffer.getvalue()
+
+
+class LockWaits(threading.Thread):
+    """Samples PostgreSQL every 0.5 s: how many of the database's sessions wait on a lock, and on which statement."""
+
+    def __init__(self, url: str, database: str) -> None:
+        super().__init__(daemon=True)
+        self.url, self.database, self.stop, self.samples = url, database, threading.Event(), 0
+        self.waiting: dict[str, int] = {}
+
+    def run(self) -> None:
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            while not self.stop.wait(0.5):
+                self.samples += 1
+                rows = conn.execute(
+                    "SELECT left(regexp_replace(query, '\\s+', ' ', 'g'), 90) FROM pg_stat_activity "
+                    "WHERE datname = %s AND wait_event_type = 'Lock'",
+                    [self.database],
+                ).fetchall()
+                for (query,) in rows:
+                    self.waiting[query] = self.waiting.get(query, 0) + 1
+
+
+def server_errors(log: str) -> dict[str, int]:
+    """The exceptions that ended requests with a 500 (the last line of each traceback in the web log)."""
+    found: dict[str, int] = {}
+    lines = log.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("Traceback") and "Internal Server Error" in "".join(lines[max(0, i - 2) : i]):
+            j = i + 1
+            while j < len(lines) and (lines[j].startswith(" ") or not lines[j].strip()):
+                j += 1
+            if j < len(lines):
+                found[lines[j][:120]] = found.get(lines[j][:120], 0) + 1
+    return found
 
 
 def read_stats(path: Path) -> list[dict]:
@@ -138,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
         web_pid = stack.procs[-1].pid
         prefix = workdir / "locust"
         cpu0, t0 = process_cpu_seconds(web_pid), time.perf_counter()
+        waits = LockWaits(f"{args.pg}/postgres", args.database)
+        waits.start()
         run = subprocess.run(  # noqa: S603
             [
                 args.locust,
@@ -169,6 +209,9 @@ def main(argv: list[str] | None = None) -> int:
             timeout=args.seconds + 300,
         )
         wall, server_cpu = time.perf_counter() - t0, process_cpu_seconds(web_pid) - cpu0
+        waits.stop.set()
+        waits.join()
+        errors = server_errors(stack.log("web.log"))
         stats = read_stats(Path(f"{prefix}_stats.csv"))
         failures = read_stats(Path(f"{prefix}_failures.csv")) if Path(f"{prefix}_failures.csv").exists() else []
         for suffix in ("stats", "failures", "exceptions"):
@@ -204,6 +247,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         total = rows.get("Aggregated", {})
         print(f"web server CPU: {server_cpu:.1f} s in {wall:.0f} s ({100 * server_cpu / wall:.0f}% of one core)")
+        waiting = sorted(waits.waiting.items(), key=lambda kv: -kv[1])
+        mean_waiting = sum(waits.waiting.values()) / max(waits.samples, 1)
+        print(f"sessions waiting on a lock: {mean_waiting:.1f} on average ({waits.samples} samples every 0.5 s)")
+        for query, n in waiting[:5]:
+            print(f"  {n / max(waits.samples, 1):.2f} waiting on average in: {query}")
+        for error, n in errors.items():
+            print(f"server error x{n}: {error}")
         if failures:
             print(
                 "failures:",
@@ -222,6 +272,12 @@ def main(argv: list[str] | None = None) -> int:
             "wall_s": round(wall, 1),
             "results": rows,
             "failures": failures,
+            "server_errors": errors,
+            "lock_waits": {
+                "samples": waits.samples,
+                "mean_waiting": round(mean_waiting, 2),
+                "by_statement": dict(waiting),
+            },
             "locust_exit_code": run.returncode,
         }
         path = write_json(f"{args.name}.json", payload)
