@@ -40,6 +40,10 @@ class PatientImageListView(PatientObjectMixin, ClinicGenericAPIView):
     parser_classes = [MultiPartParser]
     serializer_class = ImageOutput
 
+    @property
+    def decrypts(self) -> bool:
+        return self.request.method != "GET"  # the list shows no encrypted field; an upload encrypts
+
     @extend_schema(summary="List a patient's images", responses=ImageOutput(many=True))
     def get(self, request: Request, pk: str) -> Response:
         patient = self.get_object()

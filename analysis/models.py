@@ -102,7 +102,11 @@ class Analysis(ClinicScopedModel):
         constraints = [
             models.UniqueConstraint(fields=["image", "model_version"], name="analysis_one_per_image_and_model")
         ]
-        indexes = [models.Index(fields=["clinic", "status", "created_at"])]
+        # the list's filter by status, and its order (newest first) without one
+        indexes = [
+            models.Index(fields=["clinic", "status", "created_at"]),
+            models.Index(fields=["clinic", "-created_at", "id"]),
+        ]
 
     def __str__(self) -> str:
         return f"Analysis {self.id} ({self.status})"

@@ -65,34 +65,68 @@ def unfamiliar_hidden() -> bool:
     return analysis_settings().unfamiliar_findings == "hide"
 
 
-def visit_findings(visit: Visit) -> dict[Image, list[Finding]]:
-    """The findings of a visit that the clinic shows (its thresholds) or that a clinician decided."""
-    hide_unfamiliar = unfamiliar_hidden()
-    images = list(Image.objects.filter(visit=visit).order_by("uploaded_at"))
-    shown: dict[Any, list[Finding]] = {image.pk: [] for image in images}
-    limits: dict[Any, dict[str, float]] = {}  # model version -> the clinic's thresholds, read once per version
-    # one query for the whole visit (a visit of 15 images made 15 before, and one threshold read per finding)
-    for finding in (
-        Finding.objects.filter(image__visit=visit)
+def _shown_findings(images: list[Image], hide_unfamiliar: bool) -> dict[Image, list[Finding]]:
+    """The shown findings of each image (``is_shown``), in the findings' order: one query for all the images, the
+    clinic's thresholds read once per model version."""
+    result: dict[Image, list[Finding]] = {image: [] for image in images}
+    by_id = {image.pk: image for image in images}
+    thresholds: dict[object, dict[str, float]] = {}
+    findings = (
+        Finding.objects.filter(image_id__in=list(by_id))
         .select_related("analysis__model_version", "reviewed_by")
         .order_by("-probability", "created_at")
-    ):
-        thresholds: dict[str, float] = {}
+    )
+    for finding in findings:
         if finding.analysis_id:
-            model = finding.analysis.model_version
-            if model.pk not in limits:
-                limits[model.pk] = thresholds_for(model)
-            thresholds = limits[model.pk]
-        if finding.image_id in shown and is_shown(finding, thresholds, hide_unfamiliar):
-            shown[finding.image_id].append(finding)
-    return {image: shown[image.pk] for image in images}
+            version = finding.analysis.model_version
+            if version.pk not in thresholds:
+                thresholds[version.pk] = thresholds_for(version)
+            chosen = thresholds[version.pk]
+        else:
+            chosen = {}
+        if is_shown(finding, chosen, hide_unfamiliar):
+            result[by_id[finding.image_id]].append(finding)
+    return result
+
+
+def visit_findings(visit: Visit) -> dict[Image, list[Finding]]:
+    """The findings of a visit that the clinic shows (its thresholds) or that a clinician decided."""
+    images = list(Image.objects.filter(visit=visit).order_by("uploaded_at"))
+    return _shown_findings(images, unfamiliar_hidden())
+
+
+# the fields of a finding that an analysis in a list shows (``analysis.api.FindingOutput``) or needs to choose
+# which to show (``is_shown``)
+LIST_FINDING_FIELDS = (
+    "id",
+    "clinic",
+    "analysis",
+    "image",
+    "source",
+    "condition",
+    "probability",
+    "box",
+    "status",
+    "reason",
+    "reviewed_by",
+    "tooth",
+    "surfaces",
+    "suggested_tooth",
+    "suggested_tooth_probability",
+    "note",
+    "version",
+)
 
 
 def analysis_list(*, status: str | None = None, visit: object = None) -> QuerySet[Analysis]:
     analyses = Analysis.objects.prefetch_related(
         # prefetched, not joined: one ModelVersion instance per version, shared by the page's rows
         Prefetch("model_version", queryset=ModelVersion.objects.annotate(cache_thresholds=Value(True))),
-        Prefetch("findings", queryset=Finding.objects.select_related("reviewed_by")),
+        # what FindingOutput and is_shown read: not the heatmaps (kilobytes each), the reviewer's email only
+        Prefetch(
+            "findings",
+            queryset=Finding.objects.select_related("reviewed_by").only(*LIST_FINDING_FIELDS, "reviewed_by__email"),
+        ),
         Prefetch("clinic_model", queryset=ClinicModel.objects.select_related("parent")),
     ).order_by("-created_at", "id")
     if status:
@@ -162,17 +196,26 @@ def visits_to_review(*, include_restricted: bool, limit: int = 50) -> list[dict[
     )
     if not include_restricted:
         visits = visits.exclude(patient__restricted=True)
+    visits = list(visits[:limit])
+    images: dict[object, list[Image]] = {visit.pk: [] for visit in visits}
+    for image in Image.objects.filter(visit_id__in=list(images)).order_by("uploaded_at"):
+        images[image.visit_id].append(image)
+    shown = _shown_findings([image for some in images.values() for image in some], unfamiliar_hidden())
+    statuses: dict[object, list[str]] = {visit.pk: [] for visit in visits}
+    for visit_id, status in Analysis.objects.filter(image__visit_id__in=list(statuses)).values_list(
+        "image__visit_id", "status"
+    ):
+        statuses[visit_id].append(status)
     rows = []
-    for visit in visits[:limit]:
-        findings = visit_findings(visit)
-        statuses = list(Analysis.objects.filter(image__visit=visit).values_list("status", flat=True))
+    for visit in visits:
+        found = statuses[visit.pk]
         rows.append(
             {
                 "visit": visit,
-                "images": len(findings),
-                "analysing": sum(s in (AnalysisStatus.QUEUED, AnalysisStatus.RUNNING) for s in statuses),
-                "failed": sum(s == AnalysisStatus.FAILED for s in statuses),
-                "pending": sum(f.status == FindingStatus.PENDING for fs in findings.values() for f in fs),
+                "images": len(images[visit.pk]),
+                "analysing": sum(s in (AnalysisStatus.QUEUED, AnalysisStatus.RUNNING) for s in found),
+                "failed": sum(s == AnalysisStatus.FAILED for s in found),
+                "pending": sum(f.status == FindingStatus.PENDING for image in images[visit.pk] for f in shown[image]),
                 "amending": visit.amending,
             }
         )

@@ -10,7 +10,7 @@ from PIL import Image as PILImage
 
 from clinics import audit
 from clinics.views_base import ClinicView
-from patients.models import Image, Visit
+from patients.models import Image, Visit, data_keys_attach
 from patients.restricted import restricted_visible
 from patients.selectors import patient_identity
 from patients.services import image_read
@@ -76,6 +76,7 @@ class WorklistView(ClinicView):
 
     def get(self, request: HttpRequest) -> HttpResponse:
         rows = visits_to_review(include_restricted=restricted_visible(self.access))
+        data_keys_attach([row["visit"].patient for row in rows])
         for row in rows:
             row["identity"] = patient_identity(row["visit"].patient)
         audit.record(

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, machine, machine_line, table, write_json  # noqa: E402
+from _common import RESULTS, ROOT, machine, machine_line, table, write_json  # noqa: E402
 from bench_end_to_end import FORBIDDEN_DATABASES, percentile, start_gunicorn  # noqa: E402
 
 from tests.stack import Stack  # noqa: E402
@@ -96,6 +96,62 @@ print(json.dumps({{"patients": [str(p.id) for p in patients], "images": [str(i.i
 """
 
 
+PROFILE = r"""
+import cProfile, io, json, pstats, random, time
+from django.test import Client
+from django.db import connection
+
+PATHS, KEY, REPEAT, TOP = {paths}, "{key}", {repeat}, {top}
+client = Client(HTTP_AUTHORIZATION=f"Bearer {{KEY}}")
+out = {{}}
+for name, urls in PATHS.items():
+    for url in urls[:2]:  # warm: per-process caches (model registry, settings)
+        assert client.get(url).status_code == 200, url
+    profile = cProfile.Profile()
+    cpu, rows = 0.0, 0
+    for i in range(REPEAT):
+        url = urls[i % len(urls)]
+        c0 = time.process_time()
+        profile.enable()
+        response = client.get(url)
+        profile.disable()
+        cpu += time.process_time() - c0
+        assert response.status_code == 200, (url, response.status_code)
+        body = response.json()
+        rows += len(body["results"]) if isinstance(body, dict) and "results" in body else 1
+    text = io.StringIO()
+    pstats.Stats(profile, stream=text).sort_stats("cumulative").print_stats(TOP)
+    out[name] = {{"cpu_ms_per_request": round(1000 * cpu / REPEAT, 2),
+                 "rows_per_request": round(rows / REPEAT, 1),
+                 "cpu_ms_per_row": round(1000 * cpu / max(rows, 1), 3), "profile": text.getvalue()}}
+print(json.dumps(out))
+"""
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its children that are alive (Linux ``/proc``)."""
+    import os
+
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    pids = [pid]
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                pids.append(int(entry.name))
+    for one in pids:
+        try:
+            fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
 def load(base: str, key: str, paths, seconds: float, concurrency: int) -> dict:  # noqa: ANN001
     import requests
 
@@ -149,6 +205,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--database", default="dentalscan_bench_api")
     ap.add_argument("--only", default="", help="run only the endpoints whose name contains this text")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument(
+        "--conn-max-age",
+        type=int,
+        default=60,
+        help="DATABASE_CONN_MAX_AGE of the web processes (60, as .env.example sets for production; 0: a connection "
+        "per request)",
+    )
+    ap.add_argument(
+        "--keep", type=Path, default=None, help="keep the database; write how to reach it to this JSON file"
+    )
+    ap.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="then N requests per endpoint in one process (Django's test client, same database) under cProfile",
+    )
     args = ap.parse_args(argv)
     if args.quick:
         args.patients, args.findings, args.seconds = 200, 2000, 4
@@ -168,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         workdir=workdir,
         app_role=app_role,
         settings_module="bench.settings",
-        extra_env={"RATE_LIMITS_DISABLED": "1"},
+        extra_env={"RATE_LIMITS_DISABLED": "1", "DATABASE_CONN_MAX_AGE": str(args.conn_max_age)},
     )
     try:
         t0 = time.perf_counter()
@@ -179,6 +252,19 @@ def main(argv: list[str] | None = None) -> int:
         )
         stack.manage("shell", "-c", "from django.db import connection; connection.cursor().execute('ANALYZE')")
         setup_s = time.perf_counter() - t0
+        if args.keep:
+            args.keep.write_text(
+                json.dumps(
+                    {
+                        "database_url": stack.database_url,
+                        "keys": stack.keys,
+                        "app_role": app_role,
+                        "api_key": clinic["api_key"],
+                        "patients": data["patients"],
+                        "images": data["images"],
+                    }
+                )
+            )
         base = start_gunicorn(stack)
         patients, images = data["patients"], data["images"]
         pages_p = max(1, args.patients // 50)
@@ -191,9 +277,30 @@ def main(argv: list[str] | None = None) -> int:
         }
         results = {}
         endpoints = {name: paths for name, paths in endpoints.items() if args.only in name}
+        web_pid = stack.procs[-1].pid
+        rows = {"patients list (50/page)": 50, "analyses list (50/page)": 50, "patient's images list": 2}
         for name, paths in endpoints.items():
             load(base, clinic["api_key"], paths, min(2.0, args.seconds), 2)  # warm-up
+            cpu0 = process_cpu_seconds(web_pid)
             results[name] = load(base, clinic["api_key"], paths, args.seconds, args.concurrency)
+            server_cpu = process_cpu_seconds(web_pid) - cpu0
+            per_request = 1000 * server_cpu / max(results[name]["requests"], 1)
+            results[name]["server_cpu_ms_per_request"] = round(per_request, 2)
+            results[name]["server_cpu_ms_per_row"] = round(per_request / rows.get(name, 1), 3)
+        if args.profile:
+            rng = random.Random(1)
+            sample = {name: [paths(rng) for _ in range(args.profile)] for name, paths in endpoints.items()}
+            code = PROFILE.format(paths=repr(sample), key=clinic["api_key"], repeat=args.profile, top=35)
+            profiles = json.loads(stack.python(code, as_app=True, timeout=1200))
+            lines = []
+            for name, found in profiles.items():
+                results[name]["in_process_cpu_ms_per_request"] = found["cpu_ms_per_request"]
+                results[name]["in_process_cpu_ms_per_row"] = found["cpu_ms_per_row"]
+                lines += [f"=== {name}: {found['cpu_ms_per_request']} ms CPU per request", found["profile"]]
+            name = "api_load_quick.json" if args.quick else "api_load.json"
+            profile_path = (args.out or RESULTS / name).with_suffix(".profile.txt")
+            profile_path.write_text("\n".join(lines))
+            print(f"profiles written to {profile_path}")
         info = machine()
         print(
             f"API load: {args.patients} patients, {len(images)} images/analyses, {args.findings} findings in one "
@@ -202,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         print(machine_line(info))
         print(
             table(
-                ["endpoint", "requests", "p50 ms", "p95 ms", "max ms", "req/s", "non-200"],
+                ["endpoint", "requests", "p50 ms", "p95 ms", "max ms", "req/s", "CPU ms/req", "CPU ms/row", "non-200"],
                 [
                     [
                         name,
@@ -211,6 +318,8 @@ def main(argv: list[str] | None = None) -> int:
                         r["p95_ms"],
                         r["max_ms"],
                         r["requests_per_s"],
+                        r["server_cpu_ms_per_request"],
+                        r["server_cpu_ms_per_row"],
                         sum(n for code, n in r["statuses"].items() if code != 200),
                     ]
                     for name, r in results.items()
@@ -223,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
             "images": len(images),
             "findings": args.findings,
             "concurrency": args.concurrency,
+            "conn_max_age": args.conn_max_age,
             "seconds_per_endpoint": args.seconds,
             "setup_s": round(setup_s, 1),
             "data_generation_s": data["seconds"],
@@ -234,6 +344,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if bad else 0
     finally:
         stack.stop_all()
+        if args.keep:
+            return 0  # noqa: B012
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{args.database}" WITH (FORCE)')
             try:

@@ -32,9 +32,19 @@ class Actor:
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 client_ip_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("client_ip", default=None)
 actor_var: contextvars.ContextVar[Actor | None] = contextvars.ContextVar("actor", default=None)
+# Values worth computing once per request (unwrapped data keys: ``patients.keys``); None outside a request, so a
+# worker process keeps nothing from one task to the next.
+request_cache_var: contextvars.ContextVar[dict[object, object] | None] = contextvars.ContextVar(
+    "request_cache", default=None
+)
+
+
+def request_cache() -> dict[object, object] | None:
+    return request_cache_var.get()
 
 
 def reset() -> None:
     request_id_var.set("")
     client_ip_var.set(None)
     actor_var.set(None)
+    request_cache_var.set(None)

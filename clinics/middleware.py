@@ -38,6 +38,7 @@ class RequestContextMiddleware:
         deactivate_clinic()
         context.request_id_var.set(request_id)
         context.client_ip_var.set(client_ip(request))
+        context.request_cache_var.set({})
         try:
             response = self.get_response(request)
         finally:

@@ -209,6 +209,7 @@ class PatientSearchView(ClinicGenericAPIView):
 
 class PatientListView(ClinicGenericAPIView):
     serializer_class = PatientOutput
+    keyset = ("-created_at", "id")  # ?cursor= pages (clinics.api.pagination)
 
     @extend_schema(
         summary="List the clinic's patients",
@@ -243,9 +244,11 @@ class PatientListView(ClinicGenericAPIView):
 
 
 class PatientObjectMixin:
+    decrypts = True  # False where the view reads nothing encrypted of the patient (saves loading the data key)
+
     def get_object(self) -> Patient:
         try:
-            return patient_get(self.kwargs["pk"])
+            return patient_get(self.kwargs["pk"], with_key=self.decrypts)
         except Patient.DoesNotExist as exc:
             from django.http import Http404
 
@@ -301,10 +304,11 @@ class PatientExportView(PatientObjectMixin, ClinicGenericAPIView):
 
 class ImageDetailView(ClinicGenericAPIView):
     serializer_class = ImageOutput
+    decrypts = False  # the metadata needs no data key
 
     def get_object(self) -> Image:
         try:
-            return image_get(self.kwargs["pk"])
+            return image_get(self.kwargs["pk"], with_key=self.decrypts)
         except Image.DoesNotExist as exc:
             from django.http import Http404
 
@@ -320,6 +324,8 @@ class ImageDetailView(ClinicGenericAPIView):
 
 
 class ImageFileView(ImageDetailView):
+    decrypts = True
+
     @extend_schema(
         summary="Download an image file",
         parameters=[OpenApiParameter("variant", str, enum=["original", "preview", "thumbnail"])],

@@ -15,13 +15,15 @@ from collections import Counter
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from clinics import audit
+from clinics import audit, context
 from clinics.mfa import totp_rewrap_all
 from clinics.tenancy import clinic_scope, require_clinic_id
 from core import crypto
 from core.key_providers import key_provider
 
 from .models import DataKey, Patient
+
+_NOT_LOADED = object()
 
 
 def _aad(key: DataKey) -> bytes:
@@ -39,7 +41,26 @@ def _wrap_new(*, patient_id: uuid.UUID | None) -> tuple[DataKey, bytes]:
 
 
 def unwrap(key: DataKey) -> bytes:
-    return key_provider().unwrap(key.master_key_id, bytes(key.wrapped), _aad(key))
+    """The raw data key. Inside a request, each wrapped key is unwrapped once (``clinics.context.request_cache``:
+    a page decrypting many things of one patient, or the clinic's search key, unwraps it once); outside a request
+    (tasks, commands) nothing is kept."""
+    wrapped = bytes(key.wrapped)
+    cache = context.request_cache()
+    if cache is None:
+        return key_provider().unwrap(key.master_key_id, wrapped, _aad(key))
+    slot = ("datakey", key.id, key.clinic_id, key.patient_id, key.master_key_id, wrapped)
+    raw = cache.get(slot)
+    if raw is None:
+        raw = cache[slot] = key_provider().unwrap(key.master_key_id, wrapped, _aad(key))
+    return raw
+
+
+def keys_forget() -> None:
+    """Drop the data keys this request unwrapped (after a key is destroyed: nothing may outlive it in memory)."""
+    cache = context.request_cache()
+    if cache is not None:
+        for slot in [s for s in cache if isinstance(s, tuple) and s and s[0] == "datakey"]:
+            del cache[slot]
 
 
 def clinic_key() -> bytes:
@@ -62,11 +83,15 @@ def patient_key_new(patient_id: uuid.UUID) -> tuple[DataKey, bytes]:
 
 
 def patient_key(patient: Patient) -> bytes:
-    """The patient's data key; uses ``prefetch_related("data_keys")`` when the caller did it."""
-    keys = list(patient.data_keys.all())
-    if not keys:
+    """The patient's data key; uses the key loaded by ``Patient.objects.with_data_keys()`` or by
+    ``prefetch_related("data_keys")`` when the caller did either."""
+    loaded = patient.__dict__.get("_data_key", _NOT_LOADED)
+    if loaded is _NOT_LOADED:
+        keys = list(patient.data_keys.all())
+        loaded = keys[0] if keys else None
+    if loaded is None:
         raise crypto.IntegrityFailure(f"the data key of patient {patient.pk} no longer exists")
-    return unwrap(keys[0])
+    return unwrap(loaded)
 
 
 def master_key_rotate() -> dict[str, int]:

@@ -6,7 +6,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from clinics.tenancy import ClinicScopedModel
+from clinics.tenancy import ClinicScopedManager, ClinicScopedModel, ClinicScopedQuerySet
 
 
 class Sex(models.TextChoices):
@@ -19,6 +19,41 @@ class Sex(models.TextChoices):
 class Modality(models.TextChoices):
     PHOTO = "photo", "Intraoral photo"
     XRAY = "xray", "X-ray"
+
+
+class PatientQuerySet(ClinicScopedQuerySet):
+    """``with_data_keys()``: each fetched patient carries its data key (``patient._data_key``, None when it no longer
+    exists), loaded with one query for all of them. What ``prefetch_related("data_keys")`` did, without the
+    per-row queryset Django builds for a prefetch (a third of a patient page's CPU)."""
+
+    _with_data_keys = False
+
+    def with_data_keys(self) -> PatientQuerySet:
+        clone = self._chain()
+        clone._with_data_keys = True
+        return clone
+
+    def _clone(self) -> PatientQuerySet:
+        clone = super()._clone()
+        clone._with_data_keys = self._with_data_keys
+        return clone
+
+    def _fetch_all(self) -> None:
+        fetching = self._result_cache is None
+        super()._fetch_all()
+        if fetching and self._with_data_keys and self._iterable_class is models.query.ModelIterable:
+            data_keys_attach([p for p in self._result_cache if isinstance(p, Patient)])
+
+
+def data_keys_attach(patients: list[Patient]) -> None:
+    """Load the data keys of these patients with one query (``patient._data_key``: see ``patients.keys``)."""
+    found = {k.patient_id: k for k in DataKey.objects.filter(patient_id__in=[p.pk for p in patients])}
+    for patient in patients:
+        patient._data_key = found.get(patient.pk)
+
+
+class PatientManager(ClinicScopedManager.from_queryset(PatientQuerySet)):  # type: ignore[misc]
+    pass
 
 
 class Patient(ClinicScopedModel):
@@ -42,6 +77,8 @@ class Patient(ClinicScopedModel):
     restricted = models.BooleanField(default=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(default=timezone.now)
+
+    objects = PatientManager()
 
     class Meta(ClinicScopedModel.Meta):
         constraints = [
@@ -97,6 +134,8 @@ class Visit(ClinicScopedModel):
 
     class Meta(ClinicScopedModel.Meta):
         ordering = ["-visit_date", "-created_at"]
+        # the visits list: newest first, filtered by date or a date range
+        indexes = [models.Index(fields=["clinic", "-visit_date", "-created_at"])]
 
     def __str__(self) -> str:
         return f"Visit {self.id} on {self.visit_date}"

@@ -61,7 +61,8 @@ RESTRICTED_MESSAGE = (
 )
 
 
-def _patient_id(view_name: str, kwargs: dict[str, Any]) -> uuid.UUID | None:
+def _patient_ref(view_name: str, kwargs: dict[str, Any]) -> tuple[uuid.UUID, bool] | None:
+    """The patient a route's object belongs to and whether the record is restricted, in one query."""
     from django.apps import apps
 
     label, field = PATIENT_ROUTES[view_name]
@@ -70,7 +71,8 @@ def _patient_id(view_name: str, kwargs: dict[str, Any]) -> uuid.UUID | None:
         pk = uuid.UUID(str(kwargs.get("pk")))
     except ValueError:
         return None
-    return model.objects.filter(pk=pk).values_list(field, flat=True).first()
+    restricted = "restricted" if field == "pk" else field.removesuffix("_id") + "__restricted"
+    return model.objects.filter(pk=pk).values_list(field, restricted).first()
 
 
 def restricted_visible(access: Any) -> bool:
@@ -91,12 +93,13 @@ def patient_route_decision(access: Any, view_name: str, method: str, kwargs: dic
     """``(OPEN, None)`` or ``(RESTRICTED, patient_id)`` for a request that passed the role check."""
     if view_name not in PATIENT_ROUTES:
         return OPEN, None
-    patient_id = _patient_id(view_name, kwargs)
-    if patient_id is None:  # missing or another clinic's: the view answers 404
-        return OPEN, None
-    if not Patient.objects.filter(pk=patient_id, restricted=True).exists():
-        return OPEN, None
     if access.api_key is None and access.can("patient.view_restricted"):
+        return OPEN, None  # open to this principal whether restricted or not: no query
+    found = _patient_ref(view_name, kwargs)
+    if found is None:  # missing or another clinic's: the view answers 404
+        return OPEN, None
+    patient_id, restricted = found
+    if not restricted:
         return OPEN, None
     grant = active_grant(access.user, patient_id) if access.api_key is None else None
     if grant is None:

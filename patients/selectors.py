@@ -52,7 +52,7 @@ def patient_list(*, search: str = "", restricted_names: bool = True) -> QuerySet
 
     ``restricted_names=False`` (a principal that may not open restricted records) matches restricted patients
     by practice id only, so a search cannot confirm a restricted patient's name."""
-    patients = Patient.objects.prefetch_related("data_keys").order_by("-created_at", "id")
+    patients = Patient.objects.with_data_keys().order_by("-created_at", "id")
     search = search.strip()
     if search:
         key = clinic_key()
@@ -71,8 +71,9 @@ def patient_list(*, search: str = "", restricted_names: bool = True) -> QuerySet
     return patients
 
 
-def patient_get(pk: object) -> Patient:
-    return Patient.objects.prefetch_related("data_keys").get(pk=pk)
+def patient_get(pk: object, *, with_key: bool = True) -> Patient:
+    """One patient, with its data key loaded unless ``with_key=False`` (nothing of it will be decrypted)."""
+    return (Patient.objects.with_data_keys() if with_key else Patient.objects.all()).get(pk=pk)
 
 
 def visit_list(patient: Patient) -> QuerySet[Visit]:
@@ -93,8 +94,10 @@ def image_list(patient: Patient) -> QuerySet[Image]:
     )
 
 
-def image_get(pk: object) -> Image:
-    return Image.objects.select_related("patient", "visit").prefetch_related("patient__data_keys").get(pk=pk)
+def image_get(pk: object, *, with_key: bool = True) -> Image:
+    """One image with its patient and visit; ``with_key=False`` when nothing of it will be decrypted (metadata)."""
+    images = Image.objects.select_related("patient", "visit")
+    return (images.prefetch_related("patient__data_keys") if with_key else images).get(pk=pk)
 
 
 def image_display_name(image: Image) -> str:

@@ -29,7 +29,7 @@ from core import crypto
 
 from .exports import clinical_record
 from .intake import IntakeError, SanitizedImage, safe_display_name, sanitize_upload
-from .keys import clinic_key, patient_key, patient_key_new
+from .keys import clinic_key, keys_forget, patient_key, patient_key_new
 from .models import Image, Patient, Sex, Visit
 from .selectors import PatientIdentity, identity_aad, image_display_name, patient_identity
 from .storage import blob_delete, blob_get, blob_put, blob_size
@@ -256,12 +256,17 @@ def _check_quota(incoming: int, *, lock: bool = False) -> None:
     stored blob (original, preview, thumbnail, model-input copy; encrypted sizes), not only the originals.
 
     ``lock`` (inside the upload's transaction) first takes the clinic row's lock, held until commit, so two
-    uploads of one clinic cannot both pass on the same total: the second waits, then counts the first."""
+    uploads of one clinic cannot both pass on the same total: the second waits, then counts the first. The lock is
+    ``FOR NO KEY UPDATE``: it excludes the other uploads' quota locks but not the key-share locks that every insert
+    of a row pointing at the clinic takes (audit events, images...). ``FOR UPDATE`` blocked those until the upload
+    committed, and deadlocked against the audit chain's lock (an upload holding the clinic waited for the chain
+    head, held by an audit insert waiting for the clinic): 500s under the mixed load test."""
     quota = settings.IMAGE_QUOTA_BYTES_PER_CLINIC
     if not quota:
         return
     if lock:
-        list(Clinic.objects.select_for_update().filter(pk=require_clinic_id()).values_list("pk", flat=True))
+        clinic = Clinic.objects.select_for_update(no_key=True).filter(pk=require_clinic_id())
+        list(clinic.values_list("pk", flat=True))
     used = Image.objects.aggregate(total=Sum("stored_bytes"))["total"] or 0
     if used + incoming > quota:
         raise IntakeError(
@@ -434,6 +439,7 @@ def patient_erase(*, patient: Patient) -> None:
         Image.objects.filter(patient=patient).delete()
         Visit.objects.filter(patient=patient).delete()
         patient.data_keys.all().delete()
+        keys_forget()
         Patient.objects.filter(pk=patient_id).delete()
         audit.record(
             action="patient.erase",

@@ -47,7 +47,7 @@ def test_every_unknown_parameter_is_named_and_known_ones_are_listed(alice: World
     error = response.json()["error"]
     assert response.status_code == 400 and error["details"]["unknown"] == ["stat", "visits"]
     assert "stat, visits" in error["message"]
-    assert {"status", "visit", "page", "page_size"} == set(error["details"]["allowed"])
+    assert {"status", "visit", "page", "page_size", "cursor"} == set(error["details"]["allowed"])
 
 
 def test_known_parameters_still_work(alice: World) -> None:

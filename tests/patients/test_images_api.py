@@ -484,3 +484,41 @@ def test_an_oversized_json_body_gets_the_api_error_shape(alice: World) -> None:
         assert response.json()["error"]["code"] == "request_too_large"
     with clinic_scope(alice.clinic.id):
         assert Patient.objects.count() == 1
+
+
+@requires_postgres
+@pytest.mark.django_db(transaction=True)
+def test_an_uploads_quota_lock_does_not_block_the_clinics_other_writes(settings) -> None:  # noqa: ANN001
+    """While an upload holds the quota lock (until it commits), another request of the clinic can still record its
+    audit event: with FOR UPDATE on the clinic row it waited (the event's key-share lock on the clinic), and an
+    upload waiting for the audit chain meanwhile deadlocked with it."""
+    from django.db import connection, connections, transaction
+
+    from clinics import audit
+    from patients import services as patient_services
+
+    world = build_clinic("quota-lock")
+    settings.IMAGE_QUOTA_BYTES_PER_CLINIC = 10**12
+    holding, release, outcome = threading.Event(), threading.Event(), {}
+
+    def upload_holding_the_quota_lock() -> None:
+        try:
+            with clinic_scope(world.clinic.id), transaction.atomic():
+                patient_services._check_quota(1, lock=True)
+                holding.set()
+                release.wait(20)
+        finally:
+            connections.close_all()
+
+    holder = threading.Thread(target=upload_holding_the_quota_lock)
+    holder.start()
+    try:
+        assert holding.wait(20)
+        with clinic_scope(world.clinic.id), transaction.atomic():
+            connection.cursor().execute("SET LOCAL lock_timeout = '3s'")
+            audit.record(action="patient.list", clinic_id=world.clinic.id, object_type="patient")
+            outcome["recorded"] = True
+    finally:
+        release.set()
+        holder.join(30)
+    assert outcome == {"recorded": True}

@@ -1,0 +1,298 @@
+"""The mixed rush-hour scenario under Locust: staff, dentists and an integrator of one clinic at once.
+
+    python bench/bench_locust.py [--users 50] [--mix 20,20,10] [--seconds 60] [--locust /path/to/locust]
+
+Builds what ``bench_api_load.py`` builds (a throwaway PostgreSQL database, the demo clinics, ``--patients``
+patients with one visit, 2 photos, a finished analysis each and ``--findings`` findings in all), adds an account
+for each simulated staff member and dentist (dentists with a TOTP authenticator), starts the web app (gunicorn
+2 processes x 4 threads, persistent database connections as in production, rate limits lifted) with Redis as
+the broker and no worker (uploads queue their analyses), and runs ``bench/locustfile.py`` headless against
+127.0.0.1: ``--users`` people (staff, dentists, integrators as ``--mix``), each sending about one request per
+second, for ``--seconds``. Prints p50/p95/max and requests/s per kind of request and the error count; writes Locust's
+CSV files (``bench/results/locust_mixed_*.csv``) and ``bench/results/locust_mixed.json``.
+
+Locust is not one of the app's dependencies (``pip install -e .[bench]``, or any environment with ``locust``;
+``--locust`` names its executable). Locust, the server and PostgreSQL share the machine's CPUs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS, ROOT, machine, machine_line, table, write_json  # noqa: E402
+from bench_api_load import GENERATE, process_cpu_seconds  # noqa: E402
+from bench_end_to_end import FORBIDDEN_DATABASES, start_gunicorn  # noqa: E402
+
+from tests.stack import Stack  # noqa: E402
+
+ACCOUNTS = r"""
+import json
+from clinics import mfa, services
+from clinics.models import Clinic, Role
+from clinics.tenancy import clinic_scope
+from analysis.models import Finding
+from patients.models import Visit
+
+clinic = Clinic.objects.get(pk="{clinic}")
+staff, dentists = [], []
+with clinic_scope(clinic.id):
+    for i in range({staff}):
+        email, password = f"staff{{i}}@load.test", f"Load-staff-password-{{i}}"
+        services.member_add(email=email, role=Role.STAFF, password=password, full_name=f"Staff {{i}}")
+        staff.append({{"email": email, "password": password}})
+    for i in range({dentists}):
+        email, password = f"dentist{{i}}@load.test", f"Load-dentist-password-{{i}}"
+        member = services.member_add(email=email, role=Role.DENTIST, password=password, full_name=f"Dentist {{i}}")
+        secret = ("JBSWY3DPEHPK3PXP" + "ABCDEFGHIJKLMNOP"[i % 16] * 16)[:32]
+        mfa.demo_enrol(member.user, secret)
+        dentists.append({{"email": email, "password": password, "totp_secret": secret}})
+    visits = [str(v) for v in Visit.objects.values_list("id", flat=True)[:1000]]
+    findings = [str(f) for f in Finding.objects.filter(image__visit_id__in=visits[:300]).values_list("id", flat=True)]
+print(json.dumps({{"staff": staff, "dentists": dentists, "visits": visits, "findings": findings}}))
+"""
+
+
+def photo_jpeg() -> bytes:
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (1024, 768), (180, 120, 110))
+    draw = ImageDraw.Draw(image)
+    for i in range(0, 1024, 64):
+        draw.ellipse((i, 300, i + 60, 420), fill=(235, 230, 215))
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+class LockWaits(threading.Thread):
+    """Samples PostgreSQL every 0.5 s: how many of the database's sessions wait on a lock, and on which statement."""
+
+    def __init__(self, url: str, database: str) -> None:
+        super().__init__(daemon=True)
+        self.url, self.database, self.stop, self.samples = url, database, threading.Event(), 0
+        self.waiting: dict[str, int] = {}
+
+    def run(self) -> None:
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            while not self.stop.wait(0.5):
+                self.samples += 1
+                rows = conn.execute(
+                    "SELECT left(regexp_replace(query, '\\s+', ' ', 'g'), 90) FROM pg_stat_activity "
+                    "WHERE datname = %s AND wait_event_type = 'Lock'",
+                    [self.database],
+                ).fetchall()
+                for (query,) in rows:
+                    self.waiting[query] = self.waiting.get(query, 0) + 1
+
+
+def server_errors(log: str) -> dict[str, int]:
+    """The exceptions that ended requests with a 500 (the last line of each traceback in the web log)."""
+    found: dict[str, int] = {}
+    lines = log.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("Traceback") and "Internal Server Error" in "".join(lines[max(0, i - 2) : i]):
+            j = i + 1
+            while j < len(lines) and (lines[j].startswith(" ") or not lines[j].strip()):
+                j += 1
+            if j < len(lines):
+                found[lines[j][:120]] = found.get(lines[j][:120], 0) + 1
+    return found
+
+
+def read_stats(path: Path) -> list[dict]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--users", type=int, default=50)
+    ap.add_argument("--mix", default="", help="staff,dentists,integrators (default: 40%%, 40%%, 20%% of --users)")
+    ap.add_argument("--seconds", type=int, default=60)
+    ap.add_argument("--spawn-rate", type=float, default=10)
+    ap.add_argument("--upload-every", type=float, default=30, help="each staff member uploads a photo every N s")
+    ap.add_argument("--patients", type=int, default=1000)
+    ap.add_argument("--findings", type=int, default=20000)
+    ap.add_argument("--pg", default="postgres://postgres@127.0.0.1:5432")
+    ap.add_argument("--redis", default="redis://127.0.0.1:6379/13")
+    ap.add_argument("--database", default="dentalscan_bench_locust")
+    ap.add_argument("--locust", default=shutil.which("locust") or "locust")
+    ap.add_argument("--name", default="locust_mixed", help="file name prefix under bench/results/")
+    args = ap.parse_args(argv)
+    if args.database in FORBIDDEN_DATABASES:
+        raise SystemExit(f"refusing to use the database {args.database!r}")
+    if args.mix:
+        staff, dentists, integrators = (int(n) for n in args.mix.split(","))
+    else:
+        staff = dentists = round(args.users * 0.4)
+        integrators = args.users - staff - dentists
+    import psycopg
+
+    admin = f"{args.pg}/postgres"
+    app_role = f"{args.database}_app"
+    workdir = Path(tempfile.mkdtemp(prefix="bench-locust-"))
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{args.database}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{args.database}"')
+    stack = Stack(
+        database_url=f"{args.pg}/{args.database}",
+        redis_url=args.redis,
+        workdir=workdir,
+        app_role=app_role,
+        settings_module="bench.settings",
+        extra_env={"RATE_LIMITS_DISABLED": "1", "DATABASE_CONN_MAX_AGE": "60"},
+    )
+    try:
+        seed = stack.prepare(shipped=True)
+        clinic = seed["clinics"][0]
+        data = json.loads(
+            stack.python(GENERATE.format(patients=args.patients, findings=args.findings, clinic=clinic["id"]))
+        )
+        data.update(json.loads(stack.python(ACCOUNTS.format(clinic=clinic["id"], staff=staff, dentists=dentists))))
+        stack.manage("shell", "-c", "from django.db import connection; connection.cursor().execute('ANALYZE')")
+        (workdir / "photo.jpg").write_bytes(photo_jpeg())
+        data.update(
+            api_key=clinic["api_key"],
+            photo=str(workdir / "photo.jpg"),
+            patient_pages=max(1, args.patients // 50),
+            analysis_pages=max(1, len(data["images"]) // 50),
+        )
+        (workdir / "data.json").write_text(json.dumps(data))
+        base = start_gunicorn(stack)
+        web_pid = stack.procs[-1].pid
+        prefix = workdir / "locust"
+        cpu0, t0 = process_cpu_seconds(web_pid), time.perf_counter()
+        waits = LockWaits(f"{args.pg}/postgres", args.database)
+        waits.start()
+        run = subprocess.run(  # noqa: S603
+            [
+                args.locust,
+                "-f",
+                str(ROOT / "bench" / "locustfile.py"),
+                "--headless",
+                "--host",
+                base,
+                "--users",
+                str(staff + dentists + integrators),
+                "--spawn-rate",
+                str(args.spawn_rate),
+                "--run-time",
+                f"{args.seconds}s",
+                "--csv",
+                str(prefix),
+                "--only-summary",
+                "--stop-timeout",
+                "10",
+            ],
+            env={
+                **os.environ,
+                "BENCH_LOCUST_DATA": str(workdir / "data.json"),
+                "BENCH_LOCUST_MIX": f"{staff},{dentists},{integrators}",
+                "BENCH_LOCUST_UPLOAD_EVERY_S": str(args.upload_every),
+            },
+            capture_output=True,
+            text=True,
+            timeout=args.seconds + 300,
+        )
+        wall, server_cpu = time.perf_counter() - t0, process_cpu_seconds(web_pid) - cpu0
+        waits.stop.set()
+        waits.join()
+        errors = server_errors(stack.log("web.log"))
+        stats = read_stats(Path(f"{prefix}_stats.csv"))
+        failures = read_stats(Path(f"{prefix}_failures.csv")) if Path(f"{prefix}_failures.csv").exists() else []
+        for suffix in ("stats", "failures", "exceptions"):
+            if Path(f"{prefix}_{suffix}.csv").exists():
+                shutil.copy(f"{prefix}_{suffix}.csv", RESULTS / f"{args.name}_{suffix}.csv")
+        rows = {
+            s["Name"]: {
+                "type": s["Type"],
+                "requests": int(s["Request Count"]),
+                "failures": int(s["Failure Count"]),
+                "p50_ms": float(s["50%"] or 0),
+                "p95_ms": float(s["95%"] or 0),
+                "max_ms": round(float(s["Max Response Time"] or 0), 1),
+                "requests_per_s": round(float(s["Requests/s"] or 0), 2),
+            }
+            for s in stats
+        }
+        info = machine()
+        print(
+            f"Locust mixed scenario: {staff} staff, {dentists} dentists, {integrators} integrators, ~1 request/s each, "
+            f"{args.seconds} s; {args.patients} patients, {len(data['images'])} analyses, {args.findings} findings in "
+            "one clinic; gunicorn 2x4 on PostgreSQL"
+        )
+        print(machine_line(info))
+        print(
+            table(
+                ["request", "requests", "failures", "p50 ms", "p95 ms", "max ms", "req/s"],
+                [
+                    [name, r["requests"], r["failures"], r["p50_ms"], r["p95_ms"], r["max_ms"], r["requests_per_s"]]
+                    for name, r in rows.items()
+                ],
+            )
+        )
+        total = rows.get("Aggregated", {})
+        print(f"web server CPU: {server_cpu:.1f} s in {wall:.0f} s ({100 * server_cpu / wall:.0f}% of one core)")
+        waiting = sorted(waits.waiting.items(), key=lambda kv: -kv[1])
+        mean_waiting = sum(waits.waiting.values()) / max(waits.samples, 1)
+        print(f"sessions waiting on a lock: {mean_waiting:.1f} on average ({waits.samples} samples every 0.5 s)")
+        for query, n in waiting[:5]:
+            print(f"  {n / max(waits.samples, 1):.2f} waiting on average in: {query}")
+        for error, n in errors.items():
+            print(f"server error x{n}: {error}")
+        if failures:
+            print(
+                "failures:",
+                "; ".join(f"{f['Method']} {f['Name']}: {f['Error'][:120]} x{f['Occurrences']}" for f in failures),
+            )
+        if run.returncode not in (0, 1):
+            print(run.stderr[-3000:])
+        payload = {
+            "machine": info,
+            "users": {"staff": staff, "dentists": dentists, "integrators": integrators},
+            "seconds": args.seconds,
+            "upload_every_s": args.upload_every,
+            "patients": args.patients,
+            "findings": args.findings,
+            "web_cpu_s": round(server_cpu, 1),
+            "wall_s": round(wall, 1),
+            "results": rows,
+            "failures": failures,
+            "server_errors": errors,
+            "lock_waits": {
+                "samples": waits.samples,
+                "mean_waiting": round(mean_waiting, 2),
+                "by_statement": dict(waiting),
+            },
+            "locust_exit_code": run.returncode,
+        }
+        path = write_json(f"{args.name}.json", payload)
+        print(f"written {path.relative_to(ROOT)}")
+        return 0 if total.get("failures", 1) == 0 else 1
+    finally:
+        stack.stop_all()
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{args.database}" WITH (FORCE)')
+            try:
+                conn.execute(f'DROP ROLE IF EXISTS "{app_role}"')
+            except psycopg.Error:
+                pass
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
