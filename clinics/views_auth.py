@@ -89,7 +89,8 @@ class LoginView(ClinicView):
         if form.is_valid():
             email = form.cleaned_data["email"]
             ip = client_ip(request)
-            locked = ratelimit.locked_for(email, ip) or _account_limited(request, "login", email)
+            # the per-account allowance counts failures only (below), so sending a person's address locks no one out
+            locked = ratelimit.locked_for(email, ip) or ratelimit.account_blocked("login", email)
             if locked:
                 login_failed_record(email, "locked_out")
                 form.add_error(None, "Too many failed attempts from this address. Try again later.")
@@ -104,6 +105,7 @@ class LoginView(ClinicView):
                 ratelimit.success(email, ip)
                 return after_login(next_url, access)
             login_failed_record(email, "bad_credentials" if user is None else "no_membership")
+            ratelimit.account_failure("login", email)
             locked = ratelimit.failure(email, ip)
             form.add_error(None, "Email or password is not correct, or the account has no active clinic.")
             if locked:
