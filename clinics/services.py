@@ -333,8 +333,14 @@ def member_mfa_reset(*, membership: Membership, by: User | None) -> None:
     """A clinic admin removes a member's authenticator (lost or replaced phone). Every session and token of the
     person ends; their next log-in sets up a new authenticator where their role needs one. Refused for one's
     own (use a recovery code, or ask another admin) and for people who belong, or belonged, to another clinic
-    (which may reactivate them): one clinic alone must not lower the protection of another clinic's account."""
+    (which may reactivate them): one clinic alone must not lower the protection of another clinic's account.
+    Refused first, with one message that says nothing about the account, when this clinic did not create it
+    (``created_account``: the person joined with an account they already had)."""
     user = membership.user
+    if not membership.created_account:
+        raise ServiceError(
+            "second_factor_not_resettable", "This person's second factor cannot be reset from here.", status=409
+        )
     if by is not None and by.pk == user.pk:
         raise ServiceError("own_second_factor", "Another clinic admin must reset your second factor.", status=409)
     if Membership.unscoped.filter(user=user).exclude(clinic_id=membership.clinic_id).exists():
