@@ -146,7 +146,7 @@ def invitation_create(*, email: str, role: str, invited_by: User | None, domain:
         clinic_id=clinic_id,
         object_type="invitation",
         object_id=invitation.id,
-        details={"email": email, "role": role, "expires_at": invitation.expires_at.isoformat()},
+        details={"role": role, "expires_at": invitation.expires_at.isoformat()},  # ids only: no address
     )
     transaction.on_commit(partial(_send_invitation_mail, str(invitation.pk), str(clinic_id), domain, use_https))
     return invitation

@@ -3,6 +3,7 @@ while logged in as it or with a new account (password, and an authenticator wher
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from typing import Any
 
@@ -175,3 +176,11 @@ def test_operators_cannot_add_an_existing_account_directly(alice: World, bob: Wo
     with clinic_scope(bob.clinic.id), pytest.raises(ServiceError) as refused:
         member_add(email=alice.users["dentist"].email, role=Role.STAFF, password=PASSWORD)
     assert refused.value.code == "invitation_required"
+
+
+def test_invitation_audit_holds_ids_only(alice: World) -> None:
+    _invite(alice, "once@alice.test")
+    first = Invitation.unscoped.get(email="once@alice.test")
+    created = AuditEvent.unscoped.get(action="invitation.create", object_id=str(first.pk))
+    assert created.details["role"] == "staff"
+    assert "once@alice.test" not in json.dumps(created.details)  # no address in the append-only chain
