@@ -134,19 +134,29 @@ def invitation_create(*, email: str, role: str, invited_by: User | None, domain:
     if Membership.objects.filter(user__email=email, is_active=True).exists():  # this clinic's own members only
         raise ServiceError("already_member", "This person is already an active member of the clinic.")
     now = timezone.now()
-    Invitation.objects.filter(email=email, accepted_at=None, revoked_at=None).update(revoked_at=now)
+    pending = Invitation.objects.select_for_update().filter(email=email, accepted_at=None, revoked_at=None)
+    replaced = [str(pk) for pk in pending.values_list("pk", flat=True)]
+    Invitation.objects.filter(pk__in=replaced).update(revoked_at=now)
     invitation = Invitation.objects.create(
         email=email,
         role=role,
         invited_by=invited_by,
         expires_at=now + timedelta(seconds=settings.INVITATION_TTL_SECONDS),
     )
+    for pk in replaced:  # audit details are ids only (the chain is append-only: no address in it)
+        audit.record(
+            action="invitation.revoke",
+            clinic_id=clinic_id,
+            object_type="invitation",
+            object_id=pk,
+            details={"replaced_by": str(invitation.id)},
+        )
     audit.record(
         action="invitation.create",
         clinic_id=clinic_id,
         object_type="invitation",
         object_id=invitation.id,
-        details={"role": role, "expires_at": invitation.expires_at.isoformat()},  # ids only: no address
+        details={"role": role, "expires_at": invitation.expires_at.isoformat()},
     )
     transaction.on_commit(partial(_send_invitation_mail, str(invitation.pk), str(clinic_id), domain, use_https))
     return invitation
@@ -161,12 +171,18 @@ def _send_invitation_mail(invitation_id: str, clinic_id: str, domain: str, use_h
 
 @transaction.atomic
 def invitation_revoke(*, invitation: Invitation) -> Invitation:
-    if invitation.accepted_at is None and invitation.revoked_at is None:
-        invitation.revoked_at = timezone.now()
-        invitation.save(update_fields=["revoked_at"])
-    audit.record(
-        action="invitation.revoke", clinic_id=invitation.clinic_id, object_type="invitation", object_id=invitation.id
+    """Revoke a pending invitation; audited only when it was pending (an accepted or revoked one stays as is)."""
+    changed = Invitation.objects.filter(pk=invitation.pk, accepted_at=None, revoked_at=None).update(
+        revoked_at=timezone.now()
     )
+    if changed:
+        invitation.refresh_from_db(fields=["revoked_at"])
+        audit.record(
+            action="invitation.revoke",
+            clinic_id=invitation.clinic_id,
+            object_type="invitation",
+            object_id=invitation.id,
+        )
     return invitation
 
 

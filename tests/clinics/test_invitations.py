@@ -184,3 +184,20 @@ def test_invitation_audit_holds_ids_only(alice: World) -> None:
     created = AuditEvent.unscoped.get(action="invitation.create", object_id=str(first.pk))
     assert created.details["role"] == "staff"
     assert "once@alice.test" not in json.dumps(created.details)  # no address in the append-only chain
+
+
+def test_invitation_revocations_are_recorded_only_when_real(alice: World) -> None:
+    admin = user_client(alice.users["clinic_admin"])
+    _invite(alice, "twice@alice.test")
+    first = Invitation.unscoped.get(email="twice@alice.test")
+    # a new invitation of the same address replaces the pending one: that revocation is recorded, with the ids
+    _invite(alice, "twice@alice.test")
+    second = Invitation.unscoped.filter(email="twice@alice.test").exclude(pk=first.pk).get()
+    replaced = AuditEvent.unscoped.filter(action="invitation.revoke", object_id=str(first.pk)).get()
+    assert replaced.clinic_id == alice.clinic.id and replaced.details == {"replaced_by": str(second.pk)}
+    # revoking the already revoked one again changes nothing and records nothing
+    assert admin.post(reverse("clinics:invitation-revoke", kwargs={"pk": first.pk})).status_code == 302
+    assert AuditEvent.unscoped.filter(action="invitation.revoke", object_id=str(first.pk)).count() == 1
+    assert admin.post(reverse("clinics:invitation-revoke", kwargs={"pk": second.pk})).status_code == 302
+    assert admin.post(reverse("clinics:invitation-revoke", kwargs={"pk": second.pk})).status_code == 302
+    assert AuditEvent.unscoped.filter(action="invitation.revoke", object_id=str(second.pk)).count() == 1
