@@ -37,6 +37,7 @@ ROUTE_LIMITS: dict[str, dict[str, str]] = {
     "clinics:password-reset": {"POST": "password_reset"},
     "clinics:password-reset-confirm": {"POST": "password_reset"},
     "clinics:invitation-accept": {"POST": "invitation"},
+    "clinics:members": {"POST": "invite"},  # sending invitations, per clinic admin (and per address: hit_address)
     "api:token": {"POST": "token"},
     "api:patient-image-list": {"POST": "upload"},
     "patients:upload": {"POST": "upload"},
@@ -88,9 +89,11 @@ def account_failure(purpose: str, account: str) -> None:
     _count(f"{purpose}_account", "account", normalize_email(account))
 
 
-def hit_address(name: str, email: str) -> int | None:
-    """Count one request against limit ``name`` for an email address (whoever sends it), e.g. reset mails."""
-    return _count(name, "address", normalize_email(email))
+def hit_address(name: str, email: str, *, clinic_id: object = None) -> int | None:
+    """Count one request against limit ``name`` for an email address (whoever sends it), e.g. reset mails; with
+    ``clinic_id``, within that clinic only (invitations: one clinic's count tells another nothing)."""
+    scope = f"clinic:{clinic_id}:address" if clinic_id else "address"
+    return _count(name, scope, normalize_email(email))
 
 
 def _key(name: str, scope: str, ident: str, bucket: int) -> str:

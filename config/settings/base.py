@@ -245,6 +245,8 @@ RATE_LIMITS = {
     "analysis": "600/60",
     "export": "20/3600",
     "password_reset_mail": "3/3600",  # reset mails per address, whoever asks
+    "invite": "30/3600",  # invitations sent, per clinic admin
+    "invitation_address": "3/86400",  # invitations of one address by one clinic, per day
 }
 
 # --- Sessions and cookies -------------------------------------------------------------------

@@ -135,3 +135,37 @@ def test_one_address_cannot_stop_someones_password_resets(alice: World) -> None:
     assert statuses[:20] == [200] * 20 and set(statuses[20:]) == {429}  # the flooder's own per-IP allowance
     # the person asks from their own address: not refused
     assert _reset(Client(REMOTE_ADDR="198.51.100.40"), "staff@alice.test").status_code == 200
+
+
+def test_sending_invitations_is_limited_per_admin(alice: World, settings: Any) -> None:
+    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "invite": "3/3600"}
+    admin = user_client(alice.users["clinic_admin"])
+    statuses = [
+        admin.post(reverse("clinics:members"), {"email": f"p{n}@elsewhere.test", "role": "staff"}).status_code
+        for n in range(4)
+    ]
+    assert statuses == [302, 302, 302, 429]
+
+
+def test_invitations_of_one_address_are_limited_per_day_within_the_clinic(
+    alice: World, bob: World, settings: Any
+) -> None:
+    assert settings.RATE_LIMITS["invitation_address"] == "3/86400"
+    alice_admin = user_client(alice.users["clinic_admin"])
+    statuses = [
+        alice_admin.post(reverse("clinics:members"), {"email": "flooded@elsewhere.test", "role": "staff"}).status_code
+        for _ in range(4)
+    ]
+    assert statuses == [302, 302, 302, 429]
+    # and the same for an address with an account (nothing learnt about it)
+    known = [
+        alice_admin.post(reverse("clinics:members"), {"email": bob.users["staff"].email, "role": "staff"}).status_code
+        for _ in range(4)
+    ]
+    assert known == statuses
+    # another clinic's count is its own
+    bob_admin = user_client(bob.users["clinic_admin"])
+    assert (
+        bob_admin.post(reverse("clinics:members"), {"email": "flooded@elsewhere.test", "role": "staff"}).status_code
+        == 302
+    )
