@@ -140,3 +140,34 @@ def test_a_session_whose_clinic_ended_the_access_cannot_accept_an_invitation(ali
     assert answer.status_code == 400  # "log in first": the ended session was logged out
     assert "_auth_user_id" not in session.session
     assert not Membership.unscoped.filter(clinic=bob.clinic, user=person).exists()
+
+
+def test_a_person_of_several_clinics_can_log_out_before_picking_one(
+    alice: World, bob: World, shared_dentist: tuple[User, Membership, Membership]
+) -> None:
+    person = shared_dentist[0]
+    client = user_client(person)
+    api = _token(person, alice)
+    pick = client.get(reverse("clinics:pick-clinic"))
+    assert pick.status_code == 200 and reverse("clinics:logout") in pick.content.decode()
+    out = client.post(reverse("clinics:logout"))
+    assert out.status_code == 302 and out["Location"] == reverse("clinics:login")
+    assert "_auth_user_id" not in client.session
+    assert api.get(reverse("api:patient-list")).status_code == 401  # log-out ends every token, as before
+    event = AuditEvent.unscoped.get(action="auth.logout")
+    assert event.clinic_id is None and event.actor_user == person  # the global chain: no clinic was picked
+    ended = AuditEvent.unscoped.get(action="auth.sessions.end_all", object_id=str(person.pk))
+    assert ended.clinic_id is None and ended.actor_user == person
+
+
+def test_log_out_of_a_picked_clinic_is_audited_there(
+    alice: World, bob: World, shared_dentist: tuple[User, Membership, Membership]
+) -> None:
+    person = shared_dentist[0]
+    client = _in_clinic(person, bob)
+    assert client.post(reverse("clinics:logout"))["Location"] == reverse("clinics:login")
+    event = AuditEvent.unscoped.get(action="auth.logout")
+    assert event.clinic_id == bob.clinic.id and event.actor_user == person
+    # an anonymous log-out just goes to the log-in page
+    assert client.post(reverse("clinics:logout"))["Location"] == reverse("clinics:login")
+    assert AuditEvent.unscoped.filter(action="auth.logout").count() == 1
