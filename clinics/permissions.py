@@ -62,7 +62,8 @@ API_KEY_DEFAULT_SCOPES: Final = sorted(API_KEY_GRANTABLE)
 ROUTE_PERMISSIONS: Final[dict[str, dict[str, str]]] = {
     # HTML
     "clinics:login": {"GET": PUBLIC, "POST": PUBLIC},
-    "clinics:logout": {"POST": MEMBER},
+    # any logged-in person, also before picking a clinic (the view sends anonymous visitors to the log-in page)
+    "clinics:logout": {"POST": PUBLIC},
     "clinics:mfa": {"GET": PUBLIC, "POST": PUBLIC},
     "clinics:password-reset": {"GET": PUBLIC, "POST": PUBLIC},
     "clinics:password-reset-confirm": {"GET": PUBLIC, "POST": PUBLIC},

@@ -5,7 +5,10 @@ principal inside its clinic (cache keys ``rl:clinic:<id>:...``), so one clinic's
 another clinic's allowance. Anonymous routes count per client IP, in a bucket per purpose (log-in, second
 factor, password reset, invitation acceptance, token), so people logging in behind one address never use up
 that address's password resets; each of those purposes also has a per-account bucket (``hit_account``, the
-address typed or the account of the pending step), limit ``<purpose>_account``.
+address typed or the account of the pending step), limit ``<purpose>_account``. Log-in (HTML and API token) counts
+only FAILED attempts per account (``account_failure``, checked with ``account_blocked`` before the password is
+tried), so nobody can lock a person out by sending requests with the person's address, and that allowance is well
+above the per-IP one; a correct password still works while the account is below it.
 
 Lockout: failed log-ins are counted per (email, client IP) pair, not per IP alone, so an attacker
 cannot lock a person out from everywhere and cannot reset the count by changing the email; after
@@ -34,6 +37,7 @@ ROUTE_LIMITS: dict[str, dict[str, str]] = {
     "clinics:password-reset": {"POST": "password_reset"},
     "clinics:password-reset-confirm": {"POST": "password_reset"},
     "clinics:invitation-accept": {"POST": "invitation"},
+    "clinics:members": {"POST": "invite"},  # sending invitations, per clinic admin (and per address: hit_address)
     "api:token": {"POST": "token"},
     "api:patient-image-list": {"POST": "upload"},
     "patients:upload": {"POST": "upload"},
@@ -74,16 +78,42 @@ def hit_account(purpose: str, account: str) -> int | None:
     return _count(f"{purpose}_account", "account", normalize_email(account))
 
 
-def hit_address(name: str, email: str) -> int | None:
-    """Count one request against limit ``name`` for an email address (whoever sends it), e.g. reset mails."""
-    return _count(name, "address", normalize_email(email))
+def account_blocked(purpose: str, account: str) -> int | None:
+    """Seconds to wait when the failures of ``purpose`` for this account (limit ``<purpose>_account``) are used up
+    in the current window, else None. Counts nothing: a request that only asks is never held against the account."""
+    return _peek(f"{purpose}_account", "account", normalize_email(account))
+
+
+def account_failure(purpose: str, account: str) -> None:
+    """Count one failed attempt of ``purpose`` for this account (known or not), from whatever address."""
+    _count(f"{purpose}_account", "account", normalize_email(account))
+
+
+def hit_address(name: str, email: str, *, clinic_id: object = None) -> int | None:
+    """Count one request against limit ``name`` for an email address (whoever sends it), e.g. reset mails; with
+    ``clinic_id``, within that clinic only (invitations: one clinic's count tells another nothing)."""
+    scope = f"clinic:{clinic_id}:address" if clinic_id else "address"
+    return _count(name, scope, normalize_email(email))
+
+
+def _key(name: str, scope: str, ident: str, bucket: int) -> str:
+    return f"rl:{scope}:{name}:{hashlib.sha256(ident.encode()).hexdigest()[:32]}:{bucket}"
+
+
+def _peek(name: str, scope: str, ident: str) -> int | None:
+    count, window = _parse(settings.RATE_LIMITS[name])
+    now = int(time.time())
+    bucket = now // window
+    if (cache.get(_key(name, scope, ident, bucket)) or 0) >= count:
+        return max(1, (bucket + 1) * window - now)
+    return None
 
 
 def _count(name: str, scope: str, ident: str) -> int | None:
     count, window = _parse(settings.RATE_LIMITS[name])
     now = int(time.time())
     bucket = now // window
-    key = f"rl:{scope}:{name}:{hashlib.sha256(ident.encode()).hexdigest()[:32]}:{bucket}"
+    key = _key(name, scope, ident, bucket)
     cache.add(key, 0, timeout=window + 5)
     try:
         used = cache.incr(key)

@@ -134,19 +134,29 @@ def invitation_create(*, email: str, role: str, invited_by: User | None, domain:
     if Membership.objects.filter(user__email=email, is_active=True).exists():  # this clinic's own members only
         raise ServiceError("already_member", "This person is already an active member of the clinic.")
     now = timezone.now()
-    Invitation.objects.filter(email=email, accepted_at=None, revoked_at=None).update(revoked_at=now)
+    pending = Invitation.objects.select_for_update().filter(email=email, accepted_at=None, revoked_at=None)
+    replaced = [str(pk) for pk in pending.values_list("pk", flat=True)]
+    Invitation.objects.filter(pk__in=replaced).update(revoked_at=now)
     invitation = Invitation.objects.create(
         email=email,
         role=role,
         invited_by=invited_by,
         expires_at=now + timedelta(seconds=settings.INVITATION_TTL_SECONDS),
     )
+    for pk in replaced:  # audit details are ids only (the chain is append-only: no address in it)
+        audit.record(
+            action="invitation.revoke",
+            clinic_id=clinic_id,
+            object_type="invitation",
+            object_id=pk,
+            details={"replaced_by": str(invitation.id)},
+        )
     audit.record(
         action="invitation.create",
         clinic_id=clinic_id,
         object_type="invitation",
         object_id=invitation.id,
-        details={"email": email, "role": role, "expires_at": invitation.expires_at.isoformat()},
+        details={"role": role, "expires_at": invitation.expires_at.isoformat()},
     )
     transaction.on_commit(partial(_send_invitation_mail, str(invitation.pk), str(clinic_id), domain, use_https))
     return invitation
@@ -161,12 +171,18 @@ def _send_invitation_mail(invitation_id: str, clinic_id: str, domain: str, use_h
 
 @transaction.atomic
 def invitation_revoke(*, invitation: Invitation) -> Invitation:
-    if invitation.accepted_at is None and invitation.revoked_at is None:
-        invitation.revoked_at = timezone.now()
-        invitation.save(update_fields=["revoked_at"])
-    audit.record(
-        action="invitation.revoke", clinic_id=invitation.clinic_id, object_type="invitation", object_id=invitation.id
+    """Revoke a pending invitation; audited only when it was pending (an accepted or revoked one stays as is)."""
+    changed = Invitation.objects.filter(pk=invitation.pk, accepted_at=None, revoked_at=None).update(
+        revoked_at=timezone.now()
     )
+    if changed:
+        invitation.refresh_from_db(fields=["revoked_at"])
+        audit.record(
+            action="invitation.revoke",
+            clinic_id=invitation.clinic_id,
+            object_type="invitation",
+            object_id=invitation.id,
+        )
     return invitation
 
 
@@ -333,8 +349,14 @@ def member_mfa_reset(*, membership: Membership, by: User | None) -> None:
     """A clinic admin removes a member's authenticator (lost or replaced phone). Every session and token of the
     person ends; their next log-in sets up a new authenticator where their role needs one. Refused for one's
     own (use a recovery code, or ask another admin) and for people who belong, or belonged, to another clinic
-    (which may reactivate them): one clinic alone must not lower the protection of another clinic's account."""
+    (which may reactivate them): one clinic alone must not lower the protection of another clinic's account.
+    Refused first, with one message that says nothing about the account, when this clinic did not create it
+    (``created_account``: the person joined with an account they already had)."""
     user = membership.user
+    if not membership.created_account:
+        raise ServiceError(
+            "second_factor_not_resettable", "This person's second factor cannot be reset from here.", status=409
+        )
     if by is not None and by.pk == user.pk:
         raise ServiceError("own_second_factor", "Another clinic admin must reset your second factor.", status=409)
     if Membership.unscoped.filter(user=user).exclude(clinic_id=membership.clinic_id).exists():

@@ -17,8 +17,8 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme, urlencode, urlsafe_base64_decode
 
-from . import audit, mfa, ratelimit
-from .access import Access
+from . import audit, context, mfa, ratelimit
+from .access import Access, access_for_session, enter
 from .forms import LoginForm
 from .middleware import client_ip
 from .models import AuditOutcome, User
@@ -89,7 +89,8 @@ class LoginView(ClinicView):
         if form.is_valid():
             email = form.cleaned_data["email"]
             ip = client_ip(request)
-            locked = ratelimit.locked_for(email, ip) or _account_limited(request, "login", email)
+            # the per-account allowance counts failures only (below), so sending a person's address locks no one out
+            locked = ratelimit.locked_for(email, ip) or ratelimit.account_blocked("login", email)
             if locked:
                 login_failed_record(email, "locked_out")
                 form.add_error(None, "Too many failed attempts from this address. Try again later.")
@@ -104,6 +105,7 @@ class LoginView(ClinicView):
                 ratelimit.success(email, ip)
                 return after_login(next_url, access)
             login_failed_record(email, "bad_credentials" if user is None else "no_membership")
+            ratelimit.account_failure("login", email)
             locked = ratelimit.failure(email, ip)
             form.add_error(None, "Email or password is not correct, or the account has no active clinic.")
             if locked:
@@ -230,10 +232,22 @@ class ReauthView(ClinicView):
 
 
 class LogoutView(ClinicView):
+    """Any logged-in person may log out, also one of several clinics who has not picked one yet (or one with no
+    active clinic): audited in the session's clinic, else in the global chain. The route is public; the view
+    sends anonymous visitors to the log-in page (a session whose clinic ended it was logged out already)."""
+
     def post(self, request: HttpRequest) -> HttpResponse:
-        audit.record(action="auth.logout", clinic_id=self.access.clinic.id)
+        if not request.user.is_authenticated:
+            return redirect("clinics:login")
+        access = access_for_session(request.user, request.session)
+        if access is not None:
+            enter(access)
+        else:
+            context.actor_var.set(context.Actor(user=request.user))
+        clinic_id = access.clinic.id if access is not None else None
+        audit.record(action="auth.logout", clinic_id=clinic_id)
         # Log-out ends every session (other devices too) and every API token of this person.
-        sessions_end_all(request.user, reason="logout", clinic_id=self.access.clinic.id)
+        sessions_end_all(request.user, reason="logout", clinic_id=clinic_id)
         logout(request)
         return redirect("clinics:login")
 

@@ -60,7 +60,14 @@ class ClinicView(View):
                 raise ImproperlyConfigured(f"{view_name} handles {method} with no permission map entry.")
             allowed = [m for m in ROUTE_PERMISSIONS[view_name] if hasattr(self, m.lower())]
             return HttpResponseNotAllowed(allowed)
-        if permission != PUBLIC:
+        if permission == PUBLIC:
+            if request.user.is_authenticated and request.session.get(SESSION_CLINIC_KEY):
+                if access_for_session(request.user, request.session) is None:
+                    # A session whose clinic ended the person's access there is logged out before any public
+                    # page (the clinic picker, an invitation's acceptance) can bind it to a clinic again.
+                    logout(request)
+                    request.session["logged_out_reason"] = "clinic_access_ended"
+        else:
             if not request.user.is_authenticated:
                 return redirect_to_login(request.get_full_path())
             access = access_for_session(request.user, request.session)

@@ -14,6 +14,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 
+from . import ratelimit
 from .forms import InvitationForm, MemberUpdateForm
 from .models import Invitation, Membership, Role, TotpDevice
 from .services import ServiceError, invitation_create, member_mfa_reset, member_update
@@ -44,6 +45,15 @@ class MembersView(ClinicView):
     def post(self, request: HttpRequest) -> HttpResponse:
         form = InvitationForm(request.POST)
         if form.is_valid():
+            # at most a few invitations of one address a day from this clinic (whether or not it has an account)
+            retry_after = ratelimit.hit_address(
+                "invitation_address", form.cleaned_data["email"], clinic_id=self.access.clinic.id
+            )
+            if retry_after is not None:
+                form.add_error(None, "This address was invited too often today. Try again tomorrow.")
+                response = self._render(request, form, status=429)
+                response["Retry-After"] = str(retry_after)
+                return response
             try:
                 invitation_create(
                     email=form.cleaned_data["email"],

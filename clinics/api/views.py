@@ -43,7 +43,7 @@ class TokenView(ClinicAPIView):
         data.is_valid(raise_exception=True)
         email, password = data.validated_data["email"], data.validated_data["password"]
         ip = client_ip(request._request)
-        locked = ratelimit.locked_for(email, ip)
+        locked = ratelimit.locked_for(email, ip) or ratelimit.account_blocked("login", email)
         if locked:
             login_failed_record(email, "locked_out")
             raise exceptions.Throttled(wait=locked, detail="Too many failed attempts from this address.")
@@ -76,6 +76,7 @@ class TokenView(ClinicAPIView):
         )
 
     def _failed(self, email: str, ip: str | None) -> None:
+        ratelimit.account_failure("login", email)  # failures only: a correct password is never counted
         locked = ratelimit.failure(email, ip)
         if locked:
             raise exceptions.Throttled(wait=locked, detail="Too many failed attempts from this address.")

@@ -241,14 +241,17 @@ REAUTH_MAX_AGE_SECONDS = 300
 LOCKOUT_FAILURES = 5
 LOCKOUT_COOLOFF_SECONDS = 15 * 60
 # Rate limits "requests/seconds" per principal within its clinic (anonymous: per IP, one bucket per purpose, and
-# "<purpose>_account" per account whatever the IP); 429 + Retry-After.
+# "<purpose>_account" per account whatever the IP); 429 + Retry-After. "login_account" counts FAILED log-ins (and
+# API token requests) only, well above the per-IP allowance; "password_reset_account" is three times the per-IP
+# allowance in a one-minute window, so one address can never use it up and nobody can hold a person's resets
+# for longer than a minute after stopping (the mail itself is limited per address: "password_reset_mail").
 RATE_LIMITS = {
     "login": "20/60",
-    "login_account": "20/60",
+    "login_account": "100/900",
     "second_factor": "20/60",
     "second_factor_account": "20/60",
     "password_reset": "20/60",
-    "password_reset_account": "10/60",
+    "password_reset_account": "60/60",
     "invitation": "20/60",
     "invitation_account": "20/60",
     "token": "20/60",
@@ -256,6 +259,8 @@ RATE_LIMITS = {
     "analysis": "600/60",
     "export": "20/3600",
     "password_reset_mail": "3/3600",  # reset mails per address, whoever asks
+    "invite": "30/3600",  # invitations sent, per clinic admin
+    "invitation_address": "3/86400",  # invitations of one address by one clinic, per day
 }
 
 # --- Sessions and cookies -------------------------------------------------------------------

@@ -6,7 +6,7 @@ from django.test import Client
 from django.urls import reverse
 
 from clinics import mfa, sessions
-from clinics.models import AuditEvent, AuditOutcome, RecoveryCode, Role, TotpDevice, UserToken
+from clinics.models import AuditEvent, AuditOutcome, Membership, RecoveryCode, Role, TotpDevice, UserToken
 from clinics.services import member_add, member_update
 
 from ..conftest import PASSWORD, World, enrol_totp, join_by_invitation, next_totp, token_client, user_client
@@ -139,7 +139,28 @@ def test_reset_is_refused_for_oneself_and_for_people_of_other_clinics(alice: Wor
     refused = admin.post(reverse("clinics:member-mfa-reset", kwargs={"pk": membership.pk}))
     assert refused.status_code == 302
     assert TotpDevice.objects.filter(user=shared).exists()
-    assert "another clinic" in admin.get(reverse("clinics:members")).content.decode()
+    # the same message as for any account the clinic did not create: nothing about the other clinic
+    page = admin.get(reverse("clinics:members")).content.decode()
+    assert "second factor cannot be reset from here" in page and "another clinic" not in page
+    assert not AuditEvent.unscoped.filter(action="auth.mfa.reset").exists()
+
+
+def test_reset_is_refused_for_an_account_the_clinic_did_not_create(alice: World, bob: World) -> None:
+    """Not only the page hides it: the service refuses when the person came with an account of their own, even
+    once they belong to no other clinic."""
+    from clinics.tenancy import clinic_scope
+
+    with clinic_scope(bob.clinic.id):
+        at_bob = member_add(email="came@both.test", role=Role.STAFF, full_name="Came", password=PASSWORD)
+    person = at_bob.user
+    membership = join_by_invitation(alice, person, Role.STAFF)
+    Membership.unscoped.filter(pk=at_bob.pk).delete()  # no other clinic any more
+    enrol_totp(person)
+    admin = user_client(alice.users["clinic_admin"])
+    refused = admin.post(reverse("clinics:member-mfa-reset", kwargs={"pk": membership.pk}))
+    assert refused.status_code == 302
+    assert "second factor cannot be reset from here" in admin.get(reverse("clinics:members")).content.decode()
+    assert TotpDevice.objects.filter(user=person).exists()
     assert not AuditEvent.unscoped.filter(action="auth.mfa.reset").exists()
 
 

@@ -13,7 +13,7 @@ from django.urls import reverse
 from clinics.models import AuditEvent, Membership, User, UserToken
 from clinics.tenancy import clinic_scope
 
-from ..conftest import World, join_by_invitation, token_client, user_client
+from ..conftest import World, invitation_link, join_by_invitation, token_client, user_client
 
 
 @pytest.fixture
@@ -94,3 +94,80 @@ def _token(person: User, world: World):  # noqa: ANN202 - an APIClient
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
     return client
+
+
+def test_a_session_whose_clinic_ended_the_access_cannot_pick_a_clinic_again(
+    alice: World, bob: World, shared_dentist: tuple[User, Membership, Membership]
+) -> None:
+    person, _, at_bob = shared_dentist
+    in_bob = _in_clinic(person, bob)
+    bob_admin = user_client(bob.users["clinic_admin"])
+    bob_admin.post(reverse("clinics:member-update", kwargs={"pk": at_bob.pk}), {"is_active": "0"})
+
+    # the ended session posts the (public) clinic picker: it is logged out, not bound to alice
+    picked = in_bob.post(reverse("clinics:pick-clinic"), {"clinic": str(alice.clinic.id)})
+    assert picked.status_code == 302 and picked["Location"].startswith(reverse("clinics:login"))
+    home = in_bob.get(reverse("clinics:home"))
+    assert home.status_code == 302 and home["Location"].startswith(reverse("clinics:login"))
+    assert "_auth_user_id" not in in_bob.session
+
+
+def test_a_session_whose_clinic_ended_the_access_cannot_accept_an_invitation(alice: World, bob: World) -> None:
+    from django.core import mail
+    from django.test import TestCase
+
+    from config.celery import app
+
+    person = alice.users["staff"]
+    session = user_client(person)
+    assert session.get(reverse("clinics:home")).status_code == 200  # bound to alice, the only clinic
+    # bob invites the person; then alice deactivates them
+    saved = app.conf.task_always_eager
+    app.conf.task_always_eager = True
+    try:
+        with TestCase.captureOnCommitCallbacks(execute=True):
+            user_client(bob.users["clinic_admin"]).post(
+                reverse("clinics:members"), {"email": person.email, "role": "staff"}
+            )
+    finally:
+        app.conf.task_always_eager = saved
+    user_client(alice.users["clinic_admin"]).post(
+        reverse("clinics:member-update", kwargs={"pk": alice.memberships["staff"].pk}), {"is_active": "0"}
+    )
+    link = invitation_link(mail.outbox, person.email)
+    accept = session.get(link)["Location"]
+    answer = session.post(accept, {"display_name": "Me"})
+    assert answer.status_code == 400  # "log in first": the ended session was logged out
+    assert "_auth_user_id" not in session.session
+    assert not Membership.unscoped.filter(clinic=bob.clinic, user=person).exists()
+
+
+def test_a_person_of_several_clinics_can_log_out_before_picking_one(
+    alice: World, bob: World, shared_dentist: tuple[User, Membership, Membership]
+) -> None:
+    person = shared_dentist[0]
+    client = user_client(person)
+    api = _token(person, alice)
+    pick = client.get(reverse("clinics:pick-clinic"))
+    assert pick.status_code == 200 and reverse("clinics:logout") in pick.content.decode()
+    out = client.post(reverse("clinics:logout"))
+    assert out.status_code == 302 and out["Location"] == reverse("clinics:login")
+    assert "_auth_user_id" not in client.session
+    assert api.get(reverse("api:patient-list")).status_code == 401  # log-out ends every token, as before
+    event = AuditEvent.unscoped.get(action="auth.logout")
+    assert event.clinic_id is None and event.actor_user == person  # the global chain: no clinic was picked
+    ended = AuditEvent.unscoped.get(action="auth.sessions.end_all", object_id=str(person.pk))
+    assert ended.clinic_id is None and ended.actor_user == person
+
+
+def test_log_out_of_a_picked_clinic_is_audited_there(
+    alice: World, bob: World, shared_dentist: tuple[User, Membership, Membership]
+) -> None:
+    person = shared_dentist[0]
+    client = _in_clinic(person, bob)
+    assert client.post(reverse("clinics:logout"))["Location"] == reverse("clinics:login")
+    event = AuditEvent.unscoped.get(action="auth.logout")
+    assert event.clinic_id == bob.clinic.id and event.actor_user == person
+    # an anonymous log-out just goes to the log-in page
+    assert client.post(reverse("clinics:logout"))["Location"] == reverse("clinics:login")
+    assert AuditEvent.unscoped.filter(action="auth.logout").count() == 1

@@ -3,6 +3,7 @@ while logged in as it or with a new account (password, and an authenticator wher
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from typing import Any
 
@@ -175,3 +176,28 @@ def test_operators_cannot_add_an_existing_account_directly(alice: World, bob: Wo
     with clinic_scope(bob.clinic.id), pytest.raises(ServiceError) as refused:
         member_add(email=alice.users["dentist"].email, role=Role.STAFF, password=PASSWORD)
     assert refused.value.code == "invitation_required"
+
+
+def test_invitation_audit_holds_ids_only(alice: World) -> None:
+    _invite(alice, "once@alice.test")
+    first = Invitation.unscoped.get(email="once@alice.test")
+    created = AuditEvent.unscoped.get(action="invitation.create", object_id=str(first.pk))
+    assert created.details["role"] == "staff"
+    assert "once@alice.test" not in json.dumps(created.details)  # no address in the append-only chain
+
+
+def test_invitation_revocations_are_recorded_only_when_real(alice: World) -> None:
+    admin = user_client(alice.users["clinic_admin"])
+    _invite(alice, "twice@alice.test")
+    first = Invitation.unscoped.get(email="twice@alice.test")
+    # a new invitation of the same address replaces the pending one: that revocation is recorded, with the ids
+    _invite(alice, "twice@alice.test")
+    second = Invitation.unscoped.filter(email="twice@alice.test").exclude(pk=first.pk).get()
+    replaced = AuditEvent.unscoped.filter(action="invitation.revoke", object_id=str(first.pk)).get()
+    assert replaced.clinic_id == alice.clinic.id and replaced.details == {"replaced_by": str(second.pk)}
+    # revoking the already revoked one again changes nothing and records nothing
+    assert admin.post(reverse("clinics:invitation-revoke", kwargs={"pk": first.pk})).status_code == 302
+    assert AuditEvent.unscoped.filter(action="invitation.revoke", object_id=str(first.pk)).count() == 1
+    assert admin.post(reverse("clinics:invitation-revoke", kwargs={"pk": second.pk})).status_code == 302
+    assert admin.post(reverse("clinics:invitation-revoke", kwargs={"pk": second.pk})).status_code == 302
+    assert AuditEvent.unscoped.filter(action="invitation.revoke", object_id=str(second.pk)).count() == 1

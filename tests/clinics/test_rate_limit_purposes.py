@@ -89,3 +89,83 @@ def test_invitation_acceptance_counts_per_account(alice: World, settings: Any) -
         accept = client.get(link)["Location"]
         statuses.append(client.post(accept, {"password1": "short", "password2": "short"}).status_code)
     assert statuses == [400, 400, 429]
+
+
+def _login(ip: str, email: str, password: str) -> Any:
+    return Client(REMOTE_ADDR=ip).post(reverse("clinics:login"), {"email": email, "password": password})
+
+
+def test_requests_with_someones_address_do_not_lock_them_out_of_log_in(alice: World) -> None:
+    # a third party sends many log-ins with the person's address from several addresses (4 from each, under
+    # the (email, IP) lockout): more than the old per-account allowance of 20 requests
+    statuses = [_login(f"203.0.113.{n // 4}", "staff@alice.test", "wrong-wrong").status_code for n in range(24)]
+    assert statuses == [400] * 24
+    # the person still logs in with the right password, from their own address
+    assert _login("198.51.100.20", "staff@alice.test", PASSWORD).status_code == 302
+
+
+def test_log_in_account_allowance_counts_failures_only(alice: World, settings: Any) -> None:
+    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "login_account": "3/60"}
+    # correct log-ins are never counted
+    assert [_login(f"203.0.113.{n}", "staff@alice.test", PASSWORD).status_code for n in range(5)] == [302] * 5
+    assert [_login(f"192.0.2.{n}", "staff@alice.test", "wrong-wrong").status_code for n in range(3)] == [400] * 3
+    # at the limit even the right password waits (no password oracle for a guesser)
+    refused = _login("198.51.100.30", "staff@alice.test", PASSWORD)
+    assert refused.status_code == 429 and int(refused["Retry-After"]) >= 1
+
+
+def test_token_api_counts_only_failed_attempts_per_account(alice: World, settings: Any) -> None:
+    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "login_account": "3/60"}
+    url = reverse("api:token")
+
+    def token(ip: str, password: str) -> int:
+        body = {"email": "staff@alice.test", "password": password}
+        return Client(REMOTE_ADDR=ip).post(url, body, content_type="application/json").status_code
+
+    assert [token(f"203.0.113.{n}", PASSWORD) for n in range(5)] == [200] * 5
+    assert [token(f"192.0.2.{n}", "wrong-wrong") for n in range(3)] == [401] * 3
+    assert token("198.51.100.30", PASSWORD) == 429
+    # and the HTML log-in shares that account's failures
+    assert _login("198.51.100.31", "staff@alice.test", PASSWORD).status_code == 429
+
+
+def test_one_address_cannot_stop_someones_password_resets(alice: World) -> None:
+    flood = Client(REMOTE_ADDR="203.0.113.66")
+    statuses = [_reset(flood, "staff@alice.test").status_code for _ in range(25)]
+    assert statuses[:20] == [200] * 20 and set(statuses[20:]) == {429}  # the flooder's own per-IP allowance
+    # the person asks from their own address: not refused
+    assert _reset(Client(REMOTE_ADDR="198.51.100.40"), "staff@alice.test").status_code == 200
+
+
+def test_sending_invitations_is_limited_per_admin(alice: World, settings: Any) -> None:
+    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "invite": "3/3600"}
+    admin = user_client(alice.users["clinic_admin"])
+    statuses = [
+        admin.post(reverse("clinics:members"), {"email": f"p{n}@elsewhere.test", "role": "staff"}).status_code
+        for n in range(4)
+    ]
+    assert statuses == [302, 302, 302, 429]
+
+
+def test_invitations_of_one_address_are_limited_per_day_within_the_clinic(
+    alice: World, bob: World, settings: Any
+) -> None:
+    assert settings.RATE_LIMITS["invitation_address"] == "3/86400"
+    alice_admin = user_client(alice.users["clinic_admin"])
+    statuses = [
+        alice_admin.post(reverse("clinics:members"), {"email": "flooded@elsewhere.test", "role": "staff"}).status_code
+        for _ in range(4)
+    ]
+    assert statuses == [302, 302, 302, 429]
+    # and the same for an address with an account (nothing learnt about it)
+    known = [
+        alice_admin.post(reverse("clinics:members"), {"email": bob.users["staff"].email, "role": "staff"}).status_code
+        for _ in range(4)
+    ]
+    assert known == statuses
+    # another clinic's count is its own
+    bob_admin = user_client(bob.users["clinic_admin"])
+    assert (
+        bob_admin.post(reverse("clinics:members"), {"email": "flooded@elsewhere.test", "role": "staff"}).status_code
+        == 302
+    )

@@ -217,11 +217,15 @@ def test_login_token_and_analysis_rate_limits_answer_429(alice: World, settings:
     statuses = [api.get(reverse("api:analysis-list")).status_code for _ in range(3)]
     assert statuses == [200, 200, 429]
     assert token_client(alice, "dentist").get(reverse("api:analysis-list")).status_code == 200
+    # a failed log-in counts for the account too (successes never do)
+    Client(REMOTE_ADDR="203.0.113.23").post(
+        reverse("clinics:login"), {"email": "staff@alice.test", "password": "wrong-wrong"}
+    )
     # counters of members live under their clinic's prefix; anonymous ones under "anonymous"
     keys = [k.split(":", 2)[2] for k in cache._cache if ":rl:" in k]  # type: ignore[attr-defined]
     assert any(k.startswith(f"rl:clinic:{alice.clinic.id}:analysis:") for k in keys), keys
     assert any(k.startswith("rl:anonymous:login:") for k in keys), keys
-    # anonymous purposes also count per account (the address typed), under "account" (issue 24)
+    # anonymous purposes also count per account (the address typed), under "account" (issue 24; log-in: failures)
     assert any(k.startswith("rl:account:login_account:") for k in keys), keys
     assert all(k.startswith((f"rl:clinic:{alice.clinic.id}:", "rl:anonymous:", "rl:account:")) for k in keys), keys
 
