@@ -109,9 +109,15 @@ def test_each_label_has_colour_glossary_and_fhir_coding(artifact: Path) -> None:
         condition = conditions.get(code)
         assert conditions.colour(code) == condition.colour != conditions.FALLBACK_COLOUR
         report = {"images": [{"id": "i", "modality": meta["modality"], "findings": [_confirmed(code)]}]}
-        glossary = render_html_context(report)["explanations"]
-        assert [entry["condition"] for entry in glossary] == [code], label
-        assert glossary[0]["explanation"] == condition.explanation and glossary[0]["colour"] == condition.colour
+        content = render_html_context(report)
+        [shown] = content["images"][0]["findings"]
+        assert shown["explanation"] == condition.explanation and shown["colour"] == condition.colour, label
+        glossary = content["explanations"]
+        if condition.kind == conditions.RESTORATION:  # earlier treatment: the tooth's status, not a problem
+            assert glossary == [] and shown["restoration"], label
+        else:
+            assert [entry["condition"] for entry in glossary] == [code], label
+            assert glossary[0]["explanation"] == condition.explanation and glossary[0]["colour"] == condition.colour
         coded = condition_code(code)
         if condition.snomed:
             assert coded["coding"][0]["code"] == condition.snomed[0]
