@@ -25,10 +25,8 @@ def test_warm_models_loads_each_active_model_once() -> None:
         assert set(ready) == {"photo", "xray"}
         assert ready["photo"][0].startswith("photo-") and ready["xray"][0].startswith("xray-")
         assert _load.cache_info().currsize == 2  # loaded, and kept for the process
-        started = time.perf_counter()
-        warm_models()
+        warm_models()  # again: both come from the process's cache (no second load)
         assert _load.cache_info().hits >= 2 and _load.cache_info().currsize == 2
-        assert time.perf_counter() - started < sum(seconds for _, seconds in ready.values())
         assert "photo photo-" in describe(ready) and "xray xray-" in describe(ready)
     finally:
         _load.cache_clear()
