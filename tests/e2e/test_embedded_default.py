@@ -179,7 +179,9 @@ def test_review_page_of_eight_images_and_patient_page_of_fifteen_thumbnails_twen
             assert viewers.count() == 8
             for viewer in viewers.all():  # viewers are made as their image comes near the screen
                 viewer.scroll_into_view_if_needed()
-            dentist.page.wait_for_function("document.querySelectorAll('.viewer[data-drawn=true]').length === 8")
+            # (a locator, not wait_for_function: the page's CSP forbids the eval that would need)
+            dentist.page.locator(".viewer[data-drawn=true]").nth(7).wait_for()
+            assert dentist.page.locator(".viewer[data-drawn=true]").count() == 8
         for _ in range(20):
             dentist.page.goto(f"{base}/patients/{busy}/", wait_until="networkidle")
             thumbnails = dentist.page.locator("figure img")

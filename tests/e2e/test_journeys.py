@@ -192,7 +192,7 @@ def test_every_role_journey(worlds: tuple[World, World], browser: Any, live_serv
     staff.select_option("#modality", "xray")
     staff.set_input_files("#files", [{"name": "panoramic.png", "mimeType": "image/png", "buffer": _xray16()}])
     # (Locators, not wait_for_function: the page's CSP forbids the eval that would need.)
-    staff.locator("#results li.ok").nth(2).wait_for()
+    staff.locator("#results li.ok").nth(2).wait_for(timeout=120_000)  # three uploads (gate, previews) on 2 cores
     staff.locator("#results .analysis-status[data-state=done]").nth(1).wait_for(timeout=180_000)
     assert "Review" in staff.inner_text("#results")
     _shot(staff, "03-staff-uploads-analysed")
