@@ -2,24 +2,39 @@
 # PyPI (the wheel carries the CUDA runtime; the host needs only the NVIDIA driver and the container
 # toolkit). Build a CPU-only worker with --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cpu
 #   docker build -f docker/worker.Dockerfile -t dentalscan-worker .
-FROM python:3.11.13-slim-bookworm
+# BASE_IMAGE, EXTRA_CA_BUNDLE and WHEELS_DIR as in web.Dockerfile (a wheel folder holding torch saves its download).
+ARG BASE_IMAGE=python:3.11.13-slim-bookworm
+FROM ${BASE_IMAGE}
 ARG TORCH_INDEX=https://pypi.org/simple
+ARG EXTRA_CA_BUNDLE=
+ARG WHEELS_DIR=
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
     DJANGO_SETTINGS_MODULE=config.settings.production \
+    HOME=/tmp XDG_CACHE_HOME=/tmp/.cache MPLCONFIGDIR=/tmp/matplotlib \
     WORKER_QUEUES=gpu WORKER_CONCURRENCY=1
-RUN useradd --create-home --uid 10001 app
+RUN useradd --no-create-home --home-dir /tmp --uid 10001 app
 WORKDIR /app
-RUN pip install --no-cache-dir --index-url "$TORCH_INDEX" --extra-index-url https://pypi.org/simple \
-      torch==2.14.1 torchvision==0.29.1
 COPY pyproject.toml constraints.txt README.md manage.py ./
+RUN env ${EXTRA_CA_BUNDLE:+PIP_CERT=$EXTRA_CA_BUNDLE} ${WHEELS_DIR:+PIP_FIND_LINKS=$WHEELS_DIR} pip install --no-cache-dir \
+      --index-url "$TORCH_INDEX" --extra-index-url https://pypi.org/simple \
+      torch==2.14.1 torchvision==0.29.1
+RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
+      print('\n'.join(p['dependencies'] + [r for r in p['optional-dependencies']['ml'] if not r.startswith('torch')]))" \
+      > /tmp/requirements.txt \
+ && env ${EXTRA_CA_BUNDLE:+PIP_CERT=$EXTRA_CA_BUNDLE} ${WHEELS_DIR:+PIP_FIND_LINKS=$WHEELS_DIR} pip install --no-cache-dir \
+      -r /tmp/requirements.txt -c constraints.txt && rm /tmp/requirements.txt
 COPY config ./config
+COPY core ./core
 COPY clinics ./clinics
 COPY patients ./patients
 COPY analysis ./analysis
+COPY demo ./demo
 COPY templates ./templates
 COPY static ./static
-RUN pip install --no-cache-dir ".[ml]" -c constraints.txt
+RUN env ${EXTRA_CA_BUNDLE:+PIP_CERT=$EXTRA_CA_BUNDLE} pip install --no-cache-dir --no-deps ".[ml]" -c constraints.txt
+COPY docker/healthcheck.py /usr/local/bin/dentalscan-healthcheck
 USER app
+# Runs with a read-only root filesystem (compose: read_only, a tmpfs on /tmp).
 # Healthy when the worker answers a ping over the broker.
 HEALTHCHECK --interval=60s --timeout=20s --start-period=60s --retries=3 \
   CMD celery -A config inspect ping -d "celery@$HOSTNAME" --timeout 10 || exit 1
