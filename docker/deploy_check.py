@@ -109,6 +109,12 @@ def podman_unavailable() -> str | None:
     info = run("podman", "info", check=False, capture=True, timeout=120)
     if info.returncode != 0:
         return f"podman cannot run here: {(info.stderr or info.stdout).strip()[-300:]}"
+    backend = run("podman", "info", "--format", "{{.Host.NetworkBackend}}", check=False, capture=True).stdout.strip()
+    if backend == "cni" and not any(Path(d, "dnsname").exists() for d in ("/usr/lib/cni", "/opt/cni/bin")):
+        return (
+            "containers cannot resolve each other's names: CNI without the dnsname plugin "
+            "(Debian: apt-get install golang-github-containernetworking-plugin-dnsname)"
+        )
     if not image_exists(DEBIAN_IMAGE) and not (CACHE / "debian-bookworm-minbase.tar").exists():
         if shutil.which("debootstrap") is None or os.geteuid() != 0:
             return "no base image: building it needs root and debootstrap (Debian: apt-get install debootstrap)"
@@ -215,6 +221,7 @@ class Stack:
             "MASTER_KEYS": "k1:" + __import__("base64").b64encode(secrets.token_bytes(32)).decode(),
             "S3_SECRET_KEY": secrets.token_urlsafe(18),
             "WEB_PORT": str(self.port),
+            "WEB_BIND": "127.0.0.1",
         }
         lines = []
         for line in example.splitlines():
