@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: run test install lock tools audit bench test-faults lint check-migrations clean
+.PHONY: run test install lock tools audit bench test-faults lint check-migrations deploy-check clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -77,6 +77,12 @@ lint: $(STAMP)
 
 check-migrations: $(STAMP)
 	env -u DATABASE_URL $(PY) manage.py makemigrations --check --dry-run --settings=config.settings.test
+
+## Build the images and run docker/compose.yaml for real with Podman (podman-compose from PyPI): migrations, a
+## smoke journey through the REST API, a worker killed mid-analysis, two workers; prints timings and image sizes.
+## Needs podman, runc, debootstrap (Debian); caches the base and the tool under ~/.cache/dentalscan-deploy.
+deploy-check: $(STAMP)
+	$(PY) docker/deploy_check.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

@@ -170,7 +170,7 @@ def wheel_folder() -> Path | None:
 
 
 def build(dockerfile: str, image: str, *, context: Path = ROOT, mounts: bool = True, args: dict | None = None) -> None:
-    command = ["podman", "build", "--layers", "-f", str(ROOT / dockerfile), "-t", image]
+    command = ["podman", "build", "--layers", "--format", "docker", "-f", str(ROOT / dockerfile), "-t", image]
     for key, value in (args or {}).items():
         command += ["--build-arg", f"{key}={value}"]
     if mounts:
