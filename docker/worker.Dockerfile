@@ -37,7 +37,7 @@ COPY docker/healthcheck.py /usr/local/bin/dentalscan-healthcheck
 ENV WORKER_QUEUES=gpu WORKER_CONCURRENCY=1
 USER app
 # Runs with a read-only root filesystem (compose: read_only, a tmpfs on /tmp).
-# Healthy when the worker answers a ping over the broker.
+# Healthy when the worker answers a ping over the broker (HOSTNAME is not set in a podman exec: hostname).
 HEALTHCHECK --interval=60s --timeout=20s --start-period=60s --retries=3 \
-  CMD celery -A config inspect ping -d "celery@$HOSTNAME" --timeout 10 || exit 1
+  CMD celery -A config inspect ping -d "celery@${HOSTNAME:-$(hostname)}" --timeout 10 || exit 1
 CMD ["sh", "-c", "exec celery -A config worker -Q \"$WORKER_QUEUES\" --concurrency \"$WORKER_CONCURRENCY\" -n \"celery@$HOSTNAME\" --loglevel INFO"]
