@@ -30,9 +30,11 @@ lock:
 	rm -rf $(LOCK_VENV)
 
 # System tools of the test suite, from Debian's packages (installed when we can: root with apt):
-# Chromium for the browser tests (Playwright drives it; no browser download) and docker-compose to
-# validate docker/compose.yaml. Without them those tests skip and say why.
+# Chromium for the browser tests (Playwright drives it; no browser download), docker-compose to
+# validate docker/compose.yaml, Podman and debootstrap for the deploy check. Without them those skip and say why.
 CHROMIUM ?= /usr/bin/chromium
+# and what `make deploy-check` needs to build the images and run the compose stack with Podman
+DEPLOY_TOOLS = podman runc debootstrap golang-github-containernetworking-plugin-dnsname
 APT_INSTALL = apt-get install -y -q --no-install-recommends
 tools:
 	@if ! test -x $(CHROMIUM) || ! command -v docker-compose >/dev/null; then \
@@ -41,6 +43,14 @@ tools:
 	    { apt-get update -q >/dev/null && $(APT_INSTALL) chromium docker-compose >/dev/null; } || \
 	    echo "Could not install chromium/docker-compose: their tests will be skipped."; \
 	  else echo "chromium/docker-compose missing and not root: their tests will be skipped."; fi; \
+	fi
+	@if ! command -v podman >/dev/null || ! command -v runc >/dev/null || ! command -v debootstrap >/dev/null \
+	    || ! test -x /usr/lib/cni/dnsname; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    $(APT_INSTALL) $(DEPLOY_TOOLS) >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null && $(APT_INSTALL) $(DEPLOY_TOOLS) >/dev/null; } || \
+	    echo "Could not install podman/runc/debootstrap: the deploy check will be skipped."; \
+	  else echo "podman/runc/debootstrap missing and not root: the deploy check will be skipped."; fi; \
 	fi
 
 ## Start the platform on embedded defaults (SQLite, local storage, no broker) with demo clinics.
@@ -53,9 +63,13 @@ run: $(STAMP)
 	@echo ""
 	$(PY) manage.py runserver $(HOST):$(PORT)
 
-## Run the whole suite: lint, migration check, tests (PostgreSQL/Redis when DATABASE_URL/REDIS_URL are set).
+## Run the whole suite: lint, migration check, tests (PostgreSQL/Redis when DATABASE_URL/REDIS_URL are set), then
+## the deploy check (skipped, with the reason, where Podman cannot run; DEPLOY_CHECK=0 leaves it out).
+DEPLOY_CHECK ?= 1
 test: $(STAMP) tools lint check-migrations
 	$(PY) -m pytest
+	@if [ "$(DEPLOY_CHECK)" = 1 ]; then $(PY) docker/deploy_check.py --skip-if-unavailable; \
+	else echo "deploy check left out (DEPLOY_CHECK=0)"; fi
 
 ## Known-vulnerability audit of every installed package (needs PyPI's JSON API or OSV on the network).
 audit: $(STAMP)

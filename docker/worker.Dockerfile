@@ -14,8 +14,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
     HOME=/tmp XDG_CACHE_HOME=/tmp/.cache MPLCONFIGDIR=/tmp/matplotlib
 RUN useradd --no-create-home --home-dir /tmp --uid 10001 app
 WORKDIR /app
-COPY pyproject.toml constraints.txt README.md manage.py ./
-# Dependencies first (their layers are reused while only the code changes; web and worker share them).
+COPY pyproject.toml constraints.txt ./
+# Dependencies first (their layers are reused while only the code or README changes; web and worker share
+# them).
 RUN env ${EXTRA_CA_BUNDLE:+PIP_CERT=$EXTRA_CA_BUNDLE} ${WHEELS_DIR:+PIP_FIND_LINKS=$WHEELS_DIR} pip install --no-cache-dir \
       --index-url "$TORCH_INDEX" --extra-index-url https://pypi.org/simple \
       torch==2.14.1 torchvision==0.29.1
@@ -24,6 +25,7 @@ RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['p
       > /tmp/requirements.txt \
  && env ${EXTRA_CA_BUNDLE:+PIP_CERT=$EXTRA_CA_BUNDLE} ${WHEELS_DIR:+PIP_FIND_LINKS=$WHEELS_DIR} pip install --no-cache-dir \
       -r /tmp/requirements.txt -c constraints.txt && rm /tmp/requirements.txt
+COPY README.md manage.py ./
 COPY config ./config
 COPY core ./core
 COPY clinics ./clinics
