@@ -281,6 +281,14 @@ class Stack:
 
     def down(self) -> None:
         run(*self.compose, "down", "-v", "-t", "5", check=False, capture=True, timeout=600)
+        # podman-compose's down misses containers added by --scale: remove whatever still carries the label
+        label = f"label=io.podman.compose.project={self.project}"
+        left = output("podman", "ps", "-a", "-q", "--filter", label).split()
+        if left:
+            run("podman", "rm", "-f", "-t", "5", *left, check=False, capture=True)
+        for volume in output("podman", "volume", "ls", "-q", "--filter", label).split():
+            run("podman", "volume", "rm", "-f", volume, check=False, capture=True)
+        run("podman", "network", "rm", "-f", f"{self.project}_default", check=False, capture=True)
 
 
 def free_port() -> int:
