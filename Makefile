@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: run test install lock tools audit bench test-faults lint check-migrations clean
+.PHONY: run test install lock tools audit bench test-faults lint check-migrations deploy-check clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,10 +31,12 @@ lock:
 
 # System tools of the test suite, from Debian's packages (installed when we can: root with apt):
 # Chromium for the browser tests (Playwright drives it; no browser download), docker-compose to
-# validate docker/compose.yaml, and the DICOM test bed: Orthanc (the PACS), dcmtk (storescu, the
-# X-ray software) and dicom3tools (dciodvfy, checks the structured reports we send). Without them
-# those tests skip and say why.
+# validate docker/compose.yaml, the DICOM test bed: Orthanc (the PACS), dcmtk (storescu, the
+# X-ray software) and dicom3tools (dciodvfy, checks the structured reports we send), and Podman and
+# debootstrap for the deploy check. Without them those tests skip and say why.
 CHROMIUM ?= /usr/bin/chromium
+# and what `make deploy-check` needs to build the images and run the compose stack with Podman
+DEPLOY_TOOLS = podman runc debootstrap golang-github-containernetworking-plugin-dnsname
 APT_INSTALL = apt-get install -y -q --no-install-recommends
 TOOL_PACKAGES = chromium docker-compose orthanc dcmtk dicom3tools
 tools:
@@ -45,6 +47,14 @@ tools:
 	    { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive $(APT_INSTALL) $(TOOL_PACKAGES) >/dev/null; } || \
 	    echo "Could not install $(TOOL_PACKAGES): their tests will be skipped."; \
 	  else echo "chromium/docker-compose/orthanc/dcmtk/dicom3tools missing and not root: their tests will be skipped."; fi; \
+	fi
+	@if ! command -v podman >/dev/null || ! command -v runc >/dev/null || ! command -v debootstrap >/dev/null \
+	    || ! test -x /usr/lib/cni/dnsname; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    $(APT_INSTALL) $(DEPLOY_TOOLS) >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null && $(APT_INSTALL) $(DEPLOY_TOOLS) >/dev/null; } || \
+	    echo "Could not install podman/runc/debootstrap: the deploy check will be skipped."; \
+	  else echo "podman/runc/debootstrap missing and not root: the deploy check will be skipped."; fi; \
 	fi
 
 ## Start the platform on embedded defaults (SQLite, local storage, no broker) with demo clinics.
@@ -57,9 +67,15 @@ run: $(STAMP)
 	@echo ""
 	$(PY) manage.py runserver $(HOST):$(PORT)
 
-## Run the whole suite: lint, migration check, tests (PostgreSQL/Redis when DATABASE_URL/REDIS_URL are set).
+## Run the whole suite: lint, migration check, tests (PostgreSQL/Redis when DATABASE_URL/REDIS_URL are set), then,
+## with DEPLOY_CHECK=1, the deploy check (skipped, with the reason, where Podman cannot run). It is left out by
+## default for now: it has passed end to end twice on this machine, needs about 7 GB of images and 13 minutes of
+## building on a fresh machine, and is not yet proven in CI (`make deploy-check` runs it alone).
+DEPLOY_CHECK ?= 0
 test: $(STAMP) tools lint check-migrations
 	$(PY) -m pytest
+	@if [ "$(DEPLOY_CHECK)" = 1 ]; then $(PY) docker/deploy_check.py --skip-if-unavailable; \
+	else echo "deploy check left out (DEPLOY_CHECK=0)"; fi
 
 ## Known-vulnerability audit of every installed package (needs PyPI's JSON API or OSV on the network).
 audit: $(STAMP)
@@ -83,6 +99,12 @@ lint: $(STAMP)
 
 check-migrations: $(STAMP)
 	env -u DATABASE_URL $(PY) manage.py makemigrations --check --dry-run --settings=config.settings.test
+
+## Build the images and run docker/compose.yaml for real with Podman (podman-compose from PyPI): migrations, a
+## smoke journey through the REST API, a worker killed mid-analysis, two workers; prints timings and image sizes.
+## Needs podman, runc, debootstrap (Debian); caches the base and the tool under ~/.cache/dentalscan-deploy.
+deploy-check: $(STAMP)
+	$(PY) docker/deploy_check.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache
