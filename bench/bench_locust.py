@@ -11,7 +11,7 @@ the broker and no worker (uploads queue their analyses), and runs ``bench/locust
 second, for ``--seconds``. Prints p50/p95/max and requests/s per kind of request and the error count; writes Locust's
 CSV files (``bench/results/locust_mixed_*.csv``) and ``bench/results/locust_mixed.json``.
 
-Locust is not one of the app's dependencies (``pip install -e .[bench]``, or any environment with ``locust``;
+Locust is not one of the app's dependencies (``pip install locust==2.47.0`` in an environment of its own;
 ``--locust`` names its executable). Locust, the server and PostgreSQL share the machine's CPUs.
 """
 
