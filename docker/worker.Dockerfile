@@ -32,6 +32,7 @@ COPY clinics ./clinics
 COPY patients ./patients
 COPY analysis ./analysis
 COPY demo ./demo
+COPY dicom ./dicom
 COPY templates ./templates
 COPY static ./static
 RUN env ${EXTRA_CA_BUNDLE:+PIP_CERT=$EXTRA_CA_BUNDLE} pip install --no-cache-dir --no-deps ".[ml]" -c constraints.txt
