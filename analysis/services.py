@@ -25,7 +25,7 @@ from django.conf import settings
 from django.db import InterfaceError as DjangoInterfaceError
 from django.db import OperationalError as DjangoOperationalError
 from django.db import connection, transaction
-from django.db.models import F, Q
+from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 from PIL import Image as PILImage
 
@@ -477,26 +477,46 @@ def _read_for_model(image: Image, spec: str) -> bytes:
     return copy or image_read(image=image)
 
 
+def _claim_batch(first: Analysis, token: uuid.UUID) -> list[Claimed]:
+    """The claimed analysis and up to ``ANALYSIS_BATCH_SIZE - 1`` other queued analyses of the same model and
+    clinic, to run in one model batch: the same visit's first, then other visits' oldest first, so many small
+    visits get the images/s of one large one. When the batch is not full the worker waits
+    ``ANALYSIS_BATCH_WAIT_MS`` once for analyses being queued at that moment (dynamic batching). Never another
+    clinic's: a worker runs inside one clinic's scope (row-level security) and its keys."""
+    claimed = [Claimed(first, token)]
+    size = max(1, settings.ANALYSIS_BATCH_SIZE)
+    waited = False
+    while len(claimed) < size:
+        taken = {c.analysis.pk for c in claimed}
+        candidates = (
+            Analysis.objects.filter(
+                clinic_id=first.clinic_id, model_version=first.model_version, status=AnalysisStatus.QUEUED
+            )
+            .exclude(pk__in=taken)
+            .annotate(other_visit=Case(When(image__visit_id=first.image.visit_id, then=Value(0)), default=Value(1)))
+            .order_by("other_visit", "created_at", "pk")
+            .values_list("pk", flat=True)[: size - len(claimed)]
+        )
+        for candidate_id in list(candidates):
+            if (candidate_token := analysis_claim(candidate_id)) is not None:
+                candidate = Analysis.objects.select_related("image__patient", "model_version").get(pk=candidate_id)
+                claimed.append(Claimed(candidate, candidate_token))
+        if waited or len(claimed) >= size or settings.ANALYSIS_BATCH_WAIT_MS <= 0:
+            break
+        waited = True
+        time.sleep(settings.ANALYSIS_BATCH_WAIT_MS / 1000)
+    return claimed
+
+
 def analysis_execute(*, analysis_id: object) -> str:
-    """Claim an analysis (and the other queued analyses of the same visit and model, to batch them),
-    run the model once per batch, and finish each. Returns what happened, for logging."""
+    """Claim an analysis (and other queued analyses of the same model and clinic, to batch them: see
+    ``_claim_batch``), run the model once per batch, and finish each. Returns what happened, for logging."""
     token = analysis_claim(analysis_id)
     if token is None:
         current = Analysis.objects.filter(pk=analysis_id).values_list("status", flat=True).first()
         return "busy" if current == AnalysisStatus.RUNNING else f"skipped:{current}"
     first = Analysis.objects.select_related("image__patient", "model_version").get(pk=analysis_id)
-    claimed = [Claimed(first, token)]
-    siblings = (
-        Analysis.objects.filter(
-            image__visit_id=first.image.visit_id, model_version=first.model_version, status=AnalysisStatus.QUEUED
-        )
-        .exclude(pk=first.pk)
-        .values_list("pk", flat=True)[: settings.ANALYSIS_BATCH_SIZE - 1]
-    )
-    for sibling_id in list(siblings):
-        if (sibling_token := analysis_claim(sibling_id)) is not None:
-            sibling = Analysis.objects.select_related("image__patient", "model_version").get(pk=sibling_id)
-            claimed.append(Claimed(sibling, sibling_token))
+    claimed = _claim_batch(first, token)
     try:
         model = predictor(artifact_path(first.model_version))
         pixels = _load_batch(claimed, model)

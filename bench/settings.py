@@ -14,3 +14,6 @@ else:
 
 if os.environ.get("RATE_LIMITS_DISABLED") == "1":
     RATE_LIMITS = {name: "1000000/60" for name in RATE_LIMITS}
+
+# The deployed default of dynamic batching (the test settings turn its wait off).
+ANALYSIS_BATCH_WAIT_MS = int(os.environ.get("ANALYSIS_BATCH_WAIT_MS", "50"))

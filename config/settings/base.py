@@ -182,6 +182,9 @@ DICOM_SEND_TIMEOUT_SECONDS = float(os.environ.get("DICOM_SEND_TIMEOUT_SECONDS", 
 # Analysis jobs: a claim older than this belongs to a dead worker (must exceed the hard time limit).
 ANALYSIS_STALE_AFTER_SECONDS = int(os.environ.get("ANALYSIS_STALE_AFTER_SECONDS", "300"))
 ANALYSIS_BATCH_SIZE = int(os.environ.get("ANALYSIS_BATCH_SIZE", "16"))
+# A worker whose batch is not full waits this long once for analyses being queued at that moment (dynamic
+# batching across the clinic's visits); 0 = no wait.
+ANALYSIS_BATCH_WAIT_MS = int(os.environ.get("ANALYSIS_BATCH_WAIT_MS", "50"))
 # On CPU, run the photo classifier with ONNX Runtime (exported once per artefact, cached under
 # DENTALSCAN_ONNX_CACHE): about 2x faster than eager PyTorch on the 2-core benchmark machine, same scores
 # to 1e-6 (tests/ml/test_fast.py). Off: PyTorch everywhere. GPUs always use PyTorch (mixed precision).

@@ -29,3 +29,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
     # is locked"); with a file each thread has its own connection, in WAL mode with IMMEDIATE transactions. One
     # file per test process, so two runs in one checkout never share it.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-db-{os.getpid()}.sqlite3")}  # noqa: F405
+
+# No dynamic-batching wait in tests (every eager analysis would pay it); tests/analysis/test_jobs.py sets it.
+ANALYSIS_BATCH_WAIT_MS = 0

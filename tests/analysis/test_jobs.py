@@ -229,3 +229,71 @@ def test_a_failed_analysis_can_be_run_again(
     event = AuditEvent.unscoped.filter(action="analysis.retry", object_id=analysis_id).get()
     assert event.details["model"] == "photo-test@0.0.1"
     assert token_client(alice, "staff").post(url).status_code == 409  # done now
+
+
+def test_a_worker_batches_queued_analyses_of_other_visits_of_its_clinic_only(
+    alice: World,
+    bob: World,
+    photo_model,  # noqa: ANN001
+    settings,  # noqa: ANN001
+) -> None:
+    """Dynamic batching: ten one-photo visits run as one model batch, like one ten-photo visit; another clinic's
+    queued analysis is never taken (its keys and rows are not the worker's), and the batch size holds."""
+    settings.ANALYSIS_BATCH_SIZE = 4
+    settings.ANALYSIS_BATCH_WAIT_MS = 0
+    staff = token_client(alice, "staff")
+    image_ids = []
+    for i in range(5):
+        patient = staff.post(
+            reverse("api:patient-list"),
+            {"external_id": f"batch-{i}", "given_name": "B", "family_name": f"P{i}", "date_of_birth": "1990-01-01"},
+            format="json",
+        )
+        assert patient.status_code == 201, patient.content
+        f = io.BytesIO(png_bytes((96, 72), (20 * i, 90, 90)))
+        f.name = "front.png"
+        upload = staff.post(
+            reverse("api:patient-image-list", kwargs={"pk": patient.json()["id"]}),
+            {"file": f, "modality": "photo"},
+            format="multipart",
+        )
+        assert upload.status_code == 201, upload.content
+        image_ids.append(upload.json()["id"])
+    other_clinic = _upload(bob).json()["id"]
+    with clinic_scope(alice.clinic.id):
+        analyses = list(Analysis.objects.filter(image_id__in=image_ids).order_by("created_at"))
+        assert len({a.image.visit_id for a in analyses}) == 5 and {a.status for a in analyses} == {"queued"}
+        assert analysis_execute(analysis_id=analyses[2].pk) == "done:4/4"  # four visits in one batch (the size)
+        statuses = dict(Analysis.objects.filter(image_id__in=image_ids).values_list("image_id", "status"))
+        assert sorted(statuses.values()) == ["done", "done", "done", "done", "queued"]
+        assert statuses[analyses[2].image_id] == "done"
+        assert statuses[analyses[4].image_id] == "queued"  # oldest first after the claimed one
+        assert analysis_execute(analysis_id=analyses[4].pk) == "done:1/1"
+    with clinic_scope(bob.clinic.id):
+        assert Analysis.objects.get(image_id=other_clinic).status == "queued"
+
+
+def test_a_worker_with_a_part_full_batch_waits_once_for_analyses_being_queued(
+    alice: World,
+    photo_model,  # noqa: ANN001
+    settings,  # noqa: ANN001
+    monkeypatch,  # noqa: ANN001
+) -> None:
+    """The short wait of dynamic batching: an analysis queued while the worker waits joins its batch."""
+    import analysis.services as services
+
+    settings.ANALYSIS_BATCH_WAIT_MS = 25
+    first, second = _upload(alice).json()["id"], _upload(alice, color=(5, 200, 5)).json()["id"]
+    with clinic_scope(alice.clinic.id):
+        Analysis.objects.filter(image_id=second).update(status="failed")  # not queued yet
+    slept = []
+
+    def sleep_and_queue(seconds: float) -> None:  # the second analysis is queued while the worker waits
+        slept.append(seconds)
+        Analysis.objects.filter(image_id=second).update(status="queued")
+
+    monkeypatch.setattr(services.time, "sleep", sleep_and_queue)
+    with clinic_scope(alice.clinic.id):
+        analysis = Analysis.objects.get(image_id=first)
+        assert analysis_execute(analysis_id=analysis.pk) == "done:2/2"
+    assert slept == [0.025]
