@@ -129,6 +129,17 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # Same backend plus row-level security settings kept in line with the clinic scope (clinics.rls).
     DATABASES["default"]["ENGINE"] = "clinics.dbbackend"
+    # Connection pool per process (Django's psycopg_pool option), on when DATABASE_POOL_MAX_SIZE > 0: size it to
+    # the threads that use the database at once in one process (gunicorn --threads; 1-2 for a Celery solo worker).
+    # A pooled connection keeps no clinic scope between uses: the backend sets app.clinic_id before the first
+    # statement after every checkout (tests/clinics/test_rls_pool.py).
+    if int(os.environ.get("DATABASE_POOL_MAX_SIZE", "0")) > 0:
+        DATABASES["default"]["CONN_MAX_AGE"] = 0  # Django's pool replaces persistent connections
+        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+            "min_size": int(os.environ.get("DATABASE_POOL_MIN_SIZE", "1")),
+            "max_size": int(os.environ["DATABASE_POOL_MAX_SIZE"]),
+            "timeout": float(os.environ.get("DATABASE_POOL_TIMEOUT", "10")),
+        }
 # Optional: SET ROLE to this role on connect (log in as a member of the application role).
 DATABASE_APP_ROLE = os.environ.get("DATABASE_APP_ROLE", "")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
