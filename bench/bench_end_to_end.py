@@ -63,7 +63,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
-def start_gunicorn(stack: Stack) -> str:
+def start_gunicorn(stack: Stack, workers: int = 2) -> str:
     import requests
 
     stack.web_port = free_port()
@@ -76,7 +76,7 @@ def start_gunicorn(stack: Stack) -> str:
             "--bind",
             f"127.0.0.1:{stack.web_port}",
             "--workers",
-            "2",
+            str(workers),
             "--threads",
             "4",
             "--timeout",

@@ -35,7 +35,7 @@ from _common import RESULTS, ROOT, machine, machine_line, table, write_json  # n
 from bench_api_load import GENERATE, process_cpu_seconds  # noqa: E402
 from bench_end_to_end import FORBIDDEN_DATABASES, start_gunicorn  # noqa: E402
 
-from tests.stack import Stack  # noqa: E402
+from tests.stack import Stack, wait_until  # noqa: E402
 
 ACCOUNTS = r"""
 import json
@@ -113,6 +113,14 @@ def server_errors(log: str) -> dict[str, int]:
     return found
 
 
+def analyses_by_status(url: str) -> dict[str, int]:
+    """How many analyses ended how (the uploads of the run queue one each), read as the database owner."""
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        return dict(conn.execute("SELECT status, count(*) FROM analysis_analysis GROUP BY status").fetchall())
+
+
 def read_stats(path: Path) -> list[dict]:
     with path.open() as f:
         return list(csv.DictReader(f))
@@ -132,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--database", default="dentalscan_bench_locust")
     ap.add_argument("--locust", default=shutil.which("locust") or "locust")
     ap.add_argument("--name", default="locust_mixed", help="file name prefix under bench/results/")
+    ap.add_argument("--web-workers", type=int, default=2, help="gunicorn processes (4 threads each)")
+    ap.add_argument("--celery-workers", type=int, default=0, help="Celery workers (solo, queue gpu) for the uploads")
     args = ap.parse_args(argv)
     if args.database in FORBIDDEN_DATABASES:
         raise SystemExit(f"refusing to use the database {args.database!r}")
@@ -172,8 +182,12 @@ def main(argv: list[str] | None = None) -> int:
             analysis_pages=max(1, len(data["images"]) // 50),
         )
         (workdir / "data.json").write_text(json.dumps(data))
-        base = start_gunicorn(stack)
+        base = start_gunicorn(stack, workers=args.web_workers)
         web_pid = stack.procs[-1].pid
+        for index in range(args.celery_workers):
+            stack.start_worker(name=f"bench{index}")
+        for index in range(args.celery_workers):
+            wait_until(lambda i=index: "ready." in stack.log(f"bench{i}.log"), timeout=180, what="a worker")
         prefix = workdir / "locust"
         cpu0, t0 = process_cpu_seconds(web_pid), time.perf_counter()
         waits = LockWaits(f"{args.pg}/postgres", args.database)
@@ -233,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"Locust mixed scenario: {staff} staff, {dentists} dentists, {integrators} integrators, ~1 request/s each, "
             f"{args.seconds} s; {args.patients} patients, {len(data['images'])} analyses, {args.findings} findings in "
-            "one clinic; gunicorn 2x4 on PostgreSQL"
+            f"one clinic; gunicorn {args.web_workers}x4 on PostgreSQL, {args.celery_workers} Celery worker(s)"
         )
         print(machine_line(info))
         print(
@@ -279,6 +293,9 @@ def main(argv: list[str] | None = None) -> int:
                 "by_statement": dict(waiting),
             },
             "locust_exit_code": run.returncode,
+            "web_workers": args.web_workers,
+            "celery_workers": args.celery_workers,
+            "analyses": analyses_by_status(admin.replace("/postgres", f"/{args.database}")),
         }
         path = write_json(f"{args.name}.json", payload)
         print(f"written {path.relative_to(ROOT)}")
