@@ -541,7 +541,10 @@ def analysis_execute(*, analysis_id: object) -> str:
     finished = 0
     for index, (c, r) in enumerate(zip(claimed, results, strict=True)):
         try:
-            finished += analysis_finish(c, r)
+            finished_now = analysis_finish(c, r)
+            finished += finished_now
+            if finished_now and index:  # the task logs the claimed one; each batched one gets its own line
+                logger.info("analysis %s: done: batched with %s", c.analysis.pk, first.pk)
         except TRANSIENT_ERRORS:
             # The database went away between two results: hand back the claims not yet finished (if it
             # is reachable again) so the retry need not wait for them to go stale.

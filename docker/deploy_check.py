@@ -494,8 +494,8 @@ def smoke_journey(stack: Stack, client: Client, creds: dict[str, str]) -> None:
 
 
 def completions(stack: Stack, service: str, since: str) -> dict[str, list[str]]:
-    """analysis id -> the worker containers whose log says they finished it ('analysis <id>: done:n/m' counts
-    every analysis of the batch: the ids of the batch are in the database, so count from there)."""
+    """analysis id -> the worker containers whose log says they finished it: 'analysis <id>: done:n/m' for the
+    analysis a task claimed, 'analysis <id>: done: batched with <id>' for each other analysis of its batch."""
     found: dict[str, list[str]] = {}
     for name in stack.containers(service):
         got = run("podman", "logs", "--since", since, name, check=False, capture=True)
