@@ -295,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
             "locust_exit_code": run.returncode,
             "web_workers": args.web_workers,
             "celery_workers": args.celery_workers,
-            "analyses": analyses_by_status(admin.replace("/postgres", f"/{args.database}")),
+            "analyses": analyses_by_status(f"{args.pg}/{args.database}"),
         }
         path = write_json(f"{args.name}.json", payload)
         print(f"written {path.relative_to(ROOT)}")
