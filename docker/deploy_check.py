@@ -16,7 +16,9 @@ with the overlay docker/check/compose.check.yaml, started by podman-compose (fro
   - everything is torn down (volumes too); image sizes and the time of each step are printed.
 
 Nothing is contacted at run time but 127.0.0.1 and the stack's own container network (building needs Debian's
-and PyPI's servers, or their caches). Cache folder: $DEPLOY_CHECK_CACHE or ~/.cache/dentalscan-deploy.
+and PyPI's servers, or their caches): while the stack runs, the kernel's connection tracking table
+(/proc/net/nf_conntrack) is sampled every 0.2 s, and any connection from the stack's network to an address outside
+it fails the check (NETWORK line). Cache folder: $DEPLOY_CHECK_CACHE or ~/.cache/dentalscan-deploy.
 Exit status 0 when every step passed; with --skip-if-unavailable, 0 and "SKIPPED: <reason>" when Podman cannot
 run containers here.
 """
@@ -26,6 +28,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import io
+import ipaddress
 import json
 import os
 import secrets
@@ -34,6 +37,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -588,6 +592,93 @@ def scale_test(stack: Stack, client: Client, creds: dict[str, str]) -> None:
     print("   " + result)
 
 
+CONNTRACK = Path("/proc/net/nf_conntrack")
+
+
+def subnets_in(document: Any) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """Every "subnet" value in ``podman network inspect`` output (CNI and netavark formats alike)."""
+    found = []
+    if isinstance(document, dict):
+        for key, value in document.items():
+            if key == "subnet" and isinstance(value, str):
+                found.append(ipaddress.ip_network(value, strict=False))
+            else:
+                found.extend(subnets_in(value))
+    elif isinstance(document, list):
+        for item in document:
+            found.extend(subnets_in(item))
+    return found
+
+
+def tracked_flows(table: str) -> list[tuple[str, Any, Any, str]]:
+    """(protocol, source, destination, destination port) of each connection in a conntrack table, in its original
+    direction (the first src=, dst= and dport= of the line)."""
+    flows = []
+    for line in table.splitlines():
+        words = line.split()
+        first: dict[str, str] = {}
+        for word in words:
+            key, _, value = word.partition("=")
+            if key in ("src", "dst", "dport") and key not in first:
+                first[key] = value
+        try:
+            src, dst = ipaddress.ip_address(first["src"]), ipaddress.ip_address(first["dst"])
+        except (KeyError, ValueError):
+            continue
+        flows.append((words[2] if len(words) > 2 else "?", src, dst, first.get("dport", "-")))
+    return flows
+
+
+def outside_flows(table: str, inside: list) -> tuple[int, set[str]]:
+    """How many connections in the table come from the ``inside`` networks, and 'protocol address:port' of those
+    that go to an address outside them (loopback aside)."""
+    ours, outside = 0, set()
+    for proto, src, dst, port in tracked_flows(table):
+        if any(src in net for net in inside):
+            ours += 1
+            if not dst.is_loopback and not any(dst in net for net in inside):
+                outside.add(f"{proto} {dst}:{port}")
+    return ours, outside
+
+
+class FlowWatch(threading.Thread):
+    """Samples the connection tracking table while the stack runs; ``outside`` collects what left its network."""
+
+    def __init__(self, stack: Stack) -> None:
+        super().__init__(daemon=True)
+        self.stack, self.stop, self.samples, self.seen = stack, threading.Event(), 0, 0
+        self.outside: set[str] = set()
+        self.inside: list = []
+
+    def networks(self) -> list:
+        names = output("podman", "network", "ls", "--format", "{{.Name}}").split()
+        ours = [name for name in names if name.startswith(self.stack.project)]
+        return subnets_in([json.loads(output("podman", "network", "inspect", name)) for name in ours])
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            if not self.inside:
+                self.inside = self.networks()
+            try:
+                table = CONNTRACK.read_text()
+            except OSError:
+                return
+            ours, outside = outside_flows(table, self.inside)
+            self.samples, self.seen = self.samples + 1, max(self.seen, ours)
+            self.outside |= outside
+            self.stop.wait(0.2)
+
+    def result(self) -> str:
+        nets = ", ".join(str(n) for n in self.inside) or "?"
+        if not CONNTRACK.exists():
+            return "NETWORK: not checked (no /proc/net/nf_conntrack here)"
+        return (
+            f"NETWORK: connection tracking sampled {self.samples} times while the stack ran; up to {self.seen} "
+            f"connections at once from its network ({nets}); to anywhere else: "
+            f"{', '.join(sorted(self.outside)) if self.outside else 'none'}"
+        )
+
+
 def image_sizes() -> list[str]:
     names = [DEBIAN_IMAGE, PYTHON_IMAGE, WEB_IMAGE, WORKER_IMAGE, *(image for _, image in STAND_INS.values())]
     lines = []
@@ -630,6 +721,8 @@ def main() -> int:
         stack = Stack(tool, workdir)
         with step("stack: db, redis, s3 healthy"):
             stack.up("db", "redis", "s3")
+            watch = FlowWatch(stack)
+            watch.start()
             stack.wait_healthy(["db", "redis", "s3"])
         with step("stack: buckets and migrate (migrations, application role, models registered)"):
             stack.up("--no-deps", "buckets", "migrate")
@@ -649,6 +742,12 @@ def main() -> int:
             kill_test(stack, client, creds)
         with step("two workers"):
             scale_test(stack, client, creds)
+        watch.stop.set()
+        watch.join()
+        RESULTS.append(watch.result())
+        print("   " + RESULTS[-1])
+        if watch.outside:
+            raise CheckFailed(f"the stack contacted addresses outside its network: {sorted(watch.outside)}")
     except CheckFailed as exc:
         print(f"\nFAILED: {exc}", flush=True)
         if stack is not None and not options.keep:

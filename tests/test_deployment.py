@@ -141,3 +141,34 @@ def test_deploy_check_skips_with_the_reason_where_podman_is_missing(tmp_path: Pa
         check=False,
     )
     assert failed.returncode == 1 and "FAILED: podman is not installed" in failed.stdout
+
+
+def test_the_deploy_checks_network_watch_flags_connections_leaving_the_stacks_network() -> None:
+    """The NETWORK line of the deploy check: connections from the stack's subnet to itself or to loopback are its
+    own; one to any other address (a registry, the machine's own PostgreSQL) is reported."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("deploy_check", DOCKER / "deploy_check.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    inspect = [{"plugins": [{"ipam": {"ranges": [[{"subnet": "10.89.3.0/24", "gateway": "10.89.3.1"}]]}}]}]
+    inside = module.subnets_in(inspect)
+    assert [str(n) for n in inside] == ["10.89.3.0/24"]
+    table = "\n".join(
+        [
+            "ipv4 2 tcp 6 86399 ESTABLISHED src=10.89.3.5 dst=10.89.3.2 sport=40000 dport=5432 "
+            "src=10.89.3.2 dst=10.89.3.5 sport=5432 dport=40000 [ASSURED] mark=0 zone=0 use=2",
+            "ipv4 2 udp 17 25 src=10.89.3.5 dst=10.89.3.1 sport=5353 dport=53 src=10.89.3.1 dst=10.89.3.5 "
+            "sport=53 dport=5353 mark=0 zone=0 use=2",
+            "ipv4 2 tcp 6 86399 ESTABLISHED src=127.0.0.1 dst=127.0.0.1 sport=50000 dport=38123 "
+            "src=10.89.3.7 dst=10.89.3.1 sport=8000 dport=50000 [ASSURED] mark=0 zone=0 use=2",
+        ]
+    )
+    assert module.outside_flows(table, inside) == (2, set())
+    leaving = table + (
+        "\nipv4 2 tcp 6 119 SYN_SENT src=10.89.3.6 dst=151.101.0.223 sport=41000 dport=443 [UNREPLIED] "
+        "src=151.101.0.223 dst=192.168.1.4 sport=443 dport=41000 mark=0 zone=0 use=2"
+        "\nipv4 2 tcp 6 119 SYN_SENT src=10.89.3.6 dst=192.168.1.4 sport=41001 dport=5432 [UNREPLIED] "
+        "src=192.168.1.4 dst=10.89.3.6 sport=5432 dport=41001 mark=0 zone=0 use=2"
+    )
+    assert module.outside_flows(leaving, inside) == (4, {"tcp 151.101.0.223:443", "tcp 192.168.1.4:5432"})
