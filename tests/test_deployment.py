@@ -172,3 +172,6 @@ def test_the_deploy_checks_network_watch_flags_connections_leaving_the_stacks_ne
         "src=192.168.1.4 dst=10.89.3.6 sport=5432 dport=41001 mark=0 zone=0 use=2"
     )
     assert module.outside_flows(leaving, inside) == (4, {"tcp 151.101.0.223:443", "tcp 192.168.1.4:5432"})
+    # The kernel's IGMP reports to the local link's multicast group are not the stack contacting anyone.
+    igmp = "\nipv4 2 unknown 2 599 src=10.89.3.6 dst=224.0.0.22 [UNREPLIED] src=224.0.0.22 dst=10.89.3.6 mark=0 use=2"
+    assert module.outside_flows(table + igmp, inside) == (3, set())
