@@ -109,10 +109,18 @@ def record(
         details=details or {},
     )
     AuditEvent.unscoped.bulk_create([event])  # in the caller's transaction, unsealed, no lock
-    if current_app.conf.task_always_eager:
+    if current_app.conf.task_always_eager and not _seal_pending(chain):
         # The embedded default has no worker or beat: seal right after the commit (nothing if it rolls back).
         transaction.on_commit(partial(seal_chain, chain), robust=True)
     return event
+
+
+def _seal_pending(chain: str) -> bool:
+    """Whether this transaction already seals ``chain`` on commit (one sealing per chain, not one per event)."""
+    return any(
+        getattr(callback, "func", None) is seal_chain and callback.args == (chain,)
+        for _, callback, *_ in connection.run_on_commit
+    )
 
 
 def _sealable(chain: str) -> QuerySet[AuditEvent]:

@@ -248,6 +248,14 @@ def eager() -> Iterator[None]:
     app.conf.task_always_eager, app.conf.task_eager_propagates = saved
 
 
+def tasks_on_commit(callbacks: list[Any]) -> list[Any]:
+    """The on-commit callbacks captured by ``django_capture_on_commit_callbacks``, less the audit sealer's (the
+    embedded default seals the audit events of a transaction after it commits)."""
+    from clinics import audit
+
+    return [c for c in callbacks if getattr(c, "func", None) is not audit.seal_chain]
+
+
 def seal_committed(timeout: float = 15.0) -> int:
     """Seal every committed audit event, as the periodic sealer would over a few runs; returns how many. On
     PostgreSQL the sealer waits for write transactions older than an event to end (in every database of the
