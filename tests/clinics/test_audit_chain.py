@@ -13,7 +13,7 @@ from clinics import audit
 from clinics.models import AuditChainHead, AuditEvent
 from clinics.services import clinic_create
 
-from ..conftest import requires_postgres, seal_committed
+from ..conftest import APP_ROLE, requires_postgres, seal_committed
 
 
 def tamper(sql: str, params: list | None = None) -> None:
@@ -122,6 +122,36 @@ def test_database_refuses_update_and_delete_of_audit_rows(chain: list[AuditEvent
         c.execute("RESET ROLE")  # undone by the rollback of this block
         c.execute("UPDATE clinics_auditevent SET details = '{}'::jsonb")
     assert AuditEvent.unscoped.get(pk=chain[0].pk).action == chain[0].action
+
+
+@requires_postgres
+def test_the_database_lets_only_the_sealer_seal_once(chain: list[AuditEvent], no_seal_on_commit: None) -> None:
+    """The application's role may update the three seal columns (the sealer), but the trigger allows it only on an
+    unsealed row, once, with nothing else changed; an event cannot be inserted already sealed."""
+    with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():  # re-sealing a sealed event
+        AuditEvent.unscoped.filter(pk=chain[1].pk).update(seq=chain[1].seq, prev_hash="0" * 64, hash="f" * 64)
+    with pytest.raises(DatabaseError, match="inserted unsealed"), transaction.atomic():
+        AuditEvent.unscoped.bulk_create(
+            [
+                AuditEvent(
+                    chain="x", seq=1, prev_hash="0" * 64, hash="e" * 64, action="forged", created_at=chain[0].created_at
+                )
+            ]
+        )
+    event = audit.record(action="test.unsealed", clinic_id=chain[0].clinic_id)
+    with transaction.atomic(), connection.cursor() as c:
+        c.execute("RESET ROLE")  # the owner, not the app role (set back below, or undone by a rollback)
+        c.execute("SELECT xact_id FROM clinics_auditevent WHERE id = %s", [event.pk])
+        assert c.fetchone()[0] is not None  # set by the insert trigger
+        with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():  # sealing and editing
+            c.execute(
+                "UPDATE clinics_auditevent SET seq = 99, prev_hash = %s, hash = %s, action = 'edited' WHERE id = %s",
+                ["0" * 64, "d" * 64, event.pk],
+            )
+        with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():  # half a seal
+            c.execute("UPDATE clinics_auditevent SET seq = 99 WHERE id = %s", [event.pk])
+        c.execute("SELECT set_config('role', %s, false)", [APP_ROLE])
+    assert seal_committed() == 1 and audit.verify_chain(chain[0].chain).problem is None
 
 
 @requires_postgres
