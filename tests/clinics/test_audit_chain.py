@@ -273,6 +273,22 @@ def test_verify_reports_events_left_unsealed_too_long(
     assert code == 0 and "7 event(s) verified" in output, output
 
 
+def test_verification_reads_on_when_the_sealer_commits_meanwhile(
+    chain: list[AuditEvent], no_seal_on_commit: None, monkeypatch
+) -> None:  # noqa: ANN001
+    audit.record(action="test.meanwhile", clinic_id=chain[0].clinic_id)
+    check, sealed = audit._event_problem, []
+
+    def seal_during_the_walk(*args: object) -> str | None:
+        if not sealed:
+            sealed.append(seal_committed())  # another process's sealer, committing while we read
+        return check(*args)
+
+    monkeypatch.setattr(audit, "_event_problem", seal_during_the_walk)
+    report = audit.verify_chain(chain[0].chain)
+    assert sealed == [1] and report.problem is None and report.events == 7, report
+
+
 def test_an_action_rolled_back_leaves_no_event(chain: list[AuditEvent]) -> None:
     with pytest.raises(RuntimeError), transaction.atomic():
         audit.record(action="test.rolled_back", clinic_id=chain[0].clinic_id)
