@@ -9,11 +9,14 @@ Invariants:
   unsealed events to the chain in batches, each event's ``prev_hash`` the hash of the event before it.
   It runs every few seconds (celery beat ``audit-seal``, or ``manage.py seal_audit --loop``), and, in the
   embedded default with no broker, right after each audited commit.
-- Commit order on PostgreSQL: an event carries its transaction's id (``xact_id``, set by the insert
-  trigger). The sealer takes only events whose ``xact_id`` is below the snapshot's xmin -- no transaction
-  that could still commit is older -- in (``xact_id``, ``id``) order, so no event can later appear that
-  sorts before one already sealed: the sealed order is one fixed total order, extended only at its end.
-  On SQLite write transactions are serialised (IMMEDIATE) and ``id`` order is commit order.
+- Order on PostgreSQL: an event carries its transaction's id (``xact_id``, set by the insert trigger). The
+  sealer takes only events whose ``xact_id`` is below the snapshot's xmin -- every transaction that old has
+  ended, none of them can still commit an event -- in (``xact_id``, ``id``) order. So no event can later
+  appear that sorts before one already sealed: the chain is one fixed total order, only ever extended at
+  its end, with the events of one transaction together and in the order they were recorded. (That is the
+  order in which the transactions first wrote, which can differ from their commit order; a write
+  transaction left open anywhere on the server holds sealing back, never the writers.) On SQLite write
+  transactions are serialised (IMMEDIATE), so ``id`` order is commit order.
 - ``verify_chain`` is read-only: it checks the sealed events and reports unsealed events older than
   ``AUDIT_SEAL_MAX_AGE_S`` (a sealer that stopped) as a fault. An unsealed event is protected only by the
   database's append-only trigger until it is sealed, within seconds.
@@ -124,7 +127,7 @@ def _seal_pending(chain: str) -> bool:
 
 
 def _sealable(chain: str) -> QuerySet[AuditEvent]:
-    """The chain's unsealed events that may be sealed now, in commit order (see the module's invariants)."""
+    """The chain's unsealed events that may be sealed now, in sealing order (see the module's invariants)."""
     events = AuditEvent.unscoped.filter(chain=chain, seq__isnull=True)
     if connection.vendor == "postgresql":
         xmin = RawSQL("pg_snapshot_xmin(pg_current_snapshot())::text::bigint", [])
@@ -132,9 +135,10 @@ def _sealable(chain: str) -> QuerySet[AuditEvent]:
     return events.order_by("id")
 
 
-def seal_chain(chain: str, *, batch_size: int = SEAL_BATCH) -> int:
+def seal_chain(chain: str, *, batch_size: int = SEAL_BATCH, max_batches: int = 20) -> int:
     """Append the chain's committed unsealed events to it (``seq``, ``prev_hash``, ``hash``) and move its head,
-    in one transaction; returns how many were sealed (0 as well when another sealer holds the chain)."""
+    in one transaction of at most ``max_batches`` batches (the next run goes on); returns how many were sealed
+    (0 as well when another sealer holds the chain)."""
     sealed = 0
     with transaction.atomic():
         if connection.vendor == "postgresql":
@@ -144,7 +148,7 @@ def seal_chain(chain: str, *, batch_size: int = SEAL_BATCH) -> int:
                     return 0
         head, _ = AuditChainHead.objects.get_or_create(chain=chain, defaults={"last_seq": 0, "last_hash": GENESIS_HASH})
         seq, prev_hash = head.last_seq, head.last_hash
-        while True:
+        for _ in range(max_batches):
             events = list(_sealable(chain)[:batch_size])
             for event in events:
                 seq += 1
