@@ -1,9 +1,25 @@
 """The tamper-evident audit trail: writing events into per-clinic hash chains and verifying them.
 
-Invariant: ``record`` is the only writer of ``AuditEvent``. It locks the chain head row
-(``SELECT ... FOR UPDATE``) inside the caller's transaction, so concurrent writers of one clinic
-are serialised and each event's ``prev_hash`` is the hash of the event before it. The event
-commits or rolls back together with the action it records.
+Invariants:
+- ``record`` is the only writer of ``AuditEvent`` rows. It inserts the event *unsealed* (no ``seq``,
+  ``prev_hash``, ``hash``) inside the caller's transaction and takes no lock, so audited actions of one
+  clinic run in parallel; the event commits or rolls back together with the action it records.
+- ``seal_chain`` is the only writer of the seal fields and of ``AuditChainHead``: one sealer per chain at a
+  time (a PostgreSQL advisory transaction lock; SQLite has a single writer), appending the committed
+  unsealed events to the chain in batches, each event's ``prev_hash`` the hash of the event before it.
+  It runs every few seconds (celery beat ``audit-seal``, or ``manage.py seal_audit --loop``), and, in the
+  embedded default with no broker, right after each audited commit.
+- Order on PostgreSQL: an event carries its transaction's id (``xact_id``, set by the insert trigger). The
+  sealer takes only events whose ``xact_id`` is below the snapshot's xmin -- every transaction that old has
+  ended, none of them can still commit an event -- in (``xact_id``, ``id``) order. So no event can later
+  appear that sorts before one already sealed: the chain is one fixed total order, only ever extended at
+  its end, with the events of one transaction together and in the order they were recorded. (That is the
+  order in which the transactions first wrote, which can differ from their commit order; a write
+  transaction left open anywhere on the server holds sealing back, never the writers.) On SQLite write
+  transactions are serialised (IMMEDIATE), so ``id`` order is commit order.
+- ``verify_chain`` is read-only: it checks the sealed events and reports unsealed events older than
+  ``AUDIT_SEAL_MAX_AGE_S`` (a sealer that stopped) as a fault. An unsealed event is protected only by the
+  database's append-only trigger until it is sealed, within seconds.
 """
 
 from __future__ import annotations
@@ -12,10 +28,15 @@ import hashlib
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
-from django.db import transaction
+from celery import current_app
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import QuerySet
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from . import context
@@ -23,6 +44,9 @@ from .models import AuditChainHead, AuditEvent, AuditOutcome
 
 GENESIS_HASH = "0" * 64
 GLOBAL_CHAIN = "global"
+SEAL_BATCH = 500
+# First key of the sealer's PostgreSQL advisory lock ("audt"); the second is hashtext(chain).
+SEAL_LOCK_CLASS = 0x61756474
 
 
 def chain_key(clinic_id: uuid.UUID | str | None) -> str:
@@ -72,31 +96,81 @@ def record(
     """
     actor = actor or context.actor_var.get() or context.Actor()
     chain = chain_key(clinic_id)
-    with transaction.atomic():
-        head, _ = AuditChainHead.objects.select_for_update().get_or_create(
-            chain=chain, defaults={"last_seq": 0, "last_hash": GENESIS_HASH}
-        )
-        event = AuditEvent(
-            chain=chain,
-            seq=head.last_seq + 1,
-            clinic_id=clinic_id or None,
-            actor_user=actor.user,
-            actor_api_key=actor.api_key,
-            actor_label=actor.label,
-            action=action,
-            object_type=object_type,
-            object_id=str(object_id) if object_id else "",
-            outcome=outcome,
-            ip=context.client_ip_var.get(),
-            request_id=context.request_id_var.get(),
-            created_at=timezone.now(),
-            details=details or {},
-            prev_hash=head.last_hash,
-        )
-        event.hash = event_hash(event)
-        AuditEvent.unscoped.bulk_create([event])
-        AuditChainHead.objects.filter(chain=chain).update(last_seq=event.seq, last_hash=event.hash)
+    event = AuditEvent(
+        chain=chain,
+        clinic_id=clinic_id or None,
+        actor_user=actor.user,
+        actor_api_key=actor.api_key,
+        actor_label=actor.label,
+        action=action,
+        object_type=object_type,
+        object_id=str(object_id) if object_id else "",
+        outcome=outcome,
+        ip=context.client_ip_var.get(),
+        request_id=context.request_id_var.get(),
+        created_at=timezone.now(),
+        details=details or {},
+    )
+    AuditEvent.unscoped.bulk_create([event])  # in the caller's transaction, unsealed, no lock
+    if current_app.conf.task_always_eager and not _seal_pending(chain):
+        # The embedded default has no worker or beat: seal right after the commit (nothing if it rolls back).
+        transaction.on_commit(partial(seal_chain, chain), robust=True)
     return event
+
+
+def _seal_pending(chain: str) -> bool:
+    """Whether this transaction already seals ``chain`` on commit (one sealing per chain, not one per event)."""
+    return any(
+        getattr(callback, "func", None) is seal_chain and callback.args == (chain,)
+        for _, callback, *_ in connection.run_on_commit
+    )
+
+
+def _sealable(chain: str) -> QuerySet[AuditEvent]:
+    """The chain's unsealed events that may be sealed now, in sealing order (see the module's invariants)."""
+    events = AuditEvent.unscoped.filter(chain=chain, seq__isnull=True)
+    if connection.vendor == "postgresql":
+        xmin = RawSQL("pg_snapshot_xmin(pg_current_snapshot())::text::bigint", [])
+        return events.filter(xact_id__lt=xmin).order_by("xact_id", "id")
+    return events.order_by("id")
+
+
+def seal_chain(chain: str, *, batch_size: int = SEAL_BATCH, max_batches: int = 20) -> int:
+    """Append the chain's committed unsealed events to it (``seq``, ``prev_hash``, ``hash``) and move its head,
+    in one transaction of at most ``max_batches`` batches (the next run goes on); returns how many were sealed
+    (0 as well when another sealer holds the chain)."""
+    sealed = 0
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_try_advisory_xact_lock(%s, hashtext(%s))", [SEAL_LOCK_CLASS, chain])
+                if not cursor.fetchone()[0]:
+                    return 0
+        head, _ = AuditChainHead.objects.get_or_create(chain=chain, defaults={"last_seq": 0, "last_hash": GENESIS_HASH})
+        seq, prev_hash = head.last_seq, head.last_hash
+        for _ in range(max_batches):
+            events = list(_sealable(chain)[:batch_size])
+            for event in events:
+                seq += 1
+                event.seq, event.prev_hash = seq, prev_hash
+                event.hash = prev_hash = event_hash(event)
+            if events:
+                AuditEvent.unscoped.bulk_update(events, ["seq", "prev_hash", "hash"])
+                sealed += len(events)
+            if len(events) < batch_size:
+                break
+        if sealed:
+            AuditChainHead.objects.filter(chain=chain).update(last_seq=seq, last_hash=prev_hash)
+    return sealed
+
+
+def chains_to_seal() -> list[str]:
+    return sorted(set(AuditEvent.unscoped.filter(seq__isnull=True).values_list("chain", flat=True).distinct()))
+
+
+def seal_all() -> int:
+    """Seal every chain that has unsealed events (the periodic task and ``manage.py seal_audit``)."""
+    return sum(seal_chain(chain) for chain in chains_to_seal())
 
 
 @dataclass(frozen=True)
@@ -105,21 +179,27 @@ class ChainProblem:
     event_id: int | None
     seq: int | None
     reason: str
+    overdue: bool = False  # an event the sealer has not sealed in time, not a broken chain
 
     def __str__(self) -> str:
-        where = f"event id={self.event_id} (seq {self.seq})" if self.event_id is not None else "chain end"
+        if self.event_id is None:
+            where = "chain end"
+        else:
+            where = f"event id={self.event_id} " + (f"(seq {self.seq})" if self.seq is not None else "(unsealed)")
         return f"chain {self.chain}: {where}: {self.reason}"
 
 
 @dataclass(frozen=True)
 class ChainReport:
     chain: str
-    events: int
+    events: int  # sealed events verified
     problem: ChainProblem | None
+    unsealed: int = 0  # events not sealed yet
 
 
 def verify_chain(chain: str, checkpoints: dict[int, tuple[str, str]] | None = None) -> ChainReport:
-    """Walk one chain in ``seq`` order; report the first event that was altered, removed or moved.
+    """Walk one chain's sealed events in ``seq`` order; report the first event that was altered, removed or
+    moved, then an unsealed event older than ``AUDIT_SEAL_MAX_AGE_S`` (the sealer stopped). Read-only.
 
     ``checkpoints`` (``{seq: (hash, checkpoint file)}``, see :mod:`clinics.audit_checkpoints`) are heads
     recorded outside the database: the event at each such seq must still carry that hash, which catches a
@@ -128,43 +208,69 @@ def verify_chain(chain: str, checkpoints: dict[int, tuple[str, str]] | None = No
     expected_seq = 1
     prev_hash = GENESIS_HASH
     count = 0
-    events = AuditEvent.unscoped.filter(chain=chain).order_by("seq", "id")
-    for event in events.iterator(chunk_size=2000):
-        count += 1
-        if event.seq != expected_seq:
-            reason = (
-                f"sequence gap: expected seq {expected_seq}, found {event.seq} (events removed)"
-                if event.seq > expected_seq
-                else f"duplicate or reordered seq {event.seq}"
-            )
-            return ChainReport(chain, count, ChainProblem(chain, event.id, event.seq, reason))
-        if event.prev_hash != prev_hash:
-            return ChainReport(
-                chain, count, ChainProblem(chain, event.id, event.seq, "previous-hash link broken (reordered)")
-            )
-        if event_hash(event) != event.hash:
-            return ChainReport(
-                chain, count, ChainProblem(chain, event.id, event.seq, "content does not match its hash (altered)")
-            )
-        if event.seq in checkpoints and checkpoints[event.seq][0] != event.hash:
-            reason = (
-                f"hash differs from the one checkpoint {checkpoints[event.seq][1]} recorded "
-                "(this event or an earlier one was rewritten and the chain recomputed)"
-            )
-            return ChainReport(chain, count, ChainProblem(chain, event.id, event.seq, reason))
-        prev_hash = event.hash
-        expected_seq += 1
-    head = AuditChainHead.objects.filter(chain=chain).first()
+    head = None
+    # A sealer may commit while we read: when the head moved past the events read, read on from there.
+    for _ in range(5):
+        events = AuditEvent.unscoped.filter(chain=chain, seq__isnull=False).order_by("seq", "id")
+        if expected_seq > 1:
+            events = events.filter(seq__gte=expected_seq)
+        for event in events.iterator(chunk_size=2000):
+            count += 1
+            problem = _event_problem(event, expected_seq, prev_hash, checkpoints)
+            if problem is not None:
+                return ChainReport(chain, count, ChainProblem(chain, event.id, event.seq, problem))
+            prev_hash = event.hash
+            expected_seq += 1
+        head = AuditChainHead.objects.filter(chain=chain).first()
+        if head is None or head.last_seq <= expected_seq - 1:
+            break
     last_seq = expected_seq - 1
     if head is not None and (head.last_seq != last_seq or head.last_hash != prev_hash):
-        reason = f"chain ends at seq {last_seq} but its head records seq {head.last_seq} (events removed at the end)"
+        if head.last_seq < last_seq:
+            reason = (
+                f"chain goes on past its head (seq {head.last_seq}) to seq {last_seq} "
+                "(events added behind the sealer's back)"
+            )
+        else:
+            reason = (
+                f"chain ends at seq {last_seq} but its head records seq {head.last_seq} (events removed at the end)"
+            )
         return ChainReport(chain, count, ChainProblem(chain, None, head.last_seq, reason))
     if checkpoints and max(checkpoints) > last_seq:
         seq = max(checkpoints)
         reason = f"chain ends at seq {last_seq} but checkpoint {checkpoints[seq][1]} recorded seq {seq}"
         reason += " (events removed)"
         return ChainReport(chain, count, ChainProblem(chain, None, seq, reason))
-    return ChainReport(chain, count, None)
+    unsealed = AuditEvent.unscoped.filter(chain=chain, seq__isnull=True)
+    waiting = unsealed.count()
+    max_age = settings.AUDIT_SEAL_MAX_AGE_S
+    overdue = unsealed.filter(created_at__lt=timezone.now() - timedelta(seconds=max_age)).order_by("id").first()
+    if overdue is not None:
+        reason = (
+            f"not sealed {max_age:g} s after it was recorded ({_ts(overdue.created_at)}): is the sealer running? "
+            "(celery beat audit-seal, or manage.py seal_audit)"
+        )
+        return ChainReport(chain, count, ChainProblem(chain, overdue.id, None, reason, overdue=True), waiting)
+    return ChainReport(chain, count, None, waiting)
+
+
+def _event_problem(
+    event: AuditEvent, expected_seq: int, prev_hash: str, checkpoints: dict[int, tuple[str, str]]
+) -> str | None:
+    if event.seq != expected_seq:
+        if event.seq > expected_seq:
+            return f"sequence gap: expected seq {expected_seq}, found {event.seq} (events removed)"
+        return f"duplicate or reordered seq {event.seq}"
+    if event.prev_hash != prev_hash:
+        return "previous-hash link broken (reordered)"
+    if event_hash(event) != event.hash:
+        return "content does not match its hash (altered)"
+    if event.seq in checkpoints and checkpoints[event.seq][0] != event.hash:
+        return (
+            f"hash differs from the one checkpoint {checkpoints[event.seq][1]} recorded "
+            "(this event or an earlier one was rewritten and the chain recomputed)"
+        )
+    return None
 
 
 def chains_to_verify(clinic_id: str | None = None) -> list[str]:

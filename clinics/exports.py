@@ -7,7 +7,7 @@ import json
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import F, QuerySet
 from django.http import StreamingHttpResponse
 from django.utils import timezone
 
@@ -32,6 +32,7 @@ FIELDS = (
     "details",
     "prev_hash",
     "hash",
+    "sealed",
 )
 
 
@@ -52,6 +53,7 @@ def event_row(event: AuditEvent) -> dict[str, Any]:
         "details": event.details,
         "prev_hash": event.prev_hash,
         "hash": event.hash,
+        "sealed": event.sealed,  # False: recorded, not yet in the hash chain (seq, prev_hash and hash empty)
     }
 
 
@@ -104,7 +106,8 @@ def record_audit_trail_read(*, clinic_id: object, filters: dict, page: int, show
 def audit_export_response(
     *, events: QuerySet[AuditEvent], fmt: str, clinic_id: object, filters: dict
 ) -> StreamingHttpResponse:
-    """Record the export in the trail, then stream the (already filtered) events oldest first."""
+    """Record the export in the trail, then stream the (already filtered) events oldest first, in chain order,
+    the unsealed ones last."""
     count = events.count()
     audit.record(
         action="audit.export",
@@ -112,7 +115,7 @@ def audit_export_response(
         object_type="audit_trail",
         details={"format": fmt, "filtered_by": sorted(filters), "events": count},
     )
-    rows = _rows_in_scope(clinic_id, events.order_by("seq"))
+    rows = _rows_in_scope(clinic_id, events.order_by(F("seq").asc(nulls_last=True), "id"))
     stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")
     if fmt == "csv":
         response = StreamingHttpResponse(_csv_stream(rows), content_type="text/csv; charset=utf-8")

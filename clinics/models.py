@@ -249,15 +249,18 @@ class AuditOutcome(models.TextChoices):
 class AuditEvent(models.Model):
     """One append-only, hash-chained audit record.
 
-    Invariants: rows are only ever inserted (a PostgreSQL trigger refuses UPDATE, DELETE and
-    TRUNCATE); within a chain (one per clinic, plus ``global`` for events with no clinic) ``seq``
-    runs 1, 2, 3... with no gap, and ``hash`` = SHA-256 over the canonical form of the row and the
-    previous event's ``hash``. ``details`` never carries patient names. See ``clinics.audit``.
+    Invariants: rows are inserted unsealed (``seq``, ``prev_hash`` and ``hash`` empty) in the transaction of the
+    action they record; the sealer (``clinics.audit.seal_chain``) then fills those three fields once, in commit
+    order, and nothing else ever changes (a PostgreSQL trigger refuses every other UPDATE, and DELETE; the
+    application's role may update only those three columns). Within a chain (one per clinic, plus ``global``
+    for events with no clinic) the sealed ``seq`` run 1, 2, 3... with no gap, and ``hash`` = SHA-256 over the
+    canonical form of the row and the previous event's ``hash``. ``details`` never carries patient names.
+    See ``clinics.audit``.
     """
 
     id = models.BigAutoField(primary_key=True)
     chain = models.CharField(max_length=40, editable=False)
-    seq = models.PositiveBigIntegerField(editable=False)
+    seq = models.PositiveBigIntegerField(null=True, editable=False)  # None until sealed
     clinic = models.ForeignKey(Clinic, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
     actor_user = models.ForeignKey(User, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
     actor_api_key = models.ForeignKey(ApiKey, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
@@ -270,27 +273,38 @@ class AuditEvent(models.Model):
     request_id = models.CharField(max_length=64, blank=True)
     created_at = models.DateTimeField()
     details = models.JSONField(default=dict, blank=True)
-    prev_hash = models.CharField(max_length=64)
-    hash = models.CharField(max_length=64, unique=True)
+    # None until sealed (NULL, not "": many unsealed rows, and ``hash`` is unique)
+    prev_hash = models.CharField(max_length=64, null=True, editable=False)  # noqa: DJ001
+    hash = models.CharField(max_length=64, unique=True, null=True, editable=False)  # noqa: DJ001
+    # PostgreSQL: the inserting transaction's id, set by the insert trigger (the sealer's commit-order rule).
+    xact_id = models.BigIntegerField(null=True, editable=False)
 
     # Reads by views go through the clinic scope; ``clinics.audit`` writes and verifies unscoped.
     objects = ClinicScopedManager()
     unscoped = UnscopedManager()  # noqa: DJ012 - a manager, not a field
 
     class Meta:
-        ordering = ["chain", "seq"]
+        ordering = ["chain", models.F("seq").asc(nulls_last=True), "id"]  # unsealed events last
         base_manager_name = "unscoped"
         default_manager_name = "objects"
         constraints = [models.UniqueConstraint(fields=["chain", "seq"], name="audit_chain_seq_unique")]
-        indexes = [models.Index(fields=["clinic", "created_at"]), models.Index(fields=["clinic", "action"])]
+        indexes = [
+            models.Index(fields=["clinic", "created_at"]),
+            models.Index(fields=["clinic", "action"]),
+            models.Index(fields=["chain", "id"], condition=models.Q(seq__isnull=True), name="audit_unsealed"),
+        ]
 
     def __str__(self) -> str:
-        return f"{self.chain}#{self.seq} {self.action} {self.outcome}"
+        return f"{self.chain}#{self.seq if self.sealed else 'unsealed'} {self.action} {self.outcome}"
+
+    @property
+    def sealed(self) -> bool:
+        return self.seq is not None
 
 
 class AuditChainHead(models.Model):
-    """The last event of each chain. Locked (SELECT ... FOR UPDATE) by every writer of that chain,
-    which serialises concurrent writers of one clinic and lets verification detect a removed tail."""
+    """The last sealed event of each chain. Written only by the sealer (one per chain at a time), with the
+    seals of the events, so verification can detect a removed tail."""
 
     chain = models.CharField(max_length=40, primary_key=True)
     last_seq = models.PositiveBigIntegerField(default=0)

@@ -93,7 +93,9 @@ def disable_sql(table: str) -> list[str]:
 
 def app_role_grants_sql(role: str, *, allow_truncate: bool = False) -> list[str]:
     """Privileges of the application's role: data only, never DDL or ownership; the audit table is
-    insert-and-read only. ``allow_truncate`` is for the test suite, which empties tables between tests."""
+    insert-and-read only, except the three seal columns the sealer fills once (the trigger of migration
+    ``clinics.0008`` refuses any other update). ``allow_truncate`` is for the test suite, which empties
+    tables between tests."""
     quoted = '"' + role.replace('"', '""') + '"'
     table_privileges = "SELECT, INSERT, UPDATE, DELETE" + (", TRUNCATE" if allow_truncate else "")
     return [
@@ -101,4 +103,5 @@ def app_role_grants_sql(role: str, *, allow_truncate: bool = False) -> list[str]
         f"GRANT {table_privileges} ON ALL TABLES IN SCHEMA public TO {quoted}",
         f"GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public TO {quoted}",
         f"REVOKE UPDATE, DELETE ON clinics_auditevent FROM {quoted}",
+        f"GRANT UPDATE (seq, prev_hash, hash) ON clinics_auditevent TO {quoted}",
     ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from django.db.models import Q, QuerySet
+from django.db.models import F, Q, QuerySet
 
 from .models import AuditEvent, Membership, User
 
@@ -40,8 +40,11 @@ def audit_events(
     action: str | None = None,
     actor: str | None = None,
 ) -> QuerySet[AuditEvent]:
-    """The current clinic's audit events, newest first, filtered. Scoped by the clinic in scope."""
-    events = AuditEvent.objects.select_related("actor_user", "actor_api_key").order_by("-seq")
+    """The current clinic's audit events, newest first (the unsealed ones, which are the newest, before the
+    sealed), filtered. Scoped by the clinic in scope."""
+    events = AuditEvent.objects.select_related("actor_user", "actor_api_key").order_by(
+        F("seq").desc(nulls_first=True), "-id"
+    )
     if since is not None:
         events = events.filter(created_at__gte=since)
     if until is not None:

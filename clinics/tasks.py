@@ -84,6 +84,13 @@ def invitation_mail_task(invitation_id: str, clinic_id: str, domain: str, use_ht
     return True
 
 
+@shared_task(name="clinics.audit_seal", soft_time_limit=120, time_limit=150)
+def audit_seal_task() -> dict[str, int]:
+    """Seal the audit events recorded since the last run into their chains (celery beat, ``AUDIT_SEAL_EVERY_SECONDS``;
+    a chain another sealer holds is left to it)."""
+    return {"sealed": audit.seal_all()}
+
+
 @shared_task(name="clinics.audit_checkpoint", soft_time_limit=300, time_limit=360)
 def audit_checkpoint_task() -> dict[str, object]:
     """Seal every chain head outside the database (celery beat, ``AUDIT_CHECKPOINT_EVERY_SECONDS``)."""

@@ -248,6 +248,42 @@ def eager() -> Iterator[None]:
     app.conf.task_always_eager, app.conf.task_eager_propagates = saved
 
 
+def tasks_on_commit(callbacks: list[Any]) -> list[Any]:
+    """The on-commit callbacks captured by ``django_capture_on_commit_callbacks``, less the audit sealer's (the
+    embedded default seals the audit events of a transaction after it commits)."""
+    from clinics import audit
+
+    return [c for c in callbacks if getattr(c, "func", None) is not audit.seal_chain]
+
+
+def seal_committed(timeout: float = 15.0) -> int:
+    """Seal every committed audit event, as the periodic sealer would over a few runs; returns how many. On
+    PostgreSQL the sealer waits for write transactions older than an event to end (in every database of the
+    server, e.g. another test run's), so this retries until none is left unsealed or ``timeout`` passes."""
+    import time
+
+    from clinics import audit
+    from clinics.models import AuditEvent
+
+    sealed, deadline = audit.seal_all(), time.monotonic() + timeout
+    while AuditEvent.unscoped.filter(seq__isnull=True).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+        sealed += audit.seal_all()
+    return sealed
+
+
+@pytest.fixture
+def no_seal_on_commit() -> Iterator[None]:
+    """Audit events stay unsealed until a sealer runs (``clinics.audit.seal_all``), as with a broker, even in the
+    embedded default (which seals right after each commit)."""
+    from config.celery import app
+
+    saved = app.conf.task_always_eager
+    app.conf.task_always_eager = False
+    yield
+    app.conf.task_always_eager = saved
+
+
 def invitation_link(outbox: list[Any], email: str) -> str:
     """The path of the newest invitation link mailed to ``email``."""
     import re

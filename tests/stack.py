@@ -377,6 +377,10 @@ class Stack:
         return json.loads(self.python(STATE_CODE))
 
     def verify_audit_chain(self) -> subprocess.CompletedProcess[str]:
+        """Seal what the scenario recorded (as the periodic sealer would), then verify."""
+        subprocess.run(  # noqa: S603
+            [PYTHON, "manage.py", "seal_audit"], cwd=ROOT, env=self.env(as_app=False), check=True, timeout=120
+        )
         return subprocess.run(  # noqa: S603
             [PYTHON, "manage.py", "verify_audit_chain"],
             cwd=ROOT,

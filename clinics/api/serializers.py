@@ -45,7 +45,7 @@ class AuditExportRowOutput(serializers.Serializer):
     """One event of ``GET /api/v1/audit-events/export?format=json`` (``clinics.exports.event_row``)."""
 
     chain = serializers.CharField()
-    seq = serializers.IntegerField()
+    seq = serializers.IntegerField(allow_null=True, help_text="Null until the event is sealed into its chain.")
     created_at = serializers.DateTimeField()
     action = serializers.CharField()
     outcome = serializers.CharField()
@@ -57,12 +57,16 @@ class AuditExportRowOutput(serializers.Serializer):
     ip = serializers.IPAddressField(allow_null=True)
     request_id = serializers.CharField(allow_blank=True)
     details = serializers.JSONField()
-    prev_hash = serializers.CharField()
-    hash = serializers.CharField()
+    prev_hash = serializers.CharField(allow_null=True)
+    hash = serializers.CharField(allow_null=True)
+    sealed = serializers.BooleanField(help_text="False: recorded, not yet sealed into the hash chain (seconds).")
 
 
 class AuditEventOutput(serializers.ModelSerializer):
     actor = serializers.CharField(source="actor_label")
+    sealed = serializers.BooleanField(
+        read_only=True, help_text="False: recorded, not yet sealed into the hash chain (seq, prev_hash, hash null)."
+    )
 
     class Meta:
         model = AuditEvent
@@ -83,5 +87,6 @@ class AuditEventOutput(serializers.ModelSerializer):
             "details",
             "prev_hash",
             "hash",
+            "sealed",
         ]
         read_only_fields = fields

@@ -216,7 +216,17 @@ CELERY_BEAT_SCHEDULE = {
         "task": "clinics.audit_checkpoint",
         "schedule": float(os.environ.get("AUDIT_CHECKPOINT_EVERY_SECONDS", "3600")),
     },
+    # audit events are inserted unsealed (no lock on the request path) and sealed into their chains here
+    # (clinics/audit.py); a message not taken within the period is dropped, the next one seals the same events
+    "audit-seal": {
+        "task": "clinics.audit_seal",
+        "schedule": float(os.environ.get("AUDIT_SEAL_EVERY_SECONDS", "5")),
+        "options": {"expires": float(os.environ.get("AUDIT_SEAL_EVERY_SECONDS", "5"))},
+    },
 }
+# verify_audit_chain reports an audit event still unsealed this many seconds after it was recorded (a stopped
+# sealer) as a fault.
+AUDIT_SEAL_MAX_AGE_S = float(os.environ.get("AUDIT_SEAL_MAX_AGE_S", "60"))
 # Fault tests only: pause before writing results so a worker can be killed mid-task.
 ANALYSIS_DEBUG_SLEEP_SECONDS = float(os.environ.get("ANALYSIS_DEBUG_SLEEP_SECONDS", "0"))
 WEBHOOK_RETRY_BASE_SECONDS = float(os.environ.get("WEBHOOK_RETRY_BASE_SECONDS", "10"))

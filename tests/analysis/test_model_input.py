@@ -52,7 +52,7 @@ def _upload(world: World, data: bytes) -> dict:
 def _variants_read(image_id: object) -> list[str]:
     return [
         e.details["variant"]
-        for e in AuditEvent.unscoped.filter(action="image.view", object_id=str(image_id)).order_by("seq")
+        for e in AuditEvent.unscoped.filter(action="image.view", object_id=str(image_id)).order_by("id")
     ]
 
 

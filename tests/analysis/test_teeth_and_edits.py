@@ -27,7 +27,7 @@ def _review(world: World) -> str:
 
 
 def _events(world: World, action: str) -> list[AuditEvent]:
-    return list(AuditEvent.unscoped.filter(clinic=world.clinic, action=action).order_by("seq"))
+    return list(AuditEvent.unscoped.filter(clinic=world.clinic, action=action).order_by("id"))
 
 
 def _second_dentist(world: World) -> Any:

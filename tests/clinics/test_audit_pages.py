@@ -4,11 +4,12 @@ import csv
 import io
 import json
 
+import pytest
 from django.urls import reverse
 
 from clinics.models import AuditEvent
 
-from ..conftest import World, token_client, user_client
+from ..conftest import World, seal_committed, token_client, user_client
 
 
 def _body(response) -> bytes:  # noqa: ANN001
@@ -35,7 +36,8 @@ def test_html_export_downloads_csv_and_json(alice: World) -> None:
     assert rows and {r["action"] for r in rows} == {"member.add"}
     assert len(rows) == 3
     data = json.loads(_body(admin.get(reverse("clinics:audit-export"), {"format": "json"})))
-    assert [e["seq"] for e in data] == sorted(e["seq"] for e in data)
+    order = [(not e["sealed"], e["seq"] or 0) for e in data]
+    assert order == sorted(order)  # chain order, the unsealed events last
     assert AuditEvent.unscoped.filter(action="audit.export", clinic=alice.clinic).count() == 2
 
 
@@ -46,7 +48,7 @@ def test_api_lists_filters_and_exports_the_trail(alice: World, bob: World) -> No
     body = listing.json()
     assert {"results", "next", "count"} <= set(body) and body["count"] == 3
     assert all(e["chain"] == str(alice.clinic.id) for e in body["results"])
-    since = AuditEvent.unscoped.filter(clinic=alice.clinic).order_by("seq")[4].created_at
+    since = AuditEvent.unscoped.filter(clinic=alice.clinic).order_by("id")[4].created_at
     newer = client.get(reverse("api:audit-event-list"), {"since": since.isoformat()}).json()
     assert all(e["created_at"] >= since.isoformat()[:19] for e in newer["results"])
     bad = client.get(reverse("api:audit-event-list"), {"since": "yesterday"})
@@ -80,7 +82,7 @@ def test_reading_the_trail_is_itself_audited_with_its_filters(alice: World) -> N
     assert "member.add" in first and "audit.view" not in first  # the trail as it was before this read
     assert "audit.view" in admin.get(reverse("clinics:audit")).content.decode()  # the next read shows it
     admin.get(reverse("clinics:audit"), {"action": "member", "actor": "someone typed this"})
-    seen = AuditEvent.unscoped.filter(action="audit.view", clinic=alice.clinic).latest("seq")
+    seen = AuditEvent.unscoped.filter(action="audit.view", clinic=alice.clinic).latest("id")
     assert seen.actor_user == alice.users["clinic_admin"] and seen.object_type == "audit_trail" and seen.ip
     # which filters, not what was typed into them (free text stays out of the append-only trail)
     assert seen.details == {"filtered_by": ["action", "actor"], "page": 1, "events": 0}
@@ -88,9 +90,35 @@ def test_reading_the_trail_is_itself_audited_with_its_filters(alice: World) -> N
     client = token_client(alice, "clinic_admin")
     body = client.get(reverse("api:audit-event-list"), {"action": "member.add", "page_size": 2}).json()
     assert len(body["results"]) == 2
-    api_read = AuditEvent.unscoped.filter(action="audit.view", clinic=alice.clinic).order_by("-seq").first()
+    api_read = AuditEvent.unscoped.filter(action="audit.view", clinic=alice.clinic).order_by("-id").first()
     assert api_read.details == {"filtered_by": ["action"], "page": 1, "events": 2}
     assert AuditEvent.unscoped.filter(action="audit.view", clinic=alice.clinic).count() == 4
     # a member who may not read the trail leaves a denial, not a read
     user_client(alice.users["staff"]).get(reverse("clinics:audit"))
     assert AuditEvent.unscoped.filter(action="audit.view", clinic=alice.clinic).count() == 4
+
+
+@pytest.mark.django_db(transaction=True)
+def test_unsealed_events_are_listed_marked_and_exported_last(no_seal_on_commit: None, alice: World) -> None:
+    seal_committed()
+    admin = user_client(alice.users["clinic_admin"])
+    assert "<em" not in admin.get(reverse("clinics:audit")).content.decode().split("<tbody>")[-1]  # all sealed
+    page = admin.get(reverse("clinics:audit")).content.decode()  # shows the first read, not sealed yet
+    rows = page.split("<tbody>")[-1].split("<tr")[1:]
+    assert "unsealed" in rows[0] and "audit.view" in rows[0]  # newest first
+    assert all("unsealed" not in row for row in rows[2:])
+    data = json.loads(_body(admin.get(reverse("clinics:audit-export"), {"format": "json"})))
+    unsealed = [e for e in data if not e["sealed"]]
+    assert len(unsealed) == 3 and data[-3:] == unsealed  # the two reads and this export, last
+    assert all(e["seq"] is None and e["prev_hash"] is None and e["hash"] is None for e in unsealed)
+    sealed_seqs = [e["seq"] for e in data[:-3]]
+    assert sealed_seqs == sorted(sealed_seqs) and all(e["sealed"] for e in data[:-3])
+    csv_rows = list(
+        csv.DictReader(io.StringIO(_body(admin.get(reverse("clinics:audit-export"), {"format": "csv"})).decode()))
+    )
+    assert [r["sealed"] for r in csv_rows[-5:]] == ["True"] + ["False"] * 4 and csv_rows[-1]["seq"] == ""
+    listing = token_client(alice, "clinic_admin").get(reverse("api:audit-event-list")).json()["results"]
+    assert not listing[0]["sealed"] and listing[0]["seq"] is None and listing[-1]["sealed"]
+    seal_committed()
+    data = json.loads(_body(admin.get(reverse("clinics:audit-export"), {"format": "json"})))
+    assert [e["seq"] for e in data[:-1]] == list(range(1, len(data))) and not data[-1]["sealed"]

@@ -13,16 +13,18 @@ from clinics.models import AuditEvent
 from clinics.services import clinic_create
 from clinics.tasks import audit_chain_verify_task
 
-from ..conftest import requires_postgres
+from ..conftest import requires_postgres, seal_committed
 from ..workers import start_worker, stop_worker, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_task_runs_in_process_without_a_broker(db: object) -> None:
+@pytest.mark.django_db(transaction=True)
+def test_task_runs_in_process_without_a_broker() -> None:
     if settings.REDIS_URL:
         pytest.skip("a broker is configured; the worker test below covers it")
     clinic = clinic_create(name="Eager", slug="eager")
+    seal_committed()  # the task verifies sealed events
     assert audit_chain_verify_task.delay(str(clinic.id)).get() == {"intact": True, "events": 1}
     assert AuditEvent.unscoped.filter(clinic=clinic, action="audit.verify", outcome="success").exists()
 
@@ -33,6 +35,7 @@ def test_task_runs_in_process_without_a_broker(db: object) -> None:
 def test_real_worker_runs_the_task_in_the_clinics_scope() -> None:
     clinic = clinic_create(name="Worker clinic", slug="worker")
     audit.record(action="test.before", clinic_id=clinic.id)
+    seal_committed()  # the task verifies sealed events
     from config.celery import app
 
     app.control.purge()

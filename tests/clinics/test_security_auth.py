@@ -127,9 +127,9 @@ def test_a_token_issued_without_a_second_factor_does_not_act_in_a_role_that_need
     user_client(alice.users["clinic_admin"]).post(member_url, {"role": "dentist"})
     promoted = api.get(reverse("api:patient-list"))
     assert promoted.status_code == 403 and promoted.json()["error"]["code"] == "mfa_required"
-    denial = AuditEvent.unscoped.filter(action="permission.denied", clinic=alice.clinic).latest("seq")
+    denial = AuditEvent.unscoped.filter(action="permission.denied", clinic=alice.clinic).latest("id")
     assert denial.details["reason"] == "mfa_required"
-    issue = AuditEvent.unscoped.filter(action="auth.token.issue", clinic=alice.clinic).latest("seq")
+    issue = AuditEvent.unscoped.filter(action="auth.token.issue", clinic=alice.clinic).latest("id")
     assert issue.details == {"mfa": False}
 
 

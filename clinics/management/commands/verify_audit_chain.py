@@ -21,7 +21,8 @@ def _clinic_exists(clinic_id: str) -> bool:
 class Command(BaseCommand):
     help = (
         "Verify the audit trail's hash chains, and every chain head recorded by the sealed checkpoints "
-        "(manage.py audit_checkpoint). Exit 0 when intact; exit 1 naming the first broken event or checkpoint."
+        "(manage.py audit_checkpoint). Exit 0 when intact; exit 1 naming the first broken event or checkpoint, "
+        "or naming the events left unsealed longer than AUDIT_SEAL_MAX_AGE_S. Read-only: it never seals."
     )
 
     def add_arguments(self, parser: Any) -> None:
@@ -39,12 +40,21 @@ class Command(BaseCommand):
                 self.stderr.write(f"AUDIT CHECKPOINT BROKEN: {line}")
             sys.exit(1)
         chains = chains_to_verify(clinic_id)
-        total = 0
+        total = unsealed = 0
+        late = []
         for chain in chains:
             report = verify_chain(chain, checkpoints.heads.get(chain))
             total += report.events
-            if report.problem is not None:
+            unsealed += report.unsealed
+            if report.problem is not None and report.problem.overdue:
+                late.append(report.problem)
+            elif report.problem is not None:
                 self.stderr.write(f"AUDIT CHAIN BROKEN: {report.problem}")
                 sys.exit(1)
+        for problem in late:
+            self.stderr.write(f"AUDIT EVENTS UNSEALED: {problem}")
+        if late:
+            sys.exit(1)
         self.stdout.write(f"Audit trail intact: {len(chains)} chain(s), {total} event(s) verified.")
+        self.stdout.write(f"{unsealed} recent event(s) not sealed yet (sealed within seconds; not verified).")
         self.stdout.write(f"Checked against {checkpoints.files} sealed checkpoint(s).")
