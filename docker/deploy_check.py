@@ -13,6 +13,7 @@ with the overlay docker/check/compose.check.yaml, started by podman-compose (fro
     report downloads (the dentist's browser session);
   - the worker container is killed mid-analysis and started again: every analysis finishes exactly once;
   - two worker containers (--scale): both take jobs (their logs);
+  - the audit trail: every event sealed into its chain by the stack's beat and worker, verify_audit_chain intact;
   - everything is torn down (volumes too); image sizes and the time of each step are printed.
 
 Nothing is contacted at run time but 127.0.0.1 and the stack's own container network (building needs Debian's
@@ -682,6 +683,29 @@ class FlowWatch(threading.Thread):
         )
 
 
+def audit_check(stack: Stack) -> None:
+    """The stack's beat and default worker seal every audit event within seconds of its commit: after the runs
+    above, ``verify_audit_chain`` (as the database owner, in the web container) finds every chain intact and no
+    event left unsealed for long; it is asked again while events are still being sealed."""
+    env = f"DATABASE_URL=postgres://dentalscan_owner:{stack.owner_password}@db:5432/dentalscan"
+    deadline = time.monotonic() + 60
+    while True:
+        got = run(
+            "podman", "exec", "-e", env, stack.one("web"), "python", "manage.py", "verify_audit_chain",
+            check=False, capture=True, timeout=300,
+        )  # fmt: skip
+        text = (got.stdout + got.stderr).strip()
+        lines = [line for line in text.splitlines() if line.strip()]
+        waiting = any(line.split()[0] != "0" for line in lines if "not sealed yet" in line)
+        if got.returncode == 0 and (not waiting or time.monotonic() > deadline):
+            break
+        if got.returncode != 0:
+            raise CheckFailed(f"verify_audit_chain exited {got.returncode}: {text[-1500:]}")
+        time.sleep(3)
+    RESULTS.append("AUDIT: " + "; ".join(line for line in lines if not line.startswith("Checked against")))
+    print("   " + RESULTS[-1])
+
+
 def image_sizes() -> list[str]:
     names = [DEBIAN_IMAGE, PYTHON_IMAGE, WEB_IMAGE, WORKER_IMAGE, *(image for _, image in STAND_INS.values())]
     lines = []
@@ -745,6 +769,8 @@ def main() -> int:
             kill_test(stack, client, creds)
         with step("two workers"):
             scale_test(stack, client, creds)
+        with step("audit trail sealed and verified"):
+            audit_check(stack)
         watch.stop.set()
         watch.join()
         RESULTS.append(watch.result())
