@@ -87,6 +87,7 @@ bench: $(STAMP)
 	$(PY) bench/bench_throughput.py
 	$(PY) bench/bench_xray_inference.py
 	$(PY) bench/bench_end_to_end.py
+	$(PY) bench/bench_batching.py
 	$(PY) bench/bench_api_load.py
 	$(PY) bench/bench_dicom.py
 	$(PY) bench/bench_review_page.py
