@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -41,6 +42,8 @@ from django.utils import timezone
 
 from . import context
 from .models import AuditChainHead, AuditEvent, AuditOutcome
+
+logger = logging.getLogger(__name__)
 
 GENESIS_HASH = "0" * 64
 GLOBAL_CHAIN = "global"
@@ -170,7 +173,13 @@ def chains_to_seal() -> list[str]:
 
 def seal_all() -> int:
     """Seal every chain that has unsealed events (the periodic task and ``manage.py seal_audit``)."""
-    return sum(seal_chain(chain) for chain in chains_to_seal())
+    sealed = 0
+    for chain in chains_to_seal():
+        try:  # one chain that cannot be sealed (verify will report it) must not stop the others
+            sealed += seal_chain(chain)
+        except Exception:  # noqa: BLE001
+            logger.exception("audit chain %s could not be sealed", chain)
+    return sealed
 
 
 @dataclass(frozen=True)
@@ -209,6 +218,7 @@ def verify_chain(chain: str, checkpoints: dict[int, tuple[str, str]] | None = No
     prev_hash = GENESIS_HASH
     count = 0
     head = None
+    last_order: tuple[int, int] | None = None
     # A sealer may commit while we read: when the head moved past the events read, read on from there.
     for _ in range(5):
         events = AuditEvent.unscoped.filter(chain=chain, seq__isnull=False).order_by("seq", "id")
@@ -217,6 +227,12 @@ def verify_chain(chain: str, checkpoints: dict[int, tuple[str, str]] | None = No
         for event in events.iterator(chunk_size=2000):
             count += 1
             problem = _event_problem(event, expected_seq, prev_hash, checkpoints)
+            # The sealer seals in (xact_id, id) order (PostgreSQL; events from before sealing have no xact_id):
+            # events sealed in any other order, with correct hashes, were sealed by someone else.
+            if problem is None and event.xact_id is not None:
+                if last_order is not None and (event.xact_id, event.id) <= last_order:
+                    problem = "sealed out of order (not by the sealer: its order is transaction, then insertion)"
+                last_order = (event.xact_id, event.id)
             if problem is not None:
                 return ChainReport(chain, count, ChainProblem(chain, event.id, event.seq, problem))
             prev_hash = event.hash

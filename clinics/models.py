@@ -250,9 +250,10 @@ class AuditEvent(models.Model):
     """One append-only, hash-chained audit record.
 
     Invariants: rows are inserted unsealed (``seq``, ``prev_hash`` and ``hash`` empty) in the transaction of the
-    action they record; the sealer (``clinics.audit.seal_chain``) then fills those three fields once, in commit
-    order, and nothing else ever changes (a PostgreSQL trigger refuses every other UPDATE, and DELETE; the
-    application's role may update only those three columns). Within a chain (one per clinic, plus ``global``
+    action they record; the sealer (``clinics.audit.seal_chain``) then fills those three fields once, in the
+    order their transactions first wrote (PostgreSQL; insertion order on SQLite), and nothing else ever changes
+    (a PostgreSQL trigger refuses every other UPDATE, and DELETE; the application's role may update only those
+    three columns). Within a chain (one per clinic, plus ``global``
     for events with no clinic) the sealed ``seq`` run 1, 2, 3... with no gap, and ``hash`` = SHA-256 over the
     canonical form of the row and the previous event's ``hash``. ``details`` never carries patient names.
     See ``clinics.audit``.

@@ -544,3 +544,28 @@ def test_verification_reads_the_newest_checkpoints(chain: list[AuditEvent]) -> N
     assert loaded.files == 2
     recorded = {name for heads in loaded.heads.values() for _, name in heads.values()}
     assert recorded <= set(names[1:]) and names[2] in recorded
+
+
+@requires_postgres
+def test_events_sealed_out_of_the_sealers_order_are_detected(chain: list[AuditEvent], no_seal_on_commit: None) -> None:
+    """Someone with the application's role could race the sealer and seal two waiting events itself, correctly
+    linked and hashed but in another order than the sealer's (transaction, then insertion): verify says so."""
+    clinic_id = chain[0].clinic_id
+    first = audit.record(action="test.first", clinic_id=clinic_id)  # two transactions (autocommit), in this order
+    second = audit.record(action="test.second", clinic_id=clinic_id)
+    head = AuditChainHead.objects.get(chain=chain[0].chain)
+    prev_hash, seq = head.last_hash, head.last_seq
+    for event in (AuditEvent.unscoped.get(pk=second.pk), AuditEvent.unscoped.get(pk=first.pk)):  # swapped
+        seq += 1
+        event.seq, event.prev_hash = seq, prev_hash
+        event.hash = audit.event_hash(event)
+        tamper(
+            "UPDATE clinics_auditevent SET seq = %s, prev_hash = %s, hash = %s WHERE id = %s",
+            [event.seq, event.prev_hash, event.hash, event.pk],
+        )
+        prev_hash = event.hash
+    tamper(
+        "UPDATE clinics_auditchainhead SET last_seq = %s, last_hash = %s WHERE chain = %s", [seq, prev_hash, head.chain]
+    )
+    code, output = verify()
+    assert code == 1 and "sealed out of order" in output and f"event id={first.pk}" in output, output
