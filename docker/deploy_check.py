@@ -777,6 +777,9 @@ def main() -> int:
         print("   " + RESULTS[-1])
         if watch.outside:
             raise CheckFailed(f"the stack contacted addresses outside its network: {sorted(watch.outside)}")
+        if CONNTRACK.exists() and (not watch.inside or not watch.seen):
+            # a watch that never found the stack's network, or none of its connections, has checked nothing
+            raise CheckFailed(f"the network watch saw none of the stack's connections (networks: {watch.inside})")
     except CheckFailed as exc:
         print(f"\nFAILED: {exc}", flush=True)
         if stack is not None and not options.keep:
