@@ -177,6 +177,9 @@ def test_every_role_journey(worlds: tuple[World, World], browser: Any, live_serv
     patient_url = staff.url
     _shot(staff, "02-staff-patient-created")
     staff.click("text=Upload scans")
+    # A click returns once the next page has started to arrive, maybe before its script ran: choosing files then
+    # would fire a change event nobody hears yet (CI saw exactly that). Wait until the uploader says it listens.
+    staff.wait_for_selector("#uploader[data-ready]", state="attached")
     staff.select_option("#modality", "photo")
     staff.set_input_files(
         "#files",
