@@ -42,6 +42,7 @@ from django.utils import timezone
 
 from . import context
 from .models import AuditChainHead, AuditEvent, AuditOutcome
+from .tenancy import current_clinic_id
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +115,12 @@ def record(
         created_at=timezone.now(),
         details=details or {},
     )
-    AuditEvent.unscoped.bulk_create([event])  # in the caller's transaction, unsealed, no lock
+    if clinic_id and str(current_clinic_id()) == str(clinic_id):
+        # An event of the clinic in scope: row-level security lets it in as it is, so no bypass -- which on
+        # PostgreSQL saves two set_config round trips around the insert of nearly every request.
+        QuerySet(AuditEvent).bulk_create([event])  # in the caller's transaction, unsealed, no lock
+    else:
+        AuditEvent.unscoped.bulk_create([event])  # the global chain, or another clinic's (operator commands)
     if current_app.conf.task_always_eager and not _seal_pending(chain):
         # The embedded default has no worker or beat: seal right after the commit (nothing if it rolls back).
         transaction.on_commit(partial(seal_chain, chain), robust=True)

@@ -1,0 +1,54 @@
+"""The web process (``config.wsgi``): its garbage-collector setting, parsed strictly and applied at start-up, and
+what it loads."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+from config.wsgi import gc_threshold
+
+
+def test_threshold_values() -> None:
+    assert gc_threshold("50000,20,100") == (50000, 20, 100)
+    assert gc_threshold(" 700, 10, 10 ") == (700, 10, 10)
+    assert gc_threshold("default") is None
+    for bad in ("", "5000", "1,2", "a,b,c", "0,10,10", "1,2,3,4"):
+        with pytest.raises(ImproperlyConfigured):
+            gc_threshold(bad)
+
+
+def _started(threshold: str | None) -> str:
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test", "ANALYSIS_WARMUP": "0"}
+    env.pop("PYTHON_GC_THRESHOLD", None)
+    if threshold is not None:
+        env["PYTHON_GC_THRESHOLD"] = threshold
+    code = "import gc, config.wsgi; print(gc.get_threshold(), gc.get_freeze_count() > 1000)"
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=settings.BASE_DIR, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.strip().splitlines()[-1]
+
+
+def test_the_web_application_freezes_its_start_up_heap_and_sets_the_threshold() -> None:
+    assert _started(None) == "(50000, 20, 100) True"
+    assert _started("default") == "(700, 10, 10) True"
+    assert _started("1000,5,5") == "(1000, 5, 5) True"
+
+
+def test_the_web_application_does_not_load_torch() -> None:
+    """torch is the workers' (about 650 MB a process): a web process that imported it for nothing could run fewer
+    processes in the same memory. (The embedded default loads it when it warms its in-process models.)"""
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test", "ANALYSIS_WARMUP": "0"}
+    code = "import sys, config.wsgi; print(sorted(m for m in ('torch', 'torchvision') if m in sys.modules))"
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=settings.BASE_DIR, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"
