@@ -51,7 +51,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image
 
 HEAD_FORMAT = "dentalscan-clinic-head-v1"
@@ -208,6 +207,8 @@ def fit_head(
 ) -> ClinicHead:
     """Learn the correction from ``targets`` (N x labels: 1 present, 0 absent, nan unknown), and from ``anchors``
     (weighing ``anchor_weight`` against the reviews) when given."""
+    import torch  # here, not at the top: the web processes import this module and never train
+
     features = np.asarray(features, dtype=np.float32)
     d = features.shape[1]
     mean = features.mean(axis=0)
@@ -263,10 +264,16 @@ def fit_head(
     )
 
 
-@torch.inference_mode()
 def embed(predictor: Any, images: Sequence[Image.Image], batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
     """Pooled features (N x 1280) and raw logits (N x labels) of a photo ``Predictor`` (``analysis.ml.infer``),
     preprocessed exactly as its ``predict`` does (and averaged with the mirror image when its ``tta`` says so)."""
+    import torch
+
+    with torch.inference_mode():
+        return _embed(predictor, images, batch_size)
+
+
+def _embed(predictor: Any, images: Sequence[Image.Image], batch_size: int) -> tuple[np.ndarray, np.ndarray]:
     feats, logits = [], []
     model = predictor.model
     for start in range(0, len(images), batch_size):
