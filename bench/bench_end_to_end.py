@@ -63,7 +63,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
-def start_gunicorn(stack: Stack, workers: int = 2) -> str:
+def start_gunicorn(stack: Stack, workers: int = 2, threads: int = 4) -> str:
     import requests
 
     stack.web_port = free_port()
@@ -78,7 +78,7 @@ def start_gunicorn(stack: Stack, workers: int = 2) -> str:
             "--workers",
             str(workers),
             "--threads",
-            "4",
+            str(threads),
             "--timeout",
             "120",
         ],

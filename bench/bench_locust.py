@@ -132,6 +132,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mix", default="", help="staff,dentists,integrators (default: 40%%, 40%%, 20%% of --users)")
     ap.add_argument("--seconds", type=int, default=60)
     ap.add_argument("--spawn-rate", type=float, default=10)
+    ap.add_argument(
+        "--warmup",
+        type=float,
+        default=40,
+        help="seconds of the same scenario run first and not measured (0: measure from a cold start; else >= 31)",
+    )
     ap.add_argument("--upload-every", type=float, default=30, help="each staff member uploads a photo every N s")
     ap.add_argument("--patients", type=int, default=1000)
     ap.add_argument("--findings", type=int, default=20000)
@@ -140,9 +146,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--database", default="dentalscan_bench_locust")
     ap.add_argument("--locust", default=shutil.which("locust") or "locust")
     ap.add_argument("--name", default="locust_mixed", help="file name prefix under bench/results/")
-    ap.add_argument("--web-workers", type=int, default=2, help="gunicorn processes (4 threads each)")
+    ap.add_argument("--web-workers", type=int, default=2, help="gunicorn processes")
+    ap.add_argument("--web-threads", type=int, default=4, help="threads per gunicorn process")
     ap.add_argument("--celery-workers", type=int, default=0, help="Celery workers (solo, queue gpu) for the uploads")
     args = ap.parse_args(argv)
+    if 0 < args.warmup < 31:
+        ap.error("--warmup must be 0 or at least 31 s (the dentists' TOTP log-ins of the measured run need a new code)")
     if args.database in FORBIDDEN_DATABASES:
         raise SystemExit(f"refusing to use the database {args.database!r}")
     if args.mix:
@@ -182,46 +191,68 @@ def main(argv: list[str] | None = None) -> int:
             analysis_pages=max(1, len(data["images"]) // 50),
         )
         (workdir / "data.json").write_text(json.dumps(data))
-        base = start_gunicorn(stack, workers=args.web_workers)
+        base = start_gunicorn(stack, workers=args.web_workers, threads=args.web_threads)
         web_pid = stack.procs[-1].pid
         for index in range(args.celery_workers):
             stack.start_worker(name=f"bench{index}")
         for index in range(args.celery_workers):
             wait_until(lambda i=index: "ready." in stack.log(f"bench{i}.log"), timeout=180, what="a worker")
         prefix = workdir / "locust"
+
+        def locust(seconds: float, csv_prefix: Path) -> subprocess.CompletedProcess:
+            return subprocess.run(  # noqa: S603
+                [
+                    args.locust,
+                    "-f",
+                    str(ROOT / "bench" / "locustfile.py"),
+                    "--headless",
+                    "--host",
+                    base,
+                    "--users",
+                    str(staff + dentists + integrators),
+                    "--spawn-rate",
+                    str(args.spawn_rate),
+                    "--run-time",
+                    f"{seconds:g}s",
+                    "--csv",
+                    str(csv_prefix),
+                    "--only-summary",
+                    "--stop-timeout",
+                    "10",
+                ],
+                env={
+                    **os.environ,
+                    "BENCH_LOCUST_DATA": str(workdir / "data.json"),
+                    "BENCH_LOCUST_MIX": f"{staff},{dentists},{integrators}",
+                    "BENCH_LOCUST_UPLOAD_EVERY_S": str(args.upload_every),
+                },
+                capture_output=True,
+                text=True,
+                timeout=seconds + 300,
+            )
+
+        warmup: dict[str, object] = {"seconds": args.warmup}
+        if args.warmup:
+            # The same scenario first, not measured: every web process has served each kind of request once
+            # (lazy imports, template compilation, per-process caches), as a server that has been up a while has.
+            # At least 31 s, so the measured run's TOTP log-ins fall in the next 30-second step (a code is
+            # accepted once per account).
+            ran = locust(args.warmup, workdir / "warmup")
+            warm_stats = read_stats(workdir / "warmup_stats.csv") if (workdir / "warmup_stats.csv").exists() else []
+            total = next((r for r in warm_stats if r["Name"] == "Aggregated"), None)
+            if total:
+                warmup.update(
+                    requests=int(total["Request Count"]),
+                    failures=int(total["Failure Count"]),
+                    p50_ms=float(total["50%"] or 0),
+                    p95_ms=float(total["95%"] or 0),
+                    max_ms=float(total["Max Response Time"] or 0),
+                )
+            warmup["locust_exit_code"] = ran.returncode
         cpu0, t0 = process_cpu_seconds(web_pid), time.perf_counter()
         waits = LockWaits(f"{args.pg}/postgres", args.database)
         waits.start()
-        run = subprocess.run(  # noqa: S603
-            [
-                args.locust,
-                "-f",
-                str(ROOT / "bench" / "locustfile.py"),
-                "--headless",
-                "--host",
-                base,
-                "--users",
-                str(staff + dentists + integrators),
-                "--spawn-rate",
-                str(args.spawn_rate),
-                "--run-time",
-                f"{args.seconds}s",
-                "--csv",
-                str(prefix),
-                "--only-summary",
-                "--stop-timeout",
-                "10",
-            ],
-            env={
-                **os.environ,
-                "BENCH_LOCUST_DATA": str(workdir / "data.json"),
-                "BENCH_LOCUST_MIX": f"{staff},{dentists},{integrators}",
-                "BENCH_LOCUST_UPLOAD_EVERY_S": str(args.upload_every),
-            },
-            capture_output=True,
-            text=True,
-            timeout=args.seconds + 300,
-        )
+        run = locust(args.seconds, prefix)
         wall, server_cpu = time.perf_counter() - t0, process_cpu_seconds(web_pid) - cpu0
         waits.stop.set()
         waits.join()
@@ -247,9 +278,17 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"Locust mixed scenario: {staff} staff, {dentists} dentists, {integrators} integrators, ~1 request/s each, "
             f"{args.seconds} s; {args.patients} patients, {len(data['images'])} analyses, {args.findings} findings in "
-            f"one clinic; gunicorn {args.web_workers}x4 on PostgreSQL, {args.celery_workers} Celery worker(s)"
+            f"one clinic; gunicorn {args.web_workers}x{args.web_threads} on PostgreSQL, "
+            f"{args.celery_workers} Celery worker(s)"
         )
         print(machine_line(info))
+        if args.warmup:
+            print(
+                f"after a warm-up of {args.warmup:g} s, not measured (aggregate p50 {warmup.get('p50_ms')} ms, "
+                f"p95 {warmup.get('p95_ms')} ms, max {warmup.get('max_ms')} ms, {warmup.get('failures')} failures)"
+            )
+        else:
+            print("from a cold start (no warm-up)")
         print(
             table(
                 ["request", "requests", "failures", "p50 ms", "p95 ms", "max ms", "req/s"],
@@ -279,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
             "machine": info,
             "users": {"staff": staff, "dentists": dentists, "integrators": integrators},
             "seconds": args.seconds,
+            "warmup": warmup,
             "upload_every_s": args.upload_every,
             "patients": args.patients,
             "findings": args.findings,
@@ -294,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
             },
             "locust_exit_code": run.returncode,
             "web_workers": args.web_workers,
+            "web_threads": args.web_threads,
             "celery_workers": args.celery_workers,
             "analyses": analyses_by_status(f"{args.pg}/{args.database}"),
         }
