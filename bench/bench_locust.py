@@ -135,8 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--warmup",
         type=float,
-        default=40,
-        help="seconds of the same scenario run first and not measured (0: measure from a cold start; else >= 31)",
+        default=0,
+        help="seconds of the same scenario run first and not measured (default 0: measured from a cold start; "
+        "else >= 31)",
     )
     ap.add_argument("--upload-every", type=float, default=30, help="each staff member uploads a photo every N s")
     ap.add_argument("--patients", type=int, default=1000)
@@ -217,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
                     "--csv",
                     str(csv_prefix),
                     "--only-summary",
+                    "--csv-full-history",
                     "--stop-timeout",
                     "10",
                 ],
@@ -259,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         errors = server_errors(stack.log("web.log"))
         stats = read_stats(Path(f"{prefix}_stats.csv"))
         failures = read_stats(Path(f"{prefix}_failures.csv")) if Path(f"{prefix}_failures.csv").exists() else []
-        for suffix in ("stats", "failures", "exceptions"):
+        for suffix in ("stats", "stats_history", "failures", "exceptions"):
             if Path(f"{prefix}_{suffix}.csv").exists():
                 shutil.copy(f"{prefix}_{suffix}.csv", RESULTS / f"{args.name}_{suffix}.csv")
         rows = {
