@@ -1,4 +1,5 @@
-"""``GET, POST /api/v1/patients/{id}/images/``: a patient's images, and the upload of one.
+"""``GET, POST /api/v1/patients/{id}/images/``: a patient's images, and the upload of one;
+``POST /api/v1/patients/{id}/images/batch/``: the upload of several in one request, one result per file.
 
 The images are ``patients``' (listed with its selector and output serializer); an upload also requests the
 image's analysis (``uploads.image_upload``), which ``patients`` cannot do without importing this app, so the
@@ -7,6 +8,7 @@ route is served from here (URL name ``api:patient-image-list``, as before).
 
 from __future__ import annotations
 
+from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
@@ -14,9 +16,11 @@ from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from clinics import audit
+from clinics import audit, ratelimit
 from clinics.api.base import ClinicGenericAPIView
 from clinics.api.docs import error_response
+from clinics.middleware import client_ip
+from clinics.services import ServiceError
 from core.errors import error_body
 from patients.api import ImageOutput, PatientObjectMixin
 from patients.intake import IntakeError
@@ -34,6 +38,17 @@ class ImageUploadInput(serializers.Serializer):
 
 def intake_error_response(exc: IntakeError) -> Response:
     return Response(error_body(exc.code, exc.message), status=exc.status)
+
+
+def _audit_rejection(request: Request, patient: Patient, code: str) -> None:
+    audit.record(
+        action="image.rejected",
+        clinic_id=request.access.clinic.id,
+        object_type="patient",
+        object_id=patient.pk,
+        outcome="denied",
+        details={"code": code},
+    )
 
 
 class PatientImageListView(PatientObjectMixin, ClinicGenericAPIView):
@@ -59,14 +74,7 @@ class PatientImageListView(PatientObjectMixin, ClinicGenericAPIView):
 
     def reject(self, patient: Patient, exc: IntakeError) -> Response:
         """A refused upload: nothing was stored; the refusal is audited and explained."""
-        audit.record(
-            action="image.rejected",
-            clinic_id=self.request.access.clinic.id,
-            object_type="patient",
-            object_id=patient.pk,
-            outcome="denied",
-            details={"code": exc.code},
-        )
+        _audit_rejection(self.request, patient, exc.code)
         return intake_error_response(exc)
 
     @extend_schema(
@@ -137,3 +145,138 @@ class PatientImageListView(PatientObjectMixin, ClinicGenericAPIView):
                 details={"patient_id": str(patient.pk)},
             )
         return Response(ImageOutput(image).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+
+class ImageBatchUploadInput(serializers.Serializer):
+    file = serializers.ListField(child=serializers.FileField(allow_empty_file=True, use_url=False))
+    modality = serializers.ChoiceField(choices=Modality.choices)
+    visit = serializers.UUIDField(required=False)
+    idempotency_key = serializers.ListField(child=serializers.CharField(), required=False)
+
+
+class ImageBatchResult(serializers.Serializer):
+    index = serializers.IntegerField(help_text="The file's position in the request, from 0")
+    filename = serializers.CharField()
+    status = serializers.IntegerField(help_text="What the single-file upload would have answered for this file")
+    image = ImageOutput(required=False, help_text="The stored image (status 201, or 200 for a repeated key)")
+    error = serializers.DictField(required=False, help_text="`{code, message, details}` when it was not stored")
+
+
+class ImageBatchOutput(serializers.Serializer):
+    stored = serializers.IntegerField()
+    rejected = serializers.IntegerField()
+    results = ImageBatchResult(many=True)
+
+
+class PatientImageBatchView(PatientObjectMixin, ClinicGenericAPIView):
+    """Several files in one request, each handled exactly as the single-file upload handles it, in its own
+    transaction: a rejected file stores nothing and does not stop the others; each stored one is analysed."""
+
+    parser_classes = [MultiPartParser]
+    serializer_class = ImageBatchOutput
+
+    @extend_schema(
+        summary="Upload several images in one request",
+        description=(
+            "Multipart form: `file` repeated (1 to `UPLOAD_BATCH_MAX_FILES`, default 20; together at most "
+            "`UPLOAD_BATCH_MAX_BYTES`, default twice `IMAGE_MAX_BYTES`), `modality`, optional `visit`, and optionally "
+            "`idempotency_key` repeated once per file in the same order (the rules of the single upload's "
+            "`Idempotency-Key`). Every file gets its own result with the status the single upload would have "
+            "answered. The response is 201 when every file was stored (or was a repeat), 207 when at least one was "
+            "not; the upload limit counts each file."
+        ),
+        request=ImageBatchUploadInput,
+        responses={
+            201: ImageBatchOutput,
+            207: ImageBatchOutput,
+            400: error_response("Fields wrong for the whole request (no file, too many files, keys not one per file)"),
+            404: error_response("No such patient"),
+            413: error_response("`file_too_large`: the request or one of its files is over the limit, nothing stored"),
+        },
+    )
+    def post(self, request: Request, pk: str) -> Response:
+        patient = self.get_object()
+        fields = request.data
+        if getattr(request._request, "upload_too_large", False):
+            _audit_rejection(request, patient, "file_too_large")
+            return intake_error_response(
+                IntakeError(
+                    "file_too_large",
+                    f"The request is larger than the batch limit ({settings.UPLOAD_BATCH_MAX_BYTES} bytes) or one of "
+                    f"its files is larger than the upload limit ({settings.IMAGE_MAX_BYTES} bytes): nothing was "
+                    "stored.",
+                    413,
+                )
+            )
+        files = request.FILES.getlist("file")
+        keys = fields.getlist("idempotency_key") if hasattr(fields, "getlist") else []
+        if not files:
+            raise ServiceError("no_file", "Send at least one file (the form field `file`, repeated).", 400)
+        if len(files) > settings.UPLOAD_BATCH_MAX_FILES:
+            _audit_rejection(request, patient, "too_many_files")
+            raise ServiceError(
+                "too_many_files",
+                f"At most {settings.UPLOAD_BATCH_MAX_FILES} files per request; send the rest in another.",
+                400,
+            )
+        if keys and len(keys) != len(files):
+            raise ServiceError(
+                "idempotency_keys_mismatch",
+                f"Send one idempotency_key per file, in the files' order ({len(files)} files, {len(keys)} keys).",
+                400,
+            )
+        keys = [idempotency_key_validate(key) for key in keys]
+        data = ImageBatchUploadInput(
+            data={
+                "file": files,
+                "modality": fields.get("modality"),
+                **({"visit": fields.get("visit")} if fields.get("visit") else {}),
+            }
+        )
+        data.is_valid(raise_exception=True)
+        results, stored = [], 0
+        for index, upload in enumerate(files):
+            result = {"index": index, "filename": upload.name or ""}
+            # The request's own throttle counted the first file; every further file is one more upload.
+            wait = ratelimit.hit("upload", request.access, client_ip(request._request)) if index else None
+            if wait is not None:
+                result.update(
+                    status=429,
+                    error=error_body(
+                        "rate_limited", "Too many uploads: send this file again later.", {"retry_after_seconds": wait}
+                    )["error"],
+                )
+                results.append(result)
+                continue
+            upload_fields = {
+                "patient": patient,
+                "stream": upload,
+                "filename": upload.name,
+                "size": upload.size,
+                "modality": data.validated_data["modality"],
+                "visit_id": data.validated_data.get("visit"),
+            }
+            try:
+                if keys:
+                    image, created = image_upload_once(idempotency_key=keys[index], **upload_fields)
+                else:
+                    image, created = image_upload(**upload_fields), True
+            except IntakeError as exc:
+                _audit_rejection(request, patient, exc.code)
+                result.update(status=exc.status, error=error_body(exc.code, exc.message)["error"])
+            except ServiceError as exc:  # a signed visit, a key used for another patient...
+                result.update(status=exc.status, error=error_body(exc.code, exc.message, exc.details)["error"])
+            else:
+                if not created:
+                    audit.record(
+                        action="image.upload_repeated",
+                        clinic_id=request.access.clinic.id,
+                        object_type="image",
+                        object_id=image.pk,
+                        details={"patient_id": str(patient.pk)},
+                    )
+                stored += 1
+                result.update(status=201 if created else 200, image=ImageOutput(image).data)
+            results.append(result)
+        body = {"stored": stored, "rejected": len(files) - stored, "results": results}
+        return Response(body, status=status.HTTP_201_CREATED if stored == len(files) else status.HTTP_207_MULTI_STATUS)

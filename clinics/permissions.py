@@ -116,6 +116,7 @@ ROUTE_PERMISSIONS: Final[dict[str, dict[str, str]]] = {
     "api:patient-export": {"GET": "patient.export"},
     "api:patient-break-glass": {"POST": "patient.break_glass"},
     "api:patient-image-list": {"GET": "image.view", "POST": "image.upload"},
+    "api:patient-image-batch": {"POST": "image.upload"},
     "api:image-detail": {"GET": "image.view"},
     "api:image-file": {"GET": "image.view"},
     "api:analysis-list": {"GET": "analysis.view"},

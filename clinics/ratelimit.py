@@ -40,6 +40,7 @@ ROUTE_LIMITS: dict[str, dict[str, str]] = {
     "clinics:members": {"POST": "invite"},  # sending invitations, per clinic admin (and per address: hit_address)
     "api:token": {"POST": "token"},
     "api:patient-image-list": {"POST": "upload"},
+    "api:patient-image-batch": {"POST": "upload"},  # the first file; the view counts each further one
     "patients:upload": {"POST": "upload"},
     "api:analysis-list": {"GET": "analysis"},
     "api:analysis-detail": {"GET": "analysis"},

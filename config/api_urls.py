@@ -23,6 +23,7 @@ urlpatterns = [
     path("patients/<uuid:pk>/", patient_api.PatientDetailView.as_view(), name="patient-detail"),
     path("patients/<uuid:pk>/export", patient_api.PatientExportView.as_view(), name="patient-export"),
     path("patients/<uuid:pk>/images/", image_api.PatientImageListView.as_view(), name="patient-image-list"),
+    path("patients/<uuid:pk>/images/batch/", image_api.PatientImageBatchView.as_view(), name="patient-image-batch"),
     path("patients/<uuid:pk>/break-glass/", PatientBreakGlassView.as_view(), name="patient-break-glass"),
     path("images/<uuid:pk>/", patient_api.ImageDetailView.as_view(), name="image-detail"),
     path("images/<uuid:pk>/file", patient_api.ImageFileView.as_view(), name="image-file"),

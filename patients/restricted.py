@@ -44,6 +44,7 @@ PATIENT_ROUTES: dict[str, tuple[str, str]] = {
     "api:patient-detail": ("patients.Patient", "pk"),
     "api:patient-export": ("patients.Patient", "pk"),
     "api:patient-image-list": ("patients.Patient", "pk"),
+    "api:patient-image-batch": ("patients.Patient", "pk"),
     "api:image-detail": ("patients.Image", "patient_id"),
     "api:image-file": ("patients.Image", "patient_id"),
     "api:image-finding-add": ("patients.Image", "patient_id"),

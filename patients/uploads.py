@@ -11,9 +11,14 @@ from django.core.files.uploadhandler import FileUploadHandler, StopUpload
 from django.http import QueryDict
 from django.utils.datastructures import MultiValueDict
 
+# URL names whose requests carry several files: their whole request may reach UPLOAD_BATCH_MAX_BYTES (each file
+# still at most IMAGE_MAX_BYTES).
+BATCH_ROUTES = frozenset({"api:patient-image-batch"})
+
 
 class LimitedMemoryUploadHandler(FileUploadHandler):
-    """Keeps each uploaded file in memory and stops reading as soon as it passes IMAGE_MAX_BYTES.
+    """Keeps each uploaded file in memory and stops reading as soon as it passes IMAGE_MAX_BYTES (or a batch
+    request as soon as it passes UPLOAD_BATCH_MAX_BYTES in all).
 
     A request whose declared length is already over the cap is not read at all: its form data is empty
     (Django's "handled raw input" path; a ``StopUpload`` raised there would escape the parser as a 500).
@@ -23,17 +28,34 @@ class LimitedMemoryUploadHandler(FileUploadHandler):
     def handle_raw_input(
         self, input_data: Any, META: dict, content_length: int, boundary: bytes, encoding: str | None = None
     ) -> tuple[QueryDict, MultiValueDict] | None:
-        if content_length > settings.IMAGE_MAX_BYTES + 64 * 1024:
+        if content_length > self._files_cap() + 64 * 1024:  # room for the form's other fields and boundaries
             self.request.upload_too_large = True
             return QueryDict(encoding=encoding), MultiValueDict()
         return None
+
+    def _files_cap(self) -> int:
+        """Bytes the files of this request may hold together: one file's limit, or the batch limit on the routes
+        that take several files (``BATCH_ROUTES``)."""
+        if not hasattr(self, "_cap"):
+            match = getattr(self.request, "resolver_match", None)
+            if match is None:
+                from django.urls import Resolver404, resolve
+
+                try:
+                    match = resolve(self.request.path_info)
+                except Resolver404:
+                    match = None
+            batch = match is not None and match.view_name in BATCH_ROUTES
+            self._cap = settings.UPLOAD_BATCH_MAX_BYTES if batch else settings.IMAGE_MAX_BYTES
+        return self._cap
 
     def new_file(self, *args: Any, **kwargs: Any) -> None:
         super().new_file(*args, **kwargs)
         self.buffer = BytesIO()
 
     def receive_data_chunk(self, raw_data: bytes, start: int) -> None:
-        if start + len(raw_data) > settings.IMAGE_MAX_BYTES:
+        self.received = getattr(self, "received", 0) + len(raw_data)  # all files of the request so far
+        if start + len(raw_data) > settings.IMAGE_MAX_BYTES or self.received > self._files_cap():
             self.request.upload_too_large = True
             raise StopUpload(connection_reset=False)
         self.buffer.write(raw_data)

@@ -391,6 +391,10 @@ if os.environ.get("AUDIT_CHECKPOINT_S3_BUCKET"):
 # --- Patient images: intake limits and encryption ------------------------------------------
 IMAGE_MAX_BYTES = int(os.environ.get("IMAGE_MAX_BYTES", str(40 * 1024 * 1024)))
 IMAGE_MAX_PIXELS = int(os.environ.get("IMAGE_MAX_PIXELS", "50000000"))
+# The multi-file upload (POST /api/v1/patients/{id}/images/batch/): files per request, and bytes of the whole
+# request (held in memory while it is handled, like a single upload's file).
+UPLOAD_BATCH_MAX_FILES = int(os.environ.get("UPLOAD_BATCH_MAX_FILES", "20"))
+UPLOAD_BATCH_MAX_BYTES = int(os.environ.get("UPLOAD_BATCH_MAX_BYTES", str(2 * IMAGE_MAX_BYTES)))
 # Bytes a clinic's images may occupy in storage (every encrypted blob of each image); 0 means no limit.
 IMAGE_QUOTA_BYTES_PER_CLINIC = int(os.environ.get("IMAGE_QUOTA_BYTES_PER_CLINIC", str(200 * 1024**3)))
 # Uploads stay in memory under the byte cap and are never spooled to temporary files.

@@ -44,6 +44,7 @@ OBJECT_FOR_ROUTE: dict[str, str] = {
     "api:patient-detail": "patient",
     "api:patient-export": "patient",
     "api:patient-image-list": "patient",
+    "api:patient-image-batch": "patient",
     "api:image-detail": "image",
     "api:image-file": "image",
     "api:analysis-detail": "analysis",
