@@ -209,6 +209,8 @@ class PatientImageBatchView(PatientObjectMixin, ClinicGenericAPIView):
                 )
             )
         files = request.FILES.getlist("file")
+        if getattr(request._request, "upload_too_many_files", False):  # stopped reading at the limit
+            files = [None] * (settings.UPLOAD_BATCH_MAX_FILES + 1)
         keys = fields.getlist("idempotency_key") if hasattr(fields, "getlist") else []
         if not files:
             raise ServiceError("no_file", "Send at least one file (the form field `file`, repeated).", 400)
@@ -226,6 +228,8 @@ class PatientImageBatchView(PatientObjectMixin, ClinicGenericAPIView):
                 400,
             )
         keys = [idempotency_key_validate(key) for key in keys]
+        if len(set(keys)) != len(keys):  # two files under one key: the second would be answered with the first
+            raise ServiceError("idempotency_key_repeated", "Each file needs its own idempotency_key.", 400)
         data = ImageBatchUploadInput(
             data={
                 "file": files,
@@ -265,6 +269,7 @@ class PatientImageBatchView(PatientObjectMixin, ClinicGenericAPIView):
                 _audit_rejection(request, patient, exc.code)
                 result.update(status=exc.status, error=error_body(exc.code, exc.message)["error"])
             except ServiceError as exc:  # a signed visit, a key used for another patient...
+                _audit_rejection(request, patient, exc.code)
                 result.update(status=exc.status, error=error_body(exc.code, exc.message, exc.details)["error"])
             else:
                 if not created:
@@ -279,4 +284,10 @@ class PatientImageBatchView(PatientObjectMixin, ClinicGenericAPIView):
                 result.update(status=201 if created else 200, image=ImageOutput(image).data)
             results.append(result)
         body = {"stored": stored, "rejected": len(files) - stored, "results": results}
-        return Response(body, status=status.HTTP_201_CREATED if stored == len(files) else status.HTTP_207_MULTI_STATUS)
+        response = Response(
+            body, status=status.HTTP_201_CREATED if stored == len(files) else status.HTTP_207_MULTI_STATUS
+        )
+        waits = [r["error"]["details"]["retry_after_seconds"] for r in results if r["status"] == 429]
+        if waits:
+            response["Retry-After"] = str(max(waits))
+        return response

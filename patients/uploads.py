@@ -45,12 +45,18 @@ class LimitedMemoryUploadHandler(FileUploadHandler):
                     match = resolve(self.request.path_info)
                 except Resolver404:
                     match = None
-            batch = match is not None and match.view_name in BATCH_ROUTES
-            self._cap = settings.UPLOAD_BATCH_MAX_BYTES if batch else settings.IMAGE_MAX_BYTES
+            self._batch = match is not None and match.view_name in BATCH_ROUTES
+            self._cap = settings.UPLOAD_BATCH_MAX_BYTES if self._batch else settings.IMAGE_MAX_BYTES
         return self._cap
 
     def new_file(self, *args: Any, **kwargs: Any) -> None:
         super().new_file(*args, **kwargs)
+        self.files = getattr(self, "files", 0) + 1
+        self._files_cap()  # decides whether this is a batch route
+        if self._batch and self.files > settings.UPLOAD_BATCH_MAX_FILES:
+            # A batch with more files than it may hold: stop reading now rather than after the whole body.
+            self.request.upload_too_many_files = True
+            raise StopUpload(connection_reset=False)
         self.buffer = BytesIO()
 
     def receive_data_chunk(self, raw_data: bytes, start: int) -> None:

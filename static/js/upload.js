@@ -159,9 +159,6 @@
   drop.addEventListener("click", () => input.click());
   drop.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); input.click(); } });
   input.addEventListener("change", () => { sendAll(input.files); input.value = ""; });
-  // Files chosen before this script ran (a slow connection: the page showed, the script had not arrived yet)
-  // fired their change event with nobody listening: send them now rather than lose them silently.
-  if (input.files && input.files.length) { sendAll(input.files); input.value = ""; }
   ["dragenter", "dragover"].forEach((t) => drop.addEventListener(t, (e) => { e.preventDefault(); drop.classList.add("over"); }));
   ["dragleave", "drop"].forEach((t) => drop.addEventListener(t, (e) => { e.preventDefault(); drop.classList.remove("over"); }));
   drop.addEventListener("drop", (e) => sendAll(e.dataTransfer.files));
@@ -201,5 +198,7 @@
     stream = null;
     show(false);
   });
-  root.dataset.ready = "1";  // listeners attached: files chosen from now on are sent
+  // Listeners attached: files chosen from now on are sent. (People cannot choose files before: the input is
+  // hidden and opened by this script; automation that sets the input directly waits for this mark.)
+  root.dataset.ready = "1";
 })();

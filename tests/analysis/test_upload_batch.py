@@ -83,11 +83,14 @@ def test_whole_request_refusals_store_nothing(alice: World, settings: Any) -> No
     one = [("a.png", png_bytes())]
     mismatch = _post(client, alice.patient.pk, one * 2, idempotency_key=[str(uuid.uuid4())])
     assert mismatch.status_code == 400 and mismatch.json()["error"]["code"] == "idempotency_keys_mismatch"
+    same_key = _post(client, alice.patient.pk, one * 2, idempotency_key=[str(uuid.uuid4())] * 2)
+    assert same_key.status_code == 400 and same_key.json()["error"]["code"] == "idempotency_key_repeated"
     bad_key = _post(client, alice.patient.pk, one, idempotency_key=["not a key!"])
     assert bad_key.status_code == 400 and bad_key.json()["error"]["code"] == "invalid_idempotency_key"
     settings.UPLOAD_BATCH_MAX_FILES = 2
     too_many = _post(client, alice.patient.pk, one * 3)
     assert too_many.status_code == 400 and too_many.json()["error"]["code"] == "too_many_files"
+    assert AuditEvent.unscoped.filter(clinic=alice.clinic, action="image.rejected", details__code="too_many_files")
     none = client.post(
         reverse("api:patient-image-batch", kwargs={"pk": alice.patient.pk}), {"modality": "photo"}, format="multipart"
     )
@@ -131,6 +134,7 @@ def test_each_file_counts_against_the_upload_limit(alice: World, settings: Any) 
     assert response.status_code == 207, response.content
     results = response.json()["results"]
     assert [r["status"] for r in results] == [201, 201, 429]
+    assert int(response["Retry-After"]) == results[2]["error"]["details"]["retry_after_seconds"]
     assert results[2]["error"]["code"] == "rate_limited" and results[2]["error"]["details"]["retry_after_seconds"] > 0
     assert _post(client, alice.patient.pk, [("d.png", png_bytes())]).status_code == 429  # the next request too
 
@@ -140,3 +144,11 @@ def test_another_clinics_patient_is_not_found(alice: World, db: object) -> None:
     response = _post(token_client(alice, "staff"), bob.patient.pk, [("a.png", png_bytes())])
     assert response.status_code == 404
     assert Image.unscoped.filter(clinic=bob.clinic).count() == 1  # bob's own image only
+
+
+def test_a_file_for_an_unknown_visit_is_refused_and_the_refusal_is_audited(alice: World) -> None:
+    client = token_client(alice, "staff")
+    missing = _post(client, alice.patient.pk, [("a.png", png_bytes())], visit=str(uuid.uuid4()))
+    assert missing.status_code == 207
+    assert [(r["status"], r["error"]["code"]) for r in missing.json()["results"]] == [(404, "visit_not_found")]
+    assert AuditEvent.unscoped.filter(clinic=alice.clinic, action="image.rejected", details__code="visit_not_found")

@@ -303,37 +303,3 @@ def test_a_blurred_photo_asks_staff_to_retake_it_at_once(
     finally:
         staff.context.close()
 
-
-def test_files_chosen_before_the_upload_script_arrived_are_sent_when_it_does(
-    embedded: tuple[EmbeddedStack, dict[str, Any]], chromium: Any
-) -> None:
-    """On a slow connection the page shows before its script has run: files chosen then fired their change event
-    with nobody listening. The script sends what is already chosen when it starts, instead of losing it silently
-    (CI's browser once chose files in exactly that gap)."""
-    stack, clinic = embedded
-    base = stack.base_url
-    patient = _create_patient(stack, clinic, "EMB-EARLY")
-    staff = Watched(chromium, viewport={"width": 1280, "height": 900})
-    held: list[Any] = []
-    staff.page.route("**/static/js/upload*.js", lambda route: held.append(route))
-    try:
-        _login(staff.page, base, clinic["users"]["staff"])
-        staff.page.goto(f"{base}/patients/{patient}/upload/", wait_until="commit")  # the script holds the rest
-        staff.page.locator("#files").wait_for(state="attached")
-        assert staff.page.locator("#uploader[data-ready]").count() == 0  # the script has not run
-        staff.page.set_input_files("#files", [{"name": "early.jpg", "mimeType": "image/jpeg", "buffer": _photo(9)}])
-        staff.page.wait_for_timeout(300)
-        assert staff.page.locator("#results li").count() == 0  # nobody listened to the change
-        assert held, "the upload script was never requested"
-        for route in held:
-            route.continue_()
-        staff.page.locator("#uploader[data-ready]").wait_for(state="attached")
-        staff.page.locator("#results li.ok").first.wait_for()
-        assert staff.page.locator("#results li").count() == 1
-        assert staff.server_errors() == []
-    finally:
-        staff.context.close()
-    from ..stack import Api
-
-    images = Api(base, clinic["api_key"]).get(f"/api/v1/patients/{patient}/images/").json()["results"]
-    assert len(images) == 1
