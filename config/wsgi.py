@@ -44,18 +44,20 @@ def gc_threshold(raw: str) -> tuple[int, ...] | None:
 
 def _tune_gc() -> None:
     """The web process's garbage collector, tuned for request handling (``PYTHON_GC_THRESHOLD``, default
-    ``50000,20,100``; ``default`` keeps Python's 700,10,10).
+    ``10000,20,100``; ``default`` keeps Python's 700,10,10).
 
     After start-up everything loaded (Django, the apps, numpy, the models in the embedded default) is moved to the
     permanent generation (``gc.freeze``): collections no longer walk it. A list request builds hundreds of model
     instances; at Python's default threshold that set off a young collection every 700 allocations, and often an
-    older one that walked the whole start-up heap. ``bench/bench_api_load.py --quick`` on the 2-core VM: the
-    analyses list 30.1 -> 18.6 ms of CPU per request (p95 568 -> 188 ms), the patient list 10.3 -> 8.1."""
+    older one that walked the whole start-up heap. ``bench/bench_api_load.py --quick`` on the 2-core VM, analyses
+    list, CPU per request: 30.1 ms before; 23.9 ms frozen at Python's thresholds; 18.3 ms frozen at 10000,20,100
+    (18.4 at 50000,20,100: no better, and a larger threshold keeps the garbage of DRF's request/view reference
+    cycles, response bodies included, for more requests before a young collection frees it)."""
     import gc
 
     gc.collect()
     gc.freeze()
-    threshold = gc_threshold(os.environ.get("PYTHON_GC_THRESHOLD", "50000,20,100"))
+    threshold = gc_threshold(os.environ.get("PYTHON_GC_THRESHOLD", "10000,20,100"))
     if threshold is not None:
         gc.set_threshold(*threshold)
 

@@ -37,7 +37,7 @@ def _started(threshold: str | None) -> str:
 
 
 def test_the_web_application_freezes_its_start_up_heap_and_sets_the_threshold() -> None:
-    assert _started(None) == "(50000, 20, 100) True"
+    assert _started(None) == "(10000, 20, 100) True"
     assert _started("default") == "(700, 10, 10) True"
     assert _started("1000,5,5") == "(1000, 5, 5) True"
 
