@@ -25,6 +25,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, machine, machine_line, table, write_json  # noqa: E402
@@ -34,10 +35,25 @@ from tests.stack import PYTHON, Api, Stack, free_port, wait_until  # noqa: E402
 FORBIDDEN_DATABASES = {"test_dentalscan", "dentalscan_dev", "dentalscan", "postgres", "template0", "template1"}
 
 
+def _real_photos() -> list[Path]:
+    """Healthy-looking intraoral photos from the shared data (other sources: they pass the image gate), if present."""
+    folder = ROOT.parent / "shared" / "datasets" / "other-source-photos" / "images"
+    return sorted(folder.glob("*.jpg")) if folder.is_dir() else []
+
+
 def jpeg_photo(seed: int, size: tuple[int, int]) -> bytes:
-    """A photo-like JPEG as a phone or intraoral camera sends it."""
+    """A JPEG as a phone or intraoral camera sends it: a real intraoral photo resized to ``size`` where the shared
+    data is present (the model runs on it), else a drawn picture (which the image gate refuses as not intraoral:
+    the analysis ends ``not_assessable`` without the model)."""
     import numpy as np
     from PIL import Image
+
+    real = _real_photos()
+    if real:
+        buffer = io.BytesIO()
+        with Image.open(real[seed % len(real)]) as photo:
+            photo.convert("RGB").resize(size).save(buffer, "JPEG", quality=85 + seed % 10)  # distinct bytes per seed
+        return buffer.getvalue()
 
     rng = np.random.default_rng(seed)
     w, h = size
@@ -95,10 +111,13 @@ def start_gunicorn(stack: Stack, workers: int = 2, threads: int = 4) -> str:
 
 
 class Visit(threading.Thread):
-    def __init__(self, api: Api, index: int, photos: list[bytes], barrier: threading.Barrier) -> None:
+    def __init__(
+        self, api: Api, index: int, photos: list[bytes], barrier: threading.Barrier, mode: str = "sequential"
+    ) -> None:
         super().__init__(daemon=True)
-        self.api, self.index, self.photos, self.barrier = api, index, photos, barrier
+        self.api, self.index, self.photos, self.barrier, self.mode = api, index, photos, barrier, mode
         self.upload_seconds: list[float] = []
+        self.statuses: dict[str, int] = {}  # how the analyses ended (not_assessable: refused by the image gate)
         self.errors: list[str] = []
         self.started = self.finished = 0.0
 
@@ -108,10 +127,7 @@ class Visit(threading.Thread):
             self.barrier.wait()
             self.started = time.perf_counter()
             analyses, visit = [], None
-            for i, data in enumerate(self.photos):
-                t0 = time.perf_counter()
-                status, body = self.api.upload(patient, data, name=f"photo{i}.jpg")
-                self.upload_seconds.append(time.perf_counter() - t0)
+            for i, status, body in self._uploads(patient):
                 if status != 201:
                     self.errors.append(f"upload {i}: {status} {str(body)[:200]}")
                     continue
@@ -123,9 +139,10 @@ class Visit(threading.Thread):
                 response = self.api.get("/api/v1/analyses/", visit=visit)
                 if response.status_code == 200:
                     for item in response.json()["results"]:
-                        if item["id"] in pending and item["status"] in ("done", "failed"):
+                        if item["id"] in pending and item["status"] in ("done", "failed", "not_assessable"):
                             if item["status"] == "failed":
                                 self.errors.append(f"analysis {item['id']} failed")
+                            self.statuses[item["status"]] = self.statuses.get(item["status"], 0) + 1
                             pending.discard(item["id"])
                 if pending:
                     time.sleep(0.25)
@@ -135,6 +152,35 @@ class Visit(threading.Thread):
         except Exception as exc:  # noqa: BLE001 - reported in the results
             self.errors.append(repr(exc))
             self.finished = time.perf_counter()
+
+    def _uploads(self, patient: str) -> list[tuple[int, int, Any]]:
+        """(index, status, body) per photo: one request at a time (``sequential``), six at a time as the upload
+        page sends them (``parallel``), or all in one request to the multi-file endpoint (``batch``)."""
+
+        def one(i: int) -> tuple[int, int, Any]:
+            t0 = time.perf_counter()
+            status, body = self.api.upload(patient, self.photos[i], name=f"photo{i}.jpg")
+            self.upload_seconds.append(time.perf_counter() - t0)
+            return i, status, body
+
+        if self.mode == "parallel":
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(6) as pool:
+                return list(pool.map(one, range(len(self.photos))))
+        if self.mode == "batch":
+            t0 = time.perf_counter()
+            response = self.api.session.post(
+                f"{self.api.base}/api/v1/patients/{patient}/images/batch/",
+                files=[("file", (f"photo{i}.jpg", data, "image/jpeg")) for i, data in enumerate(self.photos)],
+                data={"modality": "photo"},
+                timeout=self.api.timeout,
+            )
+            self.upload_seconds.append(time.perf_counter() - t0)
+            if response.status_code not in (201, 207):
+                return [(-1, response.status_code, response.text[:200])]
+            return [(r["index"], r["status"], r.get("image") or r.get("error")) for r in response.json()["results"]]
+        return [one(i) for i in range(len(self.photos))]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,6 +195,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--redis-db", type=int, default=13)
     ap.add_argument("--runserver", action="store_true", help="Django's runserver instead of gunicorn")
     ap.add_argument("--worker-threads", type=int, default=None, help="torch threads in the worker")
+    ap.add_argument(
+        "--uploads",
+        choices=["sequential", "parallel", "batch"],
+        default="sequential",
+        help="one photo per request one after the other, six at a time (the upload page), or one batch request",
+    )
+    ap.add_argument("--web-workers", type=int, default=2, help="gunicorn processes")
+    ap.add_argument("--web-threads", type=int, default=4, help="threads per gunicorn process")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     if args.quick:
@@ -168,6 +222,15 @@ def main(argv: list[str] | None = None) -> int:
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{args.database}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{args.database}"')
+    me = broker.client_id()
+    others = [c for c in broker.client_list() if int(c.get("db", -1)) == args.redis_db and int(c["id"]) != me]
+    if others:
+        # A worker left running by an interrupted earlier run would take this run's jobs and fail them all: its
+        # master keys are not this run's (it did: 41 of 60 analyses "failed" their integrity check).
+        raise SystemExit(
+            f"{len(others)} other connection(s) use Redis database {args.redis_db} (a worker of an interrupted run?): "
+            "stop them first, or choose --redis-db"
+        )
     broker.flushdb()
     stack = Stack(
         database_url=f"{args.pg}/{args.database}",
@@ -180,7 +243,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         t0 = time.perf_counter()
         seed = stack.prepare(shipped=True)
-        base_url = stack.start_web() if args.runserver else start_gunicorn(stack)
+        base_url = (
+            stack.start_web()
+            if args.runserver
+            else start_gunicorn(stack, workers=args.web_workers, threads=args.web_threads)
+        )
         worker_env = {"OMP_NUM_THREADS": str(args.worker_threads)} if args.worker_threads else {}
         worker = stack.start_worker(name="bench", **worker_env)
         wait_until(lambda: "ready." in stack.log("bench.log"), timeout=120, what="the worker")
@@ -193,7 +260,9 @@ def main(argv: list[str] | None = None) -> int:
         setup_s = time.perf_counter() - t0
         photos = [jpeg_photo(i, size) for i in range(args.photos)]
         barrier = threading.Barrier(args.clients)
-        visits = [Visit(Api(base_url, keys[i % len(keys)]), i, photos, barrier) for i in range(args.clients)]
+        visits = [
+            Visit(Api(base_url, keys[i % len(keys)]), i, photos, barrier, args.uploads) for i in range(args.clients)
+        ]
         for v in visits:
             v.start()
         for v in visits:
@@ -217,14 +286,18 @@ def main(argv: list[str] | None = None) -> int:
             "wall_s": round(wall, 2),
             "images_per_s": round(total / wall, 2),
             "errors": errors,
+            "analyses_by_status": {
+                k: sum(v.statuses.get(k, 0) for v in visits) for k in sorted({k for v in visits for k in v.statuses})
+            },
             "setup_s": round(setup_s, 1),
-            "web": "runserver" if args.runserver else "gunicorn 2x4",
+            "web": "runserver" if args.runserver else f"gunicorn {args.web_workers}x{args.web_threads}",
+            "uploads": args.uploads,
             "worker": "celery solo, 1 process",
         }
         info = machine()
         print(
             f"End to end: {args.clients} clients x {args.photos} photos ({size[0]}x{size[1]} JPEG), "
-            f"{result['web']}, 1 Celery worker (solo), PostgreSQL + Redis"
+            f"{result['web']}, uploads {args.uploads}, 1 Celery worker (solo), PostgreSQL + Redis"
         )
         print(machine_line(info))
         print(
@@ -252,6 +325,11 @@ def main(argv: list[str] | None = None) -> int:
                     ]
                 ],
             )
+        )
+        print(
+            "analyses:",
+            ", ".join(f"{n} {k}" for k, n in result["analyses_by_status"].items()),
+            "(photos: real intraoral photos from the shared data)" if _real_photos() else "(photos: drawn pictures)",
         )
         for e in errors[:5]:
             print("error:", e)
