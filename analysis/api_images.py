@@ -8,6 +8,8 @@ route is served from here (URL name ``api:patient-image-list``, as before).
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -24,7 +26,7 @@ from clinics.services import ServiceError
 from core.errors import error_body
 from patients.api import ImageOutput, PatientObjectMixin
 from patients.intake import IntakeError
-from patients.models import Modality, Patient
+from patients.models import Image, Modality, Patient
 from patients.selectors import image_list
 
 from .uploads import idempotency_key_validate, image_upload, image_upload_once
@@ -49,6 +51,34 @@ def _audit_rejection(request: Request, patient: Patient, code: str) -> None:
         outcome="denied",
         details={"code": code},
     )
+
+
+def _store_one(
+    request: Request, patient: Patient, upload: Any, modality: str, visit_id: object, key: str | None
+) -> tuple[Image, bool]:
+    """One uploaded file stored and queued (``image_upload``, or ``image_upload_once`` with a key), as both upload
+    routes do it: returns the image and whether this request stored it; a repeat of a key is audited. Raises what
+    the upload raises (``IntakeError``, ``ServiceError``)."""
+    fields = {
+        "patient": patient,
+        "stream": upload,
+        "filename": upload.name,
+        "size": upload.size,
+        "modality": modality,
+        "visit_id": visit_id,
+    }
+    if key is None:
+        return image_upload(**fields), True
+    image, created = image_upload_once(idempotency_key=key, **fields)
+    if not created:  # a retry of an upload already stored: the same image, nothing stored twice
+        audit.record(
+            action="image.upload_repeated",
+            clinic_id=request.access.clinic.id,
+            object_type="image",
+            object_id=image.pk,
+            details={"patient_id": str(patient.pk)},
+        )
+    return image, created
 
 
 class PatientImageListView(PatientObjectMixin, ClinicGenericAPIView):
@@ -120,30 +150,11 @@ class PatientImageListView(PatientObjectMixin, ClinicGenericAPIView):
             return self.reject(patient, IntakeError("too_many_files", "Send one file per request.", 400))
         data = ImageUploadInput(data=fields)
         data.is_valid(raise_exception=True)
-        upload = data.validated_data["file"]
-        upload_fields = {
-            "patient": patient,
-            "stream": upload,
-            "filename": upload.name,
-            "size": upload.size,
-            "modality": data.validated_data["modality"],
-            "visit_id": data.validated_data.get("visit"),
-        }
+        valid = data.validated_data
         try:  # the analysis is queued once the upload has committed
-            if key is None:
-                image, created = image_upload(**upload_fields), True
-            else:
-                image, created = image_upload_once(idempotency_key=key, **upload_fields)
+            image, created = _store_one(request, patient, valid["file"], valid["modality"], valid.get("visit"), key)
         except IntakeError as exc:
             return self.reject(patient, exc)
-        if not created:  # a retry of an upload already stored: the same image, nothing stored twice
-            audit.record(
-                action="image.upload_repeated",
-                clinic_id=request.access.clinic.id,
-                object_type="image",
-                object_id=image.pk,
-                details={"patient_id": str(patient.pk)},
-            )
         return Response(ImageOutput(image).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
 
@@ -252,19 +263,15 @@ class PatientImageBatchView(PatientObjectMixin, ClinicGenericAPIView):
                 )
                 results.append(result)
                 continue
-            upload_fields = {
-                "patient": patient,
-                "stream": upload,
-                "filename": upload.name,
-                "size": upload.size,
-                "modality": data.validated_data["modality"],
-                "visit_id": data.validated_data.get("visit"),
-            }
             try:
-                if keys:
-                    image, created = image_upload_once(idempotency_key=keys[index], **upload_fields)
-                else:
-                    image, created = image_upload(**upload_fields), True
+                image, created = _store_one(
+                    request,
+                    patient,
+                    upload,
+                    data.validated_data["modality"],
+                    data.validated_data.get("visit"),
+                    keys[index] if keys else None,
+                )
             except IntakeError as exc:
                 _audit_rejection(request, patient, exc.code)
                 result.update(status=exc.status, error=error_body(exc.code, exc.message)["error"])
@@ -272,14 +279,6 @@ class PatientImageBatchView(PatientObjectMixin, ClinicGenericAPIView):
                 _audit_rejection(request, patient, exc.code)
                 result.update(status=exc.status, error=error_body(exc.code, exc.message, exc.details)["error"])
             else:
-                if not created:
-                    audit.record(
-                        action="image.upload_repeated",
-                        clinic_id=request.access.clinic.id,
-                        object_type="image",
-                        object_id=image.pk,
-                        details={"patient_id": str(patient.pk)},
-                    )
                 stored += 1
                 result.update(status=201 if created else 200, image=ImageOutput(image).data)
             results.append(result)
