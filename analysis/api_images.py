@@ -220,18 +220,18 @@ class PatientImageBatchView(PatientObjectMixin, ClinicGenericAPIView):
                 )
             )
         files = request.FILES.getlist("file")
-        if getattr(request._request, "upload_too_many_files", False):  # stopped reading at the limit
-            files = [None] * (settings.UPLOAD_BATCH_MAX_FILES + 1)
         keys = fields.getlist("idempotency_key") if hasattr(fields, "getlist") else []
-        if not files:
-            raise ServiceError("no_file", "Send at least one file (the form field `file`, repeated).", 400)
-        if len(files) > settings.UPLOAD_BATCH_MAX_FILES:
+        # (The upload handler stops reading at the file past the limit and says so.)
+        too_many = getattr(request._request, "upload_too_many_files", False)
+        if too_many or len(files) > settings.UPLOAD_BATCH_MAX_FILES:
             _audit_rejection(request, patient, "too_many_files")
             raise ServiceError(
                 "too_many_files",
                 f"At most {settings.UPLOAD_BATCH_MAX_FILES} files per request; send the rest in another.",
                 400,
             )
+        if not files:
+            raise ServiceError("no_file", "Send at least one file (the form field `file`, repeated).", 400)
         if keys and len(keys) != len(files):
             raise ServiceError(
                 "idempotency_keys_mismatch",

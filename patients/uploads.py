@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cached_property
 from io import BytesIO
 from typing import Any
 
@@ -9,6 +10,7 @@ from django.conf import settings
 from django.core.files.uploadedfile import InMemoryUploadedFile
 from django.core.files.uploadhandler import FileUploadHandler, StopUpload
 from django.http import QueryDict
+from django.urls import Resolver404, resolve
 from django.utils.datastructures import MultiValueDict
 
 # URL names whose requests carry several files: their whole request may reach UPLOAD_BATCH_MAX_BYTES (each file
@@ -25,6 +27,11 @@ class LimitedMemoryUploadHandler(FileUploadHandler):
     Either way the request is marked ``upload_too_large`` so the view can answer 413 with a clear error.
     """
 
+    def __init__(self, request: Any = None) -> None:
+        super().__init__(request)
+        self.files = 0  # files of this request so far
+        self.received = 0  # their bytes so far
+
     def handle_raw_input(
         self, input_data: Any, META: dict, content_length: int, boundary: bytes, encoding: str | None = None
     ) -> tuple[QueryDict, MultiValueDict] | None:
@@ -33,26 +40,24 @@ class LimitedMemoryUploadHandler(FileUploadHandler):
             return QueryDict(encoding=encoding), MultiValueDict()
         return None
 
-    def _files_cap(self) -> int:
-        """Bytes the files of this request may hold together: one file's limit, or the batch limit on the routes
-        that take several files (``BATCH_ROUTES``)."""
-        if not hasattr(self, "_cap"):
-            match = getattr(self.request, "resolver_match", None)
-            if match is None:
-                from django.urls import Resolver404, resolve
+    @cached_property
+    def _batch(self) -> bool:
+        """Whether this request is on a route that takes several files (``BATCH_ROUTES``)."""
+        match = getattr(self.request, "resolver_match", None)
+        if match is None:  # the body is being read before the URL was resolved
+            try:
+                match = resolve(self.request.path_info)
+            except Resolver404:
+                return False
+        return match.view_name in BATCH_ROUTES
 
-                try:
-                    match = resolve(self.request.path_info)
-                except Resolver404:
-                    match = None
-            self._batch = match is not None and match.view_name in BATCH_ROUTES
-            self._cap = settings.UPLOAD_BATCH_MAX_BYTES if self._batch else settings.IMAGE_MAX_BYTES
-        return self._cap
+    def _files_cap(self) -> int:
+        """Bytes the files of this request may hold together: one file's limit, or the batch limit."""
+        return settings.UPLOAD_BATCH_MAX_BYTES if self._batch else settings.IMAGE_MAX_BYTES
 
     def new_file(self, *args: Any, **kwargs: Any) -> None:
         super().new_file(*args, **kwargs)
-        self.files = getattr(self, "files", 0) + 1
-        self._files_cap()  # decides whether this is a batch route
+        self.files += 1
         if self._batch and self.files > settings.UPLOAD_BATCH_MAX_FILES:
             # A batch with more files than it may hold: stop reading now rather than after the whole body.
             self.request.upload_too_many_files = True
@@ -60,7 +65,7 @@ class LimitedMemoryUploadHandler(FileUploadHandler):
         self.buffer = BytesIO()
 
     def receive_data_chunk(self, raw_data: bytes, start: int) -> None:
-        self.received = getattr(self, "received", 0) + len(raw_data)  # all files of the request so far
+        self.received += len(raw_data)
         if start + len(raw_data) > settings.IMAGE_MAX_BYTES or self.received > self._files_cap():
             self.request.upload_too_large = True
             raise StopUpload(connection_reset=False)
