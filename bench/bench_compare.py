@@ -100,7 +100,7 @@ def main() -> None:
                    capture_output=True)  # fmt: skip
     runs: dict[str, list[dict]] = {"base": [], "this": []}
     try:
-        for name, tree in (("base", old_tree), ("this", ROOT)):
+        for tree in (old_tree, ROOT):
             origin = _imports_from(tree)
             if Path(origin) != tree.resolve():
                 raise SystemExit(f"a Python started in {tree} imports the project from {origin}: not a fair run")
@@ -117,8 +117,9 @@ def main() -> None:
     peak = {name: max(r["requests_per_s"] for r in rows) for name, rows in runs.items()}
     ratio = round(peak["this"] / peak["base"], 2) if peak["base"] else None
     print(machine_line(machine()))
-    print(f"{args.only}: base {base_sha} against this tree {head_sha}{' + uncommitted changes' if dirty else ''}; "
-          f"{args.patients} patients, {args.findings} findings, {args.seconds:g} s per level, gunicorn 2x4")  # fmt: skip
+    changes = " + uncommitted changes" if dirty else ""
+    sizes = f"{args.patients} patients, {args.findings} findings, {args.seconds:g} s per level, gunicorn 2x4"
+    print(f"{args.only}: base {base_sha} against this tree {head_sha}{changes}; {sizes}")
     rows = []
     for b, t in zip(runs["base"], runs["this"], strict=True):
         rows.append([b["concurrency"], b["requests_per_s"], t["requests_per_s"], b["p50_ms"], t["p50_ms"],

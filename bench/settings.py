@@ -17,3 +17,6 @@ if os.environ.get("RATE_LIMITS_DISABLED") == "1":
 
 # The deployed default of dynamic batching (the test settings turn its wait off).
 ANALYSIS_BATCH_WAIT_MS = int(os.environ.get("ANALYSIS_BATCH_WAIT_MS", "50"))
+
+# The deployed default of audit sealing without a broker (the test settings seal in the committing request).
+AUDIT_SEAL_IN_BACKGROUND = os.environ.get("AUDIT_SEAL_IN_BACKGROUND", "1") == "1"

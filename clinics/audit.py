@@ -8,7 +8,8 @@ Invariants:
   time (a PostgreSQL advisory transaction lock; SQLite has a single writer), appending the committed
   unsealed events to the chain in batches, each event's ``prev_hash`` the hash of the event before it.
   It runs every few seconds (celery beat ``audit-seal``, or ``manage.py seal_audit --loop``), and, in the
-  embedded default with no broker, right after each audited commit.
+  embedded default with no broker, in a background thread of the process a moment after audited commits
+  (``BackgroundSealer``; ``AUDIT_SEAL_IN_BACKGROUND=0``: in the committing thread, right after the commit).
 - Order on PostgreSQL: an event carries its transaction's id (``xact_id``, set by the insert trigger). The
   sealer takes only events whose ``xact_id`` is below the snapshot's xmin -- every transaction that old has
   ended, none of them can still commit an event -- in (``xact_id``, ``id``) order. So no event can later
@@ -24,9 +25,13 @@ Invariants:
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import logging
+import os
+import threading
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -122,17 +127,119 @@ def record(
     else:
         AuditEvent.unscoped.bulk_create([event])  # the global chain, or another clinic's (operator commands)
     if current_app.conf.task_always_eager and not _seal_pending(chain):
-        # The embedded default has no worker or beat: seal right after the commit (nothing if it rolls back).
-        transaction.on_commit(partial(seal_chain, chain), robust=True)
+        # The embedded default has no worker or beat: seal once the transaction commits (nothing if it rolls back).
+        transaction.on_commit(partial(seal_after_commit, chain), robust=True)
     return event
 
 
 def _seal_pending(chain: str) -> bool:
     """Whether this transaction already seals ``chain`` on commit (one sealing per chain, not one per event)."""
     return any(
-        getattr(callback, "func", None) is seal_chain and callback.args == (chain,)
+        getattr(callback, "func", None) is seal_after_commit and callback.args == (chain,)
         for _, callback, *_ in connection.run_on_commit
     )
+
+
+def seal_after_commit(chain: str) -> None:
+    """The embedded default's sealer, called once a transaction that recorded events of ``chain`` has committed:
+    with ``AUDIT_SEAL_IN_BACKGROUND`` (the default) the process's background sealer seals the chain a moment
+    later, together with whatever other requests committed meanwhile (the answer does not wait for it, and one
+    sealing covers many events); without it, here and now."""
+    if settings.AUDIT_SEAL_IN_BACKGROUND:
+        background_sealer().request(chain)
+    else:
+        seal_chain(chain)
+
+
+class BackgroundSealer:
+    """One thread per process that seals the chains asked for, ``delay`` seconds after the first ask of a round
+    (asks that arrive meanwhile join the round). Its first round seals every chain with unsealed events, so that
+    events a previous process committed but did not live to seal are sealed too; at exit it seals what is still
+    asked for. Used only without a broker (a worker's periodic task seals otherwise)."""
+
+    def __init__(self, delay: float = 0.2) -> None:
+        self.delay = delay
+        self._pending: set[str] = set()
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._swept = False
+        self.rounds = 0  # sealing rounds run (tests)
+
+    def request(self, chain: str) -> None:
+        with self._wake:
+            self._pending.add(chain)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="audit-sealer", daemon=True)
+                self._thread.start()
+            self._wake.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._pending:
+                    self._wake.wait()
+            time.sleep(self.delay)  # let the commits of the next moments join this round
+            self.flush()
+
+    def flush(self) -> None:
+        """Seal the chains asked for so far (all unsealed chains on the first round), here and now."""
+        with self._wake:
+            chains, self._pending = self._pending, set()
+        try:
+            if not self._swept:
+                chains |= set(chains_to_seal())
+                self._swept = True
+            left: set[str] = set()
+            for chain in sorted(chains):
+                try:
+                    while seal_chain(chain) >= SEAL_BATCH * 20:  # a full run: more may be waiting
+                        pass
+                    if AuditEvent.unscoped.filter(chain=chain, seq__isnull=True).exists():
+                        left.add(chain)  # another sealer held the chain, or (PostgreSQL) an older write is open
+                except Exception:  # noqa: BLE001 - the next ask or verify_audit_chain reports it
+                    logger.exception("audit chain %s could not be sealed", chain)
+            self.rounds += 1
+            if left and threading.current_thread() is self._thread:
+                with self._wake:
+                    self._pending |= left  # the next round tries again
+        finally:
+            if threading.current_thread() is self._thread:
+                connection.close()  # this thread's own connection; the next round opens another
+
+    def reset_after_fork(self) -> None:
+        self._wake = threading.Condition()
+        self._pending, self._thread = set(), None
+
+
+_SEALER: BackgroundSealer | None = None
+_SEALER_LOCK = threading.Lock()
+
+
+def background_sealer() -> BackgroundSealer:
+    global _SEALER  # noqa: PLW0603 - one per process
+    with _SEALER_LOCK:
+        if _SEALER is None:
+            _SEALER = BackgroundSealer()
+            atexit.register(_flush_at_exit)
+        return _SEALER
+
+
+def _flush_at_exit() -> None:
+    if _SEALER is not None and _SEALER._pending:  # noqa: SLF001
+        try:
+            _SEALER.flush()
+        except Exception:  # noqa: BLE001 - the next process's first round seals them
+            logger.exception("audit events could not be sealed at exit")
+
+
+def _after_fork_in_child() -> None:
+    global _SEALER_LOCK  # noqa: PLW0603
+    _SEALER_LOCK = threading.Lock()
+    if _SEALER is not None:
+        _SEALER.reset_after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _sealable(chain: str) -> QuerySet[AuditEvent]:

@@ -253,7 +253,7 @@ def tasks_on_commit(callbacks: list[Any]) -> list[Any]:
     embedded default seals the audit events of a transaction after it commits)."""
     from clinics import audit
 
-    return [c for c in callbacks if getattr(c, "func", None) is not audit.seal_chain]
+    return [c for c in callbacks if getattr(c, "func", None) is not audit.seal_after_commit]
 
 
 def seal_committed(timeout: float = 15.0) -> int:

@@ -227,6 +227,9 @@ CELERY_BEAT_SCHEDULE = {
 # verify_audit_chain reports an audit event still unsealed this many seconds after it was recorded (a stopped
 # sealer) as a fault.
 AUDIT_SEAL_MAX_AGE_S = float(os.environ.get("AUDIT_SEAL_MAX_AGE_S", "60"))
+# Without a broker (the embedded default), audit events are sealed by a background thread of each process a moment
+# after their commit, many requests' events at a time (1, default); 0 seals right after each commit, in the request.
+AUDIT_SEAL_IN_BACKGROUND = os.environ.get("AUDIT_SEAL_IN_BACKGROUND", "1") == "1"
 # Fault tests only: pause before writing results so a worker can be killed mid-task.
 ANALYSIS_DEBUG_SLEEP_SECONDS = float(os.environ.get("ANALYSIS_DEBUG_SLEEP_SECONDS", "0"))
 WEBHOOK_RETRY_BASE_SECONDS = float(os.environ.get("WEBHOOK_RETRY_BASE_SECONDS", "10"))

@@ -32,3 +32,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
 
 # No dynamic-batching wait in tests (every eager analysis would pay it); tests/analysis/test_jobs.py sets it.
 ANALYSIS_BATCH_WAIT_MS = 0
+
+# Audit events of an eager (no-broker) test are sealed right after their commit, in the committing thread, so that
+# tests can read them sealed; tests/clinics/test_audit_chain.py covers the background sealer of the default.
+AUDIT_SEAL_IN_BACKGROUND = False

@@ -569,3 +569,50 @@ def test_events_sealed_out_of_the_sealers_order_are_detected(chain: list[AuditEv
     )
     code, output = verify()
     assert code == 1 and "sealed out of order" in output and f"event id={first.pk}" in output, output
+
+
+@pytest.mark.django_db(transaction=True)
+def test_embedded_default_seals_in_a_background_round_after_the_commits(eager: None, settings, monkeypatch) -> None:  # noqa: ANN001
+    """Without a broker, a commit only asks the process's background sealer, which seals a moment later what all
+    the commits of that moment recorded, in one round; the chain verifies."""
+    settings.AUDIT_SEAL_IN_BACKGROUND = True
+    sealer = audit.BackgroundSealer(delay=1.0)
+    monkeypatch.setattr(audit, "_SEALER", sealer)
+    clinic = clinic_create(name="Background", slug="background")
+    first = audit.record(action="test.background", clinic_id=clinic.id)  # autocommit: committed at once
+    assert AuditEvent.unscoped.get(pk=first.pk).seq is None  # the commit did not seal it; the round comes later
+    for _ in range(5):
+        with transaction.atomic():
+            audit.record(action="test.background", clinic_id=clinic.id)
+    deadline = time.monotonic() + 20
+    while AuditEvent.unscoped.filter(seq__isnull=True).exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not AuditEvent.unscoped.filter(seq__isnull=True).exists()
+    assert 1 <= sealer.rounds <= 3  # 7 committing transactions (clinic_create's too), sealed in a round or few
+    head = AuditChainHead.objects.get(chain=str(clinic.id))
+    assert head.last_seq == AuditEvent.unscoped.filter(chain=str(clinic.id)).count()
+    assert verify()[0] == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_background_sealer_seals_leftovers_and_what_is_asked_at_exit(eager: None, settings, monkeypatch) -> None:  # noqa: ANN001
+    """A process that died between a commit and its round left events unsealed: the next process's first round
+    seals every chain that has some. At exit, what is still asked for is sealed there and then."""
+    from config.celery import app
+
+    clinic = clinic_create(name="Leftover", slug="leftover")
+    seal_committed()
+    app.conf.task_always_eager = False  # as a process that never sealed (the eager fixture restores the setting)
+    try:
+        leftover = audit.record(action="test.leftover", clinic_id=None)  # the global chain
+    finally:
+        app.conf.task_always_eager = True
+    settings.AUDIT_SEAL_IN_BACKGROUND = True
+    sealer = audit.BackgroundSealer(delay=3600)  # its thread would wait an hour: only the exit flush seals
+    monkeypatch.setattr(audit, "_SEALER", sealer)
+    asked = audit.record(action="test.asked", clinic_id=clinic.id)
+    assert AuditEvent.unscoped.get(pk=asked.pk).seq is None
+    audit._flush_at_exit()  # noqa: SLF001 - what atexit runs
+    assert AuditEvent.unscoped.get(pk=asked.pk).seq is not None
+    assert AuditEvent.unscoped.get(pk=leftover.pk).seq is not None  # the other chain, swept by the first round
+    assert verify()[0] == 0
