@@ -11,6 +11,9 @@ from __future__ import annotations
 import io
 import os
 import re
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,7 +23,7 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 
-from ..stack import EmbeddedStack
+from ..stack import ROOT, EmbeddedStack
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 
@@ -193,6 +196,22 @@ def test_review_page_of_eight_images_and_patient_page_of_fifteen_thumbnails_twen
         assert dentist.failed == []
     finally:
         dentist.context.close()
+    # The server's own background sealer (no broker, no seal_audit) has sealed every audited read and upload of
+    # these parallel requests into an intact chain.
+    count = "from clinics.models import AuditEvent; print(AuditEvent.unscoped.filter(seq__isnull=True).count())"
+    deadline = time.monotonic() + 30
+    while int(stack.python(count).strip().splitlines()[-1]) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert int(stack.python(count).strip().splitlines()[-1]) == 0
+    verified = subprocess.run(  # noqa: S603
+        [sys.executable, "manage.py", "verify_audit_chain"],
+        cwd=ROOT,
+        env=stack.env(as_app=False),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert verified.returncode == 0, verified.stdout + verified.stderr
 
 
 def test_a_server_fault_on_upload_is_retried_from_the_page(
@@ -302,4 +321,3 @@ def test_a_blurred_photo_asks_staff_to_retake_it_at_once(
         assert staff.server_errors() == []
     finally:
         staff.context.close()
-
