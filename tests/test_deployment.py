@@ -5,6 +5,7 @@ secrets only from the environment, a GPU reservation for the inference worker)."
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -122,6 +123,23 @@ def test_application_containers_run_with_a_read_only_root_filesystem() -> None:
     for name in ("migrate", "web", "worker-gpu", "worker-default", "beat"):
         assert services[name]["read_only"] is True, name
         assert services[name]["tmpfs"] == ["/tmp"], name
+
+
+def test_the_web_container_runs_threaded_processes_sized_by_the_environment() -> None:
+    """gunicorn's gthread workers, WEB_PROCESSES x WEB_THREADS from the environment (the image's defaults, the
+    compose file's variables), and one pooled database connection per thread."""
+    cmd = next(line for line in (DOCKER / "web.Dockerfile").read_text().splitlines() if line.startswith("CMD"))
+    shell = json.loads(cmd.removeprefix("CMD").strip())[-1]
+    assert "--worker-class gthread" in shell
+    assert '--workers "$WEB_PROCESSES"' in shell and '--threads "$WEB_THREADS"' in shell
+    assert "ENV WEB_PROCESSES=4 WEB_THREADS=2" in (DOCKER / "web.Dockerfile").read_text()
+    web = yaml.safe_load(COMPOSE.read_text())["services"]["web"]["environment"]
+    assert web["WEB_PROCESSES"] == "${WEB_PROCESSES:-4}" and web["WEB_THREADS"] == "${WEB_THREADS:-2}"
+    assert web["DATABASE_POOL_MAX_SIZE"] == "${DATABASE_POOL_MAX_SIZE:-2}"  # = the threads, by default
+    example = dict(
+        line.split("=", 1) for line in ENV_EXAMPLE.read_text().splitlines() if line and not line.startswith("#")
+    )
+    assert example["DATABASE_POOL_MAX_SIZE"] == example["WEB_THREADS"]
 
 
 def test_deploy_check_skips_with_the_reason_where_podman_is_missing(tmp_path: Path) -> None:
