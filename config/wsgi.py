@@ -26,6 +26,20 @@ def _warm_in_process_analysis() -> None:
 _warm_in_process_analysis()
 
 
+def _one_model_thread_when_workers_analyse() -> None:
+    """With a broker, analyses run in the workers; this web process runs only the image gate's small embedding of
+    an uploaded photo. Several uploads at once in several web processes, each with an OpenMP pool as wide as the
+    machine, spin threads against each other: one thread each (torch reads ``OMP_NUM_THREADS`` when first
+    imported, which in a web process happens at the first upload). An explicit ``OMP_NUM_THREADS`` wins."""
+    from django.conf import settings
+
+    if not settings.CELERY_TASK_ALWAYS_EAGER:
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+_one_model_thread_when_workers_analyse()
+
+
 def gc_threshold(raw: str) -> tuple[int, ...] | None:
     """``PYTHON_GC_THRESHOLD``'s value as ``gc.set_threshold`` arguments; None for ``default`` (Python's own)."""
     raw = raw.strip()

@@ -52,3 +52,26 @@ def test_the_web_application_does_not_load_torch() -> None:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize(
+    ("redis_url", "given", "expected"),
+    [("redis://127.0.0.1:6379/15", None, "1"), ("", None, "unset"), ("redis://127.0.0.1:6379/15", "2", "2")],
+)
+def test_a_web_process_beside_workers_gives_the_gate_one_model_thread(
+    redis_url: str, given: str | None, expected: str
+) -> None:
+    """With a broker the web process only embeds uploads for the image gate: one OpenMP thread (torch's width when
+    it is imported later); without one (the embedded default runs analyses in-process) it keeps the machine's; an
+    explicit OMP_NUM_THREADS wins."""
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test", "ANALYSIS_WARMUP": "0"}
+    env["REDIS_URL"] = redis_url
+    env.pop("OMP_NUM_THREADS", None)
+    if given is not None:
+        env["OMP_NUM_THREADS"] = given
+    code = "import os, config.wsgi; print(os.environ.get('OMP_NUM_THREADS', 'unset'))"
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=settings.BASE_DIR, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == expected
