@@ -154,16 +154,22 @@ def seal_after_commit(chain: str) -> None:
 class BackgroundSealer:
     """One thread per process that seals the chains asked for, ``delay`` seconds after the first ask of a round
     (asks that arrive meanwhile join the round). Its first round seals every chain with unsealed events, so that
-    events a previous process committed but did not live to seal are sealed too; at exit it seals what is still
-    asked for. Used only without a broker (a worker's periodic task seals otherwise)."""
+    events a previous process committed but did not live to seal are sealed too. A chain a round could not seal
+    to its end (another sealer held it, an older write transaction was open on PostgreSQL, an error) is tried
+    again, after a wait that doubles up to ``max_delay`` while rounds make no progress. At exit, the process waits
+    for a round in progress and seals what is still asked for. Used only without a broker (a worker's periodic
+    task seals otherwise)."""
 
-    def __init__(self, delay: float = 0.2) -> None:
-        self.delay = delay
+    def __init__(self, delay: float = 0.2, max_delay: float = 5.0) -> None:
+        self.delay, self.max_delay = delay, max(delay, max_delay)
         self._pending: set[str] = set()
         self._wake = threading.Condition()
+        self._round = threading.Lock()  # one round at a time in this process (the thread's, or the exit's)
         self._thread: threading.Thread | None = None
         self._swept = False
-        self.rounds = 0  # sealing rounds run (tests)
+        self._wait = delay
+        self.rounds = 0  # rounds run (tests)
+        self.sealing_rounds = 0  # rounds that sealed at least one event (tests)
 
     def request(self, chain: str) -> None:
         with self._wake:
@@ -178,37 +184,53 @@ class BackgroundSealer:
             with self._wake:
                 while not self._pending:
                     self._wake.wait()
-            time.sleep(self.delay)  # let the commits of the next moments join this round
-            self.flush()
-
-    def flush(self) -> None:
-        """Seal the chains asked for so far (all unsealed chains on the first round), here and now."""
-        with self._wake:
-            chains, self._pending = self._pending, set()
-        try:
-            if not self._swept:
-                chains |= set(chains_to_seal())
-                self._swept = True
-            left: set[str] = set()
-            for chain in sorted(chains):
-                try:
-                    while seal_chain(chain) >= SEAL_BATCH * 20:  # a full run: more may be waiting
-                        pass
-                    if AuditEvent.unscoped.filter(chain=chain, seq__isnull=True).exists():
-                        left.add(chain)  # another sealer held the chain, or (PostgreSQL) an older write is open
-                except Exception:  # noqa: BLE001 - the next ask or verify_audit_chain reports it
-                    logger.exception("audit chain %s could not be sealed", chain)
-            self.rounds += 1
-            if left and threading.current_thread() is self._thread:
-                with self._wake:
-                    self._pending |= left  # the next round tries again
-        finally:
-            if threading.current_thread() is self._thread:
+            time.sleep(self._wait)  # let the commits of the next moments join this round
+            complete = self.flush()
+            self._wait = self.delay if complete else min(2 * self._wait, self.max_delay)
+            with self._wake:
+                idle = not self._pending
+            if idle:
                 connection.close()  # this thread's own connection; the next round opens another
 
+    def flush(self, timeout: float = -1) -> bool:
+        """Seal the chains asked for so far (every chain with unsealed events on the first round), here and now;
+        returns whether each was sealed to its end (those that were not are asked for again). ``timeout``: how long
+        to wait for a round in progress (-1: as long as it takes); False if it did not end in time."""
+        if not self._round.acquire(timeout=timeout):
+            return False
+        left: set[str] = set()
+        sealed = 0
+        try:
+            with self._wake:
+                chains, self._pending = self._pending, set()
+            try:
+                if not self._swept:
+                    chains |= set(chains_to_seal())
+                    self._swept = True
+            except Exception:  # noqa: BLE001 - sweep again on the next round
+                logger.exception("the audit chains to seal could not be listed")
+            for chain in sorted(chains):
+                try:
+                    while (done := seal_chain(chain)) >= SEAL_BATCH * 20:  # a full run: more may be waiting
+                        sealed += done
+                    sealed += done
+                    if AuditEvent.unscoped.filter(chain=chain, seq__isnull=True).exists():
+                        left.add(chain)  # another sealer held the chain, or (PostgreSQL) an older write is open
+                except Exception:  # noqa: BLE001 - tried again on the next round; verify_audit_chain reports it
+                    logger.exception("audit chain %s could not be sealed", chain)
+                    left.add(chain)
+            self.rounds += 1
+            self.sealing_rounds += sealed > 0
+        finally:
+            if left:
+                with self._wake:
+                    self._pending |= left
+            self._round.release()
+        return not left
+
     def reset_after_fork(self) -> None:
-        self._wake = threading.Condition()
-        self._pending, self._thread = set(), None
+        self._wake, self._round = threading.Condition(), threading.Lock()
+        self._pending, self._thread, self._wait = set(), None, self.delay
 
 
 _SEALER: BackgroundSealer | None = None
@@ -219,17 +241,20 @@ def background_sealer() -> BackgroundSealer:
     global _SEALER  # noqa: PLW0603 - one per process
     with _SEALER_LOCK:
         if _SEALER is None:
-            _SEALER = BackgroundSealer()
+            _SEALER = BackgroundSealer(max_delay=settings.AUDIT_SEAL_EVERY_SECONDS)
             atexit.register(_flush_at_exit)
         return _SEALER
 
 
 def _flush_at_exit() -> None:
-    if _SEALER is not None and _SEALER._pending:  # noqa: SLF001
-        try:
-            _SEALER.flush()
-        except Exception:  # noqa: BLE001 - the next process's first round seals them
-            logger.exception("audit events could not be sealed at exit")
+    """At exit: wait (up to 30 s) for a round in progress, then seal what is still asked for."""
+    sealer = _SEALER
+    if sealer is None or not (sealer._pending or sealer._round.locked()):  # noqa: SLF001
+        return
+    try:
+        sealer.flush(timeout=30)
+    except Exception:  # noqa: BLE001 - the next process's first round seals them
+        logger.exception("audit events could not be sealed at exit")
 
 
 def _after_fork_in_child() -> None:

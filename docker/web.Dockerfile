@@ -59,4 +59,4 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
 # several processes with 2 threads each answer many users sooner than few processes with many threads
 # (bench/README.md: 6x2 against 2x4 on 2 cores, 50 users).
 ENV WEB_PROCESSES=4 WEB_THREADS=2
-CMD ["sh", "-c", "exec gunicorn config.wsgi:application --bind 0.0.0.0:8000 --worker-class gthread --workers \"$WEB_PROCESSES\" --threads \"$WEB_THREADS\" --timeout 120 --worker-tmp-dir /tmp"]
+CMD ["sh", "-c", "exec gunicorn config.wsgi:application --bind 0.0.0.0:8000 --worker-class gthread --workers \"${WEB_PROCESSES:-4}\" --threads \"${WEB_THREADS:-2}\" --timeout 120 --worker-tmp-dir /tmp"]

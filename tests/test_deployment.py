@@ -131,7 +131,7 @@ def test_the_web_container_runs_threaded_processes_sized_by_the_environment() ->
     cmd = next(line for line in (DOCKER / "web.Dockerfile").read_text().splitlines() if line.startswith("CMD"))
     shell = json.loads(cmd.removeprefix("CMD").strip())[-1]
     assert "--worker-class gthread" in shell
-    assert '--workers "$WEB_PROCESSES"' in shell and '--threads "$WEB_THREADS"' in shell
+    assert '--workers "${WEB_PROCESSES:-4}"' in shell and '--threads "${WEB_THREADS:-2}"' in shell
     assert "ENV WEB_PROCESSES=4 WEB_THREADS=2" in (DOCKER / "web.Dockerfile").read_text()
     web = yaml.safe_load(COMPOSE.read_text())["services"]["web"]["environment"]
     assert web["WEB_PROCESSES"] == "${WEB_PROCESSES:-4}" and web["WEB_THREADS"] == "${WEB_THREADS:-2}"

@@ -1,5 +1,5 @@
-"""The web process (``config.wsgi``): its garbage-collector setting, parsed strictly and applied at start-up, and
-what it loads."""
+"""The web process (``config.wsgi``, its start-up settings in ``config.process``): its garbage-collector setting,
+parsed strictly and applied at start-up, and what it loads."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-from config.wsgi import gc_threshold
+from config.process import gc_threshold
 
 
 def test_threshold_values() -> None:

@@ -206,6 +206,8 @@ ANALYSIS_WARMUP = env_bool("ANALYSIS_WARMUP", True)
 # Analyses queued longer than this (a lost broker message) are sent again by the periodic sweep
 # "analysis.requeue_stale" (celery beat) or by `manage.py requeue_analyses`.
 ANALYSIS_REQUEUE_AFTER_SECONDS = int(os.environ.get("ANALYSIS_REQUEUE_AFTER_SECONDS", "300"))
+# Seconds between runs of the audit sealer (beat "audit-seal"; the background sealer's longest retry wait too).
+AUDIT_SEAL_EVERY_SECONDS = float(os.environ.get("AUDIT_SEAL_EVERY_SECONDS", "5"))
 CELERY_BEAT_SCHEDULE = {
     "analysis-requeue-stale": {
         "task": "analysis.requeue_stale",
@@ -220,8 +222,8 @@ CELERY_BEAT_SCHEDULE = {
     # (clinics/audit.py); a message not taken within the period is dropped, the next one seals the same events
     "audit-seal": {
         "task": "clinics.audit_seal",
-        "schedule": float(os.environ.get("AUDIT_SEAL_EVERY_SECONDS", "5")),
-        "options": {"expires": float(os.environ.get("AUDIT_SEAL_EVERY_SECONDS", "5"))},
+        "schedule": AUDIT_SEAL_EVERY_SECONDS,
+        "options": {"expires": AUDIT_SEAL_EVERY_SECONDS},
     },
 }
 # verify_audit_chain reports an audit event still unsealed this many seconds after it was recorded (a stopped

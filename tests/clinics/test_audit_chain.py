@@ -588,7 +588,7 @@ def test_embedded_default_seals_in_a_background_round_after_the_commits(eager: N
     while AuditEvent.unscoped.filter(seq__isnull=True).exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not AuditEvent.unscoped.filter(seq__isnull=True).exists()
-    assert 1 <= sealer.rounds <= 3  # 7 committing transactions (clinic_create's too), sealed in a round or few
+    assert 1 <= sealer.sealing_rounds <= 3  # 7 committing transactions (clinic_create's too), a round or few
     head = AuditChainHead.objects.get(chain=str(clinic.id))
     assert head.last_seq == AuditEvent.unscoped.filter(chain=str(clinic.id)).count()
     assert verify()[0] == 0
@@ -616,3 +616,47 @@ def test_background_sealer_seals_leftovers_and_what_is_asked_at_exit(eager: None
     assert AuditEvent.unscoped.get(pk=asked.pk).seq is not None
     assert AuditEvent.unscoped.get(pk=leftover.pk).seq is not None  # the other chain, swept by the first round
     assert verify()[0] == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_background_sealer_tries_a_chain_again_after_a_failed_round(eager: None, settings, monkeypatch) -> None:  # noqa: ANN001
+    """A round whose sealing fails (the database locked, a lost connection) asks for the chain again: the events
+    are sealed by a later round, not left for a next commit that may never come."""
+    settings.AUDIT_SEAL_IN_BACKGROUND = True
+    clinic = clinic_create(name="Retry", slug="retry")
+    seal_committed()
+    sealer = audit.BackgroundSealer(delay=0.05, max_delay=0.2)
+    monkeypatch.setattr(audit, "_SEALER", sealer)
+    real, failures = audit.seal_chain, []
+
+    def failing_once(chain: str, **kwargs: object) -> int:
+        if not failures:
+            failures.append(chain)
+            raise DatabaseError("database is locked")
+        return real(chain, **kwargs)
+
+    monkeypatch.setattr(audit, "seal_chain", failing_once)
+    event = audit.record(action="test.retry", clinic_id=clinic.id)
+    deadline = time.monotonic() + 20
+    while AuditEvent.unscoped.get(pk=event.pk).seq is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert failures == [str(clinic.id)]
+    assert AuditEvent.unscoped.get(pk=event.pk).seq is not None
+    assert sealer.rounds >= 2
+    assert verify()[0] == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_exit_waits_for_a_round_in_progress_then_seals_what_is_asked(eager: None, settings, monkeypatch) -> None:  # noqa: ANN001
+    settings.AUDIT_SEAL_IN_BACKGROUND = True
+    clinic = clinic_create(name="Exit", slug="exit")
+    seal_committed()
+    sealer = audit.BackgroundSealer(delay=3600)
+    monkeypatch.setattr(audit, "_SEALER", sealer)
+    sealer._round.acquire()  # noqa: SLF001 - a round in progress elsewhere
+    threading.Timer(0.5, sealer._round.release).start()  # noqa: SLF001
+    event = audit.record(action="test.exit", clinic_id=clinic.id)
+    started = time.monotonic()
+    audit._flush_at_exit()  # noqa: SLF001
+    assert time.monotonic() - started >= 0.4  # it waited for the round to end
+    assert AuditEvent.unscoped.get(pk=event.pk).seq is not None
