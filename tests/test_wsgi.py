@@ -23,17 +23,30 @@ def test_threshold_values() -> None:
             gc_threshold(bad)
 
 
-def _started(threshold: str | None) -> str:
+def _in_a_web_process(code: str, **env_changes: str | None) -> str:
+    """The last line ``code`` prints in a fresh Python that imports ``config.wsgi`` as a web process does (test
+    settings, no warm-up), with the environment changed by ``env_changes`` (None: unset)."""
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test", "ANALYSIS_WARMUP": "0"}
-    env.pop("PYTHON_GC_THRESHOLD", None)
-    if threshold is not None:
-        env["PYTHON_GC_THRESHOLD"] = threshold
-    code = "import gc, config.wsgi; print(gc.get_threshold(), gc.get_freeze_count() > 1000)"
+    for name, value in env_changes.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
     done = subprocess.run(
-        [sys.executable, "-c", code], env=env, cwd=settings.BASE_DIR, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", "import config.wsgi\n" + code],
+        env=env,
+        cwd=settings.BASE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout.strip().splitlines()[-1]
+
+
+def _started(threshold: str | None) -> str:
+    code = "import gc; print(gc.get_threshold(), gc.get_freeze_count() > 1000)"
+    return _in_a_web_process(code, PYTHON_GC_THRESHOLD=threshold)
 
 
 def test_the_web_application_freezes_its_start_up_heap_and_sets_the_threshold() -> None:
@@ -45,13 +58,8 @@ def test_the_web_application_freezes_its_start_up_heap_and_sets_the_threshold() 
 def test_the_web_application_does_not_load_torch() -> None:
     """torch is the workers' (about 650 MB a process): a web process that imported it for nothing could run fewer
     processes in the same memory. (The embedded default loads it when it warms its in-process models.)"""
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test", "ANALYSIS_WARMUP": "0"}
-    code = "import sys, config.wsgi; print(sorted(m for m in ('torch', 'torchvision') if m in sys.modules))"
-    done = subprocess.run(
-        [sys.executable, "-c", code], env=env, cwd=settings.BASE_DIR, capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip().splitlines()[-1] == "[]"
+    code = "import sys; print(sorted(m for m in ('torch', 'torchvision') if m in sys.modules))"
+    assert _in_a_web_process(code) == "[]"
 
 
 @pytest.mark.parametrize(
@@ -64,14 +72,5 @@ def test_a_web_process_beside_workers_gives_the_gate_one_model_thread(
     """With a broker the web process only embeds uploads for the image gate: one OpenMP thread (torch's width when
     it is imported later); without one (the embedded default runs analyses in-process) it keeps the machine's; an
     explicit OMP_NUM_THREADS wins."""
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test", "ANALYSIS_WARMUP": "0"}
-    env["REDIS_URL"] = redis_url
-    env.pop("OMP_NUM_THREADS", None)
-    if given is not None:
-        env["OMP_NUM_THREADS"] = given
-    code = "import os, config.wsgi; print(os.environ.get('OMP_NUM_THREADS', 'unset'))"
-    done = subprocess.run(
-        [sys.executable, "-c", code], env=env, cwd=settings.BASE_DIR, capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip().splitlines()[-1] == expected
+    code = "import os; print(os.environ.get('OMP_NUM_THREADS', 'unset'))"
+    assert _in_a_web_process(code, REDIS_URL=redis_url, OMP_NUM_THREADS=given) == expected
