@@ -97,6 +97,7 @@ test-faults: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(VENV)/bin/lint-imports
 
 check-migrations: $(STAMP)

@@ -201,9 +201,11 @@ def clinic_head(model: ClinicModel) -> adapt.ClinicHead:
 
 def clinic_models_in_use(modality: str) -> bool:
     """Whether the clinic has an active or a shadowed model of that modality (one query)."""
-    return ClinicModel.objects.filter(modality=modality).filter(
-        Q(status=ClinicModelStatus.ACTIVE) | Q(shadow=True)
-    ).exists()
+    return (
+        ClinicModel.objects.filter(modality=modality)
+        .filter(Q(status=ClinicModelStatus.ACTIVE) | Q(shadow=True))
+        .exists()
+    )
 
 
 def clinic_model_active(modality: str) -> ClinicModel | None:
@@ -298,7 +300,6 @@ def clinic_scores(
     return [dict(zip(head.labels, map(float, row), strict=True)) for row in probs]
 
 
-
 def clinic_results(
     results: list[dict[str, Any]],
     pixels: list[PILImage.Image],
@@ -328,9 +329,7 @@ def clinic_results(
         if active_scores is not None:
             maps = {f["condition"]: f for f in result["findings"]}
             scores = active_scores[i]
-            findings = [
-                {**maps[code], "probability": p} for code, p in scores.items() if p >= floor and code in maps
-            ]
+            findings = [{**maps[code], "probability": p} for code, p in scores.items() if p >= floor and code in maps]
             findings.sort(key=lambda f: -f["probability"])
             shown.update(scores=scores, findings=findings, clinic_model_id=active.pk)
         if shadow_scores is not None:

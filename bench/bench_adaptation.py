@@ -249,9 +249,11 @@ def main() -> int:
         table(
             ["held-back photos", "base", "clinic model"],
             [
-                [f"healthy-looking with any finding (of {b['healthy_images']})",
-                 f"{b['healthy_with_any_finding']} ({b['false_finding_rate']:.0%})",
-                 f"{a['healthy_with_any_finding']} ({a['false_finding_rate']:.0%})"],
+                [
+                    f"healthy-looking with any finding (of {b['healthy_images']})",
+                    f"{b['healthy_with_any_finding']} ({b['false_finding_rate']:.0%})",
+                    f"{a['healthy_with_any_finding']} ({a['false_finding_rate']:.0%})",
+                ],
                 [
                     f"sensitivity on {b['sick_images']} photos with disease",
                     f"{b['sensitivity']:.3f}",
@@ -261,8 +263,11 @@ def main() -> int:
                     [f"  {c}", str(b["sensitivity_per_condition"][c]), str(a["sensitivity_per_condition"][c])]
                     for c in CONDITIONS
                 ],
-                ["not assessable (healthy / disease)", f"{b['healthy_not_assessable']} / {b['sick_not_assessable']}",
-                 f"{a['healthy_not_assessable']} / {a['sick_not_assessable']}"],
+                [
+                    "not assessable (healthy / disease)",
+                    f"{b['healthy_not_assessable']} / {b['sick_not_assessable']}",
+                    f"{a['healthy_not_assessable']} / {a['sick_not_assessable']}",
+                ],
             ],
         )
     )

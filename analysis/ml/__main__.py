@@ -132,7 +132,7 @@ def _add_ood_fit(sub):
 def _add_anchors_fit(sub):
     p = sub.add_parser(
         "anchors-fit",
-        help="embed a photo artefact's validation photos (anchors.npz) for clinic models; model.json \"adaptation\"",
+        help='embed a photo artefact\'s validation photos (anchors.npz) for clinic models; model.json "adaptation"',
     )
     p.add_argument("--artifact-dir", required=True)
     p.add_argument("--data", default=None, help="manifest CSV or labelled image folder (default: shared manifest)")

@@ -72,7 +72,9 @@ def _upload(world: World, data: bytes, modality: str = "photo"):  # noqa: ANN202
 
 
 def test_a_blurred_photo_is_stored_not_queued_and_says_why_at_once(
-    alice: World, gated_model, django_capture_on_commit_callbacks  # noqa: ANN001
+    alice: World,
+    gated_model,
+    django_capture_on_commit_callbacks,  # noqa: ANN001
 ) -> None:
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         response = _upload(alice, blurred_photo())
@@ -160,7 +162,8 @@ def test_the_model_s_own_out_of_distribution_refusal_is_recorded(alice: World, g
 
 
 def test_findings_of_an_unfamiliar_image_are_marked_and_hidden_when_the_clinic_chooses(
-    alice: World, gated_model  # noqa: ANN001
+    alice: World,
+    gated_model,  # noqa: ANN001
 ) -> None:
     finding = {"condition": "gingivitis", "probability": 0.95, "box": [0.1, 0.1, 0.2, 0.2], "heatmap": None}
     result = {"scores": {"gingivitis": 0.95}, "findings": [finding], "unfamiliar": True, "ood_score": 3.0}
