@@ -219,6 +219,7 @@ class BackgroundSealer:
                 except Exception:  # noqa: BLE001 - tried again on the next round; verify_audit_chain reports it
                     logger.exception("audit chain %s could not be sealed", chain)
                     left.add(chain)
+                    connection.close_if_unusable_or_obsolete()  # a lost connection: the next round opens another
             self.rounds += 1
             self.sealing_rounds += sealed > 0
         finally:
