@@ -25,11 +25,10 @@ from __future__ import annotations
 
 import contextlib
 import io
-import math
 import re
 import unicodedata
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import BinaryIO
 
@@ -706,32 +705,9 @@ def _colour_hint(im: Image.Image) -> Image.Image | None:
     return small
 
 
-def _jpeg(im: Image.Image, box: int, quality: int) -> tuple[bytes, Image.Image]:
-    """A JPEG of ``im`` fitted into ``box`` x ``box``, and the downscaled image it encodes."""
+def _jpeg(im: Image.Image, box: int, quality: int) -> bytes:
     small = im.copy()
     small.thumbnail((box, box), Image.Resampling.LANCZOS)
-    out = io.BytesIO()
-    small.save(out, "JPEG", quality=quality)
-    return out.getvalue(), small
-
-
-def _fitted(size: tuple[int, int], box: int) -> tuple[int, int]:
-    """The size ``Image.thumbnail((box, box))`` gives an image of ``size``: proportions kept, never enlarged."""
-    width, height = size
-    if width <= box and height <= box:
-        return size
-    aspect = width / height
-
-    def nearest(number: float, key: Callable[[int], float]) -> int:
-        return max(min(math.floor(number), math.ceil(number), key=key), 1)
-
-    if aspect >= 1:
-        return box, nearest(box / aspect, lambda n: 0 if n == 0 else abs(aspect - box / n))
-    return nearest(box * aspect, lambda n: abs(aspect - n / box)), box
-
-
-def _jpeg_at(im: Image.Image, size: tuple[int, int], quality: int) -> bytes:
-    small = im.resize(size, Image.Resampling.LANCZOS) if im.size != size else im
     out = io.BytesIO()
     small.save(out, "JPEG", quality=quality)
     return out.getvalue()
@@ -746,10 +722,6 @@ def _finish(image: Image.Image, original_format: str, window: tuple[int, int] | 
         bit_depth = 8
     png = io.BytesIO()
     image.save(png, "PNG", compress_level=3)  # ~2x faster than 6 on photos, ~10% larger
-    preview, preview_image = _jpeg(display, PREVIEW_SIZE, PREVIEW_QUALITY)
-    # the thumbnail from the preview's pixels, not the full image (7.5 -> ~1 ms for a 1280x960 photo), at the
-    # size the full image's proportions give
-    thumbnail = _jpeg_at(preview_image, _fitted(display.size, THUMBNAIL_SIZE), THUMBNAIL_QUALITY)
     return SanitizedImage(
         data=png.getvalue(),
         width=image.width,
@@ -757,8 +729,8 @@ def _finish(image: Image.Image, original_format: str, window: tuple[int, int] | 
         mode=image.mode,
         bit_depth=bit_depth,
         original_format=original_format,
-        preview=preview,
-        thumbnail=thumbnail,
+        preview=_jpeg(display, PREVIEW_SIZE, PREVIEW_QUALITY),
+        thumbnail=_jpeg(display, THUMBNAIL_SIZE, THUMBNAIL_QUALITY),
         window=window,
         pixels=image,
     )

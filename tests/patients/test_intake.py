@@ -536,8 +536,8 @@ def test_module_does_not_import_django():
     assert "django" not in modules and "rest_framework" not in modules
     # core: the plain-Python bottom layer (IntakeError derives from core.errors.ApplicationError); tests/core
     # checks that it imports no Django.
-    assert modules <= {"__future__", "contextlib", "io", "math", "re", "unicodedata", "warnings", "collections",
-                       "dataclasses", "typing", "numpy", "pillow_heif", "pydicom", "PIL", "core"}  # fmt: skip
+    assert modules <= {"__future__", "contextlib", "io", "re", "unicodedata", "warnings", "collections", "dataclasses",
+                       "typing", "numpy", "pillow_heif", "pydicom", "PIL", "core"}  # fmt: skip
 
 
 def test_intake_error_shape():
