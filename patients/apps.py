@@ -13,7 +13,7 @@ class PatientsConfig(AppConfig):
         from clinics.access import route_guard_register
         from clinics.views_base import page_context_register
 
-        from . import pages
+        from . import pages, tasks  # noqa: F401 - tasks: registers this app's Celery tasks (core.queue finds them)
         from .restricted import restricted_route_guard
 
         # clinics closes restricted records' routes and shows patient figures through these hooks.

@@ -1,8 +1,9 @@
 """The one intake pipeline for uploaded images, shared by the HTML upload and the REST API.
 
-``sanitize_upload`` takes the raw bytes of an upload and returns a freshly built PNG (plus JPEG
-preview and thumbnail) made from decoded pixels only, or raises ``IntakeError`` with a stable
-machine code, a sentence for clinic staff and an HTTP status.
+``sanitize_upload`` takes the raw bytes of an upload and returns a freshly built PNG made from decoded
+pixels only, or raises ``IntakeError`` with a stable machine code, a sentence for clinic staff and an HTTP
+status. ``display_variants`` makes the JPEG preview and thumbnail of such a PNG: a worker does that after the
+upload has been answered (``patients.services.image_derive``).
 
 What it guarantees (see /shared/SECURITY.md, "Hostile and odd uploads"):
 
@@ -52,6 +53,7 @@ __all__ = [
     "MODALITIES",
     "IntakeError",
     "SanitizedImage",
+    "display_variants",
     "safe_display_name",
     "sanitize_upload",
 ]
@@ -90,8 +92,6 @@ class SanitizedImage:
     mode: str  # "RGB", "L" or "I;16"
     bit_depth: int  # 8 or 16
     original_format: str  # "JPEG", "PNG", "MPO", "HEIF", "DICOM"
-    preview: bytes  # JPEG, longest side <= PREVIEW_SIZE, 8-bit
-    thumbnail: bytes  # JPEG, longest side <= THUMBNAIL_SIZE, 8-bit
     window: tuple[int, int] | None  # raw (low, high) used to window 16-bit data for display
     pixels: Image.Image | None = field(default=None, compare=False)  # the decoded pixels of ``data``
     # An X-ray decoded from a colour image: a small RGB copy (longest side <= COLOUR_HINT_SIZE) of that image
@@ -714,12 +714,6 @@ def _jpeg(im: Image.Image, box: int, quality: int) -> bytes:
 
 
 def _finish(image: Image.Image, original_format: str, window: tuple[int, int] | None) -> SanitizedImage:
-    if image.mode == "I;16":
-        display = _apply_window(np.asarray(image).astype(np.uint16), window or (0, 65535))
-        bit_depth = 16
-    else:
-        display = image
-        bit_depth = 8
     png = io.BytesIO()
     image.save(png, "PNG", compress_level=3)  # ~2x faster than 6 on photos, ~10% larger
     return SanitizedImage(
@@ -727,10 +721,22 @@ def _finish(image: Image.Image, original_format: str, window: tuple[int, int] | 
         width=image.width,
         height=image.height,
         mode=image.mode,
-        bit_depth=bit_depth,
+        bit_depth=16 if image.mode == "I;16" else 8,
         original_format=original_format,
-        preview=_jpeg(display, PREVIEW_SIZE, PREVIEW_QUALITY),
-        thumbnail=_jpeg(display, THUMBNAIL_SIZE, THUMBNAIL_QUALITY),
         window=window,
         pixels=image,
     )
+
+
+def display_variants(data: bytes, window: tuple[int, int] | None) -> tuple[bytes, bytes]:
+    """The preview and the thumbnail (8-bit JPEGs, longest side at most ``PREVIEW_SIZE`` and ``THUMBNAIL_SIZE``)
+    of a sanitised image: ``data`` is ``SanitizedImage.data`` as stored, ``window`` its ``window``. 16-bit data
+    is shown through that window, never clipped. Only this module's own PNGs come here: they are decoded
+    without the intake's checks, which they passed when they were made."""
+    with Image.open(io.BytesIO(data)) as decoded:
+        decoded.load()
+        if decoded.mode in _SIXTEEN_BIT_MODES:
+            display = _apply_window(np.asarray(decoded).astype(np.uint16), window or (0, 65535))
+        else:
+            display = decoded
+        return _jpeg(display, PREVIEW_SIZE, PREVIEW_QUALITY), _jpeg(display, THUMBNAIL_SIZE, THUMBNAIL_QUALITY)

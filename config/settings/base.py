@@ -175,6 +175,7 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "analysis.*": {"queue": "gpu"},
     "clinics.*": {"queue": "default"},
+    "patients.*": {"queue": "default"},
     "webhooks.*": {"queue": "default"},
     "dicom.*": {"queue": "default"},
 }

@@ -26,7 +26,7 @@ from core.key_providers import reset_key_provider
 from patients.intake import IntakeError
 from patients.models import DataKey, Image, Patient
 from patients.selectors import image_get, patient_get
-from patients.services import image_ingest, image_read
+from patients.services import image_derive, image_ingest, image_read
 from patients.storage import blob_size
 
 from ..conftest import World, build_clinic, png_bytes, requires_postgres, token_client, user_client
@@ -90,9 +90,10 @@ def test_every_hostile_or_odd_file_through_the_api(
         if case.original_format:
             assert body["original_format"] == case.original_format
         stored = Image.unscoped.get(pk=body["id"])
-        # original, preview, thumbnail, and the copy at the active model's input (the shipped model's)
+        # the original and the copy at the active model's input (the shipped model's); the preview and thumbnail
+        # come after the answer (tests/patients/test_image_derive.py)
         assert stored.model_input_key and stored.model_input_spec
-        assert len(stored_files(_image_storage)) == len(before_files) + len(stored.blob_keys) == len(before_files) + 4
+        assert len(stored_files(_image_storage)) == len(before_files) + len(stored.blob_keys) == len(before_files) + 2
         served = token_client(alice, "staff").get(body["file"])
         assert served.status_code == 200 and served["Cache-Control"] == "no-store"
         image = PILImage.open(io.BytesIO(served.content))
@@ -140,6 +141,8 @@ def test_served_image_has_no_exif_and_is_upright(alice: World) -> None:
 
 
 def test_a_flipped_byte_is_an_error_and_an_audit_event(alice: World, _image_storage: Path) -> None:
+    with clinic_scope(alice.clinic.id):
+        image_derive(image=image_get(alice.image.pk))  # the thumbnail, made before the damage
     path = _image_storage / alice.image.original_key
     blob = bytearray(path.read_bytes())
     blob[len(blob) // 2] ^= 0x01
@@ -156,6 +159,13 @@ def test_a_flipped_byte_is_an_error_and_an_audit_event(alice: World, _image_stor
         .status_code
         == 200
     )
+    # a preview not made yet is not made from a damaged original
+    with clinic_scope(alice.clinic.id):
+        Image.objects.filter(pk=alice.image.pk).update(preview_key="")
+    preview = token_client(alice, "staff").get(
+        reverse("api:image-file", kwargs={"pk": alice.image.pk}) + "?variant=preview"
+    )
+    assert preview.status_code == 500 and preview.json()["error"]["code"] == "integrity_check_failed"
 
 
 def test_rotation_rewraps_keys_and_every_image_still_decrypts(
@@ -231,12 +241,14 @@ def test_erasure_removes_everything_and_crypto_shreds_copies(
     django_capture_on_commit_callbacks,  # noqa: ANN001
 ) -> None:
     with clinic_scope(alice.clinic.id):
+        image_derive(image=image_get(alice.image.pk))
         image = image_get(alice.image.pk)
         copy = (_image_storage / image.original_key).read_bytes()  # e.g. a backup taken before erasure
         from patients.keys import patient_key
 
         assert crypto.decrypt(patient_key(image.patient), copy, f"image:{image.pk}:original".encode())
-    blobs = {image.original_key, image.preview_key, image.thumbnail_key}
+    blobs = set(image.blob_keys.values())
+    assert len(blobs) == 3  # original, preview, thumbnail (the fixture stores no model-input copy)
     client = token_client(alice, "clinic_admin")
     with django_capture_on_commit_callbacks(execute=True):
         response = client.delete(reverse("api:patient-detail", kwargs={"pk": alice.patient.pk}))

@@ -23,6 +23,7 @@ from patients.intake import (
     MODALITIES,
     IntakeError,
     SanitizedImage,
+    display_variants,
     safe_display_name,
     sanitize_upload,
 )
@@ -97,7 +98,7 @@ def assert_clean_output(result: SanitizedImage, case: Case | None = None) -> Non
         assert result.original_format == case.original_format
 
     # Preview and thumbnail: 8-bit JPEGs within their size, with no metadata segments.
-    for blob, limit in ((result.preview, 1024), (result.thumbnail, 256)):
+    for blob, limit in ((preview_of(result), 1024), (thumbnail_of(result), 256)):
         markers = jpeg_markers(blob)
         assert set(markers) <= JPEG_ALLOWED_MARKERS, [hex(m) for m in markers]
         pv = Image.open(io.BytesIO(blob), formats=["JPEG"])
@@ -107,9 +108,18 @@ def assert_clean_output(result: SanitizedImage, case: Case | None = None) -> Non
         assert max(pv.size) <= limit
         assert "exif" not in pv.info and "icc_profile" not in pv.info
 
-    for blob in (result.data, result.preview, result.thumbnail):
+    for blob in (result.data, preview_of(result), thumbnail_of(result)):
         for marker in FORBIDDEN_IN_OUTPUT:
             assert marker not in blob, marker
+
+
+def preview_of(result: SanitizedImage) -> bytes:
+    """The preview a worker makes of the stored PNG (``display_variants``), as the viewer is served it."""
+    return display_variants(result.data, result.window)[0]
+
+
+def thumbnail_of(result: SanitizedImage) -> bytes:
+    return display_variants(result.data, result.window)[1]
 
 
 def px(result: SanitizedImage) -> np.ndarray:
@@ -250,7 +260,7 @@ def test_mpo_keeps_first_frame_only():
 def test_rgb_xray_becomes_greyscale():
     result = run(BY_ID["rgb_xray_jpeg"])
     assert result.mode == "L" and result.bit_depth == 8 and result.window is None
-    assert Image.open(io.BytesIO(result.preview)).mode == "L"
+    assert Image.open(io.BytesIO(preview_of(result))).mode == "L"
 
 
 def test_heic_is_decoded():
@@ -275,11 +285,11 @@ def test_png16_xray_values_preserved_exactly_and_preview_windowed():
     low, high = result.window
     assert 0 <= low < high <= 65535
     assert low >= 500 and high <= 3999  # the 0.5/99.5 percentiles ignore the two outliers (0, 65535)
-    preview = np.asarray(Image.open(io.BytesIO(result.preview)))
+    preview = np.asarray(Image.open(io.BytesIO(preview_of(result))))
     assert preview.ndim == 2
     assert 40 < preview.mean() < 215, "a clipped convert('L') would be almost all white"
     assert (preview < 30).mean() > 0.01 and (preview > 225).mean() > 0.01  # uses the full range
-    assert np.asarray(Image.open(io.BytesIO(result.thumbnail))).mean() < 215
+    assert np.asarray(Image.open(io.BytesIO(thumbnail_of(result)))).mean() < 215
 
 
 def test_png16_photo_is_windowed_to_rgb():
@@ -302,8 +312,8 @@ def test_preview_and_thumbnail_are_downscaled():
     im = Image.effect_noise((1500, 600), 40).convert("RGB")
     result = sanitize_upload(io.BytesIO(hc.save(im, "JPEG", quality=70)), modality="photo")
     assert (result.width, result.height) == (1500, 600)
-    assert Image.open(io.BytesIO(result.preview)).size == (1024, 410)
-    assert Image.open(io.BytesIO(result.thumbnail)).size == (256, 102)
+    assert Image.open(io.BytesIO(preview_of(result))).size == (1024, 410)
+    assert Image.open(io.BytesIO(thumbnail_of(result))).size == (256, 102)
 
 
 # --------------------------------------------------------------------------- DICOM
@@ -315,10 +325,10 @@ def test_dicom_16bit_values_kept_and_no_tags_or_preamble():
     result = run(case)
     np.testing.assert_array_equal(np.asarray(open_png(result.data)), hc.dicom_array16())
     assert result.window is not None and result.bit_depth == 16
-    for blob in (result.data, result.preview, result.thumbnail):
+    for blob in (result.data, preview_of(result), thumbnail_of(result)):
         for marker in (b"MZ", b"DOS mode", b"Hostile", b"19700101", b"1.2.826.0.1.3680043", b"DICM"):
             assert marker not in blob
-    preview = np.asarray(Image.open(io.BytesIO(result.preview)))
+    preview = np.asarray(Image.open(io.BytesIO(preview_of(result))))
     assert 40 < preview.mean() < 215
 
 

@@ -65,17 +65,19 @@ def _keys(client) -> set[str]:  # noqa: ANN001
 def test_images_round_trip_through_s3_encrypted(
     s3_images,
     alice: World,  # noqa: ANN001
+    eager: None,
     django_capture_on_commit_callbacks,
 ) -> None:  # noqa: ANN001
     before = _keys(s3_images)
     f = io.BytesIO(png_bytes((90, 70), (12, 34, 56)))
     f.name = "../../etc/passwd.png"
     client = token_client(alice, "staff")
-    response = client.post(
-        reverse("api:patient-image-list", kwargs={"pk": alice.patient.pk}),
-        {"file": f, "modality": "photo"},
-        format="multipart",
-    )
+    with django_capture_on_commit_callbacks(execute=True):  # and the preview and thumbnail, made after commit
+        response = client.post(
+            reverse("api:patient-image-list", kwargs={"pk": alice.patient.pk}),
+            {"file": f, "modality": "photo"},
+            format="multipart",
+        )
     assert response.status_code == 201, response.content
     new = _keys(s3_images) - before
     # original, preview, thumbnail and the model-input copy
