@@ -250,9 +250,7 @@ def image_ingest(
                     "format": sanitized.original_format,
                 },
             )
-            transaction.on_commit(
-                functools.partial(task_send_after_response, DERIVE_IMAGE, str(image.pk), str(clinic_id))
-            )
+            transaction.on_commit(functools.partial(_derive_later, str(image.pk), str(clinic_id)))
     except BaseException:
         for name in written:
             try:
@@ -261,6 +259,15 @@ def image_ingest(
                 logger.exception("could not remove blob %s after a failed upload", name)
         raise
     return image
+
+
+def _derive_later(image_id: str, clinic_id: str) -> None:
+    """Ask a worker for the preview and thumbnail (after commit). A broker that is down must not turn a committed
+    upload into an error (the client would retry and store it twice): the first read makes them instead."""
+    try:
+        task_send_after_response(DERIVE_IMAGE, image_id, clinic_id)
+    except Exception:  # noqa: BLE001 - kombu raises its own OperationalError and plain socket errors
+        logger.warning("image %s: broker unavailable; its preview is made when first read", image_id, exc_info=True)
 
 
 def image_derive(*, image: Image) -> bool:

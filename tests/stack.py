@@ -512,8 +512,9 @@ def invariant_violations(state: dict[str, Any], accepted_image_ids: set[str] | N
     """What is wrong with a recovered installation (empty when nothing was lost or duplicated).
 
     - every accepted upload (201) has an image row, and every image row has exactly one analysis, done;
-    - every image row's blobs (three, four with a model-input copy) exist; no blob exists that no image
-      row names (no orphans);
+    - every image row's original exists, and every other blob it names (the model-input copy; the preview and
+      thumbnail once a worker or a first read made them after the upload was answered); no blob exists that no
+      image row names (no orphans);
     - no analysis or finding points at a missing image or analysis; findings only on done analyses."""
     problems: list[str] = []
     images = {str(i["id"]): i for i in state["images"]}
@@ -522,7 +523,7 @@ def invariant_violations(state: dict[str, Any], accepted_image_ids: set[str] | N
     for image in images.values():
         for key in ("original_key", "preview_key", "thumbnail_key", "model_input_key"):
             if not image.get(key):
-                if key != "model_input_key":  # optional: only when a model taking a copy was active
+                if key == "original_key":  # the others are made later (or, the copy, only for some models)
                     problems.append(f"image {image['id']} has no {key}")
             elif image[key] not in blobs:
                 problems.append(f"image {image['id']}: blob {image[key]} missing")

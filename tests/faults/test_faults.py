@@ -51,6 +51,15 @@ def assert_recovered(stack: Stack, api: Api, accepted: dict[str, str], procs: li
     problems = invariant_violations(state, set(accepted))
     logs = "\n".join(f"--- {p.log_path.name}\n{p.log_path.read_text(errors='replace')[-3000:]}" for p in stack.procs)
     assert set(final.values()) == {"done"} and not problems, f"{final}\n{problems}\n{logs}"
+    # Each accepted upload's thumbnail is served, made by the first read where no worker made it (its message may
+    # have died with the broker): nothing of an upload depends on a message surviving.
+    for image_id in accepted:
+        thumbnail = api.get(f"/api/v1/images/{image_id}/file", variant="thumbnail")
+        assert thumbnail.status_code == 200 and thumbnail.content[:2] == b"\xff\xd8", thumbnail.content[:200]
+    state = stack.state()
+    problems = invariant_violations(state, set(accepted))
+    made = [i for i in state["images"] if i["preview_key"] and i["thumbnail_key"]]
+    assert not problems and len(made) == len(state["images"]), f"{problems}\n{state['images']}"
     audit = stack.verify_audit_chain()
     assert audit.returncode == 0, audit.stdout + audit.stderr
     return state
