@@ -266,36 +266,51 @@ def _derive_later(image_id: str, clinic_id: str) -> None:
     upload into an error (the client would retry and store it twice): the first read makes them instead."""
     try:
         task_send_after_response(DERIVE_IMAGE, image_id, clinic_id)
-    except Exception:  # noqa: BLE001 - kombu raises its own OperationalError and plain socket errors
-        logger.warning("image %s: broker unavailable; its preview is made when first read", image_id, exc_info=True)
+    except Exception:  # noqa: BLE001 - kombu's own errors, sockets; in-process (no broker) the task's own failure
+        logger.warning("image %s: preview not queued or not made now; the first read makes it", image_id, exc_info=True)
 
 
 def image_derive(*, image: Image) -> bool:
     """Make and store the image's preview and thumbnail (``patients.intake.display_variants``) from its
-    sanitised original, unless they exist. Safe to run twice or at once with a read that makes them: the keys
-    are set by compare-and-swap on empty keys, and the loser's blobs are removed. False when there was nothing
-    to do or the image changed or went away meanwhile (erased: nothing of it is kept)."""
+    sanitised original, unless they exist, and audit it (``image.derive``, with the swap). Safe to run twice or at
+    once with a read that makes them: the keys are set by compare-and-swap on empty keys, and the loser's blobs are
+    removed. False when there was nothing to do or the image changed or went away meanwhile (erased: nothing of it
+    is kept). An original that fails its check is audited (``image.integrity_failed``) and raises ``ServiceError``
+    ``integrity_check_failed``, as a read of it would."""
     if image.preview_key and image.thumbnail_key:
         return False
     key = patient_key(image.patient)
-    original = _decrypt_variant(image, "original", key)
+    try:
+        original = _decrypt_variant(image, "original", key)
+    except (crypto.IntegrityFailure, FileNotFoundError, OSError, KeyError) as exc:
+        _integrity_failed(image, "original", exc)
     window = (image.window_low, image.window_high) if image.window_low is not None else None
     preview, thumbnail = display_variants(original, window)
     blobs = [
         crypto.encrypt(key, preview, _aad(image.pk, "preview")),
         crypto.encrypt(key, thumbnail, _aad(image.pk, "thumbnail")),
     ]
+    added = sum(len(blob) for blob in blobs)
     written: list[str] = []
-    swapped = 0
+    swapped: int | None = 0
     try:
         for blob in blobs:
             written.append(blob_put(blob))
-        added = sum(len(blob) for blob in blobs)
-        swapped = Image.objects.filter(pk=image.pk, preview_key="", thumbnail_key="").update(
-            preview_key=written[0], thumbnail_key=written[1], stored_bytes=F("stored_bytes") + added
-        )
+        swapped = None  # unknown until the commit answers
+        with transaction.atomic():
+            swapped = Image.objects.filter(pk=image.pk, preview_key="", thumbnail_key="").update(
+                preview_key=written[0], thumbnail_key=written[1], stored_bytes=F("stored_bytes") + added
+            )
+            if swapped:
+                audit.record(
+                    action="image.derive",
+                    clinic_id=require_clinic_id(),
+                    object_type="image",
+                    object_id=image.pk,
+                    details={"variants": ["preview", "thumbnail"]},
+                )
     finally:
-        if not swapped:
+        if swapped == 0 or (swapped is None and not _names(image.pk, written)):
             for name in written:
                 blob_delete(name)
     if swapped:
@@ -305,8 +320,18 @@ def image_derive(*, image: Image) -> bool:
     try:  # made by another meanwhile: read theirs
         image.refresh_from_db(fields=["preview_key", "thumbnail_key", "stored_bytes"])
     except Image.DoesNotExist:
-        pass  # erased meanwhile
+        image.preview_key = image.thumbnail_key = ""  # erased meanwhile
     return False
+
+
+def _names(image_id: object, written: list[str]) -> bool:
+    """Whether the image row names these blobs (after a swap whose commit did not answer). When even that cannot
+    be read, say yes: a blob left behind is unreadable once its image is erased, one deleted under a row that
+    names it would break the image's preview."""
+    try:
+        return Image.objects.filter(pk=image_id, preview_key=written[0]).exists()
+    except Exception:  # noqa: BLE001 - the database is what failed
+        return True
 
 
 def _check_quota(incoming: int, *, lock: bool = False) -> None:
@@ -368,17 +393,11 @@ def image_read(*, image: Image, variant: str = "original") -> bytes:
     if variant not in IMAGE_VARIANTS:
         raise ServiceError("invalid_variant", f"Unknown image variant {variant!r}.")
     if variant != "original" and not image.blob_keys.get(variant):
-        _derive_now(image)
-    return _read_variant(image, variant)
-
-
-def _derive_now(image: Image) -> None:
-    """A preview or thumbnail read before the worker made it (or after its message was lost): make it here.
-    A failure is the same integrity failure a damaged original gives."""
-    try:
+        # read before the worker made it (or after its message was lost): made here
         image_derive(image=image)
-    except (crypto.IntegrityFailure, FileNotFoundError, OSError) as exc:
-        _integrity_failed(image, "original", exc)
+        if not image.blob_keys.get(variant):
+            raise ServiceError("not_found", "This image no longer exists.", 404)  # erased meanwhile
+    return _read_variant(image, variant)
 
 
 def image_read_pixels16(*, image: Image) -> bytes:

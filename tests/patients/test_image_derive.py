@@ -12,6 +12,8 @@ import pytest
 from django.urls import reverse
 from PIL import Image as PILImage
 
+from clinics.models import AuditEvent
+from clinics.services import ServiceError
 from clinics.tenancy import clinic_scope
 from patients.intake import display_variants
 from patients.models import Image
@@ -150,3 +152,38 @@ def test_a_real_worker_on_the_default_queue_makes_them_after_commit(_image_stora
         assert row.stored_bytes == sum(blob_size(k) for k in row.blob_keys.values())
         preview = image_read(image=image_get(image.pk), variant="preview")
     assert PILImage.open(io.BytesIO(preview)).size == (640, 480)
+
+
+def test_making_them_is_audited_and_a_damaged_original_is_an_integrity_failure(
+    alice: World, _image_storage: Path
+) -> None:
+    image = _upload(alice, _photo(5))
+    assert derive_image(str(image.pk), str(alice.clinic.id)) == "made"
+    made = AuditEvent.unscoped.filter(action="image.derive", object_id=str(image.pk))
+    assert made.count() == 1 and made.get().details == {"variants": ["preview", "thumbnail"]}
+
+    damaged = _upload(alice, _photo(6))
+    path = _image_storage / damaged.original_key
+    blob = bytearray(path.read_bytes())
+    blob[len(blob) // 2] ^= 0x01
+    path.write_bytes(bytes(blob))
+    files = stored_files(_image_storage)
+    assert derive_image(str(damaged.pk), str(alice.clinic.id)) == "integrity_check_failed"
+    assert stored_files(_image_storage) == files  # nothing made from it
+    event = AuditEvent.unscoped.filter(action="image.integrity_failed", object_id=str(damaged.pk)).get()
+    assert event.outcome == "failure" and event.details["variant"] == "original"
+    with clinic_scope(alice.clinic.id):
+        assert not image_get(damaged.pk).preview_key
+
+
+def test_a_read_of_an_image_erased_meanwhile_is_not_found(alice: World, _image_storage: Path) -> None:
+    image = _upload(alice, _photo(7))
+    with clinic_scope(alice.clinic.id):
+        stale = image_get(image.pk)  # a request that loaded the image just before the erasure
+        patient_erase(patient=image_get(image.pk).patient)
+        files = stored_files(_image_storage)
+        with pytest.raises(ServiceError) as raised:
+            image_read(image=stale, variant="preview")
+    assert raised.value.status == 404
+    assert stored_files(_image_storage) == files
+    assert not AuditEvent.unscoped.filter(action="image.integrity_failed", object_id=str(image.pk)).exists()
