@@ -26,10 +26,12 @@ from .monitoring import agreement
 from .reports import amendment_open, report_content, report_sign
 from .reviews import finding_add, finding_review, finding_update, visit_note_get, visit_note_set
 from .selectors import (
+    FindingRow,
     analysis_get,
     analysis_list,
     analysis_settings,
     finding_get,
+    finding_rows_attach,
     is_shown,
     thresholds_for,
     unfamiliar_hidden,
@@ -91,8 +93,10 @@ class FindingOutput(serializers.Serializer):
             "version": int(finding.version),
         }
 
-    def get_reviewed_by(self, finding: Finding) -> str | None:
-        return finding.reviewed_by.email if finding.reviewed_by_id else None
+    def get_reviewed_by(self, finding: Finding | FindingRow) -> str | None:
+        if not finding.reviewed_by_id:
+            return None
+        return finding.reviewed_by_email if isinstance(finding, FindingRow) else finding.reviewed_by.email
 
     def get_tooth_display(self, finding: Finding) -> str | None:
         if not finding.tooth:
@@ -148,7 +152,9 @@ class AnalysisOutput(serializers.Serializer):
         if "hide_unfamiliar" not in self.context:
             self.context["hide_unfamiliar"] = unfamiliar_hidden()
         hide = self.context["hide_unfamiliar"]
-        findings = [f for f in analysis.findings.all() if show_all or is_shown(f, thresholds, hide)]
+        rows = getattr(analysis, "finding_rows", None)  # a page of the list: attached by finding_rows_attach
+        every = rows if rows is not None else analysis.findings.all()
+        findings = [f for f in every if show_all or is_shown(f, thresholds, hide)]
         # One FindingOutput for every analysis of the page: building a serializer copies its fields, which cost
         # more than the findings themselves when done once per analysis.
         if "finding_output" not in self.context:
@@ -238,10 +244,11 @@ class AnalysisListView(ClinicGenericAPIView):
     def get(self, request: Request) -> Response:
         filters = AnalysisFilterInput(data=request.query_params)
         filters.is_valid(raise_exception=True)
-        analyses = analysis_list(**filters.validated_data)
+        analyses = analysis_list(**filters.validated_data, findings=False)
         if not restricted_visible(request.access):
             analyses = analyses.exclude(image__patient__restricted=True)
         page = self.paginate_queryset(analyses)
+        finding_rows_attach(page)
         audit.record(
             action="analysis.list",
             clinic_id=request.access.clinic.id,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from django.db.models import Count, Exists, IntegerField, OuterRef, Prefetch, Q, QuerySet, Subquery, Value
@@ -46,7 +48,7 @@ def thresholds_for(model: ModelVersion) -> dict[str, float]:
     return chosen
 
 
-def is_shown(finding: Finding, thresholds: dict[str, float], hide_unfamiliar: bool = False) -> bool:
+def is_shown(finding: Finding | FindingRow, thresholds: dict[str, float], hide_unfamiliar: bool = False) -> bool:
     """A clinician's finding or a decided one always; a pending suggestion at or above the clinic's threshold,
     unless it comes from an unfamiliar image and the clinic hides those (``hide_unfamiliar``)."""
     if finding.source == FindingSource.CLINICIAN or finding.status != FindingStatus.PENDING:
@@ -118,22 +120,94 @@ LIST_FINDING_FIELDS = (
 )
 
 
-def analysis_list(*, status: str | None = None, visit: object = None) -> QuerySet[Analysis]:
-    analyses = Analysis.objects.prefetch_related(
+def analysis_list(*, status: str | None = None, visit: object = None, findings: bool = True) -> QuerySet[Analysis]:
+    """The clinic's analyses, newest first, with what ``AnalysisOutput`` reads prefetched. ``findings=False`` leaves
+    the findings out: a page of the list attaches them afterwards as rows (``finding_rows_attach``)."""
+    lookups: list[Prefetch] = [
         # prefetched, not joined: one ModelVersion instance per version, shared by the page's rows
         Prefetch("model_version", queryset=ModelVersion.objects.annotate(cache_thresholds=Value(True))),
-        # what FindingOutput and is_shown read: not the heatmaps (kilobytes each), the reviewer's email only
-        Prefetch(
-            "findings",
-            queryset=Finding.objects.select_related("reviewed_by").only(*LIST_FINDING_FIELDS, "reviewed_by__email"),
-        ),
         Prefetch("clinic_model", queryset=ClinicModel.objects.select_related("parent")),
-    ).order_by("-created_at", "id")
+    ]
+    if findings:
+        # what FindingOutput and is_shown read: not the heatmaps (kilobytes each), the reviewer's email only
+        lookups.append(
+            Prefetch(
+                "findings",
+                queryset=Finding.objects.select_related("reviewed_by").only(*LIST_FINDING_FIELDS, "reviewed_by__email"),
+            )
+        )
+    analyses = Analysis.objects.prefetch_related(*lookups).order_by("-created_at", "id")
     if status:
         analyses = analyses.filter(status=status)
     if visit:
         analyses = analyses.filter(image__visit_id=visit)
     return analyses
+
+
+@dataclass(slots=True)
+class FindingRow:
+    """A finding as a page of the analyses list shows it: what ``FindingOutput`` and ``is_shown`` read, from one
+    ``values_list`` query for the whole page. Building a page's hundreds of findings as model instances (each
+    foreign key set through its descriptor) was about half of that request's CPU (bench/README.md)."""
+
+    id: uuid.UUID
+    analysis_id: uuid.UUID
+    source: str
+    condition: str
+    probability: float | None
+    box: list[float] | None
+    status: str
+    reason: str
+    reviewed_by_id: object
+    reviewed_by_email: str | None
+    tooth: str
+    surfaces: str
+    suggested_tooth: str
+    suggested_tooth_probability: float | None
+    note: str
+    version: int
+    analysis: Analysis | None = None
+
+    @property
+    def tooth_or_none(self) -> str | None:
+        return self.tooth or None
+
+    @property
+    def suggested_tooth_or_none(self) -> str | None:
+        return self.suggested_tooth or None
+
+
+_FINDING_ROW_COLUMNS = (
+    "id",
+    "analysis_id",
+    "source",
+    "condition",
+    "probability",
+    "box",
+    "status",
+    "reason",
+    "reviewed_by_id",
+    "reviewed_by__email",
+    "tooth",
+    "surfaces",
+    "suggested_tooth",
+    "suggested_tooth_probability",
+    "note",
+    "version",
+)
+
+
+def finding_rows_attach(analyses: list[Analysis]) -> None:
+    """Give each analysis of a page its findings as ``finding_rows`` (``FindingRow``, in the findings' own order:
+    most probable first), with one query for the page."""
+    by_analysis: dict[uuid.UUID, list[FindingRow]] = {a.pk: [] for a in analyses}
+    owners = {a.pk: a for a in analyses}
+    for values in Finding.objects.filter(analysis_id__in=list(owners)).values_list(*_FINDING_ROW_COLUMNS):
+        row = FindingRow(*values)
+        row.analysis = owners[row.analysis_id]
+        by_analysis[row.analysis_id].append(row)
+    for analysis in analyses:
+        analysis.finding_rows = by_analysis[analysis.pk]
 
 
 def analysis_get(pk: object) -> Analysis:
