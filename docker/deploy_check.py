@@ -494,9 +494,13 @@ def smoke_journey(stack: Stack, client: Client, creds: dict[str, str]) -> None:
     if not pdf.startswith(b"%PDF") or headers.get("content-type") != "application/pdf":
         raise CheckFailed(f"the report did not download as a PDF: {headers.get('content-type')} {pdf[:40]!r}")
     statuses = {a["status"] for a in analyses.values()}
+    derived = derived_by_worker(stack, [u["id"] for u in uploads])
+    if derived != len(uploads):
+        raise CheckFailed(f"previews and thumbnails made by worker-default for {derived} of {len(uploads)} uploads")
     result = (
         f"SMOKE: patient, 2 photos + 1 X-ray uploaded; {len(analyses)} analyses {sorted(statuses)} in "
-        f"{analysed_in:.1f} s by the worker container; {len(findings)} findings reviewed by the dentist token; "
+        f"{analysed_in:.1f} s by the worker container; previews and thumbnails made after the answer by "
+        f"worker-default for {derived} of {len(uploads)}; {len(findings)} findings reviewed by the dentist token; "
         f"report v{report['version']} signed by {report['signed_by']}; PDF {len(pdf)} bytes downloaded"
     )
     RESULTS.append(result)
@@ -514,6 +518,26 @@ def completions(stack: Stack, service: str, since: str) -> dict[str, list[str]]:
                 analysis_id = line.split("analysis ", 1)[1].split(":", 1)[0].strip()
                 found.setdefault(analysis_id, []).append(name)
     return found
+
+
+def derived_by_worker(stack: Stack, image_ids: list[str], timeout: float = 60) -> int:
+    """How many of these images have their preview and thumbnail, made by the ``patients.derive_image`` task (its
+    audit event's actor is that task, not a reader: nothing in the journey reads a preview before this)."""
+    code = (
+        "from patients.models import Image; from clinics.models import AuditEvent; "
+        f"ids = {image_ids!r}; "
+        "made = {str(i.pk) for i in Image.unscoped.filter(pk__in=ids) if i.preview_key and i.thumbnail_key}; "
+        "by_task = {e.object_id for e in AuditEvent.unscoped.filter(object_id__in=ids, action='image.derive', "
+        "actor_label='system:patients.derive_image')}; print('DERIVED', len(made & by_task))"
+    )
+    env = f"DATABASE_URL=postgres://dentalscan_owner:{stack.owner_password}@db:5432/dentalscan"
+    deadline = time.monotonic() + timeout
+    while True:
+        got = output("podman", "exec", "-e", env, stack.one("web"), "python", "manage.py", "shell", "-c", code)
+        count = int(got.rsplit("DERIVED", 1)[1].split()[0])
+        if count == len(image_ids) or time.monotonic() > deadline:
+            return count
+        time.sleep(2)
 
 
 def db_counts(stack: Stack, ids: list[str]) -> dict[str, tuple[str, int, int]]:
