@@ -131,7 +131,21 @@ class RejectReason(models.TextChoices):
     IMAGE_QUALITY = "image_quality", "Image quality"
 
 
-class Finding(ClinicScopedModel):
+class ToothOrNone:
+    """The API's null for a tooth not assigned (stored as ""): for ``Finding`` and the list's finding rows."""
+
+    __slots__ = ()
+
+    @property
+    def tooth_or_none(self) -> str | None:
+        return self.tooth or None  # type: ignore[attr-defined]
+
+    @property
+    def suggested_tooth_or_none(self) -> str | None:
+        return self.suggested_tooth or None  # type: ignore[attr-defined]
+
+
+class Finding(ToothOrNone, ClinicScopedModel):
     """A model's suggestion or a clinician's finding on one image. Model findings stay ``pending``
     until a dentist decides; every decision is also a ``FindingDecision`` row.
 
@@ -170,14 +184,6 @@ class Finding(ClinicScopedModel):
 
     def __str__(self) -> str:
         return f"Finding {self.id} {self.condition} ({self.status})"
-
-    @property
-    def tooth_or_none(self) -> str | None:
-        return self.tooth or None
-
-    @property
-    def suggested_tooth_or_none(self) -> str | None:
-        return self.suggested_tooth or None
 
 
 class FindingDecision(ClinicScopedModel):

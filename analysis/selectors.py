@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import uuid
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from .models import (
     FindingStatus,
     ModelVersion,
     Report,
+    ToothOrNone,
 )
 
 
@@ -145,7 +147,7 @@ def analysis_list(*, status: str | None = None, visit: object = None, findings: 
 
 
 @dataclass(slots=True)
-class FindingRow:
+class FindingRow(ToothOrNone):
     """A finding as a page of the analyses list shows it: what ``FindingOutput`` and ``is_shown`` read, from one
     ``values_list`` query for the whole page. Building a page's hundreds of findings as model instances (each
     foreign key set through its descriptor) was about half of that request's CPU (bench/README.md)."""
@@ -166,34 +168,14 @@ class FindingRow:
     suggested_tooth_probability: float | None
     note: str
     version: int
-    analysis: Analysis | None = None
-
-    @property
-    def tooth_or_none(self) -> str | None:
-        return self.tooth or None
-
-    @property
-    def suggested_tooth_or_none(self) -> str | None:
-        return self.suggested_tooth or None
+    analysis: Analysis | None = None  # set by finding_rows_attach, not a column
 
 
-_FINDING_ROW_COLUMNS = (
-    "id",
-    "analysis_id",
-    "source",
-    "condition",
-    "probability",
-    "box",
-    "status",
-    "reason",
-    "reviewed_by_id",
-    "reviewed_by__email",
-    "tooth",
-    "surfaces",
-    "suggested_tooth",
-    "suggested_tooth_probability",
-    "note",
-    "version",
+# the row's fields in order, as columns (the reviewer's email through the join)
+_FINDING_ROW_COLUMNS = tuple(
+    "reviewed_by__email" if f.name == "reviewed_by_email" else f.name
+    for f in dataclasses.fields(FindingRow)
+    if f.name != "analysis"
 )
 
 
