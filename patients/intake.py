@@ -715,7 +715,9 @@ def _jpeg(im: Image.Image, box: int, quality: int) -> bytes:
 
 def _finish(image: Image.Image, original_format: str, window: tuple[int, int] | None) -> SanitizedImage:
     png = io.BytesIO()
-    image.save(png, "PNG", compress_level=3)  # ~2x faster than 6 on photos, ~10% larger
+    # level 2: about 30% faster than 3 (the old choice) for 4% more bytes on 1280x960 photos (bench README), and
+    # about 3x faster than 6; the PNG is most of what an upload request costs
+    image.save(png, "PNG", compress_level=2)
     return SanitizedImage(
         data=png.getvalue(),
         width=image.width,
