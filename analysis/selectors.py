@@ -182,14 +182,13 @@ _FINDING_ROW_COLUMNS = tuple(
 def finding_rows_attach(analyses: list[Analysis]) -> None:
     """Give each analysis of a page its findings as ``finding_rows`` (``FindingRow``, in the findings' own order:
     most probable first), with one query for the page."""
-    by_analysis: dict[uuid.UUID, list[FindingRow]] = {a.pk: [] for a in analyses}
     owners = {a.pk: a for a in analyses}
+    for analysis in analyses:
+        analysis.finding_rows = []
     for values in Finding.objects.filter(analysis_id__in=list(owners)).values_list(*_FINDING_ROW_COLUMNS):
         row = FindingRow(*values)
         row.analysis = owners[row.analysis_id]
-        by_analysis[row.analysis_id].append(row)
-    for analysis in analyses:
-        analysis.finding_rows = by_analysis[analysis.pk]
+        row.analysis.finding_rows.append(row)
 
 
 def analysis_get(pk: object) -> Analysis:
