@@ -144,9 +144,9 @@ class Visit(ClinicScopedModel):
 class Image(ClinicScopedModel):
     """A sanitised scan. Its pixels (a PNG rebuilt from pixels only), preview, thumbnail and model-input
     copy are stored as separate encrypted blobs; ``sha256`` is the digest of the sanitised PNG and is
-    checked on every read. The upload stores the PNG only: a worker adds the preview and thumbnail after the
-    upload was answered (``patients.services.image_derive``; a read that comes first makes them), the analysis
-    worker the model-input copy."""
+    checked on every read. The upload stores the PNG and the model-input copy: a worker adds the preview and
+    thumbnail after the upload was answered (``patients.services.image_derive``; a read that comes first makes
+    them)."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="images")
@@ -168,9 +168,8 @@ class Image(ClinicScopedModel):
     original_key = models.CharField(max_length=64, editable=False)
     preview_key = models.CharField(max_length=64, blank=True, default="", editable=False)  # "": not made yet
     thumbnail_key = models.CharField(max_length=64, blank=True, default="", editable=False)
-    # The image already reduced to the input of a model (``model_input_spec`` says which reduction), made by the
-    # analysis worker from the original the first time, so a later run need not decode the full-size original;
-    # "" when none was made.
+    # The image already reduced to the input of the model that was active at upload (``model_input_spec``
+    # says which reduction), so the worker need not decode the full-size original; "" when none was made.
     model_input_key = models.CharField(max_length=64, blank=True, default="", editable=False)
     model_input_spec = models.CharField(max_length=80, blank=True, default="", editable=False)
     uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, related_name="+")
