@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import cpu_log  # noqa: E402
 from _common import RESULTS, ROOT, machine, machine_line, table, write_json  # noqa: E402
 from bench_api_load import GENERATE, process_cpu_seconds  # noqa: E402
 from bench_end_to_end import FORBIDDEN_DATABASES, start_gunicorn  # noqa: E402
@@ -139,6 +140,13 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds of the same scenario run first and not measured (default 0: measured from a cold start; "
         "else >= 31)",
     )
+    ap.add_argument(
+        "--pacing",
+        choices=["poisson", "constant"],
+        default="poisson",
+        help="poisson: each person's tasks start at random, about one a second (default); constant: Locust's "
+        "constant_throughput, whose people started in one batch keep sending at the same instant (bursts)",
+    )
     ap.add_argument("--upload-every", type=float, default=30, help="each staff member uploads a photo every N s")
     ap.add_argument("--patients", type=int, default=1000)
     ap.add_argument("--findings", type=int, default=20000)
@@ -174,7 +182,11 @@ def main(argv: list[str] | None = None) -> int:
         workdir=workdir,
         app_role=app_role,
         settings_module="bench.settings",
-        extra_env={"RATE_LIMITS_DISABLED": "1", "DATABASE_CONN_MAX_AGE": "60"},
+        extra_env={
+            "RATE_LIMITS_DISABLED": "1",
+            "DATABASE_CONN_MAX_AGE": "60",
+            "BENCH_CPU_LOG": str(workdir / "cpu.log"),
+        },
     )
     try:
         seed = stack.prepare(shipped=True)
@@ -227,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
                     "BENCH_LOCUST_DATA": str(workdir / "data.json"),
                     "BENCH_LOCUST_MIX": f"{staff},{dentists},{integrators}",
                     "BENCH_LOCUST_UPLOAD_EVERY_S": str(args.upload_every),
+                    "BENCH_LOCUST_PACING": args.pacing,
                 },
                 capture_output=True,
                 text=True,
@@ -251,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
                     max_ms=float(total["Max Response Time"] or 0),
                 )
             warmup["locust_exit_code"] = ran.returncode
+        (workdir / "cpu.log").unlink(missing_ok=True)  # the warm-up's requests are not measured
         cpu0, t0 = process_cpu_seconds(web_pid), time.perf_counter()
         waits = LockWaits(f"{args.pg}/postgres", args.database)
         waits.start()
@@ -281,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
             f"Locust mixed scenario: {staff} staff, {dentists} dentists, {integrators} integrators, ~1 request/s each, "
             f"{args.seconds} s; {args.patients} patients, {len(data['images'])} analyses, {args.findings} findings in "
             f"one clinic; gunicorn {args.web_workers}x{args.web_threads} on PostgreSQL, "
-            f"{args.celery_workers} Celery worker(s)"
+            f"{args.celery_workers} Celery worker(s); {args.pacing} pacing"
         )
         print(machine_line(info))
         if args.warmup:
@@ -301,6 +315,27 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         total = rows.get("Aggregated", {})
+        by_route = cpu_log.summarise(workdir / "cpu.log")
+        if os.environ.get("BENCH_KEEP_CPU_LOG"):
+            shutil.copy(workdir / "cpu.log", os.environ["BENCH_KEEP_CPU_LOG"])
+        print("web server CPU per request, by route (each request's own server thread, time.thread_time):")
+        print(
+            table(
+                ["route", "requests", "CPU ms median", "CPU ms mean", "share of CPU", "in Django ms p50", "p95"],
+                [
+                    [
+                        name,
+                        r["requests"],
+                        r["cpu_ms_median"],
+                        r["cpu_ms_mean"],
+                        f"{100 * r['cpu_share']:.0f}%",
+                        r["server_ms_median"],
+                        r["server_ms_p95"],
+                    ]
+                    for name, r in by_route.items()
+                ],
+            )
+        )
         print(f"web server CPU: {server_cpu:.1f} s in {wall:.0f} s ({100 * server_cpu / wall:.0f}% of one core)")
         waiting = sorted(waits.waiting.items(), key=lambda kv: -kv[1])
         mean_waiting = sum(waits.waiting.values()) / max(waits.samples, 1)
@@ -322,9 +357,11 @@ def main(argv: list[str] | None = None) -> int:
             "seconds": args.seconds,
             "warmup": warmup,
             "upload_every_s": args.upload_every,
+            "pacing": args.pacing,
             "patients": args.patients,
             "findings": args.findings,
             "web_cpu_s": round(server_cpu, 1),
+            "web_cpu_by_route": by_route,
             "wall_s": round(wall, 1),
             "results": rows,
             "failures": failures,

@@ -1,7 +1,11 @@
 """The mixed rush-hour scenario for Locust, run by ``bench/bench_locust.py`` (which builds the data and starts the
 server): staff search patients, open their images and upload photos; dentists open review pages and decide on
-findings; an integrator polls the analyses. Every simulated person sends about one request per second
-(``constant_throughput``).
+findings; an integrator polls the analyses. Every simulated person starts about one task a second, at
+random moments independent of the others (``poisson_throughput``: exponential gaps between task starts, so the
+arrivals of many people together are a Poisson stream, as independent people clicking are). ``BENCH_LOCUST_PACING=
+constant`` uses Locust's ``constant_throughput`` instead: every person keeps the phase of the moment Locust started
+them, and Locust starts them in batches (``--spawn-rate`` a second, each batch at one instant), so their requests
+come in bursts with gaps between them (locustio/locust#1281): a burst of tens of simultaneous requests each second.
 
 Reads ``BENCH_LOCUST_DATA`` (a JSON file written by the driver: the API key, accounts, ids, a photo) and
 ``BENCH_LOCUST_MIX`` (``staff,dentists,integrators``: how many of each). Only ``127.0.0.1`` may be the host.
@@ -11,6 +15,7 @@ No Django here: it runs in Locust's own environment.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
@@ -22,11 +27,13 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
+import gevent
 from locust import HttpUser, constant_throughput, events, task
 
 DATA = json.loads(Path(os.environ["BENCH_LOCUST_DATA"]).read_text())
 STAFF, DENTISTS, INTEGRATORS = (int(n) for n in os.environ.get("BENCH_LOCUST_MIX", "20,20,10").split(","))
 UPLOAD_EVERY_S = float(os.environ.get("BENCH_LOCUST_UPLOAD_EVERY_S", "30"))
+PACING = os.environ.get("BENCH_LOCUST_PACING", "poisson")
 PHOTO = Path(DATA["photo"]).read_bytes()
 _CSRF_INPUT = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
 
@@ -44,6 +51,43 @@ def totp(secret_b32: str, at: float | None = None) -> str:
     digest = hmac.new(key, struct.pack(">Q", int((at or time.time()) // 30)), hashlib.sha1).digest()
     offset = digest[-1] & 0x0F
     return f"{(struct.unpack('>I', digest[offset : offset + 4])[0] & 0x7FFFFFFF) % 1_000_000:06d}"
+
+
+def poisson_throughput(per_second: float):  # noqa: ANN201
+    """A Locust ``wait_time``: task starts ``Exp(per_second)`` apart on average, each planned from the previous
+    planned start (as ``constant_throughput`` plans from the previous one), so a slow answer does not lower the
+    rate; a task that overran its slot starts the next one at once."""
+
+    def wait_time(user: HttpUser) -> float:
+        now = time.monotonic()
+        planned = max(getattr(user, "_planned_start", now) + user.pacing_rng.expovariate(per_second), now)
+        user._planned_start = planned
+        return planned - now
+
+    return wait_time
+
+
+def pacing(per_second: float):  # noqa: ANN201
+    return constant_throughput(per_second) if PACING == "constant" else poisson_throughput(per_second)
+
+
+def _first_task_at_random(on_start):  # noqa: ANN001, ANN202
+    """Each request on a connection of its own (``Connection: close``), as the TLS proxy in front of gunicorn
+    sends them by default (nginx speaks HTTP/1.0 to its upstream, without keep-alive): no request waits behind
+    another in a gunicorn process that happens to hold its kept-alive connection while others are idle, and none
+    is sent on a connection gunicorn is closing for idleness. Then, before a person's first task, a random wait of
+    up to one period, so that people started in the same batch do not send their first requests at the same
+    instant (only with the Poisson pacing)."""
+
+    @functools.wraps(on_start)
+    def wrapper(self: HttpUser) -> None:
+        self.pacing_rng = random.Random()
+        self.client.headers["Connection"] = "close"
+        on_start(self)
+        if PACING != "constant":
+            gevent.sleep(self.pacing_rng.uniform(0, 1))
+
+    return wrapper
 
 
 class _Accounts:
@@ -66,8 +110,9 @@ class Staff(HttpUser):
     """Front desk: finds patients, looks at their images, uploads a photo now and then (API, user token)."""
 
     fixed_count = STAFF
-    wait_time = constant_throughput(1)
+    wait_time = pacing(1)
 
+    @_first_task_at_random
     def on_start(self) -> None:
         account = _staff_accounts.take()
         response = self.client.post(
@@ -106,8 +151,9 @@ class Dentist(HttpUser):
     """Reviews visits in the browser pages (session log-in with a TOTP code) and decides on findings."""
 
     fixed_count = DENTISTS
-    wait_time = constant_throughput(1)
+    wait_time = pacing(1)
 
+    @_first_task_at_random
     def on_start(self) -> None:
         account = _dentist_accounts.take()
         self.rng = random.Random(account["email"])
@@ -150,8 +196,9 @@ class Integrator(HttpUser):
     """A practice system polling for finished analyses with the clinic's API key."""
 
     fixed_count = INTEGRATORS
-    wait_time = constant_throughput(1)
+    wait_time = pacing(1)
 
+    @_first_task_at_random
     def on_start(self) -> None:
         self.client.headers["Authorization"] = f"Bearer {DATA['api_key']}"
         self.rng = random.Random()

@@ -20,3 +20,7 @@ ANALYSIS_BATCH_WAIT_MS = int(os.environ.get("ANALYSIS_BATCH_WAIT_MS", "50"))
 
 # The deployed default of audit sealing without a broker (the test settings seal in the committing request).
 AUDIT_SEAL_IN_BACKGROUND = os.environ.get("AUDIT_SEAL_IN_BACKGROUND", "1") == "1"
+
+# CPU time per request by route, logged for the benchmark that reads it (bench/cpu_log.py).
+if os.environ.get("BENCH_CPU_LOG"):
+    MIDDLEWARE = ["bench.cpu_log.CpuLogMiddleware", *MIDDLEWARE]  # noqa: F405
