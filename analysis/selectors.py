@@ -55,9 +55,14 @@ def is_shown(finding: Finding | FindingRow, thresholds: dict[str, float], hide_u
     unless it comes from an unfamiliar image and the clinic hides those (``hide_unfamiliar``)."""
     if finding.source == FindingSource.CLINICIAN or finding.status != FindingStatus.PENDING:
         return True
-    if hide_unfamiliar and finding.analysis_id and finding.analysis.unfamiliar:
-        return False
-    return finding.probability is not None and finding.probability >= thresholds.get(finding.condition, 0.5)
+    hidden = bool(hide_unfamiliar and finding.analysis_id and finding.analysis.unfamiliar)
+    return suggestion_shown(finding.condition, finding.probability, thresholds, hidden=hidden)
+
+
+def suggestion_shown(condition: str, probability: float | None, thresholds: dict[str, float], *, hidden: bool) -> bool:
+    """Whether an AI suggestion still pending is shown: at or above the clinic's threshold for its condition,
+    unless ``hidden`` (it comes from an unfamiliar image and the clinic hides those)."""
+    return not hidden and probability is not None and probability >= thresholds.get(condition, 0.5)
 
 
 def analysis_settings() -> AnalysisSettings:
@@ -65,16 +70,20 @@ def analysis_settings() -> AnalysisSettings:
     return AnalysisSettings.objects.first() or AnalysisSettings(clinic_id=current_clinic_id())
 
 
-def unfamiliar_hidden() -> bool:
-    return analysis_settings().unfamiliar_findings == "hide"
+def unfamiliar_hidden(settings: AnalysisSettings | None = None) -> bool:
+    """Whether the clinic hides suggestions from unfamiliar images (``settings``: its settings, when read already)."""
+    return (settings or analysis_settings()).unfamiliar_findings == "hide"
 
 
-def _shown_findings(images: list[Image], hide_unfamiliar: bool) -> dict[Image, list[Finding]]:
+def _shown_findings(
+    images: list[Image], hide_unfamiliar: bool, thresholds: dict[object, dict[str, float]] | None = None
+) -> dict[Image, list[Finding]]:
     """The shown findings of each image (``is_shown``), in the findings' order: one query for all the images, the
-    clinic's thresholds read once per model version."""
+    clinic's thresholds read once per model version (into ``thresholds``, by model version id, when the caller
+    keeps them for its own use)."""
     result: dict[Image, list[Finding]] = {image: [] for image in images}
     by_id = {image.pk: image for image in images}
-    thresholds: dict[object, dict[str, float]] = {}
+    thresholds = {} if thresholds is None else thresholds
     findings = (
         Finding.objects.filter(image_id__in=list(by_id))
         .select_related("analysis__model_version", "reviewed_by")
@@ -93,10 +102,39 @@ def _shown_findings(images: list[Image], hide_unfamiliar: bool) -> dict[Image, l
     return result
 
 
-def visit_findings(visit: Visit) -> dict[Image, list[Finding]]:
-    """The findings of a visit that the clinic shows (its thresholds) or that a clinician decided."""
+def _pending_shown_counts(image_ids: list[object], hide_unfamiliar: bool) -> dict[object, int]:
+    """Per image, how many of its shown findings still wait for a decision (``is_shown``), counted from one
+    ``values_list`` query of the pending findings and one of their model versions: the worklist needs no more, and
+    building each finding with its analysis and model version as model instances cost the page about 100 ms of CPU
+    for 50 visits (bench/README.md)."""
+    rows = list(
+        Finding.objects.filter(image_id__in=image_ids, status=FindingStatus.PENDING).values_list(
+            "image_id", "source", "condition", "probability", "analysis__model_version_id", "analysis__unfamiliar"
+        )
+    )
+    versions = ModelVersion.objects.in_bulk({row[4] for row in rows if row[4] is not None})
+    thresholds = {pk: thresholds_for(version) for pk, version in versions.items()}
+    counts = dict.fromkeys(image_ids, 0)
+    for image_id, source, condition, probability, version_id, unfamiliar in rows:
+        if source == FindingSource.CLINICIAN or suggestion_shown(
+            condition, probability, thresholds.get(version_id, {}), hidden=bool(hide_unfamiliar and unfamiliar)
+        ):
+            counts[image_id] += 1
+    return counts
+
+
+def visit_findings(
+    visit: Visit,
+    *,
+    hide_unfamiliar: bool | None = None,
+    thresholds: dict[object, dict[str, float]] | None = None,
+) -> dict[Image, list[Finding]]:
+    """The findings of a visit that the clinic shows (its thresholds) or that a clinician decided, for each of the
+    visit's images in upload order (every image is a key, with or without findings). ``hide_unfamiliar``: the
+    clinic's setting when the caller has read it already; ``thresholds``: see ``_shown_findings``."""
     images = list(Image.objects.filter(visit=visit).order_by("uploaded_at"))
-    return _shown_findings(images, unfamiliar_hidden())
+    hide = unfamiliar_hidden() if hide_unfamiliar is None else hide_unfamiliar
+    return _shown_findings(images, hide, thresholds)
 
 
 # the fields of a finding that an analysis in a list shows (``analysis.api.FindingOutput``) or needs to choose
@@ -255,7 +293,7 @@ def visits_to_review(*, include_restricted: bool, limit: int = 50) -> list[dict[
     images: dict[object, list[Image]] = {visit.pk: [] for visit in visits}
     for image in Image.objects.filter(visit_id__in=list(images)).order_by("uploaded_at"):
         images[image.visit_id].append(image)
-    shown = _shown_findings([image for some in images.values() for image in some], unfamiliar_hidden())
+    pending = _pending_shown_counts([image.pk for some in images.values() for image in some], unfamiliar_hidden())
     statuses: dict[object, list[str]] = {visit.pk: [] for visit in visits}
     for visit_id, status in Analysis.objects.filter(image__visit_id__in=list(statuses)).values_list(
         "image__visit_id", "status"
@@ -270,7 +308,7 @@ def visits_to_review(*, include_restricted: bool, limit: int = 50) -> list[dict[
                 "images": len(images[visit.pk]),
                 "analysing": sum(s in (AnalysisStatus.QUEUED, AnalysisStatus.RUNNING) for s in found),
                 "failed": sum(s == AnalysisStatus.FAILED for s in found),
-                "pending": sum(f.status == FindingStatus.PENDING for image in images[visit.pk] for f in shown[image]),
+                "pending": sum(pending[image.pk] for image in images[visit.pk]),
                 "amending": visit.amending,
             }
         )

@@ -160,7 +160,7 @@ def review_data(
         analyses_by_image.setdefault(analysis.image_id, []).append(analysis)
 
     thresholds: dict[str, dict[str, float]] = {}  # modality -> condition -> clinic operating point
-    cache: dict[Any, dict[str, float]] = {}
+    cache: dict[Any, dict[str, float]] = {}  # model version id -> its thresholds, shared with visit_findings
 
     def thresholds_of(model: ModelVersion) -> dict[str, float]:
         if model.pk not in cache:
@@ -175,13 +175,16 @@ def review_data(
             keys.append(patient_key(visit.patient))
         return keys[0]
 
-    findings_by_image = visit_findings(visit)
-    locked = visit_locked(visit)
+    settings = analysis_settings()
+    hide_unfamiliar = unfamiliar_hidden(settings)
+    findings_by_image = visit_findings(visit, hide_unfamiliar=hide_unfamiliar, thresholds=cache)
+    # ``Visit.locked`` as the view read it from its row in this request (``visit_locked`` would read it again)
+    locked = visit.locked
     if locked and latest is not None:
         # A signed visit shows what was signed, not what the clinic's thresholds would show today.
         signed = {f["id"] for image in report_content(latest)["images"] for f in image["findings"]}
         findings_by_image = {image: [f for f in fs if str(f.pk) in signed] for image, fs in findings_by_image.items()}
-    for image in Image.objects.filter(visit=visit).order_by("uploaded_at"):
+    for image in findings_by_image:  # each of the visit's images, in upload order
         analyses = analyses_by_image.get(image.pk, [])
         for analysis in analyses:
             thresholds.setdefault(image.modality, {}).update(thresholds_of(analysis.model_version))
@@ -234,7 +237,7 @@ def review_data(
             thresholds[modality] = thresholds_of(model_version_active(modality))
         except ModelNotAvailable:
             thresholds[modality] = {}
-    notation = analysis_settings().tooth_notation
+    notation = settings.tooth_notation
     note = visit_note_get(visit)
     return {
         "previous": previous_visit_data(visit, images, notation),
@@ -264,7 +267,7 @@ def review_data(
             else None
         ),
         "images": images,
-        "hide_unfamiliar": unfamiliar_hidden(),
+        "hide_unfamiliar": hide_unfamiliar,
         "thresholds": thresholds,
         "colours": {"conditions": conditions.colours(), "fallback": conditions.FALLBACK_COLOUR},
         "condition_names": {c.code: c.name for c in conditions.CONDITIONS.values()},

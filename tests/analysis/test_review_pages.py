@@ -183,6 +183,53 @@ def test_worklist_lists_visits_waiting_for_a_decision_or_a_signature(alice: Worl
     assert f'data-visit="{alice.image.visit_id}"' in again and "amendment open" in again and "ready to sign" in again
 
 
+def test_worklist_counts_the_suggestions_the_review_page_shows(alice: World) -> None:
+    """The worklist counts pending suggestions from bare values, not from the findings the review page builds:
+    both must agree on thresholds (the model card's and the clinic's), decided and clinician findings, and the
+    clinic's choice to hide suggestions from unfamiliar images."""
+    from analysis.models import Analysis, AnalysisSettings, FindingSource, FindingStatus
+    from analysis.selectors import visit_findings
+
+    dentist = user_client(alice.users["dentist"])
+
+    def listed() -> int:
+        html = dentist.get(reverse("analysis:worklist")).content.decode()
+        found = re.search(r"<strong>(\d+) suggestions? to decide</strong>", html)
+        return int(found.group(1)) if found else 0
+
+    def reviewed() -> int:
+        with clinic_scope(alice.clinic.id):
+            return sum(f.status == FindingStatus.PENDING for f in visit_findings(alice.image.visit)[alice.image])
+
+    box = [0.1, 0.1, 0.2, 0.2]
+    with clinic_scope(alice.clinic.id):
+        for condition, probability in [("caries", 0.05), ("caries", 0.6), ("gingivitis", 0.7), ("ulcer", 0.35)]:
+            Finding.objects.create(
+                analysis=alice.analysis, image=alice.image, condition=condition, probability=probability, box=box
+            )
+        Finding.objects.create(
+            analysis=alice.analysis,
+            image=alice.image,
+            condition="calculus",
+            probability=0.9,
+            box=box,
+            status=FindingStatus.REJECTED,
+            reason="not_present",
+        )
+        Finding.objects.create(image=alice.image, source=FindingSource.CLINICIAN, condition="ulcer", box=box)
+    counts = [(listed(), reviewed())]
+    with clinic_scope(alice.clinic.id):
+        ConditionThreshold.objects.create(modality="photo", condition="caries", threshold=0.65)
+    counts.append((listed(), reviewed()))
+    with clinic_scope(alice.clinic.id):
+        Analysis.objects.filter(pk=alice.analysis.pk).update(unfamiliar=True)
+        AnalysisSettings.objects.create(unfamiliar_findings="hide")
+    counts.append((listed(), reviewed()))
+    assert all(worklist == review for worklist, review in counts), counts
+    # each step changed what is shown, so the comparison covered each rule
+    assert counts[0][0] > counts[1][0] > counts[2][0] > 0, counts
+
+
 def test_unsigned_visit_has_no_printable_link(alice: World) -> None:
     html = _review(alice, "dentist").content.decode()
     assert 'id="printable-link"' not in html and "Not signed" in html
