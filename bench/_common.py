@@ -106,3 +106,54 @@ def latest_artifact(modality: str) -> Path:
     if not versions:
         raise SystemExit(f"no artefact under {base}")
     return versions[-1]
+
+
+def cpu_snapshot() -> dict[str, object]:
+    """The machine's busy CPU seconds (``/proc/stat``: all but idle and iowait) and each live process's command
+    name, own user + system CPU seconds and parent (``/proc/PID/stat``), for ``cpu_used`` to compare."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    busy = (sum(fields[:8]) - fields[3] - fields[4]) / ticks  # user nice system idle iowait irq softirq steal
+    processes: dict[int, tuple[str, float, int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                text = (entry / "stat").read_text()
+            except OSError:
+                continue
+            name, rest = text.split("(", 1)[1].rsplit(")", 1)
+            values = rest.split()
+            processes[int(entry.name)] = (name, (int(values[11]) + int(values[12])) / ticks, int(values[1]))
+    return {"busy": busy, "processes": processes}
+
+
+def cpu_used(before: dict, after: dict, groups: dict[str, int], extra: dict[str, float] | None = None) -> dict:
+    """CPU seconds used between two ``cpu_snapshot``s: the whole machine (``machine``), each group (a process
+    and its descendants, by the group's root pid), PostgreSQL's processes (``postgres``, by command name),
+    ``extra`` seconds measured otherwise (a child that has exited), and the rest (``other``). A process that started
+    in between counts from zero; one that ended in between is not counted (its share stays in ``other``)."""
+    processes = after["processes"]
+
+    def root_of(pid: int) -> str | None:
+        seen = 0
+        while pid > 1 and seen < 64:
+            for name, root in groups.items():
+                if pid == root:
+                    return name
+            pid, seen = processes[pid][2] if pid in processes else 0, seen + 1
+        return None
+
+    used: dict[str, float] = {"machine": after["busy"] - before["busy"]}
+    named = {name: 0.0 for name in groups}
+    named["postgres"] = 0.0
+    named.update(extra or {})
+    for pid, (command, seconds, _parent) in processes.items():
+        delta = seconds - before["processes"].get(pid, (command, 0.0, 0))[1]
+        group = root_of(pid)
+        if group is None and command == "postgres":
+            group = "postgres"
+        if group is not None:
+            named[group] += delta
+    used.update(named)
+    used["other"] = used["machine"] - sum(named.values())
+    return {name: round(value, 1) for name, value in used.items()}

@@ -22,6 +22,7 @@ import csv
 import io
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -32,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cpu_log  # noqa: E402
-from _common import RESULTS, ROOT, machine, machine_line, table, write_json  # noqa: E402
+from _common import RESULTS, ROOT, cpu_snapshot, cpu_used, machine, machine_line, table, write_json  # noqa: E402
 from bench_api_load import GENERATE, process_cpu_seconds  # noqa: E402
 from bench_end_to_end import FORBIDDEN_DATABASES, start_gunicorn  # noqa: E402
 
@@ -265,11 +266,16 @@ def main(argv: list[str] | None = None) -> int:
                 )
             warmup["locust_exit_code"] = ran.returncode
         (workdir / "cpu.log").unlink(missing_ok=True)  # the warm-up's requests are not measured
+        groups = {"web": web_pid, **{f"worker {i + 1}": p.pid for i, p in enumerate(stack.procs) if p.pid != web_pid}}
         cpu0, t0 = process_cpu_seconds(web_pid), time.perf_counter()
+        snapshot0, children0 = cpu_snapshot(), resource.getrusage(resource.RUSAGE_CHILDREN)
         waits = LockWaits(f"{args.pg}/postgres", args.database)
         waits.start()
         run = locust(args.seconds, prefix)
         wall, server_cpu = time.perf_counter() - t0, process_cpu_seconds(web_pid) - cpu0
+        children1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        locust_cpu = (children1.ru_utime + children1.ru_stime) - (children0.ru_utime + children0.ru_stime)
+        machine_cpu = cpu_used(snapshot0, cpu_snapshot(), groups, {"locust": locust_cpu})
         waits.stop.set()
         waits.join()
         errors = server_errors(stack.log("web.log"))
@@ -337,11 +343,19 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         print(f"web server CPU: {server_cpu:.1f} s in {wall:.0f} s ({100 * server_cpu / wall:.0f}% of one core)")
+        cores = os.cpu_count() or 1
+        print(
+            f"the machine's CPU in those {wall:.0f} s ({cores} cores): "
+            + ", ".join(f"{name} {100 * value / wall:.0f}%" for name, value in machine_cpu.items())
+            + f" of one core (busy {100 * machine_cpu['machine'] / wall / cores:.0f}% of all {cores})"
+        )
         waiting = sorted(waits.waiting.items(), key=lambda kv: -kv[1])
         mean_waiting = sum(waits.waiting.values()) / max(waits.samples, 1)
         print(f"sessions waiting on a lock: {mean_waiting:.1f} on average ({waits.samples} samples every 0.5 s)")
         for query, n in waiting[:5]:
             print(f"  {n / max(waits.samples, 1):.2f} waiting on average in: {query}")
+        statuses = analyses_by_status(f"{args.pg}/{args.database}")
+        print(f"analyses by status at the end: {statuses}")
         for error, n in errors.items():
             print(f"server error x{n}: {error}")
         if failures:
@@ -362,6 +376,7 @@ def main(argv: list[str] | None = None) -> int:
             "findings": args.findings,
             "web_cpu_s": round(server_cpu, 1),
             "web_cpu_by_route": by_route,
+            "machine_cpu_s": machine_cpu,
             "wall_s": round(wall, 1),
             "results": rows,
             "failures": failures,
@@ -375,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
             "web_workers": args.web_workers,
             "web_threads": args.web_threads,
             "celery_workers": args.celery_workers,
-            "analyses": analyses_by_status(f"{args.pg}/{args.database}"),
+            "analyses": statuses,
         }
         path = write_json(f"{args.name}.json", payload)
         print(f"written {path.relative_to(ROOT)}")
