@@ -347,7 +347,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"the machine's CPU in those {wall:.0f} s ({cores} cores): "
             + ", ".join(f"{name} {100 * value / wall:.0f}%" for name, value in machine_cpu.items())
-            + f" of one core (busy {100 * machine_cpu['machine'] / wall / cores:.0f}% of all {cores})"
+            + f" of one core (busy {100 * machine_cpu['machine'] / wall / cores:.0f}% of all {cores}; postgres: its"
+            " processes alive at the end, a connection closed meanwhile counts in other)"
         )
         waiting = sorted(waits.waiting.items(), key=lambda kv: -kv[1])
         mean_waiting = sum(waits.waiting.values()) / max(waits.samples, 1)
