@@ -71,7 +71,7 @@ def pacing(per_second: float):  # noqa: ANN201
     return constant_throughput(per_second) if PACING == "constant" else poisson_throughput(per_second)
 
 
-def _first_task_at_random(on_start):  # noqa: ANN001, ANN202
+def _independent_person(on_start):  # noqa: ANN001, ANN202
     """Each request on a connection of its own (``Connection: close``), as the TLS proxy in front of gunicorn
     sends them by default (nginx speaks HTTP/1.0 to its upstream, without keep-alive): no request waits behind
     another in a gunicorn process that happens to hold its kept-alive connection while others are idle, and none
@@ -112,7 +112,7 @@ class Staff(HttpUser):
     fixed_count = STAFF
     wait_time = pacing(1)
 
-    @_first_task_at_random
+    @_independent_person
     def on_start(self) -> None:
         account = _staff_accounts.take()
         response = self.client.post(
@@ -153,7 +153,7 @@ class Dentist(HttpUser):
     fixed_count = DENTISTS
     wait_time = pacing(1)
 
-    @_first_task_at_random
+    @_independent_person
     def on_start(self) -> None:
         account = _dentist_accounts.take()
         self.rng = random.Random(account["email"])
@@ -198,7 +198,7 @@ class Integrator(HttpUser):
     fixed_count = INTEGRATORS
     wait_time = pacing(1)
 
-    @_first_task_at_random
+    @_independent_person
     def on_start(self) -> None:
         self.client.headers["Authorization"] = f"Bearer {DATA['api_key']}"
         self.rng = random.Random()
