@@ -64,5 +64,4 @@ def summarise(path: Path) -> dict[str, dict[str, float]]:
 
 
 def _p95(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    return statistics.quantiles(values, n=20, method="inclusive")[18] if len(values) > 1 else values[0]
