@@ -34,7 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cpu_log  # noqa: E402
 from _common import RESULTS, ROOT, cpu_snapshot, cpu_used, machine, machine_line, table, write_json  # noqa: E402
-from bench_api_load import GENERATE, process_cpu_seconds  # noqa: E402
+from bench_api_load import GENERATE  # noqa: E402
 from bench_end_to_end import FORBIDDEN_DATABASES, start_gunicorn  # noqa: E402
 
 from tests.stack import Stack, wait_until  # noqa: E402
@@ -267,15 +267,16 @@ def main(argv: list[str] | None = None) -> int:
             warmup["locust_exit_code"] = ran.returncode
         (workdir / "cpu.log").unlink(missing_ok=True)  # the warm-up's requests are not measured
         groups = {"web": web_pid, **{f"worker {i + 1}": p.pid for i, p in enumerate(stack.procs) if p.pid != web_pid}}
-        cpu0, t0 = process_cpu_seconds(web_pid), time.perf_counter()
+        t0 = time.perf_counter()
         snapshot0, children0 = cpu_snapshot(), resource.getrusage(resource.RUSAGE_CHILDREN)
         waits = LockWaits(f"{args.pg}/postgres", args.database)
         waits.start()
         run = locust(args.seconds, prefix)
-        wall, server_cpu = time.perf_counter() - t0, process_cpu_seconds(web_pid) - cpu0
+        wall = time.perf_counter() - t0
         children1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         locust_cpu = (children1.ru_utime + children1.ru_stime) - (children0.ru_utime + children0.ru_stime)
         machine_cpu = cpu_used(snapshot0, cpu_snapshot(), groups, {"locust": locust_cpu})
+        server_cpu = machine_cpu["web"]  # gunicorn's master and its workers
         waits.stop.set()
         waits.join()
         errors = server_errors(stack.log("web.log"))
