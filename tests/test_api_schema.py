@@ -84,3 +84,42 @@ def test_vendored_swagger_ui_is_the_package_its_note_names() -> None:
     assert set(listed) == on_disk
     for name, digest in listed.items():
         assert hashlib.sha256((VENDOR / name).read_bytes()).hexdigest() == digest, name
+
+
+def test_the_document_is_made_once_even_when_first_asked_for_by_many_threads_at_once(
+    transactional_db: Any, monkeypatch: Any
+) -> None:
+    """Two first requests in one gunicorn process once answered a 500: drf-spectacular loads its extensions lazily,
+    not thread-safely. The document is now made once per process, under a lock, and served to every caller."""
+    import threading
+    import time
+
+    from clinics.api import docs
+
+    made = []
+    real = docs.ApiSchemaGenerator.get_schema
+
+    def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+        made.append(threading.get_ident())
+        time.sleep(0.2)  # widen the window in which a second thread could start its own
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(docs.ApiSchemaGenerator, "get_schema", counted)
+    docs._schemas.clear()
+    answers: list[tuple[int, bytes]] = []
+
+    def ask() -> None:
+        response = Client().get(reverse("api:schema"))
+        answers.append((response.status_code, response.content))
+
+    threads = [threading.Thread(target=ask) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [status for status, _ in answers] == [200] * 6
+    assert len({body for _, body in answers}) == 1
+    assert len(made) == 1
+    Client().get(reverse("api:schema"))
+    assert len(made) == 1  # later requests are served the same document
+    docs._schemas.clear()

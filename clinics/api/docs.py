@@ -10,9 +10,11 @@ parameters an operation lists here are also the only ones it accepts (``clinics.
 
 from __future__ import annotations
 
+import threading
 import uuid
 from typing import Any
 
+from django.core.signals import setting_changed
 from django.urls import Resolver404, resolve
 from drf_spectacular.extensions import OpenApiViewExtension
 from drf_spectacular.generators import SchemaGenerator
@@ -25,6 +27,7 @@ from drf_spectacular.renderers import (
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
+from rest_framework.response import Response
 
 from ..permissions import PUBLIC, route_permission
 from .base import ClinicScopedAPIMixin
@@ -162,13 +165,41 @@ class ApiSchemaGenerator(SchemaGenerator):
         return document_errors(result, generator=self, request=request, public=public)
 
 
+_schemas: dict[Any, Any] = {}
+_schemas_lock = threading.Lock()
+
+
+def _schemas_forget(**kwargs: Any) -> None:
+    _schemas.clear()
+
+
+setting_changed.connect(_schemas_forget)
+
+
 class SchemaView(ClinicScopedAPIMixin, SpectacularAPIView):
-    """OpenAPI 3 document of the whole API (public: it holds no clinic data)."""
+    """OpenAPI 3 document of the whole API (public: it holds no clinic data).
+
+    Made once per process and version, under a lock: it is the same for every caller and only changes with the code,
+    building it costs about 0.1 s of CPU (seconds on a cold process), and drf-spectacular's extension registry, which
+    loads its targets lazily on first use, is not safe to build from two threads at once (two first requests in one
+    gunicorn process answered one 500 in a benchmark: one thread saw the other's half-loaded extension)."""
 
     permission_classes = [RoutePermission]
     generator_class = ApiSchemaGenerator
     # JSON unless YAML is asked for (Accept: application/yaml or application/vnd.oai.openapi), like the rest
     renderer_classes = [OpenApiJsonRenderer, OpenApiJsonRenderer2, OpenApiYamlRenderer, OpenApiYamlRenderer2]
+
+    def _get_schema_response(self, request: Any) -> Response:
+        version = self.api_version or request.version or self._get_version_parameter(request)
+        with _schemas_lock:
+            schema = _schemas.get(version)
+            if schema is None:
+                generator = self.generator_class(urlconf=self.urlconf, api_version=version, patterns=self.patterns)
+                schema = _schemas[version] = generator.get_schema(request=request, public=self.serve_public)
+        return Response(
+            data=schema,
+            headers={"Content-Disposition": f'inline; filename="{self._get_filename(request, version)}"'},
+        )
 
 
 class ApiDocsView(ClinicScopedAPIMixin, SpectacularSwaggerSplitView):
