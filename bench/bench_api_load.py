@@ -300,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
                 lines += [f"=== {name}: {found['cpu_ms_per_request']} ms CPU per request", found["profile"]]
             name = "api_load_quick.json" if args.quick else "api_load.json"
             profile_path = (args.out or RESULTS / name).with_suffix(".profile.txt")
+            profile_path.parent.mkdir(parents=True, exist_ok=True)
             profile_path.write_text("\n".join(lines))
             print(f"profiles written to {profile_path}")
         info = machine()
