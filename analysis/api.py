@@ -14,6 +14,7 @@ from rest_framework.response import Response
 from clinics import audit
 from clinics.api.base import ClinicGenericAPIView
 from clinics.api.docs import error_response
+from clinics.api.output import DirectOutput
 from clinics.services import ServiceError
 from core import teeth
 from patients.models import Image as PatientImage
@@ -111,7 +112,7 @@ class NotAssessableOutput(serializers.Serializer):
     message = serializers.CharField()
 
 
-class AnalysisOutput(serializers.Serializer):
+class AnalysisOutput(DirectOutput):
     id = serializers.UUIDField()
     image = serializers.UUIDField(source="image_id")
     status = serializers.CharField()
@@ -138,6 +139,25 @@ class AnalysisOutput(serializers.Serializer):
     created_at = serializers.DateTimeField()
     finished_at = serializers.DateTimeField(allow_null=True)
     findings = serializers.SerializerMethodField()
+
+    def to_representation(self, analysis: Analysis) -> dict[str, Any]:
+        return self.represent(
+            {
+                "id": analysis.pk,
+                "image": analysis.image_id,
+                "status": analysis.status,
+                "model": analysis.model_version.model_id,
+                "input_sha256": analysis.input_sha256,
+                "scores": analysis.scores,
+                "failure_reason": analysis.failure_reason,
+                "not_assessable": self.get_not_assessable(analysis),
+                "unfamiliar": analysis.unfamiliar,
+                "clinic_model": analysis.clinic_model.model_id if analysis.clinic_model_id else None,
+                "created_at": analysis.created_at,
+                "finished_at": analysis.finished_at,
+                "findings": self.get_findings(analysis),
+            }
+        )
 
     @extend_schema_field(NotAssessableOutput(allow_null=True))
     def get_not_assessable(self, analysis: Analysis) -> dict[str, str] | None:

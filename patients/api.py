@@ -12,6 +12,7 @@ from rest_framework.response import Response
 from clinics import audit
 from clinics.api.base import ClinicGenericAPIView
 from clinics.api.docs import error_response
+from clinics.api.output import DirectOutput
 
 from .models import Image, Patient, Sex
 from .restricted import restricted_visible
@@ -41,7 +42,7 @@ RESTRICTED_IN_LISTS = (
 )
 
 
-class PatientOutput(serializers.Serializer):
+class PatientOutput(DirectOutput):
     """One patient. In lists and search, a restricted record that the caller may not open (context
     ``restricted_visible`` False) carries its id, practice id and ``restricted`` only: never names, date of birth
     or sex."""
@@ -60,7 +61,7 @@ class PatientOutput(serializers.Serializer):
     def to_representation(self, patient: Patient) -> dict[str, Any]:
         identity = patient_identity(patient)
         hidden = patient.restricted and not self.context.get("restricted_visible", True)
-        return super().to_representation(
+        return self.represent(
             {
                 "id": patient.pk,
                 "external_id": identity.external_id,
@@ -131,7 +132,7 @@ class AnalysisSummary(serializers.Serializer):
     )
 
 
-class ImageOutput(serializers.Serializer):
+class ImageOutput(DirectOutput):
     id = serializers.UUIDField()
     patient = serializers.UUIDField(source="patient_id")
     visit = serializers.UUIDField(source="visit_id")
@@ -145,6 +146,25 @@ class ImageOutput(serializers.Serializer):
     uploaded_at = serializers.DateTimeField()
     file = serializers.SerializerMethodField()
     analysis = serializers.SerializerMethodField()
+
+    def to_representation(self, image: Image) -> dict[str, Any]:
+        return self.represent(
+            {
+                "id": image.pk,
+                "patient": image.patient_id,
+                "visit": image.visit_id,
+                "modality": image.modality,
+                "width": image.width,
+                "height": image.height,
+                "bit_depth": image.bit_depth,
+                "original_format": image.original_format,
+                "sha256": image.sha256,
+                "size_bytes": image.size_bytes,
+                "uploaded_at": image.uploaded_at,
+                "file": self.get_file(image),
+                "analysis": self.get_analysis(image),
+            }
+        )
 
     def get_file(self, image: Image) -> str:
         return f"/api/v1/images/{image.pk}/file"
