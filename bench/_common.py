@@ -7,6 +7,7 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -53,10 +54,25 @@ def busy_processes() -> list[str]:
     return [f"{r[2]}% {r[3][:100]}" for r in rows[:10] if float(r[2]) >= 50 and not ours(int(r[0]))]
 
 
+def python_speed_ms(rounds: int = 5) -> float:
+    """A fixed pure-Python loop (a million additions), best of ``rounds``, in ms: how fast this VM runs
+    interpreter-bound code such as Django's today. Runs of the same code on two VMs of the same nominal kind
+    differed by 2-3x (bench/README.md); this figure says which kind of VM a result came from."""
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        total = 0
+        for i in range(1_000_000):
+            total += i
+        best = min(best, time.perf_counter() - start)
+    return round(1000 * best, 1)
+
+
 def machine() -> dict[str, Any]:
     info: dict[str, Any] = {
         "cpu": cpu_model(),
         "cores": len(os.sched_getaffinity(0)),
+        "python_loop_ms": python_speed_ms(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -74,6 +90,8 @@ def machine() -> dict[str, Any]:
 
 def machine_line(info: dict[str, Any]) -> str:
     line = f"machine: {info['cpu']}, {info['cores']} cores, Python {info['python']}, {info['measured_at']}"
+    if "python_loop_ms" in info:
+        line += f"; a million Python additions in {info['python_loop_ms']} ms (best of 5: the VM's speed)"
     if info.get("busy_processes"):
         line += f"\nWARNING other busy processes (numbers are pessimistic): {'; '.join(info['busy_processes'])}"
     return line
