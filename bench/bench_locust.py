@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cpu_log  # noqa: E402
 from _common import RESULTS, ROOT, cpu_snapshot, cpu_used, machine, machine_line, table, write_json  # noqa: E402
 from bench_api_load import GENERATE  # noqa: E402
-from bench_end_to_end import FORBIDDEN_DATABASES, jpeg_photo, start_gunicorn  # noqa: E402
+from bench_end_to_end import FORBIDDEN_DATABASES, _real_photos, jpeg_photo, start_gunicorn  # noqa: E402
 
 from tests.stack import Stack, wait_until  # noqa: E402
 
@@ -70,6 +70,10 @@ def photo_jpeg() -> bytes:
     passes it and the worker runs the model, sharing the 2 cores as it would at a practice (a drawn picture, the
     fallback, is refused by the gate as not intraoral and costs the worker almost nothing)."""
     return jpeg_photo(0, (1024, 768))
+
+
+def photo_kind() -> str:
+    return "a real intraoral photo" if _real_photos() else "a drawn picture (the gate refuses it)"
 
 
 class LockWaits(threading.Thread):
@@ -296,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
             f"Locust mixed scenario: {staff} staff, {dentists} dentists, {integrators} integrators, ~1 request/s each, "
             f"{args.seconds} s; {args.patients} patients, {len(data['images'])} analyses, {args.findings} findings in "
             f"one clinic; gunicorn {args.web_workers}x{args.web_threads} on PostgreSQL, "
-            f"{args.celery_workers} Celery worker(s); {args.pacing} pacing"
+            f"{args.celery_workers} Celery worker(s); {args.pacing} pacing; uploads: {photo_kind()}"
         )
         print(machine_line(info))
         if args.warmup:
@@ -367,6 +371,7 @@ def main(argv: list[str] | None = None) -> int:
             "seconds": args.seconds,
             "warmup": warmup,
             "upload_every_s": args.upload_every,
+            "upload_photo": photo_kind(),
             "pacing": args.pacing,
             "patients": args.patients,
             "findings": args.findings,

@@ -105,7 +105,7 @@ def test_the_document_is_made_once_even_when_first_asked_for_by_many_threads_at_
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(docs.ApiSchemaGenerator, "get_schema", counted)
-    docs._schemas.clear()
+    monkeypatch.setattr(docs, "_schemas", {})
     answers: list[tuple[int, bytes]] = []
 
     def ask() -> None:
@@ -122,4 +122,25 @@ def test_the_document_is_made_once_even_when_first_asked_for_by_many_threads_at_
     assert len(made) == 1
     Client().get(reverse("api:schema"))
     assert len(made) == 1  # later requests are served the same document
-    docs._schemas.clear()
+
+
+def test_a_variant_of_the_document_is_built_for_its_request_and_neither_kept_nor_shown_to_others(
+    db: Any, monkeypatch: Any
+) -> None:
+    """``?lang=`` and ``?version=`` give their own document; none is kept (callers could fill the memory with
+    versions) and the plain document that everyone gets stays in the site's language."""
+    from clinics.api import docs
+
+    monkeypatch.setattr(docs, "_schemas", {})
+    german = json.loads(Client().get(reverse("api:schema"), {"lang": "de"}).content)
+    labelled = json.loads(Client().get(reverse("api:schema"), {"version": "anything"}).content)
+    plain = json.loads(Client().get(reverse("api:schema")).content)
+    assert list(docs._schemas) == ["plain"]
+    assert labelled["info"]["version"] != plain["info"]["version"]
+
+    def page_help(schema: dict[str, Any]) -> str:
+        (page,) = [p for p in schema["paths"]["/api/v1/patients/"]["get"]["parameters"] if p["name"] == "page"]
+        return page["description"]
+
+    assert page_help(german) != page_help(plain) == "A page number within the paginated result set."
+    assert page_help(json.loads(Client().get(reverse("api:schema")).content)) == page_help(plain)

@@ -10,12 +10,13 @@ parameters an operation lists here are also the only ones it accepts (``clinics.
 
 from __future__ import annotations
 
-import threading
 import uuid
 from typing import Any
 
+from django.conf import settings
 from django.core.signals import setting_changed
 from django.urls import Resolver404, resolve
+from django.utils import translation
 from drf_spectacular.extensions import OpenApiViewExtension
 from drf_spectacular.generators import SchemaGenerator
 from drf_spectacular.renderers import (
@@ -31,6 +32,7 @@ from rest_framework.response import Response
 
 from ..permissions import PUBLIC, route_permission
 from .base import ClinicScopedAPIMixin
+from .parameters import SCHEMA_LOCK
 from .permissions import RoutePermission
 from .serializers import AuditExportInput, AuditExportRowOutput, ErrorSerializer
 
@@ -166,7 +168,6 @@ class ApiSchemaGenerator(SchemaGenerator):
 
 
 _schemas: dict[Any, Any] = {}
-_schemas_lock = threading.Lock()
 
 
 def _schemas_forget(**kwargs: Any) -> None:
@@ -179,10 +180,12 @@ setting_changed.connect(_schemas_forget)
 class SchemaView(ClinicScopedAPIMixin, SpectacularAPIView):
     """OpenAPI 3 document of the whole API (public: it holds no clinic data).
 
-    Made once per process and version, under a lock: it is the same for every caller and only changes with the code,
-    building it costs about 0.1 s of CPU (seconds on a cold process), and drf-spectacular's extension registry, which
-    loads its targets lazily on first use, is not safe to build from two threads at once (two first requests in one
-    gunicorn process answered one 500 in a benchmark: one thread saw the other's half-loaded extension)."""
+    The plain document (no ``?version=``, the site's language) is made once per process and served to every caller:
+    it is the same for all of them and only changes with the code, and building it costs about 0.1 s of CPU
+    (seconds in a cold process). Any variant (``?lang=``, ``?version=``) is built for its request and not kept, so
+    callers cannot fill the memory with variants or change what others get. Every build holds ``SCHEMA_LOCK``:
+    drf-spectacular's extension registry, which loads its targets lazily on first use, is not safe to build from
+    two threads at once (two first requests in one gunicorn process answered one 500 in a benchmark)."""
 
     permission_classes = [RoutePermission]
     generator_class = ApiSchemaGenerator
@@ -191,11 +194,14 @@ class SchemaView(ClinicScopedAPIMixin, SpectacularAPIView):
 
     def _get_schema_response(self, request: Any) -> Response:
         version = self.api_version or request.version or self._get_version_parameter(request)
-        with _schemas_lock:
-            schema = _schemas.get(version)
+        plain = version is None and translation.get_language() == settings.LANGUAGE_CODE
+        with SCHEMA_LOCK:
+            schema = _schemas.get("plain") if plain else None
             if schema is None:
                 generator = self.generator_class(urlconf=self.urlconf, api_version=version, patterns=self.patterns)
-                schema = _schemas[version] = generator.get_schema(request=request, public=self.serve_public)
+                schema = generator.get_schema(request=request, public=self.serve_public)
+                if plain:
+                    _schemas["plain"] = schema
         return Response(
             data=schema,
             headers={"Content-Disposition": f'inline; filename="{self._get_filename(request, version)}"'},

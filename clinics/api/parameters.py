@@ -19,7 +19,9 @@ from drf_spectacular.generators import SchemaGenerator
 from rest_framework import exceptions
 
 _ANY_ID = str(uuid.UUID(int=0))
-_lock = threading.Lock()
+# Held by every build of the OpenAPI document in this process (this module's and ``docs.SchemaView``'s):
+# drf-spectacular loads its extensions lazily on first use, and two builds at once can break that load.
+SCHEMA_LOCK = threading.RLock()
 _documented: dict[tuple[str, str], frozenset[str]] | None = None
 
 
@@ -65,7 +67,7 @@ def documented_query_parameters(view_name: str, method: str) -> frozenset[str] |
     document (the schema and docs views themselves). Built once per process (a quarter of a second)."""
     global _documented
     if _documented is None:
-        with _lock:
+        with SCHEMA_LOCK:
             if _documented is None:
                 _documented = _build()
     return _documented.get((view_name, "GET" if method.upper() == "HEAD" else method.upper()))
