@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import types
 from typing import Any
 
 import pytest
@@ -79,35 +80,32 @@ def test_an_image(alice: World, refused: bool | None) -> None:
     ],
 )
 def test_a_patient(alice: World, restricted: bool, visible: bool, changes: dict[str, Any]) -> None:
+    """Against what the record holds, written out here (not the output's own mapping): DRF's generic path reads
+    the same attributes from a plain object."""
     with clinic_scope(alice.clinic.id):
         patient = Patient.objects.with_data_keys().get(pk=alice.patient.pk)
         patient.restricted = restricted
-        identity = patient_identity(patient)
         for name, value in changes.items():
             if name == "date_of_birth":
-                patient._identity = dataclasses.replace(identity, **{name: value})
+                patient._identity = dataclasses.replace(patient_identity(patient), date_of_birth=value)
             else:
                 setattr(patient, name, value)
         output = PatientOutput(context={"restricted_visible": visible})
         fast = output.to_representation(patient)
-        identity = patient_identity(patient)
-        hidden = restricted and not visible
-        generic = serializers.Serializer.to_representation(
-            PatientOutput(),
-            {
-                "id": patient.pk,
-                "external_id": identity.external_id,
-                "restricted": patient.restricted,
-                "given_name": None if hidden else identity.given_name,
-                "family_name": None if hidden else identity.family_name,
-                "date_of_birth": None if hidden else identity.date_of_birth,
-                "sex": None if hidden else patient.sex,
-                "legal_hold": patient.legal_hold,
-                "created_at": patient.created_at,
-                "updated_at": patient.updated_at,
-            },
-        )
+    hidden = restricted and not visible
+    held = {
+        "id": alice.patient.pk,
+        "external_id": "alice-0001",
+        "restricted": restricted,
+        "given_name": "Marker",
+        "family_name": "Alicesonmarker",
+        "date_of_birth": changes.get("date_of_birth", dt.date(1980, 5, 17)),
+        "sex": changes.get("sex", alice.patient.sex),
+        "legal_hold": changes.get("legal_hold", False),
+        "created_at": alice.patient.created_at,
+        "updated_at": patient.updated_at,
+    }
+    if hidden:  # a restricted record, to a caller that may not open it: its id and practice id only
+        held.update(given_name=None, family_name=None, date_of_birth=None, sex=None)
+    generic = serializers.Serializer.to_representation(PatientOutput(), types.SimpleNamespace(**held))
     _same(output, fast, generic)
-    assert (fast["given_name"] is None) == hidden
-    if not hidden and "date_of_birth" not in changes:
-        assert fast["date_of_birth"] == dt.date(1980, 5, 17).isoformat()
