@@ -144,3 +144,34 @@ def test_a_variant_of_the_document_is_built_for_its_request_and_neither_kept_nor
 
     assert page_help(german) != page_help(plain) == "A page number within the paginated result set."
     assert page_help(json.loads(Client().get(reverse("api:schema")).content)) == page_help(plain)
+
+
+def test_variants_are_limited_per_caller_and_the_plain_document_is_not(db: Any, monkeypatch: Any, settings: Any) -> None:
+    """Each variant costs a build (~0.1 s of CPU): past ``RATE_LIMITS["schema_variant"]`` an anonymous client IP
+    gets 429 with Retry-After for variants, while the kept plain document and other addresses are still served."""
+    from django.core.cache import cache
+
+    from clinics.api import docs
+
+    cache.clear()
+    monkeypatch.setattr(docs, "_schemas", {})
+    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "schema_variant": "2/60"}
+    made: list[int] = []
+    original = docs.ApiSchemaGenerator.get_schema
+
+    def counting(self: Any, *args: Any, **kwargs: Any) -> Any:
+        made.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(docs.ApiSchemaGenerator, "get_schema", counting)
+    url = reverse("api:schema")
+    client = Client(REMOTE_ADDR="203.0.113.7")
+    statuses = [client.get(url, {"lang": lang}).status_code for lang in ("de", "fr", "nl")]
+    assert statuses == [200, 200, 429]
+    refused = client.get(url, {"version": "anything"})
+    assert refused.status_code == 429 and int(refused["Retry-After"]) > 0
+    assert refused.json()["error"]["code"] == "rate_limited"
+    assert len(made) == 2  # the refused variants were not built
+    assert client.get(url).status_code == 200  # the plain document is served whatever the count
+    assert Client(REMOTE_ADDR="198.51.100.9").get(url, {"lang": "de"}).status_code == 200
+    cache.clear()

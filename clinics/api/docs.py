@@ -28,8 +28,11 @@ from drf_spectacular.renderers import (
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
+from rest_framework import exceptions
 from rest_framework.response import Response
 
+from .. import ratelimit
+from ..middleware import client_ip
 from ..permissions import PUBLIC, route_permission
 from .base import ClinicScopedAPIMixin
 from .parameters import SCHEMA_LOCK
@@ -183,7 +186,9 @@ class SchemaView(ClinicScopedAPIMixin, SpectacularAPIView):
     The plain document (no ``?version=``, the site's language) is made once per process and served to every caller:
     it is the same for all of them and only changes with the code, and building it costs about 0.1 s of CPU
     (seconds in a cold process). Any variant (``?lang=``, ``?version=``) is built for its request and not kept, so
-    callers cannot fill the memory with variants or change what others get. Every build holds ``SCHEMA_LOCK``:
+    callers cannot fill the memory with variants or change what others get; since each costs a build, variants are
+    limited per caller (``RATE_LIMITS["schema_variant"]``, per client IP when anonymous: 429 with Retry-After over
+    it), so nobody can keep a web process busy building them. Every build holds ``SCHEMA_LOCK``:
     drf-spectacular's extension registry, which loads its targets lazily on first use, is not safe to build from
     two threads at once (two first requests in one gunicorn process answered one 500 in a benchmark)."""
 
@@ -195,6 +200,10 @@ class SchemaView(ClinicScopedAPIMixin, SpectacularAPIView):
     def _get_schema_response(self, request: Any) -> Response:
         version = self.api_version or request.version or self._get_version_parameter(request)
         plain = version is None and translation.get_language() == settings.LANGUAGE_CODE
+        if not plain:
+            wait = ratelimit.hit("schema_variant", getattr(request, "access", None), client_ip(request._request))
+            if wait is not None:
+                raise exceptions.Throttled(wait)
         with SCHEMA_LOCK:
             schema = _schemas.get("plain") if plain else None
             if schema is None:

@@ -291,6 +291,7 @@ RATE_LIMITS = {
     "password_reset_mail": "3/3600",  # reset mails per address, whoever asks
     "invite": "30/3600",  # invitations sent, per clinic admin
     "invitation_address": "3/86400",  # invitations of one address by one clinic, per day
+    "schema_variant": "30/60",  # API documents in another language or version (each is built for its request)
 }
 
 # --- Sessions and cookies -------------------------------------------------------------------
