@@ -146,7 +146,9 @@ def test_a_variant_of_the_document_is_built_for_its_request_and_neither_kept_nor
     assert page_help(json.loads(Client().get(reverse("api:schema")).content)) == page_help(plain)
 
 
-def test_variants_are_limited_per_caller_and_the_plain_document_is_not(db: Any, monkeypatch: Any, settings: Any) -> None:
+def test_variants_are_limited_per_caller_and_the_plain_document_is_not(
+    db: Any, monkeypatch: Any, settings: Any
+) -> None:
     """Each variant costs a build (~0.1 s of CPU): past ``RATE_LIMITS["schema_variant"]`` an anonymous client IP
     gets 429 with Retry-After for variants, while the kept plain document and other addresses are still served."""
     from django.core.cache import cache
