@@ -19,7 +19,7 @@ from clinics.services import ServiceError
 from core import teeth
 from patients.models import Image as PatientImage
 from patients.models import Visit
-from patients.restricted import restricted_visible
+from patients.restricted import restricted_image_ids, restricted_visible
 
 from .fhir import report_bundle
 from .models import Analysis, AnalysisStatus, Finding, RejectReason, Report
@@ -266,7 +266,7 @@ class AnalysisListView(ClinicGenericAPIView):
         filters.is_valid(raise_exception=True)
         analyses = analysis_list(**filters.validated_data, findings=False)
         if not restricted_visible(request.access):
-            analyses = analyses.exclude(image__patient__restricted=True)
+            analyses = analyses.exclude(image_id__in=restricted_image_ids())
         page = self.paginate_queryset(analyses)
         finding_rows_attach(page)
         audit.record(

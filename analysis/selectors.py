@@ -13,6 +13,7 @@ from django.db.models.functions import Coalesce
 
 from clinics.tenancy import current_clinic_id
 from patients.models import Image, Visit
+from patients.restricted import restricted_patient_ids
 
 from .models import (
     Amendment,
@@ -260,7 +261,7 @@ def visit_list(
         amending=Exists(Amendment.objects.filter(visit=OuterRef("pk"), report__isnull=True)),
     ).order_by("-visit_date", "-created_at", "id")
     if not include_restricted:
-        visits = visits.exclude(patient__restricted=True)
+        visits = visits.exclude(patient_id__in=restricted_patient_ids())
     if patient is not None:
         visits = visits.filter(patient_id=patient)
     if date is not None:
@@ -288,7 +289,7 @@ def visits_to_review(*, include_restricted: bool, limit: int = 50) -> list[dict[
         .order_by("-visit_date", "-created_at")
     )
     if not include_restricted:
-        visits = visits.exclude(patient__restricted=True)
+        visits = visits.exclude(patient_id__in=restricted_patient_ids())
     visits = list(visits[:limit])
     images: dict[object, list[Image]] = {visit.pk: [] for visit in visits}
     for image in Image.objects.filter(visit_id__in=list(images)).order_by("uploaded_at"):

@@ -21,7 +21,7 @@ from typing import Any
 from django.conf import settings
 from django.core.mail import send_mail
 from django.db import transaction
-from django.db.models import Count
+from django.db.models import Count, QuerySet
 from django.utils import timezone
 
 from clinics import audit
@@ -29,7 +29,7 @@ from clinics.access import RouteRefusal
 from clinics.models import AuditEvent, Membership, Role
 from clinics.services import ServiceError
 
-from .models import BreakGlassGrant, Patient
+from .models import BreakGlassGrant, Image, Patient
 
 # URL name -> (model label, field holding the patient id) for the object named by ``pk``.
 PATIENT_ROUTES: dict[str, tuple[str, str]] = {
@@ -74,6 +74,20 @@ def _patient_ref(view_name: str, kwargs: dict[str, Any]) -> tuple[uuid.UUID, boo
         return None
     restricted = "restricted" if field == "pk" else field.removesuffix("_id") + "__restricted"
     return model.objects.filter(pk=pk).values_list(field, restricted).first()
+
+
+def restricted_patient_ids() -> QuerySet[Patient]:
+    """The clinic's restricted patients' ids, as a subquery for lists that leave their records out
+    (``exclude(patient_id__in=restricted_patient_ids())``). A ``NOT IN`` of the few restricted records (a partial
+    index finds them) lets PostgreSQL walk a list's own index in its order and count it without joining every
+    row to its patient, which the join that ``exclude(patient__restricted=True)`` writes makes it do."""
+    return Patient.objects.filter(restricted=True).values("pk")
+
+
+def restricted_image_ids() -> QuerySet[Image]:
+    """The ids of the restricted patients' images, as a subquery (``exclude(image_id__in=...)``): see
+    ``restricted_patient_ids``."""
+    return Image.objects.filter(patient_id__in=restricted_patient_ids()).values("pk")
 
 
 def restricted_visible(access: Any) -> bool:

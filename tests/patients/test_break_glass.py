@@ -3,6 +3,8 @@ admins notified, expires by itself; shown on the clinic's audit page."""
 
 from __future__ import annotations
 
+import datetime as dt
+import io
 from datetime import timedelta
 from typing import Any
 
@@ -10,11 +12,13 @@ from django.core import mail
 from django.urls import reverse
 from django.utils import timezone
 
+from analysis.models import Analysis
 from clinics.models import AuditEvent
 from clinics.tenancy import clinic_scope
 from patients.models import BreakGlassGrant, Patient
+from patients.services import image_ingest, patient_create
 
-from ..conftest import World, key_client, token_client, user_client
+from ..conftest import World, key_client, png_bytes, token_client, user_client
 
 
 def _restrict(world: World) -> None:
@@ -123,9 +127,24 @@ def test_unrestricted_records_need_no_emergency_access(alice: World) -> None:
 
 
 def test_lists_leave_out_restricted_clinical_data(alice: World) -> None:
+    with clinic_scope(alice.clinic.id):  # an open record beside the restricted one
+        other = patient_create(
+            external_id="open-1", given_name="Open", family_name="Record", date_of_birth=dt.date(1990, 1, 2)
+        )
+        image = image_ingest(
+            patient=other, stream=io.BytesIO(png_bytes()), filename="a.png", size=None, modality="photo"
+        )
+        open_analysis = Analysis.objects.create(
+            image=image, model_version=alice.analysis.model_version, status="done", input_sha256=image.sha256
+        )
     _restrict(alice)
-    staff_ids = {a["id"] for a in token_client(alice, "staff").get(reverse("api:analysis-list")).json()["results"]}
-    key_ids = {a["id"] for a in key_client(alice).get(reverse("api:analysis-list")).json()["results"]}
-    dentist_ids = {a["id"] for a in token_client(alice, "dentist").get(reverse("api:analysis-list")).json()["results"]}
-    assert str(alice.analysis.pk) not in staff_ids | key_ids
-    assert str(alice.analysis.pk) in dentist_ids
+    url = reverse("api:analysis-list")
+    staff, key, dentist = (
+        c.get(url).json() for c in (token_client(alice, "staff"), key_client(alice), token_client(alice, "dentist"))
+    )
+    restricted, shown = str(alice.analysis.pk), str(open_analysis.pk)
+    for page in (staff, key):
+        assert [a["id"] for a in page["results"]] == [shown] and page["count"] == 1
+    assert {a["id"] for a in dentist["results"]} == {restricted, shown} and dentist["count"] == 2
+    filtered = key_client(alice).get(url, {"status": "done"}).json()
+    assert [a["id"] for a in filtered["results"]] == [shown] and filtered["count"] == 1
