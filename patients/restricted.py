@@ -80,7 +80,10 @@ def restricted_patient_ids() -> QuerySet[Patient]:
     """The clinic's restricted patients' ids, as a subquery for lists that leave their records out
     (``exclude(patient_id__in=restricted_patient_ids())``). A ``NOT IN`` of the few restricted records (a partial
     index finds them) lets PostgreSQL walk a list's own index in its order and count it without joining every
-    row to its patient, which the join that ``exclude(patient__restricted=True)`` writes makes it do."""
+    row to its patient, which the join that ``exclude(patient__restricted=True)`` writes makes it do.
+
+    Build it in the request, beside the query it filters: the clinic-scoped manager takes the clinic in scope when
+    the queryset is made, so one kept at module level or across requests would filter another clinic's ids."""
     return Patient.objects.filter(restricted=True).values("pk")
 
 
