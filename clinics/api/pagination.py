@@ -1,11 +1,6 @@
 """Pagination of every API list: pages by number (``page``, ``page_size``; ``count``, ``next``, ``previous``,
 ``results``), or, on the lists whose view names a ``keyset``, by cursor.
 
-A numbered page past the first finds its rows' ids first (``SELECT id ... ORDER BY ... LIMIT/OFFSET``: the rows it
-skips are sorted and passed over narrow, as ids and sort keys) and then reads those rows whole, by id (a "deferred
-join"); reading them whole at once made the database sort every row of the list, wide columns included, to skip
-most of them.
-
 A cursor page (``?cursor=`` to start, then the ``next`` links) reads the rows after the last one it returned
 (``WHERE (created_at, id) after ...`` on an index) instead of counting and skipping the rows before it, so page
 1,000 costs what page 1 costs; ``count`` is null there and ``previous`` is not offered. A cursor only positions the
@@ -21,8 +16,6 @@ import json
 import uuid
 from typing import Any
 
-from django.core.paginator import Page
-from django.core.paginator import Paginator as DjangoPaginator
 from django.db.models import Q, QuerySet
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.request import Request
@@ -54,28 +47,7 @@ def _decode(cursor: str) -> tuple[dt.datetime, uuid.UUID]:
         raise invalid_cursor() from exc
 
 
-class DeferredJoinPaginator(DjangoPaginator):
-    """Django's paginator; a page past the first of a queryset is read by its ids first (the module's docstring)."""
-
-    def page(self, number: Any) -> Page:
-        rows = self.object_list
-        if not isinstance(rows, QuerySet):
-            return super().page(number)
-        number = self.validate_number(number)
-        bottom = (number - 1) * self.per_page
-        if bottom == 0:
-            return super().page(number)
-        top = bottom + self.per_page
-        if top + self.orphans >= self.count:
-            top = self.count
-        ids = list(rows.values_list("pk", flat=True)[bottom:top])
-        by_id = {row.pk: row for row in rows.filter(pk__in=ids)} if ids else {}
-        # in the list's order; a row deleted between the two reads is left out (as if read a moment later)
-        return self._get_page([by_id[pk] for pk in ids if pk in by_id], number, self)
-
-
 class Pagination(PageNumberPagination):
-    django_paginator_class = DeferredJoinPaginator
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 200
