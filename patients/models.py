@@ -88,7 +88,7 @@ class Patient(ClinicScopedModel):
             models.Index(fields=["clinic", "family_name_index"]),
             models.Index(fields=["clinic", "given_name_index"]),
             models.Index(fields=["clinic", "-created_at"]),
-            # the few restricted records: lists leave them out with ``NOT IN`` this (restricted_patient_ids)
+            # finds the few restricted records, which lists leave out by NOT IN their ids (restricted_patient_ids)
             models.Index(fields=["clinic"], condition=models.Q(restricted=True), name="patient_restricted_idx"),
         ]
 
