@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -75,3 +76,25 @@ def wait_for(condition: Callable[[], object], *, timeout: float, what: str, work
         time.sleep(0.3)
     log = stop_worker(worker)[-4000:] if worker is not None else ""
     raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{log}")
+
+
+class WorkerLog:
+    """A worker's output, collected line by line while it runs, so a test can wait for a line before it stops the
+    worker (``stop_worker`` then returns what was left unread: read ``text()`` after ``close()`` instead)."""
+
+    def __init__(self, worker: subprocess.Popen[str]) -> None:
+        self._lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, args=(worker,), daemon=True)
+        self._reader.start()
+
+    def _read(self, worker: subprocess.Popen[str]) -> None:
+        for line in worker.stdout or ():
+            self._lines.append(line)
+
+    def text(self) -> str:
+        return "".join(self._lines)
+
+    def close(self) -> str:
+        """After the worker stopped: everything it wrote."""
+        self._reader.join(timeout=30)
+        return self.text()

@@ -16,7 +16,7 @@ from config.celery import app
 from tests.ml.conftest import random_artifact  # noqa: F401 - fixture
 
 from ..conftest import PASSWORD, png_bytes
-from ..workers import start_worker, stop_worker, wait_for
+from ..workers import WorkerLog, start_worker, stop_worker, wait_for
 
 pytestmark = [
     pytest.mark.skipif(not os.environ.get("DATABASE_URL", "").startswith("postgres"), reason="needs PostgreSQL"),
@@ -57,6 +57,7 @@ def test_upload_is_analysed_by_a_real_worker(random_artifact: Path) -> None:  # 
 
     run_analysis.delay(analysis_id, str(analysis.clinic_id))  # the same task delivered a second time
     worker = start_worker("gpu")
+    output = WorkerLog(worker)
     try:
         wait_for(
             lambda: Analysis.unscoped.filter(pk=analysis_id, status="done").exists(),
@@ -64,8 +65,16 @@ def test_upload_is_analysed_by_a_real_worker(random_artifact: Path) -> None:  # 
             what="the analysis to finish",
             worker=worker,
         )
+        # the second delivery may still be on its way when the first has finished: wait for its outcome too
+        wait_for(
+            lambda: output.text().count("succeeded in") >= 2 or "busy" in output.text(),
+            timeout=60,
+            what="the second delivery's outcome",
+            worker=worker,
+        )
     finally:
-        log = stop_worker(worker)
+        stop_worker(worker)
+        log = output.close()
     body = client.get(reverse("api:analysis-detail", kwargs={"pk": analysis_id})).json()
     assert body["status"] == "done" and body["model"] == "photo-test@0.0.1", log[-2000:]
     assert body["findings"] and all(len(f["box"]) == 4 for f in body["findings"])
