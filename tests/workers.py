@@ -65,17 +65,31 @@ def stop_worker(worker: subprocess.Popen[str]) -> str:
     return worker.stdout.read() if worker.stdout else ""
 
 
-def wait_for(condition: Callable[[], object], *, timeout: float, what: str, worker=None) -> object:  # noqa: ANN001
+def wait_for(
+    condition: Callable[[], object],
+    *,
+    timeout: float,
+    what: str,
+    worker=None,  # noqa: ANN001
+    output: WorkerLog | None = None,
+) -> object:
+    """Poll ``condition`` until true; on failure stop ``worker`` and show its output (all of it from ``output`` when
+    a ``WorkerLog`` is reading it)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
         if value:
             return value
         if worker is not None and worker.poll() is not None:
-            raise AssertionError(f"worker exited while waiting for {what}:\n{stop_worker(worker)[-4000:]}")
+            raise AssertionError(f"worker exited while waiting for {what}:\n{_stopped(worker, output)[-4000:]}")
         time.sleep(0.3)
-    log = stop_worker(worker)[-4000:] if worker is not None else ""
+    log = _stopped(worker, output)[-4000:] if worker is not None else ""
     raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{log}")
+
+
+def _stopped(worker: subprocess.Popen[str], output: WorkerLog | None) -> str:
+    left = stop_worker(worker)
+    return output.close() if output is not None else left
 
 
 class WorkerLog:

@@ -64,6 +64,7 @@ def test_upload_is_analysed_by_a_real_worker(random_artifact: Path) -> None:  # 
             timeout=120,
             what="the analysis to finish",
             worker=worker,
+            output=output,
         )
         # the second delivery may still be on its way when the first has finished: wait for its outcome too
         wait_for(
@@ -71,6 +72,7 @@ def test_upload_is_analysed_by_a_real_worker(random_artifact: Path) -> None:  # 
             timeout=60,
             what="the second delivery's outcome",
             worker=worker,
+            output=output,
         )
     finally:
         stop_worker(worker)
