@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from io import StringIO
 
@@ -571,13 +572,40 @@ def test_events_sealed_out_of_the_sealers_order_are_detected(chain: list[AuditEv
     assert code == 1 and "sealed out of order" in output and f"event id={first.pk}" in output, output
 
 
+def round_ended(sealer: audit.BackgroundSealer) -> None:
+    """Wait for the sealer's round in progress to end: a round commits its seals, then checks what is left and
+    counts itself, so a test that sees the events sealed may still be ahead of the counters."""
+    assert sealer._round.acquire(timeout=30)  # noqa: SLF001
+    sealer._round.release()  # noqa: SLF001
+
+
+@pytest.fixture
+def background_sealer(settings, monkeypatch) -> Iterator[Callable[..., audit.BackgroundSealer]]:  # noqa: ANN001
+    """Makes the process's background sealer for a test; afterwards nothing is left asked of it and its round in
+    progress has ended, so its thread cannot seal into the next test's database (or hold a lock the flush of this
+    one waits for)."""
+    made: list[audit.BackgroundSealer] = []
+
+    def make(**kwargs: float) -> audit.BackgroundSealer:
+        settings.AUDIT_SEAL_IN_BACKGROUND = True  # from here on: what was recorded before sealed as it committed
+        sealer = audit.BackgroundSealer(**kwargs)
+        monkeypatch.setattr(audit, "_SEALER", sealer)
+        made.append(sealer)
+        return sealer
+
+    yield make
+    for sealer in made:
+        with sealer._wake:  # noqa: SLF001
+            sealer._pending.clear()  # noqa: SLF001
+        sealer._swept = True  # noqa: SLF001
+        round_ended(sealer)
+
+
 @pytest.mark.django_db(transaction=True)
-def test_embedded_default_seals_in_a_background_round_after_the_commits(eager: None, settings, monkeypatch) -> None:  # noqa: ANN001
+def test_embedded_default_seals_in_a_background_round_after_the_commits(eager: None, background_sealer) -> None:  # noqa: ANN001
     """Without a broker, a commit only asks the process's background sealer, which seals a moment later what all
     the commits of that moment recorded, in one round; the chain verifies."""
-    settings.AUDIT_SEAL_IN_BACKGROUND = True
-    sealer = audit.BackgroundSealer(delay=1.0)
-    monkeypatch.setattr(audit, "_SEALER", sealer)
+    sealer = background_sealer(delay=1.0)
     clinic = clinic_create(name="Background", slug="background")
     first = audit.record(action="test.background", clinic_id=clinic.id)  # autocommit: committed at once
     assert AuditEvent.unscoped.get(pk=first.pk).seq is None  # the commit did not seal it; the round comes later
@@ -588,6 +616,7 @@ def test_embedded_default_seals_in_a_background_round_after_the_commits(eager: N
     while AuditEvent.unscoped.filter(seq__isnull=True).exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not AuditEvent.unscoped.filter(seq__isnull=True).exists()
+    round_ended(sealer)  # the round that sealed them counts itself after its commit
     assert 1 <= sealer.sealing_rounds <= 3  # 7 committing transactions (clinic_create's too), a round or few
     head = AuditChainHead.objects.get(chain=str(clinic.id))
     assert head.last_seq == AuditEvent.unscoped.filter(chain=str(clinic.id)).count()
@@ -595,7 +624,7 @@ def test_embedded_default_seals_in_a_background_round_after_the_commits(eager: N
 
 
 @pytest.mark.django_db(transaction=True)
-def test_background_sealer_seals_leftovers_and_what_is_asked_at_exit(eager: None, settings, monkeypatch) -> None:  # noqa: ANN001
+def test_background_sealer_seals_leftovers_and_what_is_asked_at_exit(eager: None, background_sealer) -> None:  # noqa: ANN001
     """A process that died between a commit and its round left events unsealed: the next process's first round
     seals every chain that has some. At exit, what is still asked for is sealed there and then."""
     from config.celery import app
@@ -607,9 +636,7 @@ def test_background_sealer_seals_leftovers_and_what_is_asked_at_exit(eager: None
         leftover = audit.record(action="test.leftover", clinic_id=None)  # the global chain
     finally:
         app.conf.task_always_eager = True
-    settings.AUDIT_SEAL_IN_BACKGROUND = True
-    sealer = audit.BackgroundSealer(delay=3600)  # its thread would wait an hour: only the exit flush seals
-    monkeypatch.setattr(audit, "_SEALER", sealer)
+    background_sealer(delay=3600)  # its thread would wait an hour: only the exit flush seals
     asked = audit.record(action="test.asked", clinic_id=clinic.id)
     assert AuditEvent.unscoped.get(pk=asked.pk).seq is None
     audit._flush_at_exit()  # noqa: SLF001 - what atexit runs
@@ -619,14 +646,12 @@ def test_background_sealer_seals_leftovers_and_what_is_asked_at_exit(eager: None
 
 
 @pytest.mark.django_db(transaction=True)
-def test_background_sealer_tries_a_chain_again_after_a_failed_round(eager: None, settings, monkeypatch) -> None:  # noqa: ANN001
+def test_background_sealer_tries_again_after_a_failed_round(eager: None, background_sealer, monkeypatch) -> None:  # noqa: ANN001
     """A round whose sealing fails (the database locked, a lost connection) asks for the chain again: the events
     are sealed by a later round, not left for a next commit that may never come."""
-    settings.AUDIT_SEAL_IN_BACKGROUND = True
     clinic = clinic_create(name="Retry", slug="retry")
     seal_committed()
-    sealer = audit.BackgroundSealer(delay=0.05, max_delay=0.2)
-    monkeypatch.setattr(audit, "_SEALER", sealer)
+    sealer = background_sealer(delay=0.05, max_delay=0.2)
     real, failures = audit.seal_chain, []
 
     def failing_once(chain: str, **kwargs: object) -> int:
@@ -642,17 +667,16 @@ def test_background_sealer_tries_a_chain_again_after_a_failed_round(eager: None,
         time.sleep(0.05)
     assert failures == [str(clinic.id)]
     assert AuditEvent.unscoped.get(pk=event.pk).seq is not None
+    round_ended(sealer)
     assert sealer.rounds >= 2
     assert verify()[0] == 0
 
 
 @pytest.mark.django_db(transaction=True)
-def test_exit_waits_for_a_round_in_progress_then_seals_what_is_asked(eager: None, settings, monkeypatch) -> None:  # noqa: ANN001
-    settings.AUDIT_SEAL_IN_BACKGROUND = True
+def test_exit_waits_for_a_round_in_progress_then_seals_what_is_asked(eager: None, background_sealer) -> None:  # noqa: ANN001
     clinic = clinic_create(name="Exit", slug="exit")
     seal_committed()
-    sealer = audit.BackgroundSealer(delay=3600)
-    monkeypatch.setattr(audit, "_SEALER", sealer)
+    sealer = background_sealer(delay=3600)
     sealer._round.acquire()  # noqa: SLF001 - a round in progress elsewhere
     threading.Timer(0.5, sealer._round.release).start()  # noqa: SLF001
     event = audit.record(action="test.exit", clinic_id=clinic.id)
