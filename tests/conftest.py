@@ -6,9 +6,11 @@ from __future__ import annotations
 import datetime as dt
 import io
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -149,6 +151,18 @@ def _fresh_cache() -> Iterator[None]:
     cache.clear()
     yield
     cache.clear()
+
+
+@pytest.fixture(autouse=True)
+def _rate_limit_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rate limiter counts in windows of the wall clock (a minute's window ends at :59): a test whose requests
+    crossed a window's end would see its count start again, and a request it expects refused pass (CI saw such
+    flakes). In each test the limiter's clock stands still just after the start of a day, so every window holds
+    the whole test; a test that needs time to pass sets ``clinics.ratelimit.time.time`` itself."""
+    from clinics import ratelimit
+
+    start = int(time.time()) // 86400 * 86400 + 1
+    monkeypatch.setattr(ratelimit, "time", SimpleNamespace(time=lambda: start))
 
 
 @pytest.fixture(autouse=True)
