@@ -247,13 +247,17 @@ def background_sealer() -> BackgroundSealer:
         return _SEALER
 
 
-def _flush_at_exit() -> None:
-    """At exit: wait (up to 30 s) for a round in progress, then seal what is still asked for."""
+def _flush_at_exit(retry_seconds: float = 5.0) -> None:
+    """At exit: wait (up to 30 s) for a round in progress, then seal what is still asked for; a chain that could not
+    be sealed to its end (on PostgreSQL: a write transaction older than its events still open) is tried again for up
+    to ``retry_seconds``. What is left then, the next process's first round seals."""
     sealer = _SEALER
     if sealer is None or not (sealer._pending or sealer._round.locked()):  # noqa: SLF001
         return
+    deadline = time.monotonic() + retry_seconds
     try:
-        sealer.flush(timeout=30)
+        while not sealer.flush(timeout=30) and time.monotonic() < deadline:
+            time.sleep(0.1)
     except Exception:  # noqa: BLE001 - the next process's first round seals them
         logger.exception("audit events could not be sealed at exit")
 
