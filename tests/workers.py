@@ -28,7 +28,7 @@ def start_worker(queues: str, **extra_env: str) -> subprocess.Popen[str]:
         "DATABASE_APP_ROLE": settings.DATABASE_APP_ROLE,
         **extra_env,
     }
-    return subprocess.Popen(
+    worker = subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -52,9 +52,13 @@ def start_worker(queues: str, **extra_env: str) -> subprocess.Popen[str]:
         stderr=subprocess.STDOUT,
         text=True,
     )
+    # Read while it runs: a pipe nobody reads fills (64 KiB of log lines) and the worker then blocks on its writes.
+    worker.log = WorkerLog(worker)  # type: ignore[attr-defined]
+    return worker
 
 
 def stop_worker(worker: subprocess.Popen[str]) -> str:
+    """Stop the worker; returns everything it wrote."""
     if worker.poll() is None:
         worker.terminate()
         try:
@@ -62,6 +66,9 @@ def stop_worker(worker: subprocess.Popen[str]) -> str:
         except subprocess.TimeoutExpired:
             worker.kill()
             worker.wait()
+    log = getattr(worker, "log", None)
+    if log is not None:
+        return log.close()
     return worker.stdout.read() if worker.stdout else ""
 
 
@@ -73,8 +80,8 @@ def wait_for(
     worker=None,  # noqa: ANN001
     output: WorkerLog | None = None,
 ) -> object:
-    """Poll ``condition`` until true; on failure stop ``worker`` and show its output (all of it from ``output`` when
-    a ``WorkerLog`` is reading it)."""
+    """Poll ``condition`` until true; on failure stop ``worker`` and show its output (``output``: the ``WorkerLog``
+    reading it, when it was not started by ``start_worker``, which attaches one)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
@@ -94,7 +101,7 @@ def _stopped(worker: subprocess.Popen[str], output: WorkerLog | None) -> str:
 
 class WorkerLog:
     """A worker's output, collected line by line while it runs, so a test can wait for a line before it stops the
-    worker (``stop_worker`` then returns what was left unread: read ``text()`` after ``close()`` instead)."""
+    worker (``start_worker`` attaches one as ``worker.log``)."""
 
     def __init__(self, worker: subprocess.Popen[str]) -> None:
         self._lines: list[str] = []

@@ -16,7 +16,7 @@ from config.celery import app
 from tests.ml.conftest import random_artifact  # noqa: F401 - fixture
 
 from ..conftest import PASSWORD, png_bytes
-from ..workers import WorkerLog, start_worker, stop_worker, wait_for
+from ..workers import start_worker, stop_worker, wait_for
 
 pytestmark = [
     pytest.mark.skipif(not os.environ.get("DATABASE_URL", "").startswith("postgres"), reason="needs PostgreSQL"),
@@ -57,7 +57,7 @@ def test_upload_is_analysed_by_a_real_worker(random_artifact: Path) -> None:  # 
 
     run_analysis.delay(analysis_id, str(analysis.clinic_id))  # the same task delivered a second time
     worker = start_worker("gpu")
-    output = WorkerLog(worker)
+    output = worker.log
     try:
         wait_for(
             lambda: Analysis.unscoped.filter(pk=analysis_id, status="done").exists(),
@@ -75,8 +75,7 @@ def test_upload_is_analysed_by_a_real_worker(random_artifact: Path) -> None:  # 
             output=output,
         )
     finally:
-        stop_worker(worker)
-        log = output.close()
+        log = stop_worker(worker)
     body = client.get(reverse("api:analysis-detail", kwargs={"pk": analysis_id})).json()
     assert body["status"] == "done" and body["model"] == "photo-test@0.0.1", log[-2000:]
     assert body["findings"] and all(len(f["box"]) == 4 for f in body["findings"])

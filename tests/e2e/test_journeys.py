@@ -68,8 +68,11 @@ def worlds(live_server: Any, random_artifact: Path) -> Iterator[tuple[World, Wor
     alice, bob = build_clinic("alice", patient_name="Alicesonmarker"), build_clinic("bob", patient_name="Bobson")
     worker = None
     if settings.REDIS_URL:
+        from config.celery import app
+
         from ..workers import start_worker
 
+        app.control.purge()  # not the jobs earlier tests left queued
         worker = start_worker("gpu,default")
     yield alice, bob
     if worker is not None:
@@ -373,7 +376,7 @@ def test_review_page_follows_a_running_analysis_without_flooding_the_audit_trail
         )
         Analysis.objects.filter(pk=running.pk).update(status="done")
     page.evaluate(_SET_HIDDEN, False)
-    page.wait_for_selector("#live-status:has-text('Analysis finished.')", timeout=5_000)
+    page.wait_for_selector("#live-status:has-text('Analysis finished.')")
     page.locator("li.finding").nth(1).wait_for()
     assert status_reads() == paused_at + 1
     _shot(page, "12-review-live-status-finished")
