@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import time
 from pathlib import Path
 from typing import Any
 
@@ -154,14 +155,16 @@ def _row(viewer: Any) -> list[int]:
 
 
 def _settle(page: Any, viewer: Any, previous: Any, read: Any = _row) -> Any:
-    """Poll until what ``read`` returns differs from ``previous`` (the viewer animates and reprocesses tiles)."""
-    for _ in range(50):
-        page.wait_for_timeout(100)
-        now = read(viewer)
-        if now != previous:
-            page.wait_for_timeout(400)  # let the animation finish
-            return read(viewer)
-    raise AssertionError(f"unchanged: {previous}")
+    """Poll until what ``read`` returns differs from ``previous`` and then stays the same over three reads 150 ms
+    apart: the viewer animates and redraws its tiles frame by frame, later on a loaded machine."""
+    now, steady, deadline = previous, 0, time.monotonic() + 15
+    while time.monotonic() < deadline:
+        page.wait_for_timeout(150)
+        last, now = now, read(viewer)
+        steady = steady + 1 if now == last and now != previous else 0
+        if steady >= 2:  # three equal reads
+            return now
+    raise AssertionError(f"unchanged or never steady: {previous} -> {now}")
 
 
 def _labels_overlap(page: Any) -> list[str]:
