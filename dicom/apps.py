@@ -11,9 +11,11 @@ class DicomConfig(AppConfig):
         # (registered below: analysis imports nothing of this app).
         from analysis.reports import report_signed_register
         from analysis.services import analysis_finished_register
+        from patients.orphans import blob_references_register
 
         from . import tasks  # noqa: F401
-        from .services import analysis_finished, report_signed
+        from .services import analysis_finished, held_blobs, report_signed
 
         report_signed_register(report_signed)
         analysis_finished_register(analysis_finished)
+        blob_references_register(held_blobs)  # the inbox's held files: not orphans

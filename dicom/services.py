@@ -12,6 +12,7 @@ import json
 import logging
 import re
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -400,6 +401,11 @@ def _hold_unmatched(
         blob_delete(instance.held_key)
         raise
     return instance
+
+
+def held_blobs() -> Iterator[str]:
+    """The blobs of every clinic's inbox instances waiting for a patient (for ``patients.orphans``; unscoped)."""
+    yield from DicomInstance.unscoped.exclude(held_key="").values_list("held_key", flat=True).iterator(chunk_size=5000)
 
 
 def inbox_assign(

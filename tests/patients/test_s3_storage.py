@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import socket
 from collections.abc import Iterator
+from io import StringIO
 
 import boto3
 import pytest
@@ -166,3 +167,44 @@ def test_audit_checkpoints_on_an_object_locked_bucket(alice: World, settings, s3
         client.delete_object(Bucket=bucket, Key=version["Key"], VersionId=version["VersionId"])
     assert refused.value.response["Error"]["Code"] == "AccessDenied"
     assert checkpoints_load().files == 1
+
+
+def test_orphan_blobs_are_found_and_removed_in_the_bucket(
+    s3_images,  # noqa: ANN001
+    alice: World,
+    eager: None,
+    monkeypatch: pytest.MonkeyPatch,
+    django_capture_on_commit_callbacks,  # noqa: ANN001
+) -> None:
+    """``remove_orphan_blobs`` on S3: the bucket is listed, a blob no row names is removed, the image's stay."""
+    import json
+    from datetime import timedelta
+
+    from django.core.management import call_command
+    from django.utils import timezone
+
+    from patients import orphans
+    from patients.storage import blob_put
+
+    f = io.BytesIO(png_bytes((90, 70), (12, 34, 56)))
+    f.name = "photo.png"
+    with django_capture_on_commit_callbacks(execute=True):  # and the preview and thumbnail, made after commit
+        response = token_client(alice, "staff").post(
+            reverse("api:patient-image-list", kwargs={"pk": alice.patient.pk}),
+            {"file": f, "modality": "photo"},
+            format="multipart",
+        )
+    assert response.status_code == 201, response.content
+    from patients.models import Image as ImageRow
+
+    named = set(ImageRow.unscoped.get(pk=response.json()["id"]).blob_keys.values())
+    orphan = blob_put(b"left by a killed process")
+    out = StringIO()
+    call_command("remove_orphan_blobs", "--json", stdout=out)
+    assert json.loads(out.getvalue())["orphans"] == 0  # written just now: may be an upload in progress
+    later = timezone.now() + timedelta(days=2)
+    monkeypatch.setattr(orphans.timezone, "now", lambda: later)
+    out = StringIO()
+    call_command("remove_orphan_blobs", "--json", "--delete", stdout=out)
+    assert orphan in json.loads(out.getvalue())["names"]  # (with what other tests left in the bucket, if any)
+    assert orphan not in _keys(s3_images) and len(named) == 4 and named <= _keys(s3_images)
