@@ -187,15 +187,19 @@ class Image(ClinicScopedModel):
     def __str__(self) -> str:
         return f"Image {self.id} ({self.modality})"
 
+    # Every column that names a stored blob, by variant (``patients.orphans`` reads them all: a blob named by a
+    # column missing here would look unnamed).
+    BLOB_FIELDS = {
+        "original": "original_key",
+        "preview": "preview_key",
+        "thumbnail": "thumbnail_key",
+        "model_input": "model_input_key",
+    }
+
     @property
     def blob_keys(self) -> dict[str, str]:
         """The stored blobs by variant (only those made so far)."""
-        keys = {
-            "original": self.original_key,
-            "preview": self.preview_key,
-            "thumbnail": self.thumbnail_key,
-            "model_input": self.model_input_key,
-        }
+        keys = {variant: getattr(self, field) for variant, field in self.BLOB_FIELDS.items()}
         return {variant: key for variant, key in keys.items() if key}
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import io
 import socket
 from collections.abc import Iterator
-from io import StringIO
+from datetime import timedelta
 
 import boto3
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
 from ..conftest import World, png_bytes, token_client
 
@@ -173,17 +174,12 @@ def test_orphan_blobs_are_found_and_removed_in_the_bucket(
     s3_images,  # noqa: ANN001
     alice: World,
     eager: None,
-    monkeypatch: pytest.MonkeyPatch,
     django_capture_on_commit_callbacks,  # noqa: ANN001
 ) -> None:
-    """``remove_orphan_blobs`` on S3: the bucket is listed, a blob no row names is removed, the image's stay."""
-    import json
-    from datetime import timedelta
-
-    from django.core.management import call_command
-    from django.utils import timezone
-
+    """``remove_orphan_blobs``'s search on S3: the bucket is listed, a blob no row names is removed, the image's
+    stay."""
     from patients import orphans
+    from patients.models import Image as ImageRow
     from patients.storage import blob_put
 
     f = io.BytesIO(png_bytes((90, 70), (12, 34, 56)))
@@ -195,16 +191,10 @@ def test_orphan_blobs_are_found_and_removed_in_the_bucket(
             format="multipart",
         )
     assert response.status_code == 201, response.content
-    from patients.models import Image as ImageRow
-
     named = set(ImageRow.unscoped.get(pk=response.json()["id"]).blob_keys.values())
     orphan = blob_put(b"left by a killed process")
-    out = StringIO()
-    call_command("remove_orphan_blobs", "--json", stdout=out)
-    assert json.loads(out.getvalue())["orphans"] == 0  # written just now: may be an upload in progress
-    later = timezone.now() + timedelta(days=2)
-    monkeypatch.setattr(orphans.timezone, "now", lambda: later)
-    out = StringIO()
-    call_command("remove_orphan_blobs", "--json", "--delete", stdout=out)
-    assert orphan in json.loads(out.getvalue())["names"]  # (with what other tests left in the bucket, if any)
+    assert orphans.orphan_blobs(older_than=timedelta(hours=24)).orphans == []  # just written: may be in progress
+    search = orphans.orphan_blobs(older_than=timedelta(hours=24), now=timezone.now() + timedelta(days=2))
+    assert orphan in [blob.name for blob in search.orphans] and search.named >= 4  # (and what other tests left)
+    assert orphans.orphan_blobs_remove(search.orphans) == len(search.orphans)
     assert orphan not in _keys(s3_images) and len(named) == 4 and named <= _keys(s3_images)
