@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import threading
 import time
 
 import pytest
@@ -45,17 +44,12 @@ def test_no_model_is_not_an_error() -> None:
 @pytest.mark.django_db(transaction=True)
 def test_a_gpu_worker_warms_its_models_as_it_starts() -> None:
     model_register(artifact_dir=shipped_artifacts("photo")[-1])
-    worker = start_worker("gpu")
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(iter(worker.stdout.readline, "")), daemon=True)
-    reader.start()
+    worker = start_worker("gpu")  # its output is read while it runs: worker.log
     try:
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not any("models ready: photo photo-" in line for line in lines):
-            assert worker.poll() is None, "".join(lines)[-3000:]
+        while time.monotonic() < deadline and "models ready: photo photo-" not in worker.log.text():
+            assert worker.poll() is None, worker.log.text()[-3000:]
             time.sleep(0.3)
-        assert any("models ready: photo photo-" in line for line in lines), "".join(lines)[-3000:]
+        assert "models ready: photo photo-" in worker.log.text(), worker.log.text()[-3000:]
     finally:
-        worker.terminate()
-        worker.wait(30)
         stop_worker(worker)
