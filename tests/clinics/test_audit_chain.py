@@ -3,6 +3,8 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import timedelta
 from io import StringIO
 
@@ -39,6 +41,45 @@ def verify(*args: str) -> tuple[int, str]:
     except SystemExit as exc:
         return int(exc.code or 0), out.getvalue() + err.getvalue()
     return 0, out.getvalue() + err.getvalue()
+
+
+@dataclass
+class HeldTransaction:
+    release: threading.Event = field(default_factory=threading.Event)
+    result: object = None
+    error: BaseException | None = None
+
+
+@contextmanager
+def transaction_held_open(work: Callable[[], object]) -> Iterator[HeldTransaction]:
+    """Run ``work`` in a transaction of another thread (its own connection) and hold that transaction open until
+    the block ends or ``held.release`` is set; ``held.result`` is what ``work`` returned. An error there fails the
+    test."""
+    held, started, done = HeldTransaction(), threading.Event(), threading.Event()
+
+    def run() -> None:
+        try:
+            with transaction.atomic():
+                held.result = work()
+                started.set()
+                held.release.wait(30)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            held.error = exc
+        finally:
+            connections.close_all()
+            started.set()
+            done.set()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        assert started.wait(10) and held.error is None, held.error
+        yield held
+    finally:
+        held.release.set()
+        done.wait(30)
+        thread.join()
+    assert held.error is None, held.error
 
 
 @pytest.fixture
@@ -342,25 +383,7 @@ def test_audit_writers_of_one_clinic_do_not_wait_for_each_other() -> None:
     sealer leaves both alone until the older transaction ends (then seals them in transaction order)."""
     clinic = clinic_create(name="Open clinic", slug="open")
     seal_committed()
-    recorded, release, done = threading.Event(), threading.Event(), threading.Event()
-    held: dict[str, object] = {}
-
-    def hold_open() -> None:
-        try:
-            with transaction.atomic():
-                held["event"] = audit.record(action="test.held_open", clinic_id=clinic.id)
-                recorded.set()
-                release.wait(30)
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            held["error"] = exc
-        finally:
-            connections.close_all()
-            done.set()
-
-    thread = threading.Thread(target=hold_open)
-    thread.start()
-    try:
-        assert recorded.wait(10)
+    with transaction_held_open(lambda: audit.record(action="test.held_open", clinic_id=clinic.id)) as held:
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute("SET LOCAL lock_timeout = '2s'")  # a regression fails fast instead of hanging
             cursor.execute("SET LOCAL statement_timeout = '5s'")
@@ -368,13 +391,8 @@ def test_audit_writers_of_one_clinic_do_not_wait_for_each_other() -> None:
         # committed, but an older transaction that wrote to the chain is still open: nothing may be sealed yet
         assert audit.seal_all() == 0
         assert AuditEvent.unscoped.get(pk=second.pk).seq is None
-    finally:
-        release.set()
-        done.wait(30)
-        thread.join()
-    assert "error" not in held, held
     assert seal_committed() == 2
-    first = AuditEvent.unscoped.get(pk=held["event"].pk)
+    first = AuditEvent.unscoped.get(pk=held.result.pk)
     assert first.xact_id < AuditEvent.unscoped.get(pk=second.pk).xact_id
     assert (first.seq, AuditEvent.unscoped.get(pk=second.pk).seq) == (2, 3)  # transaction order, not commit order
     assert audit.verify_chain(audit.chain_key(clinic.id)).problem is None
@@ -702,29 +720,15 @@ def test_exit_waits_a_little_for_an_older_transaction_that_holds_the_events_back
     tries again for a few seconds."""
     clinic = clinic_create(name="Exit later", slug="exit-later")
     seal_committed()
-    opened, release, done = threading.Event(), threading.Event(), threading.Event()
 
-    def older_writer() -> None:
-        try:
-            with transaction.atomic(), connection.cursor() as cursor:
-                cursor.execute("SELECT pg_current_xact_id()")  # a write transaction's id, older than the event
-                opened.set()
-                release.wait(30)
-        finally:
-            connections.close_all()
-            done.set()
+    def older_write() -> None:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_current_xact_id()")  # a write transaction's id, older than the event
 
-    thread = threading.Thread(target=older_writer)
-    thread.start()
-    try:
-        assert opened.wait(10)
+    with transaction_held_open(older_write) as held:
         background_sealer(delay=3600)
         event = audit.record(action="test.exit_later", clinic_id=clinic.id)
-        threading.Timer(1.0, release.set).start()
+        threading.Timer(1.0, held.release.set).start()
         audit._flush_at_exit()  # noqa: SLF001
         assert AuditEvent.unscoped.get(pk=event.pk).seq is not None
-    finally:
-        release.set()
-        done.wait(30)
-        thread.join()
     assert verify()[0] == 0
