@@ -405,7 +405,7 @@ def _hold_unmatched(
 
 def held_blobs() -> Iterator[str]:
     """The blobs of every clinic's inbox instances waiting for a patient (for ``patients.orphans``; unscoped)."""
-    yield from DicomInstance.unscoped.exclude(held_key="").values_list("held_key", flat=True).iterator(chunk_size=5000)
+    yield from DicomInstance.unscoped.exclude(held_key="").values_list("held_key", flat=True).iterator()
 
 
 def inbox_assign(
