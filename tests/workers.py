@@ -66,37 +66,21 @@ def stop_worker(worker: subprocess.Popen[str]) -> str:
         except subprocess.TimeoutExpired:
             worker.kill()
             worker.wait()
-    log = getattr(worker, "log", None)
-    if log is not None:
-        return log.close()
-    return worker.stdout.read() if worker.stdout else ""
+    return worker.log.close()
 
 
-def wait_for(
-    condition: Callable[[], object],
-    *,
-    timeout: float,
-    what: str,
-    worker=None,  # noqa: ANN001
-    output: WorkerLog | None = None,
-) -> object:
-    """Poll ``condition`` until true; on failure stop ``worker`` and show its output (``output``: the ``WorkerLog``
-    reading it, when it was not started by ``start_worker``, which attaches one)."""
+def wait_for(condition: Callable[[], object], *, timeout: float, what: str, worker=None) -> object:  # noqa: ANN001
+    """Poll ``condition`` until true; on failure stop ``worker`` and show its output."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
         if value:
             return value
         if worker is not None and worker.poll() is not None:
-            raise AssertionError(f"worker exited while waiting for {what}:\n{_stopped(worker, output)[-4000:]}")
+            raise AssertionError(f"worker exited while waiting for {what}:\n{stop_worker(worker)[-4000:]}")
         time.sleep(0.3)
-    log = _stopped(worker, output)[-4000:] if worker is not None else ""
+    log = stop_worker(worker)[-4000:] if worker is not None else ""
     raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{log}")
-
-
-def _stopped(worker: subprocess.Popen[str], output: WorkerLog | None) -> str:
-    left = stop_worker(worker)
-    return output.close() if output is not None else left
 
 
 class WorkerLog:

@@ -64,7 +64,6 @@ def test_upload_is_analysed_by_a_real_worker(random_artifact: Path) -> None:  # 
             timeout=120,
             what="the analysis to finish",
             worker=worker,
-            output=output,
         )
         # the second delivery may still be on its way when the first has finished: wait for its outcome too
         wait_for(
@@ -72,7 +71,6 @@ def test_upload_is_analysed_by_a_real_worker(random_artifact: Path) -> None:  # 
             timeout=60,
             what="the second delivery's outcome",
             worker=worker,
-            output=output,
         )
     finally:
         log = stop_worker(worker)
