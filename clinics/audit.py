@@ -11,12 +11,14 @@ Invariants:
   embedded default with no broker, in a background thread of the process a moment after audited commits
   (``BackgroundSealer``; ``AUDIT_SEAL_IN_BACKGROUND=0``: in the committing thread, right after the commit).
 - Order on PostgreSQL: an event carries its transaction's id (``xact_id``, set by the insert trigger). The
-  sealer takes only events whose ``xact_id`` is below the snapshot's xmin -- every transaction that old has
-  ended, none of them can still commit an event -- in (``xact_id``, ``id``) order. So no event can later
+  sealer takes only events whose ``xact_id`` is below the oldest transaction of this database that its snapshot
+  sees running (``_SEALING_BOUND_SQL``) -- every older one of this database has ended, none of them can still
+  commit an event -- in (``xact_id``, ``id``) order. So no event can later
   appear that sorts before one already sealed: the chain is one fixed total order, only ever extended at
   its end, with the events of one transaction together and in the order they were recorded. (That is the
   order in which the transactions first wrote, which can differ from their commit order; a write
-  transaction left open anywhere on the server holds sealing back, never the writers.) On SQLite write
+  transaction of this database left open holds sealing back, never the writers; one of another database on the
+  same server does not.) On SQLite write
   transactions are serialised (IMMEDIATE), so ``id`` order is commit order.
 - ``verify_chain`` is read-only: it checks the sealed events and reports unsealed events older than
   ``AUDIT_SEAL_MAX_AGE_S`` (a sealer that stopped) as a fault. An unsealed event is protected only by the
@@ -272,12 +274,33 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+# The oldest transaction that may still commit an event of this database, as seen by the statement's snapshot (the
+# one the events are read with): the smallest id the snapshot sees as running, leaving out the ids that backends and
+# prepared transactions of *other* databases of the server hold (they cannot write here: a write transaction of
+# another application on a shared server must not hold sealing back), or the snapshot's xmax when none is left. It
+# errs only on the safe side: an id the activity view no longer lists (ended, or started after its first read in
+# this transaction) is kept; a backend's database never changes and an id is never reused within 2^31, so an id it
+# lists for another database is not one of ours. Ids in the views are 32-bit: compared modulo 2^32 (``%%``: the
+# SQL goes through the driver's placeholders).
+_SEALING_BOUND_SQL = """
+COALESCE(
+  (SELECT min(running::text::bigint) FROM pg_snapshot_xip(pg_current_snapshot()) AS running
+    WHERE running::text::bigint %% 4294967296 NOT IN (
+      SELECT backend_xid::text::bigint FROM pg_stat_activity
+        WHERE backend_xid IS NOT NULL AND datid IS NOT NULL
+          AND datid <> (SELECT oid FROM pg_database WHERE datname = current_database())
+      UNION ALL
+      SELECT transaction::text::bigint FROM pg_prepared_xacts WHERE database <> current_database())),
+  pg_snapshot_xmax(pg_current_snapshot())::text::bigint)
+"""
+
+
 def _sealable(chain: str) -> QuerySet[AuditEvent]:
     """The chain's unsealed events that may be sealed now, in sealing order (see the module's invariants)."""
     events = AuditEvent.unscoped.filter(chain=chain, seq__isnull=True)
     if connection.vendor == "postgresql":
-        xmin = RawSQL("pg_snapshot_xmin(pg_current_snapshot())::text::bigint", [])
-        return events.filter(xact_id__lt=xmin).order_by("xact_id", "id")
+        bound = RawSQL(_SEALING_BOUND_SQL, [])  # noqa: S611 - a constant, no input
+        return events.filter(xact_id__lt=bound).order_by("xact_id", "id")
     return events.order_by("id")
 
 

@@ -272,8 +272,8 @@ def tasks_on_commit(callbacks: list[Any]) -> list[Any]:
 
 def seal_committed(timeout: float = 15.0) -> int:
     """Seal every committed audit event, as the periodic sealer would over a few runs; returns how many. On
-    PostgreSQL the sealer waits for write transactions older than an event to end (in every database of the
-    server, e.g. another test run's), so this retries until none is left unsealed or ``timeout`` passes."""
+    PostgreSQL the sealer waits for write transactions of this database older than an event to end, so this
+    retries until none is left unsealed or ``timeout`` passes."""
     import time
 
     from clinics import audit

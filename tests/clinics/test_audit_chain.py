@@ -732,3 +732,56 @@ def test_exit_waits_a_little_for_an_older_transaction_that_holds_the_events_back
         audit._flush_at_exit()  # noqa: SLF001
         assert AuditEvent.unscoped.get(pk=event.pk).seq is not None
     assert verify()[0] == 0
+
+
+@contextmanager
+def write_transaction_in_another_database() -> Iterator[None]:
+    """A write transaction held open in another database of the same server (another application's, on a shared
+    server): it has a transaction id, which every snapshot of the server sees as running."""
+    import psycopg
+
+    params = connection.settings_dict
+    other = psycopg.connect(
+        dbname="postgres",
+        host=params["HOST"] or None,
+        port=params["PORT"] or None,
+        user=params["USER"],
+        password=params["PASSWORD"] or None,
+    )
+    try:
+        other.execute("SELECT pg_current_xact_id()")  # psycopg opened a transaction: now it has an id
+        yield
+    finally:
+        other.rollback()
+        other.close()
+
+
+@requires_postgres
+@pytest.mark.django_db(transaction=True)
+def test_an_open_write_transaction_of_another_database_does_not_hold_sealing_back(no_seal_on_commit: None) -> None:
+    clinic = clinic_create(name="Shared server", slug="shared-server")
+    seal_committed()
+    with write_transaction_in_another_database():
+        event = audit.record(action="test.other_database", clinic_id=clinic.id)
+        assert audit.seal_all() == 1  # at once: the other database's transaction cannot write an event here
+        assert AuditEvent.unscoped.get(pk=event.pk).seq is not None
+    assert verify()[0] == 0
+
+
+@requires_postgres
+@pytest.mark.django_db(transaction=True)
+def test_an_open_write_transaction_of_this_database_holds_later_events_back(no_seal_on_commit: None) -> None:
+    clinic = clinic_create(name="Held back", slug="held-back")
+    seal_committed()
+
+    def older_write() -> None:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_current_xact_id()")  # it could still record an event that sorts first
+
+    with transaction_held_open(older_write):
+        event = audit.record(action="test.held_back", clinic_id=clinic.id)
+        assert audit.seal_all() == 0
+        assert AuditEvent.unscoped.get(pk=event.pk).seq is None
+    assert seal_committed() == 1
+    assert AuditEvent.unscoped.get(pk=event.pk).seq is not None
+    assert verify()[0] == 0
