@@ -41,6 +41,7 @@ PATIENT_ROUTES: dict[str, tuple[str, str]] = {
     "analysis:report": ("patients.Visit", "patient_id"),
     "analysis:report-pdf": ("patients.Visit", "patient_id"),
     "analysis:review": ("patients.Visit", "patient_id"),
+    "analysis:chart": ("patients.Visit", "patient_id"),
     "api:patient-detail": ("patients.Patient", "pk"),
     "api:patient-export": ("patients.Patient", "pk"),
     "api:patient-image-list": ("patients.Patient", "pk"),
@@ -49,10 +50,30 @@ PATIENT_ROUTES: dict[str, tuple[str, str]] = {
     "api:image-file": ("patients.Image", "patient_id"),
     "api:image-finding-add": ("patients.Image", "patient_id"),
     "api:analysis-detail": ("analysis.Analysis", "image__patient_id"),
+    "api:analysis-retry": ("analysis.Analysis", "image__patient_id"),
+    "api:finding-detail": ("analysis.Finding", "image__patient_id"),
     "api:finding-review": ("analysis.Finding", "image__patient_id"),
     "api:visit-report": ("patients.Visit", "patient_id"),
     "api:visit-amendment": ("patients.Visit", "patient_id"),
     "api:visit-report-fhir": ("patients.Visit", "patient_id"),
+    "api:visit-note": ("patients.Visit", "patient_id"),
+    "api:dicom-send-resend": ("dicom.DicomSend", "visit__patient_id"),
+}
+
+# Routes with a ``pk`` that are not one patient's clinical data, and why (a test holds every such route to one of the
+# two lists, so a new route is a decision, not an omission).
+NOT_PATIENT_ROUTES: dict[str, str] = {
+    "patients:restrict": "the restriction itself: dentists and clinic admins only, who may see restricted records",
+    "patients:break-glass": "emergency access is opened here, for a restricted record",
+    "api:patient-break-glass": "emergency access is opened here, for a restricted record",
+    "api:dicom-inbox-assign": "an unmatched DICOM image, no patient's yet; assigning it shows nothing of the target",
+    "api:webhook-detail": "a clinic webhook",
+    "api:webhook-test": "a clinic webhook",
+    "api:webhook-deliveries": "a clinic webhook's deliveries (ids and statuses)",
+    "clinics:api-key-revoke": "a clinic API key",
+    "clinics:invitation-revoke": "a clinic invitation",
+    "clinics:member-update": "a clinic member",
+    "clinics:member-mfa-reset": "a clinic member",
 }
 
 OPEN, RESTRICTED = "open", "restricted"

@@ -69,6 +69,55 @@ def test_a_restricted_record_is_closed_to_staff_everywhere(alice: World) -> None
     assert AuditEvent.unscoped.filter(action="patient.restricted.denied", outcome="denied").exists()
 
 
+def _pk_routes() -> dict[str, str]:
+    """Every named route whose path takes a ``pk``: name -> path."""
+    from django.urls import URLResolver, get_resolver
+
+    def walk(resolver: URLResolver, prefix: str, namespace: str | None) -> Any:
+        for entry in resolver.url_patterns:
+            if isinstance(entry, URLResolver):
+                yield from walk(entry, prefix + str(entry.pattern), entry.namespace or namespace)
+            elif entry.name:
+                yield (f"{namespace}:{entry.name}" if namespace else entry.name), prefix + str(entry.pattern)
+
+    return {name: path for name, path in walk(get_resolver(), "", None) if "<uuid:pk>" in path}
+
+
+def test_every_route_of_one_object_is_either_guarded_or_said_not_to_be_a_patients_record() -> None:
+    from patients.restricted import NOT_PATIENT_ROUTES, PATIENT_ROUTES
+
+    routes = _pk_routes()
+    undecided = sorted(set(routes) - set(PATIENT_ROUTES) - set(NOT_PATIENT_ROUTES))
+    assert not undecided, f"routes neither guarded nor exempted: {undecided}"
+    assert not set(PATIENT_ROUTES) & set(NOT_PATIENT_ROUTES)
+    assert set(PATIENT_ROUTES) <= set(routes)  # no stale entry
+
+
+def test_a_restricted_record_is_closed_on_its_chart_note_findings_and_retry(alice: World) -> None:
+    """Routes that once missed the guard: each answered a staff member (and an API key) for a restricted record."""
+    _restrict(alice)
+    visit = alice.image.visit_id
+    staff = user_client(alice.users["staff"])
+    page = staff.get(reverse("analysis:chart", kwargs={"pk": visit}))
+    assert page.status_code == 403 and alice.patient_name.encode() not in page.content
+    finding = reverse("api:finding-detail", kwargs={"pk": alice.finding.pk})
+    note = reverse("api:visit-note", kwargs={"pk": visit})
+    retry = reverse("api:analysis-retry", kwargs={"pk": alice.analysis.pk})
+    for client in (token_client(alice, "staff"), key_client(alice)):
+        for response in (
+            client.get(finding),  # (changing a finding is a dentist's: staff and keys never pass the role check)
+            client.get(note),
+            client.post(retry),
+        ):
+            assert response.status_code == 403, response.content
+            assert response.json()["error"]["code"] == "restricted_patient", (response.request, response.content)
+    denied = AuditEvent.unscoped.filter(action="patient.restricted.denied").values_list("details__route", flat=True)
+    assert {"analysis:chart", "api:finding-detail", "api:visit-note", "api:analysis-retry"} <= set(denied)
+    # A dentist still reads them.
+    assert user_client(alice.users["dentist"]).get(reverse("analysis:chart", kwargs={"pk": visit})).status_code == 200
+    assert token_client(alice, "dentist").get(finding).status_code == 200
+
+
 def test_break_glass_needs_a_reason_notifies_admins_is_audited_and_expires(
     alice: World, django_capture_on_commit_callbacks: Any
 ) -> None:
