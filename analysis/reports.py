@@ -118,7 +118,7 @@ def report_snapshot(
         "visit": {"id": str(visit.pk), "date": visit.visit_date.isoformat(), "note": _visit_note_text(visit)},
         # how the clinic read tooth numbers when this was signed (findings keep FDI codes)
         "tooth_notation": analysis_settings().tooth_notation,
-        "images": [_image_snapshot(image, findings) for image, findings in visit_findings(visit).items()],
+        "images": [image_snapshot(image, findings) for image, findings in visit_findings(visit).items()],
     }
 
 
@@ -126,7 +126,8 @@ def _visit_note_text(visit: Visit) -> str:
     return VisitNote.objects.filter(visit=visit).values_list("text", flat=True).first() or ""
 
 
-def _image_snapshot(image: Image, findings: list) -> dict[str, Any]:
+def image_snapshot(image: Image, findings: list) -> dict[str, Any]:
+    """One image of a report's snapshot: its findings and whether (and why not) the AI assessed it."""
     state, refusal = _analysis_state(image)
     item = {
         "id": str(image.pk),

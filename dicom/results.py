@@ -35,6 +35,14 @@ OUTCOMES = {
     "pending": hd.sr.CodedConcept("pending", PRIVATE_SCHEME, "Not reviewed (preliminary)"),
 }
 NO_FINDING = hd.sr.CodedConcept("no-finding", PRIVATE_SCHEME, "No finding reported")
+# An image the AI did not look at: never "no finding". The reason is a second evaluation (the image gate's code, or
+# why no model ran), the words the review page and the PDF use.
+NOT_ASSESSED = hd.sr.CodedConcept("not-assessed", PRIVATE_SCHEME, "Not assessed by the AI")
+NOT_ASSESSED_REASON = hd.sr.CodedConcept("not-assessed-reason", PRIVATE_SCHEME, "Reason not assessed by the AI")
+ANALYSIS_STATES = {  # a snapshot image's "analysis" other than "done" -> (code, meaning) when no gate reason is given
+    "failed": ("analysis-failed", "The analysis failed"),
+    "none": ("no-model", "No model analysed this image"),
+}
 PROCEDURE = hd.sr.CodedConcept("ai-review", PRIVATE_SCHEME, "AI-assisted dental image review")
 UNITLESS = hd.sr.CodedConcept("1", "UCUM", "no units")
 SR_SERIES_NUMBER = 990
@@ -122,8 +130,31 @@ def _group(finding: dict[str, Any], header: dict[str, Any]) -> Any:
         return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
             referenced_region=_region(finding["box"], header), **common
         )
-    source = hd.sr.SourceImageForMeasurementGroup(header["SOPClassUID"], header["SOPInstanceUID"])
-    return hd.sr.MeasurementsAndQualitativeEvaluations(source_images=[source], **common)
+    return hd.sr.MeasurementsAndQualitativeEvaluations(source_images=[_source(header)], **common)
+
+
+def _source(header: dict[str, Any]) -> hd.sr.SourceImageForMeasurementGroup:
+    """The source instance a group of the whole image refers to."""
+    return hd.sr.SourceImageForMeasurementGroup(header["SOPClassUID"], header["SOPInstanceUID"])
+
+
+def _not_assessed_group(image: dict[str, Any], header: dict[str, Any]) -> Any | None:
+    """For an image of the snapshot the AI did not assess (``"analysis"`` other than ``done``; a snapshot without the
+    key predates it and was assessed), a group saying so, with the reason; None for an assessed image."""
+    state = image.get("analysis", "done")
+    if state == "done":
+        return None
+    refusal = image.get("not_assessable") or {}
+    code, meaning = ANALYSIS_STATES.get(state, ("not-assessed", "Not assessed by the AI"))
+    if refusal.get("code"):  # the gate's reason: its code (a long one is a Long Code Value), its message's first clause
+        code, meaning = str(refusal["code"]), str(refusal.get("message") or refusal["code"]).split(":")[0].strip()
+    reason = hd.sr.CodedConcept(code, PRIVATE_SCHEME, meaning[:64])
+    return hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier="not assessed by the AI"),
+        source_images=[_source(header)],
+        finding_type=NOT_ASSESSED,
+        qualitative_evaluations=[hd.sr.QualitativeEvaluation(NOT_ASSESSED_REASON, reason)],
+    )
 
 
 def build_sr(
@@ -143,18 +174,22 @@ def build_sr(
         if header is None:
             continue
         evidence.append(evidence_dataset(header))
+        # Every image has its entry: "not assessed by the AI" (with why), its findings, or "no finding" when the AI
+        # assessed it and nothing is reported.
+        not_assessed = _not_assessed_group(image, header)
+        if not_assessed is not None:
+            groups.append(not_assessed)
         groups.extend(_group(finding, header) for finding in image["findings"])
-    if not evidence:
-        raise ValueError("no image of this report was received over DICOM")
-    if not groups:  # TID 1500 needs one group: say, per image, that the report holds no finding for it
-        for ds in evidence:
+        if not_assessed is None and not image["findings"]:
             groups.append(
                 hd.sr.MeasurementsAndQualitativeEvaluations(
                     tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier="no finding"),
-                    source_images=[hd.sr.SourceImageForMeasurementGroup(ds.SOPClassUID, ds.SOPInstanceUID)],
+                    source_images=[_source(header)],
                     finding_type=NO_FINDING,
                 )
             )
+    if not evidence:
+        raise ValueError("no image of this report was received over DICOM")
     signer = snapshot.get("signed_by", {}).get("name") or "Unknown"
     person = hd.sr.ObserverContext(
         observer_type=codes.DCM.Person,

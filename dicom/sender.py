@@ -12,7 +12,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE
 
-from analysis.reports import finding_dict, report_content
+from analysis.reports import image_snapshot, report_content
 from analysis.selectors import visit_findings
 from patients.models import Visit
 from patients.services import image_read
@@ -63,15 +63,13 @@ def send_object(send: DicomSend) -> list[Dataset]:
 
 
 def preliminary_snapshot(visit_id: object) -> dict[str, Any]:
-    """What a preliminary SR says: the visit's findings as they stand (suggestions not yet reviewed are "pending")."""
+    """What a preliminary SR says: the visit's findings as they stand (suggestions not yet reviewed are "pending"),
+    and which images the AI did not assess and why, as a signed report's snapshot says it."""
     visit = Visit.objects.select_related("clinic").get(pk=visit_id)
     return {
         "version": 0,
         "clinic": {"id": str(visit.clinic_id), "name": visit.clinic.name},
-        "images": [
-            {"id": str(image.pk), "findings": [finding_dict(f) for f in findings]}
-            for image, findings in visit_findings(visit).items()
-        ],
+        "images": [image_snapshot(image, findings) for image, findings in visit_findings(visit).items()],
     }
 
 

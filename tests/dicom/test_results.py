@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from core import teeth
-from dicom.results import finding_sites
+from dicom.results import finding_code, finding_sites
 
 
 def test_a_finding_with_a_tooth_names_its_snomed_ct_body_structure() -> None:
@@ -17,3 +17,85 @@ def test_a_finding_with_a_tooth_names_its_snomed_ct_body_structure() -> None:
 def test_a_finding_without_a_tooth_has_no_site() -> None:
     assert finding_sites({"tooth": None, "condition": "cavity"}) == []
     assert finding_sites({"condition": "cavity"}) == []
+
+
+def _header(n: int) -> dict:
+    from pydicom.uid import DigitalIntraOralXRayImageStorageForPresentation, generate_uid
+
+    return {
+        "SOPClassUID": DigitalIntraOralXRayImageStorageForPresentation,
+        "SOPInstanceUID": generate_uid(),
+        "StudyInstanceUID": "1.2.826.0.1.3680043.8.498.1",
+        "SeriesInstanceUID": generate_uid(),
+        "PatientID": "P-1",
+        "PatientName": "Test^Ada",
+        "PatientBirthDate": "19800101",
+        "PatientSex": "F",
+        "Rows": 100,
+        "Columns": 120,
+        "InstanceNumber": str(n),
+    }
+
+
+def _entries(sr) -> dict[str, list[tuple[str, list[str]]]]:  # noqa: ANN001
+    """Per source image (SOP Instance UID) each whole-image group's finding type and evaluation values (the review
+    outcome left out), and under "roi" the finding types of the groups with a region; read back with highdicom."""
+    import highdicom as hd
+
+    report = hd.sr.Comprehensive3DSR.from_dataset(sr).content
+    [measurement_report] = [hd.sr.MeasurementReport.from_sequence([item]) for item in report]
+    out: dict[str, list[tuple[str, list[str]]]] = {}
+    for group in measurement_report.get_image_measurement_groups():
+        values = [evaluation.value.value for evaluation in group.get_qualitative_evaluations()]
+        values = [v for v in values if v not in ("confirmed", "rejected", "added", "pending")]
+        for source in group.source_images:
+            out.setdefault(source.referenced_sop_instance_uid, []).append((group.finding_type.value, values))
+    for group in measurement_report.get_planar_roi_measurement_groups():  # a finding's box: its own region
+        out.setdefault("roi", []).append((group.finding_type.value, []))
+    return out
+
+
+def test_the_sr_says_not_assessed_with_the_reason_never_no_finding() -> None:
+    """An image the gate refused, one whose analysis failed, one assessed with nothing found and one with a finding:
+    the SR gives each its own entry, and only the assessed one without findings reads "no finding"."""
+    from dicom.results import build_sr
+
+    refused, failed, clear, found = (_header(n) for n in range(1, 5))
+    snapshot = {
+        "version": 1,
+        "clinic": {"id": "c", "name": "Clinic"},
+        "signed_by": {"name": "Dr Test"},
+        "images": [
+            {
+                "id": "refused",
+                "analysis": "not_assessable",
+                "not_assessable": {"code": "too_dark", "message": "The radiograph is too dark to assess: check it."},
+                "findings": [],
+            },
+            {"id": "failed", "analysis": "failed", "findings": []},
+            {"id": "clear", "analysis": "done", "findings": []},
+            {
+                "id": "found",
+                "analysis": "done",
+                "findings": [
+                    {
+                        "id": "f1",
+                        "condition": "cavity",
+                        "status": "confirmed",
+                        "box": [0.1, 0.1, 0.2, 0.2],
+                        "probability": 0.9,
+                        "model": "xray@1.2.0",
+                        "source": "model",
+                    },
+                ],
+            },
+        ],
+    }
+    headers = {"refused": refused, "failed": failed, "clear": clear, "found": found}
+    sr = build_sr(snapshot=snapshot, headers=headers, uids={"series": "1.2.3.4", "sop": "1.2.3.5"})
+    entries = _entries(sr)
+    assert entries[refused["SOPInstanceUID"]] == [("not-assessed", ["too_dark"])]
+    assert entries[failed["SOPInstanceUID"]] == [("not-assessed", ["analysis-failed"])]
+    assert entries[clear["SOPInstanceUID"]] == [("no-finding", [])]
+    assert found["SOPInstanceUID"] not in entries  # its one entry is the finding's region
+    assert [kind for kind, _ in entries["roi"]] == [finding_code("cavity").value]
