@@ -43,8 +43,13 @@ def visit_locked(visit: Visit) -> bool:
     return Visit.objects.filter(pk=visit.pk, locked=True).exists()
 
 
-def ensure_editable(visit: Visit) -> None:
-    if visit_locked(visit):
+def ensure_editable(visit_id: object) -> None:
+    """Refuse a change to a signed visit, and hold the visit's row (``FOR NO KEY UPDATE``) until the caller's
+    transaction ends: signing locks the row ``FOR UPDATE``, so a decision in flight is in the signed report or is
+    refused, never written beside it (a plain read would let a decision that read "not signed" commit after the
+    signature's snapshot). Call it inside the transaction that makes the change."""
+    rows = Visit.objects.select_for_update(no_key=True).filter(pk=visit_id).values_list("locked", flat=True)
+    if any(rows):
         raise ServiceError("report_signed", "This visit's report is signed; open an amendment to change it.", 409)
 
 
@@ -146,7 +151,7 @@ def report_sign(*, visit: Visit, signer: User) -> Report:
     """Sign the visit's report (dentists only, checked by the permission map)."""
     with transaction.atomic():
         visit = Visit.objects.select_for_update().select_related("patient", "clinic").get(pk=visit.pk)
-        ensure_editable(visit)
+        ensure_editable(visit.pk)
         if Analysis.objects.filter(
             image__visit=visit, status__in=[AnalysisStatus.QUEUED, AnalysisStatus.RUNNING]
         ).exists():

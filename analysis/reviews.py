@@ -182,8 +182,8 @@ def finding_review(
             "reason_required", "Rejecting a finding needs a reason: " + ", ".join(RejectReason.values) + "."
         )
     with transaction.atomic():
+        ensure_editable(finding.image.visit_id)  # the visit first, then the finding: the order signing locks them in
         finding = Finding.objects.select_for_update().select_related("image__visit").get(pk=finding.pk)
-        ensure_editable(finding.image.visit)
         _check_version(finding, expected_version)
         before = _state(finding)
         if decision == "undo":
@@ -229,8 +229,8 @@ def finding_update(
     if tooth is UNSET and surfaces is UNSET and note is UNSET:
         raise ServiceError("nothing_to_change", "Send a tooth, surfaces or a note.")
     with transaction.atomic():
+        ensure_editable(finding.image.visit_id)  # the visit first, then the finding: the order signing locks them in
         finding = Finding.objects.select_for_update().select_related("image__visit").get(pk=finding.pk)
-        ensure_editable(finding.image.visit)
         _check_version(finding, expected_version)
         before = _state(finding)
         _apply_annotations(finding, tooth, surfaces, note)
@@ -249,7 +249,7 @@ def finding_add(
     if condition not in conditions.codes_for(image.modality):
         raise ServiceError("invalid_condition", f"Unknown condition {condition!r} for this image.")
     with transaction.atomic():
-        ensure_editable(image.visit)
+        ensure_editable(image.visit_id)
         finding = Finding(
             image=image,
             source=FindingSource.CLINICIAN,
@@ -277,7 +277,7 @@ def visit_note_set(*, visit: Visit, text: str, actor: User, expected_version: in
     text = _clean_note(text, VISIT_NOTE_MAX)
     with transaction.atomic():
         visit = Visit.objects.select_for_update().get(pk=visit.pk)
-        ensure_editable(visit)
+        ensure_editable(visit.pk)
         note, _ = VisitNote.objects.select_for_update().get_or_create(visit=visit)
         if expected_version is not None and int(expected_version) != note.version:
             who = note.updated_by.email if note.updated_by_id else "someone"

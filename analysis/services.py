@@ -308,8 +308,8 @@ def analysis_release(analysis_id: object, token: uuid.UUID) -> None:
 def analysis_retry(*, analysis: Analysis) -> Analysis:
     """Queue a failed analysis again (its cause may be gone: a model file restored, a worker fixed). Not on a
     signed visit (its report is what was signed); a message with ids only goes out after commit."""
-    ensure_editable(analysis.image.visit)
     with transaction.atomic():
+        ensure_editable(analysis.image.visit_id)
         again = Analysis.objects.filter(pk=analysis.pk, status=AnalysisStatus.FAILED).update(
             status=AnalysisStatus.QUEUED,
             failure_reason="",

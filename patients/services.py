@@ -126,9 +126,13 @@ def patient_update(*, patient: Patient, **changes: Any) -> Patient:
 def visit_for_upload(*, patient: Patient, visit_id: object = None) -> Visit:
     """The named visit of this patient, or today's open visit (created on the first upload of the day, and
     again after today's visit was signed). A signed visit takes no more scans: its report is what the dentist
-    signed; an amendment opened on it takes them again (``Visit.locked``, kept by the app that signs reports)."""
+    signed; an amendment opened on it takes them again (``Visit.locked``, kept by the app that signs reports).
+
+    Inside the upload's transaction the visit's row stays locked (``FOR NO KEY UPDATE``) until the image is recorded:
+    signing locks it ``FOR UPDATE``, so a scan either lands before the signature (which then waits for its analysis)
+    or sees the visit signed, never on a visit signed in between."""
     if visit_id:
-        visit = Visit.objects.filter(pk=visit_id, patient=patient).first()
+        visit = Visit.objects.select_for_update(no_key=True).filter(pk=visit_id, patient=patient).first()
         if visit is None:
             raise ServiceError("visit_not_found", "That visit does not exist for this patient.", 404)
         if visit.locked:
@@ -140,7 +144,8 @@ def visit_for_upload(*, patient: Patient, visit_id: object = None) -> Visit:
             )
         return visit
     today = timezone.localdate()
-    todays = Visit.objects.filter(patient=patient, visit_date=today).order_by("-created_at")
+    todays = Visit.objects.select_for_update(no_key=True).filter(patient=patient, visit_date=today)
+    todays = todays.order_by("-created_at")
     visit = next((v for v in todays if not v.locked), None)
     if visit is None:
         actor = context.actor_var.get()
