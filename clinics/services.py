@@ -13,13 +13,14 @@ from django.conf import settings
 from django.contrib.auth.forms import PasswordResetForm
 from django.contrib.auth.password_validation import validate_password
 from django.core import signing
+from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
 from core.errors import ApplicationError
 
-from . import audit, context, mfa
+from . import audit, context, mfa, ratelimit
 from .models import (
     ApiKey,
     AuditChainHead,
@@ -33,7 +34,7 @@ from .models import (
     normalize_email,
 )
 from .permissions import API_KEY_DEFAULT_SCOPES, API_KEY_GRANTABLE
-from .queue import INVITATION_MAIL, PASSWORD_RESET_MAIL, task_send_after_response
+from .queue import INVITATION_MAIL, PASSWORD_RESET_MAIL, SECOND_FACTOR_LOCKED_MAIL, task_send_after_response
 from .selectors import memberships_of
 from .sessions import sessions_end_all, sessions_end_for_clinic
 from .tenancy import clinic_scope, require_clinic_id
@@ -71,6 +72,34 @@ def login_failed_record(email: str, reason: str) -> None:
         actor=context.Actor(user=user),
         details={"reason": reason},
     )
+
+
+SECOND_FACTOR_FAILURES = "second_factor_failures"  # the account allowance of wrong codes (``RATE_LIMITS``)
+
+
+def second_factor_blocked(user: User) -> int | None:
+    """Seconds the person's second factor stays refused (their wrong codes of the hour are used up), else None."""
+    return ratelimit.account_blocked(SECOND_FACTOR_FAILURES, user.email)
+
+
+def second_factor_failed(user: User) -> int | None:
+    """Count a wrong second-factor code typed after the right password, from whatever address. When it uses up the
+    account's allowance, returns the seconds the second factor stays refused, audits ``auth.second_factor.locked``
+    and e-mails the person once for the window (whoever typed it knows their password)."""
+    ratelimit.account_failure(SECOND_FACTOR_FAILURES, user.email)
+    wait = second_factor_blocked(user)
+    if wait is not None and cache.add(f"second-factor-locked:{user.pk}", 1, timeout=wait):
+        audit.record(
+            action="auth.second_factor.locked",
+            clinic_id=mfa.audit_clinic_of(user),
+            outcome=AuditOutcome.DENIED,
+            actor=context.Actor(user=user),
+            object_type="user",
+            object_id=user.pk,
+            details={"seconds": wait},
+        )
+        task_send_after_response(SECOND_FACTOR_LOCKED_MAIL, str(user.pk), wait)
+    return wait
 
 
 @transaction.atomic

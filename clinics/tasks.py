@@ -84,6 +84,19 @@ def invitation_mail_task(invitation_id: str, clinic_id: str, domain: str, use_ht
     return True
 
 
+@shared_task(name="clinics.second_factor_locked_mail", soft_time_limit=60, time_limit=90)
+def second_factor_locked_mail_task(user_id: str, seconds: int) -> bool:
+    """Tell the person that their password was typed with wrong second-factor codes until the second factor was
+    refused for a while: whoever did it knows the password, which they should change."""
+    user = User.objects.filter(pk=user_id, is_active=True).first()
+    if user is None:
+        return False
+    data = {"email": user.email, "minutes": max(1, (int(seconds) + 59) // 60)}
+    subject = render_to_string("clinics/second_factor_locked_subject.txt", data).strip()
+    send_mail(subject, render_to_string("clinics/second_factor_locked_email.txt", data), None, [user.email])
+    return True
+
+
 @shared_task(name="clinics.audit_seal", soft_time_limit=120, time_limit=150)
 def audit_seal_task() -> dict[str, int]:
     """Seal the audit events recorded since the last run into their chains (celery beat, ``AUDIT_SEAL_EVERY_SECONDS``;

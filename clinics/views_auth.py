@@ -23,7 +23,13 @@ from .forms import LoginForm
 from .middleware import client_ip
 from .models import AuditOutcome, User
 from .selectors import memberships_of
-from .services import login_failed_record, password_reset_request, password_set
+from .services import (
+    login_failed_record,
+    password_reset_request,
+    password_set,
+    second_factor_blocked,
+    second_factor_failed,
+)
 from .sessions import complete_login, mark_reauthenticated, sessions_end_all
 from .views_base import ClinicView
 
@@ -159,7 +165,11 @@ class MfaView(ClinicView):
             return redirect("clinics:login")
         user, pending = found
         ip = client_ip(request)
-        locked = ratelimit.locked_for(user.email, ip) or _account_limited(request, "second_factor", user.email)
+        locked = (
+            ratelimit.locked_for(user.email, ip)
+            or second_factor_blocked(user)
+            or _account_limited(request, "second_factor", user.email)
+        )
         if locked:
             login_failed_record(user.email, "locked_out")
             return _too_many(
@@ -175,7 +185,7 @@ class MfaView(ClinicView):
         may, access = login_target(user, pending.get("clinic")) if method else (False, None)
         if not may:
             login_failed_record(user.email, "bad_second_factor")
-            locked = ratelimit.failure(user.email, ip)
+            locked = second_factor_failed(user) or ratelimit.failure(user.email, ip)
             if locked:
                 return _too_many(
                     request, "clinics/mfa.html", {"error": "Too many failed attempts.", "enrolled": True}, locked

@@ -14,7 +14,13 @@ from ..access import access_for_user
 from ..exports import audit_export_response, record_audit_trail_read
 from ..middleware import client_ip
 from ..selectors import audit_events
-from ..services import ServiceError, login_failed_record, user_token_create
+from ..services import (
+    ServiceError,
+    login_failed_record,
+    second_factor_blocked,
+    second_factor_failed,
+    user_token_create,
+)
 from .base import ClinicAPIView, ClinicGenericAPIView
 from .serializers import AuditEventOutput, AuditExportInput, AuditFilterInput, TokenInput, TokenOutput
 
@@ -56,9 +62,17 @@ class TokenView(ClinicAPIView):
         second_factor = False
         if mfa.has_mfa(user):
             otp = data.validated_data.get("otp") or ""
+            refused = second_factor_blocked(user)
+            if refused:
+                login_failed_record(email, "locked_out")
+                raise exceptions.Throttled(wait=refused, detail="Too many wrong codes for this account.")
             second_factor = mfa.verify(user, otp) is not None
             if not second_factor:
                 login_failed_record(email, "bad_second_factor" if otp else "second_factor_missing")
+                if otp:
+                    refused = second_factor_failed(user)
+                    if refused:
+                        raise exceptions.Throttled(wait=refused, detail="Too many wrong codes for this account.")
                 self._failed(email, ip)
                 raise MfaCodeRequired()
         elif mfa.mfa_required(user):

@@ -280,6 +280,10 @@ RATE_LIMITS = {
     "login_account": "100/900",
     "second_factor": "20/60",
     "second_factor_account": "20/60",
+    # Wrong second-factor codes per account after the right password, from any address (web log-in and API tokens):
+    # once used up the second factor is refused for the rest of the hour and the person is told by e-mail (whoever
+    # types knows the password). 10 an hour lets a spread-out guesser try 240 of a million codes a day, not 28,800.
+    "second_factor_failures_account": "10/3600",
     "password_reset": "20/60",
     "password_reset_account": "60/60",
     "invitation": "20/60",

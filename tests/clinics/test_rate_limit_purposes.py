@@ -169,3 +169,45 @@ def test_invitations_of_one_address_are_limited_per_day_within_the_clinic(
         bob_admin.post(reverse("clinics:members"), {"email": "flooded@elsewhere.test", "role": "staff"}).status_code
         == 302
     )
+
+
+def test_wrong_codes_from_many_addresses_refuse_the_second_factor_and_tell_the_person(alice: World) -> None:
+    """Whoever has the password and spreads code guesses over addresses (4 from each, under the (email, IP)
+    lockout) gets 10 an hour for the account, then none; the person is mailed once and it is audited."""
+    import pyotp
+
+    from clinics.models import AuditEvent
+
+    dentist = alice.users["dentist"]
+    secret = enrol_totp(dentist)
+    statuses = []
+    for n in range(3):
+        client = Client(REMOTE_ADDR=f"203.0.113.{n}")
+        login = client.post(reverse("clinics:login"), {"email": dentist.email, "password": PASSWORD})
+        assert login["Location"] == reverse("clinics:mfa")
+        statuses += [client.post(reverse("clinics:mfa"), {"code": "000000"}).status_code for _ in range(4)]
+    assert statuses == [400] * 9 + [429] * 3
+    # the right code, from a new address, is refused too until the hour is over
+    client = Client(REMOTE_ADDR="192.0.2.77")
+    client.post(reverse("clinics:login"), {"email": dentist.email, "password": PASSWORD})
+    refused = client.post(reverse("clinics:mfa"), {"code": pyotp.TOTP(secret).now()})
+    assert refused.status_code == 429 and int(refused["Retry-After"]) > 60
+    assert [m.to for m in mail.outbox] == [[dentist.email]]
+    assert "knows your password" in mail.outbox[0].body and "000000" not in mail.outbox[0].body
+    assert AuditEvent.unscoped.filter(action="auth.second_factor.locked", actor_user=dentist).count() == 1
+
+
+def test_wrong_codes_for_an_api_token_count_against_the_same_allowance(alice: World) -> None:
+    import pyotp
+
+    admin = alice.users["clinic_admin"]
+    secret = enrol_totp(admin)
+
+    def token(ip: str, otp: str) -> int:
+        body = {"email": admin.email, "password": PASSWORD, "otp": otp}
+        return Client(REMOTE_ADDR=ip).post(reverse("api:token"), body, content_type="application/json").status_code
+
+    statuses = [token(f"203.0.113.{n // 4}", "000000") for n in range(11)]
+    assert statuses == [401] * 9 + [429] * 2
+    assert token("192.0.2.78", pyotp.TOTP(secret).now()) == 429
+    assert [m.to for m in mail.outbox] == [[admin.email]]
