@@ -3,7 +3,8 @@
 - a Comprehensive 3D SR holding a TID 1500 measurement report: per finding its SNOMED CT code (the platform's
   private code where the vocabulary has none), its box as an image region (a closed polyline, pixel coordinates) on
   the source instance it was found on (TID 1410; a finding without a box refers to the whole image, TID 1501), the
-  model's probability, the algorithm's name and version, and the dentist's decision (confirmed, rejected or added);
+  model's probability, the algorithm's name and version, and the dentist's decision (confirmed or added; pending in
+  a preliminary SR; a rejected suggestion is left out);
   an amended version lists the previous SR as its predecessor;
 - a secondary-capture image per source image with the reviewed (confirmed and added) findings burned in.
 
@@ -30,7 +31,6 @@ PRIVATE_SCHEME = "99DSCAN"  # the platform's own codes (PS3.16 8.2: private sche
 REVIEW_OUTCOME = hd.sr.CodedConcept("review-outcome", PRIVATE_SCHEME, "Dentist review outcome")
 OUTCOMES = {
     "confirmed": hd.sr.CodedConcept("confirmed", PRIVATE_SCHEME, "Confirmed by dentist"),
-    "rejected": hd.sr.CodedConcept("rejected", PRIVATE_SCHEME, "Rejected by dentist"),
     "added": hd.sr.CodedConcept("added", PRIVATE_SCHEME, "Added by dentist"),
     "pending": hd.sr.CodedConcept("pending", PRIVATE_SCHEME, "Not reviewed (preliminary)"),
 }
@@ -59,6 +59,8 @@ def finding_code(condition: str) -> hd.sr.CodedConcept:
 
 
 def outcome_of(finding: dict[str, Any]) -> str:
+    """The review outcome of a finding the SR carries (never a rejected one: ``build_sr`` leaves those out, an added
+    finding the dentist rejected later included)."""
     if finding.get("source") == "clinician":
         return "added"
     return finding.get("status") if finding.get("status") in OUTCOMES else "pending"
@@ -179,8 +181,11 @@ def build_sr(
         not_assessed = _not_assessed_group(image, header)
         if not_assessed is not None:
             groups.append(not_assessed)
-        groups.extend(_group(finding, header) for finding in image["findings"])
-        if not_assessed is None and not image["findings"]:
+        # A suggestion the dentist rejected is not a finding: left out, as FHIR leaves it out (a viewer shows a
+        # group's finding type and region, not our private review code).
+        findings = [finding for finding in image["findings"] if finding.get("status") != "rejected"]
+        groups.extend(_group(finding, header) for finding in findings)
+        if not_assessed is None and not findings:
             groups.append(
                 hd.sr.MeasurementsAndQualitativeEvaluations(
                     tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier="no finding"),

@@ -56,8 +56,9 @@ def _entries(sr) -> dict[str, list[tuple[str, list[str]]]]:  # noqa: ANN001
 
 
 def test_the_sr_says_not_assessed_with_the_reason_never_no_finding() -> None:
-    """An image the gate refused, one whose analysis failed, one assessed with nothing found and one with a finding:
-    the SR gives each its own entry, and only the assessed one without findings reads "no finding"."""
+    """An image the gate refused, one whose analysis failed, one assessed with nothing found and one with a finding
+    (and a rejected suggestion): the SR gives each its own entry, only the assessed one without findings reads "no
+    finding", and the rejected suggestion is not a finding."""
     from dicom.results import build_sr
 
     refused, failed, clear, found = (_header(n) for n in range(1, 5))
@@ -87,6 +88,23 @@ def test_the_sr_says_not_assessed_with_the_reason_never_no_finding() -> None:
                         "model": "xray@1.2.0",
                         "source": "model",
                     },
+                    {  # added by the dentist, then rejected
+                        "id": "f3",
+                        "condition": "filling",
+                        "status": "rejected",
+                        "box": [0.3, 0.3, 0.1, 0.1],
+                        "source": "clinician",
+                    },
+                    {
+                        "id": "f2",
+                        "condition": "implant",
+                        "status": "rejected",
+                        "reason": "not_present",
+                        "box": [0.5, 0.5, 0.2, 0.2],
+                        "probability": 0.6,
+                        "model": "xray@1.2.0",
+                        "source": "model",
+                    },
                 ],
             },
         ],
@@ -98,4 +116,4 @@ def test_the_sr_says_not_assessed_with_the_reason_never_no_finding() -> None:
     assert entries[failed["SOPInstanceUID"]] == [("not-assessed", ["analysis-failed"])]
     assert entries[clear["SOPInstanceUID"]] == [("no-finding", [])]
     assert found["SOPInstanceUID"] not in entries  # its one entry is the finding's region
-    assert [kind for kind, _ in entries["roi"]] == [finding_code("cavity").value]
+    assert [kind for kind, _ in entries["roi"]] == [finding_code("cavity").value]  # the rejected ones left out
