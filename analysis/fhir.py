@@ -337,7 +337,11 @@ def body_site(fdi: str | None, surfaces: str = "") -> dict[str, Any] | None:
     return {"coding": [{"system": SNOMED, "code": tooth.snomed, "display": tooth.snomed_display}], "text": text}
 
 
-def _narrative(report: dict[str, Any], confirmed: list[tuple[dict, dict]], rejected: int, pending: int) -> dict:
+def _narrative(
+    report: dict[str, Any], confirmed: list[tuple[dict, dict]], rejected: int, pending: int, conclusion: str
+) -> dict:
+    """The human-readable text most FHIR viewers show instead of the coded parts: it ends with the conclusion, so
+    images the AI did not assess are said there too, never only "no findings"."""
     signer = report["signed_by"].get("name") or report["signed_by"].get("email") or "the dentist"
     parts = [
         f"<p>Dental imaging report, version {escape(str(report.get('version')))}, "
@@ -366,6 +370,7 @@ def _narrative(report: dict[str, Any], confirmed: list[tuple[dict, dict]], rejec
         f"{rejected} AI suggestion(s) rejected by the dentist and {pending} suggestion(s) not reviewed "
         "are not exported.</p>"
     )
+    parts.append(f"<p>Conclusion: {escape(conclusion)}</p>")
     return {"status": "additional", "div": f'<div xmlns="http://www.w3.org/1999/xhtml">{"".join(parts)}</div>'}
 
 
@@ -452,11 +457,19 @@ def report_bundle(
         if code not in conclusion_codes:
             conclusion_codes.append(code)
 
+    images = report.get("images") or []
+    conclusion = _conclusion(
+        confirmed,
+        rejected,
+        len(media),
+        sum((i.get("analysis") or "done") not in ("done", "not_assessable") for i in images),
+        [image for image in images if image.get("analysis") == "not_assessable"],
+    )
     report_id = _uuid(report["report_id"])
     diagnostic_report: dict[str, Any] = {
         "resourceType": "DiagnosticReport",
         "id": report_id,
-        "text": _narrative(report, confirmed, rejected, pending),
+        "text": _narrative(report, confirmed, rejected, pending, conclusion),
         "identifier": [
             {"use": "official", "system": SYSTEM_REPORT, "value": report_id},
             # Shared by every version of the visit's report: "the same report, another version".
@@ -484,13 +497,7 @@ def report_bundle(
             }
             for image, m in zip(report.get("images") or [], media, strict=True)
         ],
-        "conclusion": _conclusion(
-            confirmed,
-            rejected,
-            len(media),
-            sum((i.get("analysis") or "done") not in ("done", "not_assessable") for i in report.get("images") or []),
-            [image for image in report.get("images") or [] if image.get("analysis") == "not_assessable"],
-        ),
+        "conclusion": conclusion,
     }
     if conclusion_codes:
         diagnostic_report["conclusionCode"] = conclusion_codes

@@ -143,6 +143,9 @@ def test_the_report_fhir_and_review_say_not_assessed_never_no_findings(alice: Wo
     bundle = fhir.report_bundle(snapshot)
     text = json.dumps(bundle)
     assert "not assessed by the AI" in text and "blurred" in text
+    # the narrative, which most FHIR viewers show instead of the coded parts, says it too
+    [diagnostic] = [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "DiagnosticReport"]
+    assert "not assessed by the AI" in diagnostic["text"]["div"] and "blurred" in diagnostic["text"]["div"]
 
 
 def _finished(world: World, model, result: dict) -> Analysis:  # noqa: ANN001
