@@ -26,6 +26,7 @@ import uuid
 from typing import Any
 from urllib.parse import urlsplit
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator
@@ -314,8 +315,11 @@ ERROR_CATEGORY_RE = re.compile(r"^[a-z0-9_]{1,40}$")
 
 
 # What ``send`` raises for a failed attempt (the delivery task records and retries each): network and TLS errors,
-# malformed answers (``http.client.HTTPException``), bad values, a refused URL or address, an unusable secret.
+# malformed answers (``http.client.HTTPException``), bad values, a refused URL or address, an unusable secret, and
+# the task's soft time limit (a slow receiver, or several addresses that each take their 10 s timeout): a failed
+# attempt like the others, not an error that would leave the delivery pending with nothing logged.
 SEND_ERRORS: tuple[type[BaseException], ...] = (
+    SoftTimeLimitExceeded,
     OSError,
     http.client.HTTPException,
     ValueError,
@@ -335,7 +339,7 @@ def error_category(exc: BaseException) -> str:
         return "tls_error"
     if isinstance(exc, socket.gaierror):
         return "dns_error"
-    if isinstance(exc, TimeoutError):
+    if isinstance(exc, (TimeoutError, SoftTimeLimitExceeded)):
         return "timeout"
     if isinstance(exc, ConnectionRefusedError):
         return "connection_refused"

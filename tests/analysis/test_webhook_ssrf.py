@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from celery.exceptions import SoftTimeLimitExceeded
 from django.apps import apps as django_apps
 from django.urls import reverse
 
@@ -350,6 +351,7 @@ def test_failed_attempts_keep_a_short_category_not_the_error_text(
     ("exc", "category"),
     [
         (TimeoutError("timed out"), "timeout"),
+        (SoftTimeLimitExceeded(), "timeout"),  # the task's soft limit, reached inside send
         (ConnectionRefusedError(111, "Connection refused"), "connection_refused"),
         (ssl.SSLCertVerificationError("certificate verify failed: Hostname mismatch"), "tls_error"),
         (ssl.SSLError("wrong version number"), "tls_error"),
