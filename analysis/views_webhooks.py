@@ -3,6 +3,7 @@ redirects to), send a test event, revoke, and the recent deliveries with their o
 
 from __future__ import annotations
 
+import base64
 import uuid
 
 from django.contrib import messages
@@ -11,6 +12,8 @@ from django.shortcuts import redirect, render
 
 from clinics.services import ServiceError
 from clinics.views_base import ClinicView
+from core import crypto
+from patients.keys import clinic_key
 
 from .models import WebhookEndpoint
 from .webhooks import (
@@ -26,8 +29,22 @@ from .webhooks import (
 )
 
 RECENT_DELIVERIES = 25
-# The session entry that holds a new endpoint's secret between the registering POST and the GET that shows it.
+# The session entry that holds a new endpoint's secret between the registering POST and the GET that shows it,
+# encrypted with the clinic's key (sessions are rows of the database: a dump alone must not yield a signing secret,
+# even of a redirect never followed).
 NEW_SECRET_SESSION_KEY = "webhook_new_secret"
+
+
+def _secret_aad(endpoint_id: str) -> bytes:
+    return f"webhook:{endpoint_id}:new-secret".encode()
+
+
+def _sealed_secret(endpoint_id: str, secret: str) -> str:
+    return base64.b64encode(crypto.encrypt(clinic_key(), secret.encode(), _secret_aad(endpoint_id))).decode()
+
+
+def _opened_secret(endpoint_id: str, sealed: str) -> str:
+    return crypto.decrypt(clinic_key(), base64.b64decode(sealed), _secret_aad(endpoint_id)).decode()
 
 
 class WebhooksView(ClinicView):
@@ -58,9 +75,10 @@ class WebhooksView(ClinicView):
             return self._render(request)
         try:
             endpoint = webhook_get(uuid.UUID(once["webhook"]))  # the clinic in scope's only
-        except (KeyError, TypeError, ValueError, WebhookEndpoint.DoesNotExist):
+            secret = _opened_secret(str(endpoint.pk), once["sealed"])
+        except (KeyError, TypeError, ValueError, WebhookEndpoint.DoesNotExist, crypto.IntegrityFailure):
             return self._render(request)
-        response = self._render(request, new_endpoint=endpoint, new_secret=once.get("secret", ""))
+        response = self._render(request, new_endpoint=endpoint, new_secret=secret)
         response["Cache-Control"] = "no-store"
         return response
 
@@ -73,8 +91,11 @@ class WebhooksView(ClinicView):
             except ServiceError as exc:
                 return self._render(request, error=exc.message, url=url, chosen=events, status=400)
             # Post/Redirect/Get: a reload of the page after this must not register a second endpoint. The secret
-            # waits in the (server-side) session for the next GET only, which removes it and shows it once.
-            request.session[NEW_SECRET_SESSION_KEY] = {"webhook": str(endpoint.pk), "secret": secret}
+            # waits, sealed, in the session for the next GET only, which removes it and shows it once.
+            request.session[NEW_SECRET_SESSION_KEY] = {
+                "webhook": str(endpoint.pk),
+                "sealed": _sealed_secret(str(endpoint.pk), secret),
+            }
             response = redirect("analysis:webhooks")
             response["Cache-Control"] = "no-store"
             return response

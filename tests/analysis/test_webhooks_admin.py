@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from django.apps import apps as django_apps
+from django.contrib.sessions.models import Session
 from django.urls import reverse
 
 from analysis.models import WebhookDelivery, WebhookEndpoint
@@ -251,6 +252,9 @@ def test_admin_page_registers_shows_the_secret_once_tests_and_revokes(alice: Wor
     with clinic_scope(alice.clinic.id):
         secret = webhook_secret(endpoint)
     assert secret.encode() not in created.content
+    # between the POST and the GET the secret waits in the session (a database row) sealed, not in clear
+    stored = Session.objects.get(session_key=page.session.session_key).session_data
+    assert "webhook_new_secret" in page.session and secret not in stored and secret not in str(page.session.items())
     shown = page.get(url)
     assert shown["Cache-Control"] == "no-store"
     html = shown.content.decode()
