@@ -122,12 +122,25 @@ def _is_internal(host: str) -> bool:
     return not address_allowed(address, local_allowed=False)
 
 
+NAT64_PREFIX = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052: the IPv4 address in the last 32 bits
+NAT64_LOCAL_PREFIX = ipaddress.IPv6Network("64:ff9b:1::/48")  # RFC 8215
+IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")  # deprecated ::a.b.c.d (:: and ::1 are judged as themselves)
+
+
 def address_allowed(address: ipaddress.IPv4Address | ipaddress.IPv6Address, *, local_allowed: bool) -> bool:
     """Whether a webhook may connect to this (resolved) address: a global unicast address only; loopback too
     exactly when local http is allowed (development and tests, ``_local_http_allowed``). Never private,
-    link-local (169.254.169.254, the cloud metadata service), unique-local (fc00::/7), multicast or reserved."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped  # ::ffff:10.0.0.1 is 10.0.0.1
+    link-local (169.254.169.254, the cloud metadata service), unique-local (fc00::/7), multicast or reserved. An IPv6
+    address that carries an IPv4 one (mapped, 6to4, NAT64's well-known prefix, the old IPv4-compatible form) is
+    judged by that IPv4 address: on a NAT64 network 64:ff9b::a00:1 reaches 10.0.0.1."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address in NAT64_LOCAL_PREFIX:
+            return False  # RFC 8215's local-use prefix: a network's own translator, never a public host
+        embedded = address.ipv4_mapped or address.sixtofour
+        if embedded is None and (address in NAT64_PREFIX or (address in IPV4_COMPATIBLE and int(address) > 1)):
+            embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+        if embedded is not None:
+            address = embedded  # ::ffff:10.0.0.1 is 10.0.0.1
     if address.is_loopback:
         return local_allowed
     return address.is_global and not address.is_multicast

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import http.client
 import importlib
+import ipaddress
 import socket
 import ssl
 import threading
@@ -173,6 +174,11 @@ def test_a_redirect_is_never_followed_and_is_a_failed_attempt(alice: World, serv
         ["fc00::1"],
         ["fe80::1"],
         ["::ffff:10.0.0.1"],
+        ["64:ff9b::a00:1"],  # NAT64's well-known prefix: 10.0.0.1 on a NAT64 network
+        ["64:ff9b::a9fe:a9fe"],  # ... and the metadata service
+        ["64:ff9b:1::a00:1"],  # RFC 8215 local-use NAT64
+        ["2002:a00:1::1"],  # 6to4 of 10.0.0.1
+        ["::a00:1"],  # the old IPv4-compatible form
         ["0.0.0.0"],
         ["93.184.216.34", "10.0.0.1"],  # one bad address among good ones is enough to refuse
     ],
@@ -188,6 +194,11 @@ def test_a_public_name_resolving_to_an_internal_address_is_refused_at_send_time(
     assert connections == []
     assert delivery.status == "failed" and delivery.attempts == WEBHOOK_MAX_ATTEMPTS
     assert {(a["status"], a["error"]) for a in delivery.attempt_log} == {(None, "address_not_allowed")}
+
+
+def test_ipv6_forms_of_public_ipv4_addresses_stay_allowed() -> None:
+    for text in ("64:ff9b::808:808", "2002:808:808::1", "2606:4700::1111", "8.8.8.8"):
+        assert webhooks.address_allowed(ipaddress.ip_address(text), local_allowed=False), text
 
 
 def test_loopback_is_allowed_exactly_where_local_http_is(
