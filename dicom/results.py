@@ -49,6 +49,12 @@ SR_SERIES_NUMBER = 990
 SC_SERIES_NUMBER = 991
 
 
+def stable_uid(*parts: str) -> str:
+    """A UID derived from ``parts`` (pydicom's hash of them under its prefix): the same object built again (a retry,
+    an admin's resend) carries the same UIDs, so the PACS stores it once."""
+    return generate_uid(entropy_srcs=["dentalscan", *parts])
+
+
 def finding_code(condition: str) -> hd.sr.CodedConcept:
     """The finding type: the condition's SNOMED CT concept, else the platform's private code."""
     known = conditions.get(condition) if conditions.is_code(condition) else None
@@ -109,7 +115,10 @@ def _region(box: list[float], header: dict[str, Any]) -> hd.sr.ImageRegion:
 
 
 def _group(finding: dict[str, Any], header: dict[str, Any]) -> Any:
-    tracking = hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=f"finding {finding['id']}")
+    # one tracking UID per finding, in every SR that reports it (TID 1500 follows a finding across reports by it)
+    tracking = hd.sr.TrackingIdentifier(
+        uid=stable_uid("finding", str(finding["id"])), identifier=f"finding {finding['id']}"
+    )
     model = _model_name_version(finding.get("model"))
     algorithm = hd.sr.AlgorithmIdentification(name=model[0], version=model[1]) if model else None
     measurements = []
@@ -152,7 +161,9 @@ def _not_assessed_group(image: dict[str, Any], header: dict[str, Any]) -> Any | 
         code, meaning = str(refusal["code"]), str(refusal.get("message") or refusal["code"]).split(":")[0].strip()
     reason = hd.sr.CodedConcept(code, PRIVATE_SCHEME, meaning[:64])
     return hd.sr.MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier="not assessed by the AI"),
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=stable_uid("not-assessed", header["SOPInstanceUID"]), identifier="not assessed by the AI"
+        ),
         source_images=[_source(header)],
         finding_type=NOT_ASSESSED,
         qualitative_evaluations=[hd.sr.QualitativeEvaluation(NOT_ASSESSED_REASON, reason)],
@@ -188,7 +199,9 @@ def build_sr(
         if not_assessed is None and not findings:
             groups.append(
                 hd.sr.MeasurementsAndQualitativeEvaluations(
-                    tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier="no finding"),
+                    tracking_identifier=hd.sr.TrackingIdentifier(
+                        uid=stable_uid("no-finding", header["SOPInstanceUID"]), identifier="no finding"
+                    ),
                     source_images=[_source(header)],
                     finding_type=NO_FINDING,
                 )
@@ -203,7 +216,9 @@ def build_sr(
     device = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-            uid=generate_uid(), name=MANUFACTURER, manufacturer_name=MANUFACTURER
+            uid=stable_uid("device", str(snapshot.get("clinic", {}).get("id", ""))),
+            name=MANUFACTURER,
+            manufacturer_name=MANUFACTURER,
         ),
     )
     report = hd.sr.MeasurementReport(
@@ -268,7 +283,8 @@ def build_sc(
         study_instance_uid=header["StudyInstanceUID"],
         series_instance_uid=uids["series"],
         series_number=SC_SERIES_NUMBER,
-        sop_instance_uid=uids["sop"] if number == 1 else generate_uid(),
+        # the send's UID for the first image, one derived from it and the source image for the others
+        sop_instance_uid=uids["sop"] if number == 1 else stable_uid(uids["sop"], header["SOPInstanceUID"]),
         instance_number=number,
         manufacturer=MANUFACTURER,
         patient_id=header.get("PatientID") or None,

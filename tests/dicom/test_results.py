@@ -117,3 +117,36 @@ def test_the_sr_says_not_assessed_with_the_reason_never_no_finding() -> None:
     assert entries[clear["SOPInstanceUID"]] == [("no-finding", [])]
     assert found["SOPInstanceUID"] not in entries  # its one entry is the finding's region
     assert [kind for kind, _ in entries["roi"]] == [finding_code("cavity").value]  # the rejected ones left out
+
+
+def _uids(ds) -> set[str]:  # noqa: ANN001
+    return {str(element.value) for element in ds.iterall() if element.VR == "UI" and element.value}
+
+
+def test_building_the_same_objects_again_gives_the_same_uids() -> None:
+    """A retry or an admin's resend stores the same objects: the SR's tracking and device UIDs, and every secondary
+    capture's SOP Instance UID, are derived, not drawn anew."""
+    import numpy as np
+    from PIL import Image as PILImage
+
+    from dicom.results import build_sc, build_sr
+
+    headers = {"a": _header(1), "b": _header(2)}
+    snapshot = {
+        "version": 1,
+        "clinic": {"id": "c", "name": "Clinic"},
+        "signed_by": {"name": "Dr Test"},
+        "images": [
+            {"id": "a", "analysis": "done", "findings": [{"id": "f1", "condition": "cavity", "status": "confirmed"}]},
+            {"id": "b", "analysis": "done", "findings": []},
+        ],
+    }
+    uids = {"series": "1.2.3.4", "sop": "1.2.3.5"}
+    first, again = (build_sr(snapshot=snapshot, headers=headers, uids=uids) for _ in range(2))
+    assert _uids(first) == _uids(again)
+    pixels = PILImage.fromarray(np.zeros((100, 120, 3), dtype=np.uint8))
+    built = [
+        [build_sc(pixels=pixels, findings=[], header=headers[k], uids=uids, number=n).SOPInstanceUID for k, n in pairs]
+        for pairs in ([("a", 1), ("b", 2)], [("a", 1), ("b", 2)])
+    ]
+    assert built[0] == built[1] and built[0][0] == "1.2.3.5" and len(set(built[0])) == 2
