@@ -34,7 +34,7 @@ from clinics.tenancy import require_clinic_id
 from core import crypto
 from patients.intake import IntakeError, sanitize_upload
 from patients.keys import clinic_key, patient_key
-from patients.models import Image, Patient
+from patients.models import Image, Patient, Visit
 from patients.selectors import patient_identity
 from patients.services import patient_create
 from patients.storage import blob_delete, blob_get, blob_put
@@ -497,14 +497,19 @@ def preliminary_check(visit_id: object, *, finished: object = None) -> None:
         return
     if not DicomInstance.objects.filter(image__visit_id=visit_id).exists():
         return
-    busy = Analysis.objects.filter(
-        image__visit_id=visit_id, status__in=[AnalysisStatus.QUEUED, AnalysisStatus.RUNNING]
-    ).exclude(pk=finished)
-    if busy.exists() or Report.objects.filter(visit_id=visit_id).exists():
-        return
-    if DicomSend.objects.filter(visit_id=visit_id, preliminary=True, kind=SendKind.SR).exists():
-        return
-    send_queue(visit_id=visit_id, report=None, kind=SendKind.SR, preliminary=True)
+    with transaction.atomic():
+        # One check of a visit at a time (its row held to the end of the caller's transaction): two analyses
+        # finishing together each saw the other still running and neither queued the report; now the second waits,
+        # then sees the first done.
+        list(Visit.objects.select_for_update(no_key=True).filter(pk=visit_id).values_list("pk", flat=True))
+        busy = Analysis.objects.filter(
+            image__visit_id=visit_id, status__in=[AnalysisStatus.QUEUED, AnalysisStatus.RUNNING]
+        ).exclude(pk=finished)
+        if busy.exists() or Report.objects.filter(visit_id=visit_id).exists():
+            return
+        if DicomSend.objects.filter(visit_id=visit_id, preliminary=True, kind=SendKind.SR).exists():
+            return
+        send_queue(visit_id=visit_id, report=None, kind=SendKind.SR, preliminary=True)
 
 
 def send_queue(*, visit_id: object, report: Report | None, kind: str, preliminary: bool = False) -> DicomSend:

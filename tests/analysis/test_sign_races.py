@@ -25,7 +25,7 @@ from patients.models import Image
 
 from ..conftest import World, build_clinic, png_bytes, requires_postgres
 
-pytestmark = [requires_postgres, pytest.mark.django_db(transaction=True)]
+pytestmark = [requires_postgres, pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("no_seal_on_commit")]
 
 
 def _in_thread(clinic_id: object, work: Callable[[], Any]) -> tuple[threading.Thread, dict[str, Any]]:
