@@ -150,7 +150,10 @@ def image_snapshot(image: Image, findings: list) -> dict[str, Any]:
 def report_sign(*, visit: Visit, signer: User) -> Report:
     """Sign the visit's report (dentists only, checked by the permission map)."""
     with transaction.atomic():
-        visit = Visit.objects.select_for_update().select_related("patient", "clinic").get(pk=visit.pk)
+        # The visit's row only (``of``): a FOR UPDATE on the joined clinic row held every insert that points at the
+        # clinic (audit events, images) until the signature committed, and could deadlock with an upload holding the
+        # clinic's quota lock while it waited for the visit.
+        visit = Visit.objects.select_for_update(of=("self",)).select_related("patient", "clinic").get(pk=visit.pk)
         ensure_editable(visit.pk)
         if Analysis.objects.filter(
             image__visit=visit, status__in=[AnalysisStatus.QUEUED, AnalysisStatus.RUNNING]

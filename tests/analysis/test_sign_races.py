@@ -6,6 +6,7 @@ beside the signature; a decision and a scan were held back only by the locks sig
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import threading
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from analysis.uploads import image_upload
 from clinics.services import ServiceError
 from clinics.tenancy import clinic_scope
 from patients.models import Image
+from patients.services import patient_create
 
 from ..conftest import World, build_clinic, png_bytes, requires_postgres
 
@@ -135,3 +137,28 @@ def test_a_retry_asked_while_the_report_is_signed_is_refused(world: World) -> No
     assert isinstance(outcome.get("error"), ServiceError) and outcome["error"].code == "report_signed", outcome
     with clinic_scope(world.clinic.id):
         assert Analysis.objects.get(pk=world.analysis.pk).status == "failed"
+
+
+def test_signing_holds_its_visit_not_the_clinic(world: World) -> None:
+    """A scan of another patient is stored while a signature is being made: signing locks the visit's row only (it
+    used to lock the joined clinic row too, which held every upload and audited insert of the clinic)."""
+    with clinic_scope(world.clinic.id):
+        other = patient_create(
+            external_id="race-0002", given_name="Other", family_name="Patient", date_of_birth=dt.date(1990, 1, 2)
+        )
+    release, signed = threading.Event(), threading.Event()
+    signer, signing = _in_thread(world.clinic.id, _signing_held_open(world, release, signed))
+    try:
+        assert signed.wait(30), signing
+        uploader, uploading = _in_thread(
+            world.clinic.id,
+            lambda: image_upload(
+                patient=other, stream=io.BytesIO(png_bytes()), filename="o.png", size=None, modality="photo"
+            ),
+        )
+        uploader.join(15)
+        assert not uploader.is_alive() and "error" not in uploading, uploading
+    finally:
+        release.set()
+        signer.join(30)
+    assert "error" not in signing, signing
