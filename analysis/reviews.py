@@ -183,7 +183,7 @@ def finding_review(
         )
     with transaction.atomic():
         ensure_editable(finding.image.visit_id)  # the visit first, then the finding: the order signing locks them in
-        finding = Finding.objects.select_for_update().select_related("image__visit").get(pk=finding.pk)
+        finding = Finding.objects.select_for_update(of=("self",)).select_related("image__visit").get(pk=finding.pk)
         _check_version(finding, expected_version)
         before = _state(finding)
         if decision == "undo":
@@ -230,7 +230,7 @@ def finding_update(
         raise ServiceError("nothing_to_change", "Send a tooth, surfaces or a note.")
     with transaction.atomic():
         ensure_editable(finding.image.visit_id)  # the visit first, then the finding: the order signing locks them in
-        finding = Finding.objects.select_for_update().select_related("image__visit").get(pk=finding.pk)
+        finding = Finding.objects.select_for_update(of=("self",)).select_related("image__visit").get(pk=finding.pk)
         _check_version(finding, expected_version)
         before = _state(finding)
         _apply_annotations(finding, tooth, surfaces, note)
