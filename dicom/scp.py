@@ -17,11 +17,12 @@ import io
 import logging
 from typing import Any
 
+from django.conf import settings
 from django.db import close_old_connections, connections
 from pydicom.dataset import FileMetaDataset
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE, evt
+from pynetdicom import AE, _config, evt
 from pynetdicom.acse import ACSE
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
@@ -34,6 +35,7 @@ from .services import (
     DicomRefusal,
     association_check,
     instance_receive,
+    instance_too_large,
     preliminary_check,
 )
 from .sopclasses import ACCEPTED_SOP_CLASSES
@@ -99,17 +101,8 @@ def _handle_store(event: Any) -> int:
     address = assoc.requestor.address_info.address if assoc.requestor.address_info else None
     context.client_ip_var.set(str(address) if address else None)
     try:
-        buffer = io.BytesIO()
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = event.request.AffectedSOPClassUID
-        meta.MediaStorageSOPInstanceUID = event.request.AffectedSOPInstanceUID
-        meta.TransferSyntaxUID = event.context.transfer_syntax
-        buffer.write(b"\x00" * 128 + b"DICM")
-        write_file_meta_info(buffer, meta, enforce_standard=True)
-        buffer.write(event.request.DataSet.getvalue())
-        data = buffer.getvalue()
         with clinic_scope(clinic_id):
-            received = instance_receive(data=data, calling_ae=calling)
+            received = instance_receive(data=_part10(event, calling), calling_ae=calling)
         if received.instance.image_id:
             visits = getattr(assoc, "dentalscan_visits", set())
             visits.add(received.instance.image.visit_id)
@@ -123,6 +116,28 @@ def _handle_store(event: Any) -> int:
     finally:
         context.actor_var.set(None)
     return 0x0000
+
+
+def _part10(event: Any, calling: str) -> bytes:
+    """The received instance as a Part 10 file. The server writes each dataset to a temporary file as it arrives
+    (pynetdicom's ``STORE_RECV_CHUNKED_DATASET``, with the file meta from the negotiated context), so a large one
+    never sits in memory; one over ``IMAGE_MAX_BYTES`` is refused (0xA700, audited) without being read."""
+    try:
+        path = event.dataset_path
+    except AttributeError:  # received whole into memory (not through ``server``)
+        buffer = io.BytesIO()
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = event.request.AffectedSOPClassUID
+        meta.MediaStorageSOPInstanceUID = event.request.AffectedSOPInstanceUID
+        meta.TransferSyntaxUID = event.context.transfer_syntax
+        buffer.write(b"\x00" * 128 + b"DICM")
+        write_file_meta_info(buffer, meta, enforce_standard=True)
+        buffer.write(event.request.DataSet.getvalue())
+        return buffer.getvalue()
+    size = path.stat().st_size
+    if size > settings.IMAGE_MAX_BYTES:
+        raise instance_too_large(size, calling_ae=calling)
+    return path.read_bytes()
 
 
 def _handle_released(event: Any) -> None:
@@ -165,6 +180,7 @@ def make_ae() -> AE:
 
 def server(host: str, port: int, *, ssl_context: Any = None) -> ThreadedAssociationServer:
     """A started receiver in its own threads; ``shutdown()`` stops it."""
+    _config.STORE_RECV_CHUNKED_DATASET = True  # each dataset to a temporary file as it arrives, not into memory
     ae = make_ae()
     handlers = [
         (evt.EVT_C_STORE, _handle_store),

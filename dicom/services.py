@@ -247,6 +247,12 @@ def _active_content(ds: Dataset) -> bool:
     return False
 
 
+def instance_too_large(size: int, *, calling_ae: str) -> DicomRefusal:
+    """The refusal (audited) of a received instance larger than ``IMAGE_MAX_BYTES``, before it is read."""
+    logger.info("C-STORE of %d bytes refused: over IMAGE_MAX_BYTES", size)
+    return _refuse("file_too_large", STATUS_OUT_OF_RESOURCES, calling_ae=calling_ae)
+
+
 def _refuse(code: str, status: int, *, calling_ae: str, sop_class: str = "") -> DicomRefusal:
     audit.record(
         action="dicom.instance.refused",

@@ -146,6 +146,32 @@ def test_hostile_instances_get_a_failure_status_and_store_nothing(
     assert refused.details["reason"] in (code, "corrupt_image")
 
 
+def test_an_instance_over_the_size_limit_is_refused_unread_and_stores_nothing(
+    scp,
+    worlds,
+    _image_storage,
+    settings,
+    monkeypatch,  # noqa: ANN001
+) -> None:
+    """The receiver writes each dataset to a temporary file as it arrives (never whole into memory) and refuses one
+    over IMAGE_MAX_BYTES before reading it."""
+    import dicom.scp
+
+    read: list[int] = []
+    real = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda self: read.append(1) or real(self))
+    settings.IMAGE_MAX_BYTES = 50_000
+    before = stored_files(_image_storage)
+    ds = xray_dataset(patient_id="alice-0001", study_uid=generate_uid())  # 384 x 512 x 16 bits: 393 KB
+    assert store(scp, "ALICE_PACS", "SENSOR_A", ds) == 0xA700
+    assert read == [] and stored_files(_image_storage) == before and not DicomInstance.unscoped.exists()
+    refused = AuditEvent.unscoped.get(action="dicom.instance.refused")
+    assert refused.details["reason"] == "file_too_large" and refused.details["status"] == "0xA700"
+    assert dicom.scp._config.STORE_RECV_CHUNKED_DATASET  # noqa: SLF001
+    settings.IMAGE_MAX_BYTES = 5_000_000  # under the limit it is read from its file and stored
+    assert store(scp, "ALICE_PACS", "SENSOR_A", ds) == 0x0000 and read
+
+
 def test_a_compressed_transfer_syntax_or_a_ct_is_refused_at_negotiation(scp, worlds) -> None:  # noqa: ANN001
     ds = xray_dataset(patient_id="alice-0001", study_uid=generate_uid(), rows=64, cols=64)
     # pynetdicom as the requestor aborts an association in which no presentation context was accepted
