@@ -11,11 +11,14 @@ class DicomConfig(AppConfig):
         # (registered below: analysis imports nothing of this app).
         from analysis.reports import report_signed_register
         from analysis.services import analysis_finished_register
+        from patients.exports import clinical_record_register
         from patients.orphans import blob_references_register
 
         from . import tasks  # noqa: F401
+        from .exports import patient_dicom_record
         from .services import analysis_finished, held_blobs, report_signed
 
         report_signed_register(report_signed)
         analysis_finished_register(analysis_finished)
         blob_references_register(held_blobs)  # the inbox's held files: not orphans
+        clinical_record_register(patient_dicom_record)  # the patient's export: what the imaging system sent

@@ -493,18 +493,19 @@ def patient_export(*, patient: Patient, clinical: Callable[[Patient], dict[str, 
                         "sha256": image.sha256,
                         "uploaded_at": image.uploaded_at.isoformat(),
                         "original_name": image_display_name(image),
-                        "analyses": per_image.get(str(image.pk), {}).get("analyses", []),
-                        "findings": per_image.get(str(image.pk), {}).get("findings", []),
+                        "analyses": [],
+                        "findings": [],
+                        **per_image.get(str(image.pk), {}),  # every section a provider gives (analyses, dicom...)
                     }
                 )
-            visit_held = per_visit.get(str(visit.pk), {})
             visits.append(
                 {
                     "id": str(visit.pk),
                     "date": visit.visit_date.isoformat(),
                     "images": images,
-                    "reports": visit_held.get("reports", []),
-                    "amendments": visit_held.get("amendments", []),
+                    "reports": [],
+                    "amendments": [],
+                    **per_visit.get(str(visit.pk), {}),  # reports, amendments, dicom_sends...
                 }
             )
         record = {

@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from django.urls import reverse
 from pydicom.uid import JPEGBaseline8Bit, generate_uid
 from pynetdicom import AE
 
@@ -260,3 +261,36 @@ def test_pacs_down_while_sending_loses_nothing(worlds, orthanc, eager, settings)
         assert send.status == SendStatus.SENT and send.attempts == 4
     [sr] = orthanc.instances()
     assert sr["StudyInstanceUID"] == study and sr["Modality"] == "SR"
+
+
+def test_the_patients_export_holds_what_the_imaging_system_sent(worlds) -> None:  # noqa: ANN001
+    """GDPR Art. 15: the DICOM attributes an image came with (name, ids, birth date, accession number...) are
+    personal data the clinic holds, kept encrypted beside the image: the export gives them."""
+    import json
+    import zipfile
+
+    alice = worlds["alice"]
+    ds = xray_dataset(patient_id="alice-0001", study_uid=generate_uid(), rows=64, cols=64)
+    ds.AccessionNumber, ds.ReferringPhysicianName = "ACC-778", "Referrer^Rita"
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    with clinic_scope(alice.clinic.id):
+        received = instance_receive(data=buffer.getvalue(), calling_ae="SENSOR_A")
+    response = token_client(alice, "clinic_admin").get(reverse("api:patient-export", kwargs={"pk": alice.patient.pk}))
+    assert response.status_code == 200
+    record = json.loads(zipfile.ZipFile(io.BytesIO(response.content)).read("patient.json"))
+    [image] = [i for v in record["visits"] for i in v["images"] if i["id"] == str(received.instance.image_id)]
+    attributes = image["dicom"]["attributes"]
+    assert attributes["AccessionNumber"] == "ACC-778" and attributes["ReferringPhysicianName"] == "Referrer^Rita"
+    assert attributes["PatientID"] == "alice-0001" and image["dicom"]["calling_ae"] == "SENSOR_A"
+    assert "ACC-778" not in json.dumps(
+        json.loads(
+            zipfile.ZipFile(
+                io.BytesIO(
+                    token_client(worlds["bob"], "clinic_admin")
+                    .get(reverse("api:patient-export", kwargs={"pk": worlds["bob"].patient.pk}))
+                    .content
+                )
+            ).read("patient.json")
+        )
+    )
