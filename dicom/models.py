@@ -68,6 +68,7 @@ class DicomInstance(ClinicScopedModel):
     sop_index = models.CharField(max_length=64)
     header = models.BinaryField(editable=False)
     held_key = models.CharField(max_length=64, blank=True, editable=False)
+    held_bytes = models.PositiveBigIntegerField(default=0, editable=False)  # the held blob's size, for the quota
     calling_ae = models.CharField(max_length=16)
     received_at = models.DateTimeField(default=timezone.now)
     assigned_by = models.ForeignKey("clinics.User", on_delete=models.PROTECT, null=True, blank=True, related_name="+")

@@ -21,6 +21,7 @@ import pydicom.errors
 from celery.exceptions import Retry
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Sum
 from django.utils import timezone
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
@@ -36,7 +37,7 @@ from patients.intake import IntakeError, sanitize_upload
 from patients.keys import clinic_key, patient_key
 from patients.models import Image, Patient, Visit
 from patients.selectors import patient_identity
-from patients.services import patient_create
+from patients.services import patient_create, quota_check
 from patients.storage import blob_delete, blob_get, blob_put
 
 from .models import DicomInstance, DicomNode, DicomSend, InstanceStatus, SendKind, SendStatus
@@ -58,6 +59,7 @@ INTAKE_STATUS = {
     "file_too_large": STATUS_OUT_OF_RESOURCES,
     "image_too_large": STATUS_OUT_OF_RESOURCES,
     "quota_exceeded": STATUS_OUT_OF_RESOURCES,
+    "inbox_full": STATUS_OUT_OF_RESOURCES,
     "unsupported_dicom_compression": STATUS_DATASET_MISMATCH,
     "unsupported_color_mode": STATUS_DATASET_MISMATCH,
     "multiple_frames": STATUS_DATASET_MISMATCH,
@@ -388,12 +390,19 @@ def _hold_unmatched(
         max_pixels=settings.IMAGE_MAX_PIXELS,
         dicom_photo=modality == "photo",
     )
+    if DicomInstance.objects.filter(status=InstanceStatus.UNMATCHED).count() >= settings.DICOM_INBOX_MAX_ENTRIES:
+        raise IntakeError(
+            "inbox_full", "The clinic's DICOM inbox is full: assign or discard the images waiting in it.", 413
+        )
     key = clinic_key()
     instance = DicomInstance(
         id=uuid.uuid4(), status=InstanceStatus.UNMATCHED, modality=modality, sop_index=sop_index, calling_ae=calling_ae
     )
     instance.header = crypto.encrypt(key, json.dumps(header).encode(), _header_aad(instance.id))
-    instance.held_key = blob_put(crypto.encrypt(key, data, _held_aad(instance.id)))
+    held = crypto.encrypt(key, data, _held_aad(instance.id))
+    quota_check(len(held), lock=True)  # a held file counts in the clinic's storage quota, as an image does
+    instance.held_bytes = len(held)
+    instance.held_key = blob_put(held)
     try:
         instance.save(force_insert=True)
         audit.record(
@@ -407,6 +416,11 @@ def _hold_unmatched(
         blob_delete(instance.held_key)
         raise
     return instance
+
+
+def held_bytes() -> int:
+    """The bytes the clinic in scope's inbox holds (for ``patients`` quota check)."""
+    return DicomInstance.objects.exclude(held_key="").aggregate(total=Sum("held_bytes"))["total"] or 0
 
 
 def held_blobs() -> Iterator[str]:
@@ -431,6 +445,9 @@ def inbox_assign(
         locked = DicomInstance.objects.select_for_update().get(pk=instance.pk)
         if locked.status != InstanceStatus.UNMATCHED:
             raise ServiceError("not_in_inbox", "This instance is no longer waiting in the inbox.", 409)
+        # the held file's bytes become the image's: released from the quota first, so they count once
+        locked.held_key, locked.held_bytes = "", 0
+        locked.save(update_fields=["held_key", "held_bytes"])
         if patient is None:
             patient = patient_create(**create)  # type: ignore[arg-type]
         image = image_upload(

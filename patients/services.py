@@ -210,14 +210,14 @@ def image_ingest(
         variants.append(("model_input", reduced[1]))
     blobs = [crypto.encrypt(key, data, _aad(image_id, variant)) for variant, data in variants]
     stored_bytes = sum(len(blob) for blob in blobs)
-    _check_quota(stored_bytes)  # early: a clinic over its quota writes nothing
+    quota_check(stored_bytes)  # early: a clinic over its quota writes nothing
     written: list[str] = []
     try:
         for blob in blobs:
             written.append(blob_put(blob))
         actor = context.actor_var.get() or context.Actor()
         with transaction.atomic():
-            _check_quota(stored_bytes, lock=True)  # again, under the clinic's lock, against concurrent uploads
+            quota_check(stored_bytes, lock=True)  # again, under the clinic's lock, against concurrent uploads
             visit = visit_for_upload(patient=patient, visit_id=visit_id)
             image = Image.objects.create(
                 id=image_id,
@@ -339,9 +339,21 @@ def _names(image_id: object, written: list[str]) -> bool:
         return True
 
 
-def _check_quota(incoming: int, *, lock: bool = False) -> None:
+# What apps above this one store for the clinic in scope beside its images (the DICOM inbox's held files), in
+# bytes: each registered from an ``AppConfig.ready`` and counted in the quota.
+_quota_usage: list[Callable[[], int]] = []
+
+
+def quota_usage_register(usage: Callable[[], int]) -> None:
+    """Count ``usage()`` (bytes, for the clinic in scope) in the storage quota from now on (idempotent)."""
+    if usage not in _quota_usage:
+        _quota_usage.append(usage)
+
+
+def quota_check(incoming: int, *, lock: bool = False) -> None:
     """The clinic's images may occupy at most ``IMAGE_QUOTA_BYTES_PER_CLINIC`` in storage, counting every
-    stored blob (original, preview, thumbnail, model-input copy; encrypted sizes), not only the originals.
+    stored blob (original, preview, thumbnail, model-input copy; encrypted sizes), not only the originals, and
+    what other apps store for the clinic (``quota_usage_register``: the DICOM inbox's held files).
 
     ``lock`` (inside the upload's transaction) first takes the clinic row's lock, held until commit, so two
     uploads of one clinic cannot both pass on the same total: the second waits, then counts the first. The lock is
@@ -355,7 +367,7 @@ def _check_quota(incoming: int, *, lock: bool = False) -> None:
     if lock:
         clinic = Clinic.objects.select_for_update(no_key=True).filter(pk=require_clinic_id())
         list(clinic.values_list("pk", flat=True))
-    used = Image.objects.aggregate(total=Sum("stored_bytes"))["total"] or 0
+    used = (Image.objects.aggregate(total=Sum("stored_bytes"))["total"] or 0) + sum(usage() for usage in _quota_usage)
     if used + incoming > quota:
         raise IntakeError(
             "quota_exceeded",

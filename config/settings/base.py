@@ -191,6 +191,9 @@ DICOM_SEND_TLS_CA_FILE = os.environ.get("DICOM_SEND_TLS_CA_FILE", "")
 DICOM_SEND_RETRY_BASE_SECONDS = float(os.environ.get("DICOM_SEND_RETRY_BASE_SECONDS", "30"))
 DICOM_SEND_MAX_ATTEMPTS = int(os.environ.get("DICOM_SEND_MAX_ATTEMPTS", "8"))
 DICOM_SEND_TIMEOUT_SECONDS = float(os.environ.get("DICOM_SEND_TIMEOUT_SECONDS", "30"))
+# Images a clinic's DICOM inbox holds at most (unmatched, waiting for a patient); more are refused (0xA700) until
+# some are assigned. Their bytes count in IMAGE_QUOTA_BYTES_PER_CLINIC like images.
+DICOM_INBOX_MAX_ENTRIES = int(os.environ.get("DICOM_INBOX_MAX_ENTRIES", "1000"))
 # Analysis jobs: a claim older than this belongs to a dead worker (must exceed the hard time limit).
 ANALYSIS_STALE_AFTER_SECONDS = int(os.environ.get("ANALYSIS_STALE_AFTER_SECONDS", "300"))
 ANALYSIS_BATCH_SIZE = int(os.environ.get("ANALYSIS_BATCH_SIZE", "16"))

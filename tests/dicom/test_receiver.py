@@ -294,3 +294,35 @@ def test_the_patients_export_holds_what_the_imaging_system_sent(worlds) -> None:
             ).read("patient.json")
         )
     )
+
+
+def test_the_inbox_counts_in_the_storage_quota_and_has_a_cap(scp, worlds, settings) -> None:  # noqa: ANN001
+    from django.db.models import Sum
+
+    from patients.intake import IntakeError
+    from patients.services import quota_check
+
+    alice = worlds["alice"]
+    settings.DICOM_INBOX_MAX_ENTRIES = 1
+    unmatched = [
+        xray_dataset(patient_id=f"P-NEW-{n}", name=f"New^Person{n}", study_uid=generate_uid(), rows=64, cols=64)
+        for n in range(2)
+    ]
+    assert [store(scp, "ALICE_PACS", "SENSOR_A", ds) for ds in unmatched] == [0x0000, 0xA700]  # the inbox is full
+    refused = AuditEvent.unscoped.get(action="dicom.instance.refused")
+    assert refused.details["reason"] == "inbox_full"
+    with clinic_scope(alice.clinic.id):
+        [held] = DicomInstance.objects.filter(status=InstanceStatus.UNMATCHED)
+        images = Image.objects.aggregate(total=Sum("stored_bytes"))["total"]
+        assert held.held_bytes > 0
+        settings.IMAGE_QUOTA_BYTES_PER_CLINIC = images + held.held_bytes
+        quota_check(0)  # exactly full: images and the held file
+        with pytest.raises(IntakeError):
+            quota_check(1)
+        # assigned, the file is an image: the held bytes are counted no more
+        settings.IMAGE_QUOTA_BYTES_PER_CLINIC = 10**9
+        inbox_assign(instance=held, actor=alice.users["staff"], patient=alice.patient)
+        settings.IMAGE_QUOTA_BYTES_PER_CLINIC = Image.objects.aggregate(total=Sum("stored_bytes"))["total"]
+        quota_check(0)
+        with pytest.raises(IntakeError):
+            quota_check(1)

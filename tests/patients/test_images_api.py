@@ -516,7 +516,7 @@ def test_an_uploads_quota_lock_does_not_block_the_clinics_other_writes(settings)
     def upload_holding_the_quota_lock() -> None:
         try:
             with clinic_scope(world.clinic.id), transaction.atomic():
-                patient_services._check_quota(1, lock=True)
+                patient_services.quota_check(1, lock=True)
                 holding.set()
                 release.wait(20)
         finally:
