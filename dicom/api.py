@@ -51,7 +51,10 @@ class InboxOutput(serializers.Serializer):
     modality = serializers.CharField()
     calling_ae = serializers.CharField()
     received_at = serializers.DateTimeField()
-    dicom = serializers.SerializerMethodField(help_text="Patient ID, name, birth date and study date as received.")
+    dicom = serializers.SerializerMethodField(
+        help_text="Patient ID, name, birth date and study date as received; `suggested`: the practice id of the one "
+        "patient with the same name and birth date (a hint to check, never assigned by itself), else empty."
+    )
 
     def get_dicom(self, instance: DicomInstance) -> dict[str, str]:
         return inbox_preview(instance)

@@ -285,14 +285,18 @@ def instance_header(instance: DicomInstance) -> dict[str, Any]:
 
 
 def patient_match(header: dict[str, Any]) -> Patient | None:
-    """The clinic's patient whose practice id is the DICOM Patient ID; else the one patient with the same family
-    and given names and birth date; else None (the instance goes to the inbox)."""
-    key = clinic_key()
+    """The clinic's patient whose practice id is the DICOM Patient ID. Only an instance without a Patient ID is
+    matched by family and given names and birth date (the one patient with all three): one whose Patient ID names
+    nobody goes to the inbox, where the namesake is suggested (``same_name_and_birth``), since filing it under a
+    patient with another practice id would be a guess, and a wrong one files a scan in the wrong record."""
     patient_id = (header.get("PatientID") or "").strip()
     if patient_id:
-        found = Patient.objects.filter(external_id_index=crypto.blind_index(key, patient_id)).first()
-        if found is not None:
-            return found
+        return Patient.objects.filter(external_id_index=crypto.blind_index(clinic_key(), patient_id)).first()
+    return same_name_and_birth(header)
+
+
+def same_name_and_birth(header: dict[str, Any]) -> Patient | None:
+    """The one patient of the clinic with the header's family and given names and birth date, else None."""
     family, _, rest = (header.get("PatientName") or "").partition("^")
     given = rest.split("^")[0].strip()
     birth = (header.get("PatientBirthDate") or "").strip()
@@ -302,6 +306,7 @@ def patient_match(header: dict[str, Any]) -> Patient | None:
         birth_date = dt.datetime.strptime(birth, "%Y%m%d").date()
     except ValueError:
         return None
+    key = clinic_key()
     candidates = Patient.objects.prefetch_related("data_keys").filter(
         family_name_index=crypto.blind_index(key, family.strip()), given_name_index=crypto.blind_index(key, given)
     )
@@ -476,7 +481,10 @@ def inbox_assign(
 def inbox_preview(instance: DicomInstance) -> dict[str, str]:
     """What staff see of an inbox instance to find its patient (decrypted for the page, never logged)."""
     header = instance_header(instance)
+    namesake = same_name_and_birth(header)
     return {
+        # a patient with the same names and birth date (its practice id differs, or the image had none): a hint
+        "suggested": patient_identity(namesake).external_id if namesake is not None else "",
         "patient_id": header.get("PatientID", ""),
         "patient_name": header.get("PatientName", "").replace("^", " ").strip(),
         "birth_date": header.get("PatientBirthDate", ""),

@@ -22,7 +22,7 @@ from dicom.services import dicom_node_configure, inbox_assign, inbox_preview, in
 from dicom.tasks import send_to_pacs
 from patients.models import Image
 
-from ..conftest import build_clinic, token_client
+from ..conftest import build_clinic, token_client, user_client
 from .conftest import needs_dicom_tools
 from .factories import CT_IMAGE_STORAGE, photo_dataset, xray_dataset
 from .orthanc import free_port
@@ -206,13 +206,28 @@ def test_unmatched_goes_to_the_inbox_and_is_analysed_once_assigned(scp, worlds, 
     assert DicomInstance.unscoped.count() == 1
 
 
-def test_name_and_birth_date_match_when_the_patient_id_differs(scp, worlds) -> None:  # noqa: ANN001
+def test_name_and_birth_date_match_only_an_instance_without_a_patient_id(scp, worlds) -> None:  # noqa: ANN001
+    alice = worlds["alice"]
+    ds = photo_dataset(patient_id="", name="Alicesonmarker^Marker", birth="19800517", study_uid=generate_uid())
+    assert store(scp, "ALICE_PACS", "SENSOR_A", ds) == 0x0000
+    with clinic_scope(alice.clinic.id):
+        [instance] = DicomInstance.objects.all()
+        assert instance.status == InstanceStatus.MATCHED and instance.patient_id == alice.patient.pk
+        assert instance.image.modality == "photo"
+
+
+def test_a_patient_id_that_names_nobody_goes_to_the_inbox_with_the_namesake_suggested(scp, worlds) -> None:  # noqa: ANN001
+    """Another practice id with the same name and birth date may be another person (a new patient not registered
+    yet): never filed there by itself; the inbox names the namesake for staff to check."""
+    alice = worlds["alice"]
     ds = photo_dataset(patient_id="OTHER-7", name="Alicesonmarker^Marker", birth="19800517", study_uid=generate_uid())
     assert store(scp, "ALICE_PACS", "SENSOR_A", ds) == 0x0000
-    with clinic_scope(worlds["alice"].clinic.id):
+    with clinic_scope(alice.clinic.id):
         [instance] = DicomInstance.objects.all()
-        assert instance.status == InstanceStatus.MATCHED and instance.patient_id == worlds["alice"].patient.pk
-        assert instance.image.modality == "photo"
+        assert instance.status == InstanceStatus.UNMATCHED and instance.patient_id is None
+        assert inbox_preview(instance)["suggested"] == "alice-0001"
+    page = user_client(alice.users["staff"]).get(reverse("dicom:inbox")).content.decode()
+    assert 'data-testid="inbox-suggestion"' in page and "alice-0001" in page
 
 
 @needs_dicom_tools
