@@ -514,6 +514,15 @@ def test_removing_events_up_to_a_checkpoint_is_detected(chain: list[AuditEvent])
     assert code == 1 and f"recorded seq {last.seq}" in output and "events removed" in output, output
 
 
+def test_removing_a_whole_chain_that_a_checkpoint_recorded_is_detected(chain: list[AuditEvent]) -> None:
+    call_command("audit_checkpoint", stdout=StringIO())
+    # every event and the head of one clinic's chain gone, as an owner could (TRUNCATE is not stopped by a trigger)
+    tamper("DELETE FROM clinics_auditevent WHERE chain = %s", [chain[0].chain])
+    tamper("DELETE FROM clinics_auditchainhead WHERE chain = %s", [chain[0].chain])
+    code, output = verify()  # every chain, the one with no row left included
+    assert code == 1 and f"recorded seq {chain[-1].seq}" in output and "events removed" in output, output
+
+
 def test_a_forged_or_altered_checkpoint_is_refused(chain: list[AuditEvent], tmp_path) -> None:  # noqa: ANN001
     import json
 
