@@ -288,10 +288,17 @@ def _stale_before() -> Any:
 
 def analysis_claim(analysis_id: object) -> uuid.UUID | None:
     """Take an analysis that is queued, or running under a claim that went stale. None if another
-    live worker holds it or it is finished."""
+    live worker holds it or it is finished.
+
+    An analysis claimed ``ANALYSIS_MAX_ATTEMPTS`` times already (each worker that took it stopped before finishing:
+    an image that crashes or outlasts the worker) is recorded as failed instead: it would loop through the requeue
+    sweep for ever, holding its visit unsignable, where a failed one can be retried by hand or reviewed without AI."""
     token = uuid.uuid4()
     claimable = Q(status=AnalysisStatus.QUEUED) | Q(status=AnalysisStatus.RUNNING, claimed_at__lt=_stale_before())
-
+    worn = Analysis.objects.filter(claimable, pk=analysis_id, attempts__gte=settings.ANALYSIS_MAX_ATTEMPTS)
+    if worn.exists():
+        analysis_fail(analysis_id, f"gave up: {settings.ANALYSIS_MAX_ATTEMPTS} workers took it and none finished")
+        return None
     taken = Analysis.objects.filter(claimable, pk=analysis_id).update(
         status=AnalysisStatus.RUNNING, claim_token=token, claimed_at=timezone.now(), attempts=F("attempts") + 1
     )
@@ -325,9 +332,14 @@ def analysis_retry(*, analysis: Analysis) -> Analysis:
 
 
 def analysis_fail(analysis_id: object, reason: str, token: uuid.UUID | None = None) -> bool:
-    condition = Q(pk=analysis_id) & ~Q(status=AnalysisStatus.DONE)
+    """Record an analysis as failed with ``reason`` (audited): only one still waiting or running, never a finished
+    one (done, not assessable). With ``token``, only under that claim; without, only one no live worker holds
+    (queued, or running under a stale claim): giving up must not throw away another worker's result."""
+    condition = Q(pk=analysis_id) & Q(status__in=[AnalysisStatus.QUEUED, AnalysisStatus.RUNNING])
     if token is not None:
         condition &= Q(claim_token=token)
+    else:
+        condition &= Q(status=AnalysisStatus.QUEUED) | Q(claimed_at__lt=_stale_before())
     with transaction.atomic():
         failed = Analysis.objects.filter(condition).update(
             status=AnalysisStatus.FAILED, failure_reason=reason[:200], finished_at=timezone.now()
@@ -490,7 +502,10 @@ def _claim_batch(first: Analysis, token: uuid.UUID) -> list[Claimed]:
         taken = {c.analysis.pk for c in claimed}
         candidates = (
             Analysis.objects.filter(
-                clinic_id=first.clinic_id, model_version=first.model_version, status=AnalysisStatus.QUEUED
+                clinic_id=first.clinic_id,
+                model_version=first.model_version,
+                status=AnalysisStatus.QUEUED,
+                attempts=0,  # one a worker took before without finishing runs alone: it may be what stopped it
             )
             .exclude(pk__in=taken)
             .annotate(other_visit=Case(When(image__visit_id=first.image.visit_id, then=Value(0)), default=Value(1)))
@@ -555,4 +570,7 @@ def analysis_execute(*, analysis_id: object) -> str:
                 except TRANSIENT_ERRORS:
                     break
             raise
+        except Exception as exc:  # noqa: BLE001 - this result cannot be recorded: fail it, go on with the others
+            logger.exception("analysis %s: result not recorded", c.analysis.pk)
+            analysis_fail(c.analysis.pk, f"{type(exc).__name__}: {exc}"[:200], token=c.token)
     return f"done:{finished}/{len(claimed)}"

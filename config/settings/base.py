@@ -196,6 +196,8 @@ DICOM_SEND_TIMEOUT_SECONDS = float(os.environ.get("DICOM_SEND_TIMEOUT_SECONDS", 
 DICOM_INBOX_MAX_ENTRIES = int(os.environ.get("DICOM_INBOX_MAX_ENTRIES", "1000"))
 # Analysis jobs: a claim older than this belongs to a dead worker (must exceed the hard time limit).
 ANALYSIS_STALE_AFTER_SECONDS = int(os.environ.get("ANALYSIS_STALE_AFTER_SECONDS", "300"))
+# Claims of one analysis before it is recorded as failed (each worker that took it stopped before finishing).
+ANALYSIS_MAX_ATTEMPTS = int(os.environ.get("ANALYSIS_MAX_ATTEMPTS", "5"))
 ANALYSIS_BATCH_SIZE = int(os.environ.get("ANALYSIS_BATCH_SIZE", "16"))
 # A worker whose batch is not full waits this long once for analyses being queued at that moment (dynamic
 # batching across the clinic's visits); 0 = no wait.
