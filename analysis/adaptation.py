@@ -43,7 +43,6 @@ from .models import (
     ClinicModel,
     ClinicModelStatus,
     Finding,
-    FindingSource,
     FindingStatus,
     RejectReason,
     Report,
@@ -66,11 +65,11 @@ def reviewed_images(modality: str) -> list[Reviewed]:
     codes = vocabulary.codes_for(modality)
     labels: dict[Any, dict[str, int]] = {}
     findings = Finding.objects.filter(image__modality=modality, condition__in=codes).values_list(
-        "image_id", "condition", "status", "source", "reason"
+        "image_id", "condition", "status", "reason"
     )
-    for image_id, condition, status, source, reason in findings:
+    for image_id, condition, status, reason in findings:
         row = labels.setdefault(image_id, {})
-        if status == FindingStatus.CONFIRMED or source == FindingSource.CLINICIAN:
+        if status == FindingStatus.CONFIRMED:  # a model's confirmed suggestion, or one a dentist added and kept
             row[condition] = 1
         elif status == FindingStatus.REJECTED and reason in NEGATIVE_REASONS:
             row.setdefault(condition, 0)
@@ -87,8 +86,18 @@ def reviewed_images(modality: str) -> list[Reviewed]:
     return [Reviewed(images[pk], row) for pk, row in labels.items() if row and pk in images]
 
 
-def _fold(image_id: object) -> int:
-    return int(hashlib.sha256(str(image_id).encode()).hexdigest()[:8], 16) % FOLDS
+def _fold(key: object) -> int:
+    return int(hashlib.sha256(str(key).encode()).hexdigest()[:8], 16) % FOLDS
+
+
+def _folds(rows: list[Reviewed]) -> np.ndarray:
+    """The cross-validation fold of each reviewed image: by patient, so retakes and other photos of one mouth are
+    never on both sides (a near-duplicate in the training folds flatters the evaluation); by image where the clinic
+    has reviewed fewer patients than folds."""
+    patients = {row.image.patient_id for row in rows}
+    if len(patients) >= FOLDS:
+        return np.array([_fold(row.image.patient_id) for row in rows])
+    return np.array([_fold(row.image.pk) for row in rows])
 
 
 def _pixels(image: Image, model: Any) -> PILImage.Image:
@@ -130,9 +139,9 @@ def clinic_model_train(*, modality: str = "photo", actor: User | None = None) ->
     # the base artefact's settings and anchors (its own validation photos, fitted beside the clinic's reviews)
     options = adapt.fit_options(artifact_path(base), read_artifact(artifact_path(base)))
     # Evaluated by cross-validation over the reviewed images: each image is predicted by a model trained without
-    # its fold (folds chosen by a hash of the image id, so they are stable); the model registered is then trained
-    # on all of them.
-    folds = np.array([_fold(row.image.pk) for row in rows])
+    # its fold (folds chosen by a hash of the patient id, so they are stable: ``_folds``); the model registered is
+    # then trained on all of them.
+    folds = _folds(rows)
     adapted_logits = np.zeros_like(base_logits)
     for fold in range(FOLDS):
         out = folds == fold

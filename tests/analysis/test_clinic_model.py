@@ -4,6 +4,7 @@ mode beside the active model; every step audited."""
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 from pathlib import Path
@@ -28,7 +29,7 @@ from analysis.services import analysis_execute
 from clinics.models import AuditEvent
 from clinics.services import ServiceError
 from clinics.tenancy import clinic_scope
-from patients.services import image_ingest
+from patients.services import image_ingest, patient_create
 from tests.ml.conftest import random_artifact  # noqa: F401 - fixture
 
 from ..conftest import World, user_client
@@ -181,3 +182,39 @@ def test_only_admins_change_the_clinic_model_and_the_page_shows_the_comparison(a
         assert ClinicModel.objects.get(pk=candidate.pk).status == "retired"
     assert admin.post(reverse("analysis:clinic-model"), {"action": "unfamiliar", "choice": "hide"}).status_code == 302
     assert AuditEvent.unscoped.filter(action="analysis.settings.change", clinic_id=alice.clinic.id).exists()
+
+
+def test_a_finding_a_dentist_added_then_rejected_is_not_a_positive(alice: World, base_model) -> None:  # noqa: ANN001
+    [image] = reviewed_clinic(alice, base_model, n=1, seed=7)  # a reddish photo with caries confirmed
+    with clinic_scope(alice.clinic.id):
+        Finding.objects.create(
+            image=image,
+            source="clinician",
+            condition="calculus",
+            status="rejected",
+            reason="not_present",
+            reviewed_by=alice.users["dentist"],
+        )
+        [row] = [r for r in reviewed_images("photo") if r.image.pk == image.pk]
+    assert row.labels["caries"] == 1 and row.labels["calculus"] == 0
+
+
+def test_cross_validation_keeps_each_patients_photos_in_one_fold(alice: World, base_model) -> None:  # noqa: ANN001
+    from analysis.adaptation import FOLDS, Reviewed, _folds
+
+    with clinic_scope(alice.clinic.id):
+        others = [
+            patient_create(
+                external_id=f"fold-{n}", given_name="Fold", family_name=f"P{n}", date_of_birth=dt.date(1990, 1, n + 1)
+            )
+            for n in range(FOLDS + 2)
+        ]
+        images = [
+            image_ingest(patient=p, stream=io.BytesIO(_photo(n, False)), filename="r.png", size=None, modality="photo")
+            for n, p in enumerate(others * 3)  # three photos (retakes) of each patient
+        ]
+    folds = _folds([Reviewed(image, {"caries": 0}) for image in images])
+    by_patient: dict = {}
+    for image, fold in zip(images, folds, strict=True):
+        by_patient.setdefault(image.patient_id, set()).add(int(fold))
+    assert all(len(f) == 1 for f in by_patient.values()) and len({int(f) for f in folds}) > 1
