@@ -16,8 +16,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 from django.core.files.base import ContentFile
 from django.core.files.storage import Storage, storages
@@ -85,19 +87,39 @@ def _open(storage: Storage, name: str) -> dict:
     return body
 
 
+# The names ``checkpoint_write`` gives: the time (UTC, to the microsecond), then a random suffix.
+NAME_RE = re.compile(r"^(\d{8}T\d{12}Z)-[0-9a-f]{8}\.json$")
+FUTURE_SLACK = timedelta(minutes=10)  # clocks of the writing and the verifying machines may differ a little
+
+
 def checkpoints_load(newest: int = NEWEST) -> Checkpoints:
-    """The ``newest`` checkpoints (by name, which starts with the time). The newest one alone already
-    covers every event up to its heads -- a rewrite of any of them changes the hash it recorded -- so
-    older ones only matter if newer ones were deleted, which object lock prevents; reading a bounded
-    number keeps verification fast after years of hourly checkpoints."""
+    """The ``newest`` checkpoints whose seal holds, newest first by name (which starts with the time). The newest
+    one alone already covers every event up to its heads -- a rewrite of any of them changes the hash it recorded
+    -- so older ones only matter if newer ones were deleted, which object lock prevents; reading a bounded number
+    keeps verification fast after years of hourly checkpoints.
+
+    Only sealed checkpoints count towards ``newest``: files someone added (object lock stops removal, not
+    addition) cannot push the real ones out of it. A file in the folder that is not a checkpoint by its name, dated
+    in the future, or whose sealed time is not its name's, is a problem; one sealed with a master key no longer
+    configured is listed as unverifiable and read past."""
     storage = checkpoint_storage()
     found = Checkpoints()
     try:
         _, files = storage.listdir(FOLDER)
     except FileNotFoundError:  # none written yet (local folder absent)
         return found
-    for file_name in sorted(f for f in files if f.endswith(".json"))[-newest:]:
+    latest = (timezone.now() + FUTURE_SLACK).strftime("%Y%m%dT%H%M%S%fZ")
+    for file_name in sorted(files, reverse=True):
         name = f"{FOLDER}/{file_name}"
+        matched = NAME_RE.match(file_name)
+        if matched is None:
+            found.problems.append(f"checkpoint {name}: not a checkpoint's name (added behind the writer's back)")
+            continue
+        if matched.group(1) > latest:
+            found.problems.append(f"checkpoint {name}: dated in the future (added behind the writer's back)")
+            continue
+        if found.files >= newest:
+            continue  # older than the newest sealed ones: their names were checked, their contents are not read
         try:
             body = _open(storage, name)
         except UnknownMasterKey as exc:
@@ -106,6 +128,10 @@ def checkpoints_load(newest: int = NEWEST) -> Checkpoints:
         except (IntegrityFailure, ValueError, KeyError, TypeError) as exc:
             # forged, altered, or not a checkpoint at all
             found.problems.append(f"checkpoint {name}: cannot be trusted ({exc})")
+            continue
+        sealed_at = datetime.fromisoformat(body["created_at"]).astimezone(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        if sealed_at != matched.group(1):
+            found.problems.append(f"checkpoint {name}: sealed at {body['created_at']}, not at its name's time")
             continue
         found.files += 1
         for head in body["heads"]:

@@ -25,14 +25,16 @@ def audit_chain_verify_task(clinic_id: str) -> dict[str, object]:
         chain = audit.chain_key(scoped_id)
         checkpoints = checkpoints_load()
         report = audit.verify_chain(chain, checkpoints.heads.get(chain))
+        # a checkpoint that cannot be trusted fails the verification as the command's does
+        problem = str(report.problem) if report.problem else (checkpoints.problems or [None])[0]
         audit.record(
             action="audit.verify",
             clinic_id=scoped_id,
             object_type="audit_trail",
-            outcome=AuditOutcome.SUCCESS if report.problem is None else AuditOutcome.FAILURE,
-            details={"events": report.events, "problem": str(report.problem) if report.problem else None},
+            outcome=AuditOutcome.SUCCESS if problem is None else AuditOutcome.FAILURE,
+            details={"events": report.events, "problem": problem},
         )
-    return {"intact": report.problem is None, "events": report.events}
+    return {"intact": problem is None, "events": report.events}
 
 
 @shared_task(name="clinics.password_reset_mail", soft_time_limit=60, time_limit=90)

@@ -550,6 +550,46 @@ def test_a_checkpoint_sealed_with_a_removed_master_key_is_listed_not_used(
     assert code == 0 and "warning:" in output and "retired-2019" in output and "against 0 sealed" in output, output
 
 
+def test_files_added_to_the_checkpoint_folder_cannot_push_the_real_checkpoints_out(
+    chain: list[AuditEvent],
+    tmp_path,  # noqa: ANN001
+) -> None:
+    """Object lock stops removal, not addition: junk that sorts after the real checkpoints (unknown key, a future date,
+    a name not the writer's) never takes the place of a sealed one, and what is not the writer's is reported."""
+    import datetime as dt
+    import json
+
+    from clinics.audit_checkpoints import NEWEST, checkpoints_load
+
+    call_command("audit_checkpoint", stdout=StringIO())
+    folder = tmp_path / "audit-checkpoints" / "checkpoints"
+    (real,) = folder.glob("*.json")
+    document = json.loads(real.read_text())
+    written = dt.datetime.strptime(real.name[:22], "%Y%m%dT%H%M%S%fZ")
+    for n in range(NEWEST + 2):  # more than the window, newer by name, each sealed with a key nobody has
+        later = (written + dt.timedelta(microseconds=n + 1)).strftime("%Y%m%dT%H%M%S%fZ")
+        (folder / f"{later}-{n:08x}.json").write_text(json.dumps({**document, "key_id": "attacker"}))
+    loaded = checkpoints_load()
+    assert loaded.files == 1 and chain[0].chain in loaded.heads and len(loaded.unverifiable) == NEWEST + 2
+    # the checkpoint still catches a removal
+    tamper("DELETE FROM clinics_auditevent WHERE chain = %s", [chain[0].chain])
+    tamper("DELETE FROM clinics_auditchainhead WHERE chain = %s", [chain[0].chain])
+    assert verify()[0] == 1
+    # a name dated in the future, or not the writer's, is a problem of its own
+    (folder / "99991231T000000000000Z-00000000.json").write_text(real.read_text())
+    (folder / "zz.json").write_text("{}")
+    problems = checkpoints_load().problems
+    assert any("future" in p for p in problems) and any("not a checkpoint's name" in p for p in problems)
+    # the background verification of an intact chain fails on them too, as the command does
+    from clinics.tasks import audit_chain_verify_task
+
+    other = clinic_create(name="Intact clinic", slug="intact")
+    seal_committed()
+    assert audit_chain_verify_task(str(other.id))["intact"] is False
+    verified = AuditEvent.unscoped.filter(action="audit.verify", clinic=other).latest("id")
+    assert verified.outcome == "failure" and "behind the writer's back" in (verified.details["problem"] or "")
+
+
 def test_the_periodic_task_writes_a_checkpoint(chain: list[AuditEvent], settings) -> None:  # noqa: ANN001
     from clinics.audit_checkpoints import checkpoints_load
     from clinics.tasks import audit_checkpoint_task
