@@ -295,8 +295,10 @@ def member_update(*, membership: Membership, role: str | None = None, is_active:
         membership.is_active = is_active
     after = {"role": membership.role, "is_active": membership.is_active}
     if before["role"] == Role.CLINIC_ADMIN and (after["role"] != Role.CLINIC_ADMIN or not after["is_active"]):
+        # The active admins' rows, locked (a count() would lock nothing: Django drops FOR UPDATE from aggregates),
+        # so two admins demoting each other at once cannot both pass: the second reads the first's change.
         admins = Membership.objects.select_for_update().filter(role=Role.CLINIC_ADMIN, is_active=True)
-        if admins.exclude(pk=membership.pk).count() == 0:
+        if not [pk for pk in admins.values_list("pk", flat=True) if pk != membership.pk]:
             raise ServiceError("last_admin", "A clinic must keep at least one active clinic admin.", status=409)
     membership.save(update_fields=["role", "is_active"])
     if not membership.is_active and before["is_active"]:

@@ -9,7 +9,16 @@ from django.urls import reverse
 from clinics.models import ApiKey, AuditEvent, Membership, Role, User, UserToken
 from clinics.tenancy import clinic_scope
 
-from ..conftest import PASSWORD, World, invitation_link, key_client, token_client, user_client
+from ..conftest import (
+    PASSWORD,
+    World,
+    build_clinic,
+    invitation_link,
+    key_client,
+    requires_postgres,
+    token_client,
+    user_client,
+)
 
 
 def _invite_and_open(admin: Client, email: str, role: str = "staff") -> tuple[Client, str]:
@@ -157,3 +166,47 @@ def test_api_key_expiry(alice: World) -> None:
     assert refused.status_code == 401 and refused.json()["error"]["code"] == "authentication_failed"
     assert "expired" in admin.get(reverse("clinics:api-keys")).content.decode()
     assert key_client(alice).get(reverse("api:patient-list")).status_code == 200
+
+
+@requires_postgres
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("no_seal_on_commit")
+def test_two_admins_demoting_each_other_at_once_leave_one_admin() -> None:
+    import threading
+
+    from django.db import connections, transaction
+
+    from clinics.services import ServiceError, member_update
+
+    world = build_clinic("two-admins")
+    with clinic_scope(world.clinic.id):
+        second = Membership.objects.get(pk=world.memberships["dentist"].pk)
+        member_update(membership=second, role=Role.CLINIC_ADMIN)
+    first = world.memberships["clinic_admin"]
+    held, release, outcome = threading.Event(), threading.Event(), {}
+
+    def demote(membership: Membership, hold: bool) -> None:
+        try:
+            with clinic_scope(world.clinic.id), transaction.atomic():
+                member_update(membership=Membership.objects.get(pk=membership.pk), role=Role.STAFF)
+                if hold:
+                    held.set()
+                    release.wait(30)
+        except ServiceError as exc:
+            outcome[membership.pk] = exc.code
+        finally:
+            held.set()
+            connections.close_all()
+
+    one = threading.Thread(target=demote, args=(second, True))
+    one.start()
+    assert held.wait(30)
+    other = threading.Thread(target=demote, args=(first, False))
+    other.start()
+    other.join(1.0)
+    release.set()
+    one.join(30)
+    other.join(30)
+    assert outcome == {first.pk: "last_admin"}
+    with clinic_scope(world.clinic.id):
+        assert Membership.objects.filter(role=Role.CLINIC_ADMIN, is_active=True).count() == 1
