@@ -13,14 +13,15 @@ class DicomConfig(AppConfig):
         from analysis.services import analysis_finished_register
         from patients.exports import clinical_record_register
         from patients.orphans import blob_references_register
-        from patients.services import quota_usage_register
+        from patients.services import patient_erase_register, quota_usage_register
 
         from . import tasks  # noqa: F401
         from .exports import patient_dicom_record
-        from .services import analysis_finished, held_blobs, held_bytes, report_signed
+        from .services import analysis_finished, held_blobs, held_bytes, inbox_erase_for, report_signed
 
         report_signed_register(report_signed)
         analysis_finished_register(analysis_finished)
         blob_references_register(held_blobs)  # the inbox's held files: not orphans
         clinical_record_register(patient_dicom_record)  # the patient's export: what the imaging system sent
         quota_usage_register(held_bytes)  # the inbox's held files count in the clinic's storage quota
+        patient_erase_register(inbox_erase_for)  # an erased patient's files waiting in the inbox go too

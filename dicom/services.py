@@ -428,6 +428,27 @@ def held_bytes() -> int:
     return DicomInstance.objects.exclude(held_key="").aggregate(total=Sum("held_bytes"))["total"] or 0
 
 
+def inbox_erase_for(patient: Patient) -> list[str]:
+    """For ``patients.patient_erase``: delete the clinic's inbox instances that are this patient's (their Patient ID
+    is the patient's practice id, or, without one, their names and birth date are the patient's) and return their
+    held files' names (removed once the erasure commits). They are encrypted with the clinic's key, not the
+    patient's, so destroying the patient's key would not make them unreadable."""
+    identity = patient_identity(patient)
+    names: list[str] = []
+    for instance in DicomInstance.objects.filter(status=InstanceStatus.UNMATCHED).exclude(held_key=""):
+        header = instance_header(instance)
+        patient_id = (header.get("PatientID") or "").strip()
+        if patient_id:
+            theirs = patient_id == identity.external_id
+        else:
+            namesake = same_name_and_birth(header)
+            theirs = namesake is not None and namesake.pk == patient.pk
+        if theirs:
+            names.append(instance.held_key)
+            instance.delete()
+    return names
+
+
 def held_blobs() -> Iterator[str]:
     """The blobs of every clinic's inbox instances waiting for a patient (for ``patients.orphans``; unscoped)."""
     yield from DicomInstance.unscoped.exclude(held_key="").values_list("held_key", flat=True).iterator()

@@ -545,6 +545,18 @@ def patient_export(*, patient: Patient, clinical: Callable[[Patient], dict[str, 
     return buffer.getvalue()
 
 
+# Apps above this one that hold a patient's data outside the rows that cascade from the patient (the DICOM inbox:
+# files received before the patient was registered): each hook, called inside the erasure's transaction with the
+# patient (identity still readable), deletes its rows and returns the blob names to remove after commit.
+_erase_hooks: list[Callable[[Patient], list[str]]] = []
+
+
+def patient_erase_register(hook: Callable[[Patient], list[str]]) -> None:
+    """Call ``hook`` in every erasure from now on (idempotent: ``ready`` may run more than once in tests)."""
+    if hook not in _erase_hooks:
+        _erase_hooks.append(hook)
+
+
 def patient_erase(*, patient: Patient) -> None:
     """Erase one patient (GDPR Art. 17): rows deleted, the data key destroyed (so any copy of the
     ciphertext left in backups or storage is unreadable), blobs removed after commit. The audit
@@ -557,6 +569,8 @@ def patient_erase(*, patient: Patient) -> None:
         # finds the image gone after this commits and removes its own blobs.
         images = Image.objects.select_for_update().filter(patient=patient)
         blob_names = [name for image in images for name in image.blob_keys.values()]
+        for hook in _erase_hooks:  # before the key goes: a hook may need the patient's identity
+            blob_names += hook(patient)
         Image.objects.filter(patient=patient).delete()
         Visit.objects.filter(patient=patient).delete()
         patient.data_keys.all().delete()

@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from django.test import TestCase
 from django.urls import reverse
 from pydicom.uid import JPEGBaseline8Bit, generate_uid
 from pynetdicom import AE
@@ -341,3 +342,29 @@ def test_the_inbox_counts_in_the_storage_quota_and_has_a_cap(scp, worlds, settin
         quota_check(0)
         with pytest.raises(IntakeError):
             quota_check(1)
+
+
+def test_erasing_a_patient_removes_their_images_waiting_in_the_inbox(scp, worlds, _image_storage) -> None:  # noqa: ANN001
+    """Sent before the patient was registered, a scan waits in the inbox, encrypted with the clinic's key: erasing
+    the patient (GDPR Art. 17) removes it and its file too; someone else's waiting scan stays."""
+    import datetime as dt
+
+    from patients.services import patient_create, patient_erase
+
+    alice = worlds["alice"]
+    theirs = xray_dataset(patient_id="P-LATE", name="Late^Lara", study_uid=generate_uid(), rows=64, cols=64)
+    other = xray_dataset(patient_id="P-OTHER", name="Other^Olga", study_uid=generate_uid(), rows=64, cols=64)
+    assert [store(scp, "ALICE_PACS", "SENSOR_A", ds) for ds in (theirs, other)] == [0x0000, 0x0000]
+    with clinic_scope(alice.clinic.id):
+        held = {i.sop_index: i.held_key for i in DicomInstance.objects.filter(status=InstanceStatus.UNMATCHED)}
+        assert len(held) == 2
+        patient = patient_create(
+            external_id="P-LATE", given_name="Lara", family_name="Late", date_of_birth=dt.date(1980, 5, 17)
+        )
+        with TestCase.captureOnCommitCallbacks(execute=True):
+            patient_erase(patient=patient)
+        [left] = DicomInstance.objects.filter(status=InstanceStatus.UNMATCHED)
+        assert inbox_preview(left)["patient_id"] == "P-OTHER"
+    files = {p.name for p in stored_files(_image_storage)}
+    gone = [key for key in held.values() if key != left.held_key]
+    assert len(gone) == 1 and Path(gone[0]).name not in files and Path(left.held_key).name in files
