@@ -35,7 +35,6 @@ from .models import (
 )
 from .permissions import API_KEY_DEFAULT_SCOPES, API_KEY_GRANTABLE
 from .queue import INVITATION_MAIL, PASSWORD_RESET_MAIL, SECOND_FACTOR_LOCKED_MAIL, task_send_after_response
-from .selectors import memberships_of
 from .sessions import sessions_end_all, sessions_end_for_clinic
 from .tenancy import clinic_scope, require_clinic_id
 
@@ -64,10 +63,10 @@ def _split_bearer(raw: str, kind: str) -> tuple[str, str] | None:
 def login_failed_record(email: str, reason: str) -> None:
     """Failed log-ins go to the chain of the account's clinic when it exists, else the global chain."""
     user = User.objects.filter(email=normalize_email(email)).first()
-    membership = memberships_of(user).first() if user else None
     audit.record(
         action="auth.login.failed",
-        clinic_id=membership.clinic_id if membership else None,
+        # the clinic whose trail records the person's log-in steps (their oldest membership), as the lockout's
+        clinic_id=mfa.audit_clinic_of(user) if user else None,
         outcome=AuditOutcome.DENIED,
         actor=context.Actor(user=user),
         details={"reason": reason},

@@ -171,3 +171,15 @@ def test_log_out_of_a_picked_clinic_is_audited_there(
     # an anonymous log-out just goes to the log-in page
     assert client.post(reverse("clinics:logout"))["Location"] == reverse("clinics:login")
     assert AuditEvent.unscoped.filter(action="auth.logout").count() == 1
+
+
+def test_a_failed_log_in_is_recorded_by_the_clinic_the_person_first_belonged_to(alice: World, bob: World) -> None:
+    """Bob's dentist later joined alice's clinic (which sorts first by name): their failed log-ins, with the address
+    they came from, are bob's to see, as the lockout's and every other log-in step's are, not alice's."""
+    from django.test import Client
+
+    person = bob.users["dentist"]
+    join_by_invitation(alice, person, "dentist", display_name="Dr Joined")
+    Client().post(reverse("clinics:login"), {"email": person.email, "password": "wrong-wrong"})
+    event = AuditEvent.unscoped.filter(action="auth.login.failed").latest("id")
+    assert event.clinic_id == bob.clinic.id
