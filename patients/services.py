@@ -561,10 +561,12 @@ def patient_erase(*, patient: Patient) -> None:
     """Erase one patient (GDPR Art. 17): rows deleted, the data key destroyed (so any copy of the
     ciphertext left in backups or storage is unreadable), blobs removed after commit. The audit
     event keeps only the patient's random id, which no longer leads to any data."""
-    if patient.legal_hold:
-        raise ServiceError("legal_hold", "This patient's records are under legal hold and cannot be erased.", 409)
     patient_id = patient.pk
     with transaction.atomic():
+        # the hold as it is now, the row held until the erasure commits: a hold set meanwhile is not run over
+        held = Patient.objects.select_for_update().filter(pk=patient_id).values_list("legal_hold", flat=True)
+        if any(held):
+            raise ServiceError("legal_hold", "This patient's records are under legal hold and cannot be erased.", 409)
         # Locked: a preview made at this moment (``image_derive``) either lands before, and is listed here, or
         # finds the image gone after this commits and removes its own blobs.
         images = Image.objects.select_for_update().filter(patient=patient)

@@ -280,6 +280,18 @@ def test_legal_hold_refuses_erasure(alice: World) -> None:
     assert Patient.unscoped.filter(pk=alice.patient.pk).exists()
 
 
+def test_a_hold_set_after_the_patient_was_read_still_refuses_erasure(alice: World) -> None:
+    from clinics.services import ServiceError
+    from patients.services import patient_erase
+
+    with clinic_scope(alice.clinic.id):
+        read_before = Patient.objects.get(pk=alice.patient.pk)  # as a request read it, before the hold was set
+        Patient.objects.filter(pk=alice.patient.pk).update(legal_hold=True)
+        with pytest.raises(ServiceError) as refused:
+            patient_erase(patient=read_before)
+    assert refused.value.code == "legal_hold" and Patient.unscoped.filter(pk=alice.patient.pk).exists()
+
+
 def test_html_pages_upload_thumbnails_export_and_erase(alice: World) -> None:
     staff = user_client(alice.users["staff"])
     page = staff.get(reverse("patients:upload", kwargs={"pk": alice.patient.pk}))
