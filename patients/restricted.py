@@ -13,6 +13,7 @@ Invariants:
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Mapping
 from datetime import timedelta
@@ -176,16 +177,28 @@ def restricted_route_guard(access: Any, view_name: str, method: str, kwargs: Map
 
 
 def break_glass_grants_recent(limit: int = 50) -> list[BreakGlassGrant]:
-    """The clinic's newest grants, each with ``uses``: the number of requests made under it."""
+    """The clinic's newest grants, each with ``uses`` (the number of requests made under it) and
+    ``reason_altered`` (its reason is not the one whose digest the sealed ``breakglass.open`` event holds)."""
     grants = list(BreakGlassGrant.objects.select_related("user").order_by("-created_at")[:limit])
     uses = dict(
         AuditEvent.objects.filter(action="breakglass.use", details__grant__in=[str(g.pk) for g in grants])
         .values_list("details__grant")
         .annotate(n=Count("id"))
     )
+    sealed = dict(
+        AuditEvent.objects.filter(action="breakglass.open", details__grant__in=[str(g.pk) for g in grants]).values_list(
+            "details__grant", "details__reason_sha256"
+        )
+    )
     for grant in grants:
         grant.uses = uses.get(str(grant.pk), 0)
+        digest = sealed.get(str(grant.pk))  # None for a grant opened before digests were recorded
+        grant.reason_altered = digest is not None and digest != reason_digest(grant.reason)
     return grants
+
+
+def reason_digest(reason: str) -> str:
+    return hashlib.sha256(reason.encode()).hexdigest()
 
 
 @transaction.atomic
@@ -214,7 +227,14 @@ def break_glass_open(*, access: Any, patient: Patient, reason: str) -> BreakGlas
         clinic_id=access.clinic.id,
         object_type="patient",
         object_id=patient.pk,
-        details={"grant": str(grant.pk), "expires_at": grant.expires_at.isoformat(), "notified": len(admins)},
+        details={
+            "grant": str(grant.pk),
+            "expires_at": grant.expires_at.isoformat(),
+            "notified": len(admins),
+            # the reason stays in the grant's row (it may name the patient's condition); its digest goes into the
+            # sealed trail, so a reason edited afterwards shows (``break_glass_grants_recent``)
+            "reason_sha256": reason_digest(grant.reason),
+        },
     )
     if admins:
         transaction.on_commit(lambda: _notify_admins(grant, access.user.email, access.clinic.name, admins))

@@ -4,6 +4,7 @@ admins notified, expires by itself; shown on the clinic's audit page."""
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import io
 from datetime import timedelta
 from typing import Any
@@ -148,6 +149,12 @@ def test_break_glass_needs_a_reason_notifies_admins_is_audited_and_expires(
     audit_page = user_client(alice.users["clinic_admin"]).get(reverse("clinics:audit"))
     assert b"Patient in pain, dentist in surgery" in audit_page.content
     assert audit_page.context["grants"][0].uses == 2
+    assert b'data-testid="reason-altered"' not in audit_page.content
+    # the reason's digest is sealed in the trail: a reason edited in the database afterwards shows
+    assert opened.details["reason_sha256"] == hashlib.sha256(b"Patient in pain, dentist in surgery").hexdigest()
+    BreakGlassGrant.unscoped.filter(pk=grant.pk).update(reason="Routine check")
+    edited = user_client(alice.users["clinic_admin"]).get(reverse("clinics:audit"))
+    assert b'data-testid="reason-altered"' in edited.content
     # It expires by itself.
     BreakGlassGrant.unscoped.filter(pk=grant.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
     assert staff.get(detail).status_code == 403
