@@ -422,10 +422,12 @@ def analysis_finish(claimed: Claimed, result: dict[str, Any]) -> bool:
         )
         for callback in _finished_callbacks:
             callback(analysis)
-    webhook_emit(
-        event="analysis.completed",
-        payload={"analysis_id": str(analysis.pk), "image_id": str(analysis.image_id), "status": "done"},
-    )
+        # in the same transaction as the result: the delivery rows commit with it, or neither does (a crash just
+        # after the commit no longer loses the webhook; a retry of the task finds the analysis done and skips)
+        webhook_emit(
+            event="analysis.completed",
+            payload={"analysis_id": str(analysis.pk), "image_id": str(analysis.image_id), "status": "done"},
+        )
     return True
 
 

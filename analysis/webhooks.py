@@ -234,7 +234,9 @@ def _queue(endpoint: WebhookEndpoint, event: str, payload: dict[str, Any]) -> We
     body = {"event": event, "created_at": timezone.now().isoformat(), "clinic_id": clinic_id, "data": payload}
     delivery = WebhookDelivery.objects.create(endpoint=endpoint, event=event, payload=body)
     delivery_id = str(delivery.id)
-    transaction.on_commit(lambda: task_send(DELIVER_WEBHOOK, delivery_id, clinic_id))
+    # robust: a broker refusing the message after the commit must not turn a committed upload or result into an
+    # error (the client would retry and store it twice); the delivery stays pending, visible on the webhooks page
+    transaction.on_commit(lambda: task_send(DELIVER_WEBHOOK, delivery_id, clinic_id), robust=True)
     return delivery
 
 

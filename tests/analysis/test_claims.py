@@ -88,3 +88,26 @@ def test_a_result_that_cannot_be_recorded_fails_that_analysis_only(
 class _Model:
     def predict(self, pixels: list, **kwargs: object) -> list[dict]:
         return [{"scores": {}, "findings": []} for _ in pixels]
+
+
+def test_the_completed_webhook_commits_with_the_result_and_a_broker_error_loses_nothing(
+    alice: World, monkeypatch: pytest.MonkeyPatch, django_capture_on_commit_callbacks
+) -> None:  # noqa: ANN001
+    """The delivery row is written in the transaction that records the result; the message to send it leaves after
+    the commit, and a broker that refuses it leaves the delivery pending (visible to the admin), not an error."""
+    from analysis.models import WebhookDelivery
+    from analysis.webhooks import webhook_register
+
+    def broker_down(*args: object) -> None:
+        raise ConnectionError("broker unreachable")
+
+    monkeypatch.setattr("analysis.webhooks.task_send", broker_down)
+    with clinic_scope(alice.clinic.id):
+        webhook_register(url="https://pms.example/hook", events=["analysis.completed"])
+        queued = _queued(alice)
+        claimed = Claimed(Analysis.objects.get(pk=queued.pk), analysis_claim(queued.pk))
+        with django_capture_on_commit_callbacks(execute=True):
+            assert analysis_finish(claimed, {"scores": {}, "findings": []})
+        assert Analysis.objects.get(pk=queued.pk).status == "done"
+        [delivery] = WebhookDelivery.objects.filter(payload__data__analysis_id=str(queued.pk))
+        assert delivery.status == "pending" and delivery.attempts == 0
