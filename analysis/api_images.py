@@ -8,6 +8,7 @@ route is served from here (URL name ``api:patient-image-list``, as before).
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.conf import settings
@@ -30,6 +31,8 @@ from patients.models import Image, Modality, Patient
 from patients.selectors import image_list
 
 from .uploads import idempotency_key_validate, image_upload, image_upload_once
+
+logger = logging.getLogger(__name__)
 
 
 class ImageUploadInput(serializers.Serializer):
@@ -278,6 +281,10 @@ class PatientImageBatchView(PatientObjectMixin, ClinicGenericAPIView):
             except ServiceError as exc:  # a signed visit, a key used for another patient...
                 _audit_rejection(request, patient, exc.code)
                 result.update(status=exc.status, error=error_body(exc.code, exc.message, exc.details)["error"])
+            except Exception:  # noqa: BLE001 - a fault of ours (storage, database): this file's answer, not the batch's
+                logger.exception("batch upload: file %d not stored", index)
+                message = "This file could not be stored (a fault on our side): send it again, with the same key."
+                result.update(status=503, error=error_body("upload_failed", message)["error"])
             else:
                 stored += 1
                 result.update(status=201 if created else 200, image=ImageOutput(image).data)

@@ -9,6 +9,7 @@ import io
 import uuid
 from typing import Any
 
+import pytest
 from django.core.cache import cache
 from django.urls import reverse
 
@@ -152,3 +153,29 @@ def test_a_file_for_an_unknown_visit_is_refused_and_the_refusal_is_audited(alice
     assert missing.status_code == 207
     assert [(r["status"], r["error"]["code"]) for r in missing.json()["results"]] == [(404, "visit_not_found")]
     assert AuditEvent.unscoped.filter(clinic=alice.clinic, action="image.rejected", details__code="visit_not_found")
+
+
+def test_a_fault_on_one_file_is_that_files_answer_and_the_others_are_stored(
+    alice: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The storage fails while the second file is written: the batch still answers what was stored and which file
+    to send again (a 500 for the whole request hid the first file's stored image)."""
+    from patients import services as patient_services
+
+    real_put, calls = patient_services.blob_put, []
+
+    def flaky_put(blob: bytes) -> str:
+        calls.append(1)
+        if len(calls) == 3:  # the first file writes two blobs (original, model-input copy) or one; fail a later one
+            raise OSError("storage unreachable")
+        return real_put(blob)
+
+    monkeypatch.setattr(patient_services, "blob_put", flaky_put)
+    before = _images(alice)
+    response = _post(token_client(alice, "staff"), alice.patient.pk, [(f"{n}.png", png_bytes()) for n in range(3)])
+    assert response.status_code == 207, response.content
+    statuses = [r["status"] for r in response.json()["results"]]
+    assert statuses.count(503) == 1 and statuses.count(201) == 2
+    failed = next(r for r in response.json()["results"] if r["status"] == 503)
+    assert failed["error"]["code"] == "upload_failed" and "image" not in failed
+    assert _images(alice) == before + 2
