@@ -375,11 +375,17 @@ def _narrative(
 
 
 def _not_assessed_note(image: dict[str, Any]) -> str:
-    """``"; not assessed by the AI: <reason>"`` for an image the image gate refused, else ``""``."""
+    """``"; not assessed by the AI: <reason>"`` for an image the image gate refused, a note for one whose AI
+    suggestions the clinic does not show (an unfamiliar image), else ``""``."""
+    if image.get("suggestions_hidden"):
+        return f"; {HIDDEN_NOTE}"
     if image.get("analysis") != "not_assessable":
         return ""
     reason = (image.get("not_assessable") or {}).get("message") or "the image could not be judged"
     return f"; not assessed by the AI: {reason}"
+
+
+HIDDEN_NOTE = "AI suggestions not shown: the image is unlike those the AI learned from (clinic setting)"
 
 
 def _conclusion(
@@ -388,6 +394,7 @@ def _conclusion(
     images: int,
     not_analysed: int = 0,
     not_assessed: list[dict[str, Any]] | None = None,
+    hidden: int = 0,
 ) -> str:
     if not confirmed:
         text = f"The dentist reviewed {images} image(s) of this visit and confirmed no findings."
@@ -407,6 +414,8 @@ def _conclusion(
             f" {len(not_assessed)} image(s) were not assessed by the AI (image gate: {', '.join(reasons)}); "
             "only what the dentist noted on them is reported."
         )
+    if hidden:
+        text += f" {hidden} image(s): {HIDDEN_NOTE}; only what the dentist noted on them is reported."
     return text
 
 
@@ -464,6 +473,7 @@ def report_bundle(
         len(media),
         sum((i.get("analysis") or "done") not in ("done", "not_assessable") for i in images),
         [image for image in images if image.get("analysis") == "not_assessable"],
+        sum(bool(image.get("suggestions_hidden")) for image in images),
     )
     report_id = _uuid(report["report_id"])
     diagnostic_report: dict[str, Any] = {

@@ -25,6 +25,10 @@ NOT_ANALYSED = {
     "not_assessable": "The AI software did not assess this image ({reason}); only what your dentist noted is listed.",
     "failed": "The AI software could not check this image; only what your dentist noted is listed.",
     "none": "The AI software does not check this kind of image; only what your dentist noted is listed.",
+    "suggestions_hidden": (
+        "The AI software found this image unlike those it learned from, and your clinic does not show its "
+        "suggestions on such images; only what your dentist noted is listed."
+    ),
 }
 NO_FINDINGS_NOT_ANALYSED = "Your dentist did not note any problems on this image."
 SOURCE_TEXT = {
@@ -179,7 +183,8 @@ def render_html_context(report: dict[str, Any]) -> dict[str, Any]:
                 },
             )
         modality = image.get("modality") or ""
-        not_analysed = NOT_ANALYSED.get(image.get("analysis") or "done", "")
+        state = "suggestions_hidden" if image.get("suggestions_hidden") else image.get("analysis") or "done"
+        not_analysed = NOT_ANALYSED.get(state, "")
         if "{reason}" in not_analysed:
             reason = ((image.get("not_assessable") or {}).get("message") or "image quality").rstrip(".")
             not_analysed = not_analysed.format(reason=reason[:1].lower() + reason[1:])

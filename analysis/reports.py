@@ -21,7 +21,7 @@ from patients.models import Image, Visit
 from patients.selectors import patient_identity
 
 from .models import Amendment, Analysis, AnalysisStatus, Finding, FindingStatus, Report, VisitNote
-from .selectors import analysis_settings, visit_findings
+from .selectors import analysis_settings, unfamiliar_hidden, visit_findings
 from .webhooks import webhook_emit
 
 # Called with each newly signed report version inside the signing transaction, by apps above this one that act on a
@@ -132,7 +132,9 @@ def _visit_note_text(visit: Visit) -> str:
 
 
 def image_snapshot(image: Image, findings: list) -> dict[str, Any]:
-    """One image of a report's snapshot: its findings and whether (and why not) the AI assessed it."""
+    """One image of a report's snapshot: its findings and whether (and why not) the AI assessed it.
+    ``suggestions_hidden``: the AI found the image unlike those it learned from and the clinic hides the suggestions
+    of such images, so nothing the AI raised on it is shown or reported (never to be read as "nothing found")."""
     state, refusal = _analysis_state(image)
     item = {
         "id": str(image.pk),
@@ -144,6 +146,9 @@ def image_snapshot(image: Image, findings: list) -> dict[str, Any]:
     }
     if refusal is not None:
         item["not_assessable"] = refusal
+    if state == "done" and unfamiliar_hidden():
+        unfamiliar = Analysis.objects.filter(image=image, status=AnalysisStatus.DONE, unfamiliar=True).exists()
+        item["suggestions_hidden"] = unfamiliar
     return item
 
 

@@ -42,6 +42,7 @@ NOT_ASSESSED_REASON = hd.sr.CodedConcept("not-assessed-reason", PRIVATE_SCHEME, 
 ANALYSIS_STATES = {  # a snapshot image's "analysis" other than "done" -> (code, meaning) when no gate reason is given
     "failed": ("analysis-failed", "The analysis failed"),
     "none": ("no-model", "No model analysed this image"),
+    "suggestions-hidden": ("unfamiliar-image", "Unlike the images the AI learned from: suggestions not shown"),
 }
 PROCEDURE = hd.sr.CodedConcept("ai-review", PRIVATE_SCHEME, "AI-assisted dental image review")
 UNITLESS = hd.sr.CodedConcept("1", "UCUM", "no units")
@@ -153,6 +154,8 @@ def _not_assessed_group(image: dict[str, Any], header: dict[str, Any]) -> Any | 
     """For an image of the snapshot the AI did not assess (``"analysis"`` other than ``done``; a snapshot without the
     key predates it and was assessed), a group saying so, with the reason; None for an assessed image."""
     state = image.get("analysis", "done")
+    if state == "done" and image.get("suggestions_hidden"):
+        state = "suggestions-hidden"  # looked at, but what it raised is not shown: not "no finding" either
     if state == "done":
         return None
     refusal = image.get("not_assessable") or {}

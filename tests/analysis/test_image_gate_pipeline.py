@@ -180,6 +180,25 @@ def test_findings_of_an_unfamiliar_image_are_marked_and_hidden_when_the_clinic_c
         shown = [f.condition for f in visit_findings(alice.image.visit)[alice.image] if f.analysis_id == analysis.pk]
     assert shown == []
     assert client.get(reverse("api:analysis-detail", kwargs={"pk": analysis.pk})).json()["findings"] == []
+    # signed so, the report, FHIR and the DICOM SR say the AI's suggestions were not shown: never "nothing found"
+    with clinic_scope(alice.clinic.id):
+        Finding.objects.filter(image=alice.image).exclude(analysis=analysis).update(status="confirmed")
+        snapshot = report_content(report_sign(visit=alice.image.visit, signer=alice.users["dentist"]))
+    [item] = [i for i in snapshot["images"] if i["id"] == str(alice.image.pk)]
+    assert item["suggestions_hidden"] is True and item["analysis"] == "done"
+    [worded] = [i for i in render_html_context(snapshot)["images"] if i["id"] == str(alice.image.pk)]
+    assert "does not show its suggestions" in worded["analysis_note"]
+    [diagnostic] = [
+        e["resource"]
+        for e in fhir.report_bundle(snapshot)["entry"]
+        if e["resource"]["resourceType"] == "DiagnosticReport"
+    ]
+    assert fhir.HIDDEN_NOTE in diagnostic["conclusion"] and fhir.HIDDEN_NOTE in json.dumps(diagnostic["media"])
+    from dicom.results import _not_assessed_group
+
+    header = {"SOPClassUID": "1.2.840.10008.5.1.4.1.1.77.1.4", "SOPInstanceUID": "1.2.3.4.5"}
+    group = _not_assessed_group(item, header)
+    assert group is not None and group.finding_type.value == "not-assessed"
 
 
 def test_analyze_images_prints_assessable_and_the_reason(gated_model, tmp_path: Path) -> None:  # noqa: ANN001
