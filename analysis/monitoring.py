@@ -13,7 +13,7 @@ from typing import Any
 from django.db.models import Count
 
 from .models import Finding, FindingSource, FindingStatus, ModelVersion
-from .selectors import thresholds_for
+from .selectors import thresholds_for, unfamiliar_hidden
 
 
 def agreement() -> list[dict[str, Any]]:
@@ -27,6 +27,7 @@ def agreement() -> list[dict[str, Any]]:
         .values("analysis__model_version__name", "analysis__model_version__version", "condition", "status", "reason")
         .annotate(n=Count("id"))
     )
+    hide_unfamiliar = unfamiliar_hidden()
     for model in ModelVersion.objects.filter(
         analyses__findings__source=FindingSource.MODEL, analyses__findings__status=FindingStatus.PENDING
     ).distinct():
@@ -34,6 +35,8 @@ def agreement() -> list[dict[str, Any]]:
         pending = Finding.objects.filter(
             source=FindingSource.MODEL, status=FindingStatus.PENDING, analysis__model_version=model
         )
+        if hide_unfamiliar:  # suggestions of unfamiliar images the clinic does not show are pending for nobody
+            pending = pending.exclude(analysis__unfamiliar=True)
         for condition in pending.order_by().values_list("condition", flat=True).distinct():
             shown = pending.filter(condition=condition, probability__gte=limits.get(condition, 0.5)).count()
             if shown:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import reverse
 
-from analysis.models import Analysis, Finding, Report
+from analysis.models import Analysis, AnalysisSettings, Finding, Report
 from analysis.monitoring import agreement
 from analysis.reports import report_content
 from analysis.webhooks import webhook_register
@@ -375,3 +375,13 @@ def test_a_report_says_which_images_the_software_did_not_check(alice: World) -> 
     Bundle.model_validate(bundle.json())
     report = next(e["resource"] for e in bundle.json()["entry"] if e["resource"]["resourceType"] == "DiagnosticReport")
     assert "2 image(s) were not checked by the AI software" in report["conclusion"]
+
+
+def test_suggestions_the_clinic_hides_are_not_pending_in_the_agreement(alice: World) -> None:
+    with clinic_scope(alice.clinic.id):
+        Analysis.objects.filter(pk=alice.analysis.pk).update(unfamiliar=True)
+        Finding.objects.filter(pk=alice.finding.pk).update(status="pending", probability=0.99)
+        before = sum(row["pending"] for row in agreement())
+        AnalysisSettings.objects.create(unfamiliar_findings="hide")
+        after = sum(row["pending"] for row in agreement())
+    assert (before, after) == (1, 0)
