@@ -177,10 +177,11 @@ def totp_rewrap_all() -> int:
     count = 0
     for device in TotpDevice.objects.exclude(master_key_id=target):
         raw = provider.unwrap(device.master_key_id, bytes(device.wrapped_secret), _aad(device.user_id))
-        TotpDevice.objects.filter(pk=device.pk).update(
-            master_key_id=target, wrapped_secret=provider.wrap(target, raw, _aad(device.user_id))
-        )
-        count += 1
+        # only if the row still holds what was read: a person who re-enrolled meanwhile keeps the new secret (a
+        # later run re-wraps it)
+        count += TotpDevice.objects.filter(
+            pk=device.pk, master_key_id=device.master_key_id, wrapped_secret=device.wrapped_secret
+        ).update(master_key_id=target, wrapped_secret=provider.wrap(target, raw, _aad(device.user_id)))
     return count
 
 
