@@ -17,7 +17,7 @@ from django.utils import timezone
 from clinics.services import ServiceError
 from patients.intake import SanitizedImage
 from patients.models import Image, Patient
-from patients.services import image_ingest
+from patients.services import image_blobs_remove, image_ingest
 
 from .ml.gate import GateResult
 from .models import UploadIdempotencyKey
@@ -52,19 +52,25 @@ def image_upload(
         if sanitized.pixels is not None:
             checked.append(image_gate(sanitized.pixels, modality, colour_hint=sanitized.colour_hint))
 
-    with transaction.atomic():
-        image = image_ingest(
-            patient=patient,
-            stream=stream,
-            filename=filename,
-            size=size,
-            modality=modality,
-            visit_id=visit_id,
-            model_input=model_input_maker(modality),
-            inspect=inspect,
-            dicom_photo=dicom_photo,
-        )
-        analysis_request(image=image, gate_result=checked[0] if checked else None)
+    image: Image | None = None
+    try:
+        with transaction.atomic():
+            image = image_ingest(
+                patient=patient,
+                stream=stream,
+                filename=filename,
+                size=size,
+                modality=modality,
+                visit_id=visit_id,
+                model_input=model_input_maker(modality),
+                inspect=inspect,
+                dicom_photo=dicom_photo,
+            )
+            analysis_request(image=image, gate_result=checked[0] if checked else None)
+    except BaseException:
+        if image is not None:  # its row rolled back with the analysis request: the blobs it wrote name nothing
+            image_blobs_remove(image)
+        raise
     return image
 
 

@@ -266,6 +266,16 @@ def image_ingest(
     return image
 
 
+def image_blobs_remove(image: Image) -> None:
+    """Remove the blobs of an image whose row was rolled back (``analysis.uploads``: the upload's transaction failed
+    after ``image_ingest``); a failure is logged, the rest still go (``remove_orphan_blobs`` finds any left)."""
+    for name in image.blob_keys.values():
+        try:
+            blob_delete(name)
+        except Exception:  # noqa: BLE001 - unreferenced anyway
+            logger.exception("could not remove blob %s of an upload that was rolled back", name)
+
+
 def _derive_later(image_id: str, clinic_id: str) -> None:
     """Ask a worker for the preview and thumbnail (after commit). A broker that is down must not turn a committed
     upload into an error (the client would retry and store it twice): the first read makes them instead."""

@@ -111,3 +111,25 @@ def test_the_completed_webhook_commits_with_the_result_and_a_broker_error_loses_
         assert Analysis.objects.get(pk=queued.pk).status == "done"
         [delivery] = WebhookDelivery.objects.filter(payload__data__analysis_id=str(queued.pk))
         assert delivery.status == "pending" and delivery.attempts == 0
+
+
+def test_an_upload_whose_analysis_request_fails_leaves_no_blob(
+    alice: World, monkeypatch: pytest.MonkeyPatch, _image_storage
+) -> None:  # noqa: ANN001
+    """The image's row rolls back with the failed request: the blobs intake wrote for it are removed, not left
+    unreadable and uncounted in the storage."""
+    from analysis import uploads
+    from patients.models import Image
+
+    def refused(**kwargs: object) -> None:
+        raise RuntimeError("the analysis could not be requested")
+
+    monkeypatch.setattr(uploads, "analysis_request", refused)
+    before = {p for p in _image_storage.rglob("*") if p.is_file()}
+    images = Image.unscoped.count()
+    with clinic_scope(alice.clinic.id), pytest.raises(RuntimeError):
+        uploads.image_upload(
+            patient=alice.patient, stream=io.BytesIO(png_bytes()), filename="x.png", size=None, modality="photo"
+        )
+    assert Image.unscoped.count() == images
+    assert {p for p in _image_storage.rglob("*") if p.is_file()} == before
