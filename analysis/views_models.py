@@ -85,10 +85,13 @@ class ClinicModelView(ClinicView):
             model.negatives_adapted = model.evaluation.get("adapted", {}).get("any_finding_on_negatives")  # type: ignore[attr-defined]
             model.shadow_stats = shadow_summary(model)  # type: ignore[attr-defined]
         audit.record(action="monitoring.view", clinic_id=self.access.clinic.id, object_type="clinic_model")
+        active = next((m for m in models if m.status == ClinicModelStatus.ACTIVE), None)
         context = {
             "base": base,
             "models": models,
-            "active": next((m for m in models if m.status == ClinicModelStatus.ACTIVE), None),
+            "active": active,
+            # made from another base model than the one in use now: the worker runs the base model alone
+            "active_outdated": active is not None and base is not None and active.parent_id != base.pk,
             "reviewed": len(reviewed_images(MODALITY)),
             "min_reviewed": MIN_REVIEWED,
             "settings": analysis_settings(),

@@ -32,7 +32,7 @@ from clinics.tenancy import clinic_scope
 from patients.services import image_ingest, patient_create
 from tests.ml.conftest import random_artifact  # noqa: F401 - fixture
 
-from ..conftest import World, user_client
+from ..conftest import World, fixture_model_version, user_client
 
 
 @pytest.fixture
@@ -177,6 +177,15 @@ def test_only_admins_change_the_clinic_model_and_the_page_shows_the_comparison(a
     assert b"clinic-model-comparison" in agreement.content and candidate.model_id.encode() in agreement.content
     with clinic_scope(alice.clinic.id):
         assert ClinicModel.objects.get(pk=candidate.pk).status == "active"
+    assert b'data-testid="clinic-model-outdated"' not in admin.get(reverse("analysis:clinic-model")).content
+    # the base model was replaced since: the clinic model no longer runs, and the page says so
+    with clinic_scope(alice.clinic.id):
+        parent = ClinicModel.objects.get(pk=candidate.pk).parent_id
+        ClinicModel.objects.filter(pk=candidate.pk).update(parent=fixture_model_version())
+    outdated = admin.get(reverse("analysis:clinic-model")).content
+    assert b'data-testid="clinic-model-outdated"' in outdated and b"Clinic model in use" not in outdated
+    with clinic_scope(alice.clinic.id):
+        ClinicModel.objects.filter(pk=candidate.pk).update(parent=parent)
     assert admin.post(reverse("analysis:clinic-model"), {"action": "rollback"}).status_code == 302
     with clinic_scope(alice.clinic.id):
         assert ClinicModel.objects.get(pk=candidate.pk).status == "retired"
