@@ -187,8 +187,15 @@ def _load(path: str, sha256: str, onnx: bool) -> CodedPredictor:
     return CodedPredictor(loaded, label_codes(loaded.meta))
 
 
-def predictor(artifact_dir: Path) -> CodedPredictor:
-    """The loaded model for an artefact, once per process (worker or command), speaking condition codes."""
+def predictor(artifact_dir: Path, *, registered_sha256: str | None = None) -> CodedPredictor:
+    """The loaded model for an artefact, once per process (worker or command), speaking condition codes.
+    ``registered_sha256``: the weights' SHA-256 the registry recorded for the version (``ModelVersion``): weights
+    replaced on disk since (an artefact folder overwritten in place) are refused, so no finding is credited to a
+    version whose weights did not make it."""
     meta = read_artifact(artifact_dir)
+    if registered_sha256 is not None and meta["weights_sha256"] != registered_sha256:
+        raise ModelNotAvailable(
+            f"weights of {meta.get('name')}@{meta.get('version')} on disk are not the ones registered for it"
+        )
     with _load_lock:
         return _load(str(artifact_dir.resolve()), meta["weights_sha256"], settings.ANALYSIS_ONNX_RUNTIME)

@@ -535,7 +535,7 @@ def analysis_execute(*, analysis_id: object) -> str:
     first = Analysis.objects.select_related("image__patient", "model_version").get(pk=analysis_id)
     claimed = _claim_batch(first, token)
     try:
-        model = predictor(artifact_path(first.model_version))
+        model = predictor(artifact_path(first.model_version), registered_sha256=first.model_version.weights_sha256)
         pixels = _load_batch(claimed, model)
         if first.model_version.modality == "photo" and clinic_models_in_use("photo"):
             # every condition's map: the clinic's model may raise a condition the base model scored low

@@ -299,3 +299,18 @@ def test_a_worker_with_a_part_full_batch_waits_once_for_analyses_being_queued(
         analysis = Analysis.objects.get(image_id=first)
         assert analysis_execute(analysis_id=analysis.pk) == "done:2/2"
     assert slept == [0.025]
+
+
+def test_weights_replaced_on_disk_since_registration_are_refused(alice: World, photo_model) -> None:  # noqa: ANN001
+    """An artefact folder overwritten in place (its model.json and weights agree with each other) is not the
+    registered version: the analysis fails with the reason instead of crediting findings to that version."""
+    from analysis.models import ModelVersion
+    from analysis.services import analysis_request
+
+    ModelVersion.objects.filter(pk=photo_model.pk).update(weights_sha256="0" * 64)  # as registered before
+    with clinic_scope(alice.clinic.id):
+        analysis = analysis_request(image=alice.image)
+        assert analysis_execute(analysis_id=analysis.pk) == "failed"
+        failed = Analysis.objects.get(pk=analysis.pk)
+        assert failed.status == "failed" and "not the ones registered" in failed.failure_reason
+        assert not Finding.objects.filter(analysis=failed).exists()
