@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from clinics import audit, context
 from clinics.mfa import totp_rewrap_all
+from clinics.models import TotpDevice
 from clinics.tenancy import clinic_scope, require_clinic_id
 from core import crypto
 from core.key_providers import key_provider
@@ -92,6 +93,16 @@ def patient_key(patient: Patient) -> bytes:
     if loaded is None:
         raise crypto.IntegrityFailure(f"the data key of patient {patient.pk} no longer exists")
     return unwrap(loaded)
+
+
+def keys_not_on_current_master_key() -> int:
+    """Data keys and authenticator secrets still wrapped with another master key than the current one (every
+    clinic's: an operator's check after ``master_key_rotate``)."""
+    target = key_provider().current_key_id()
+    return (
+        DataKey.unscoped.exclude(master_key_id=target).count()
+        + TotpDevice.objects.exclude(master_key_id=target).count()
+    )
 
 
 def master_key_rotate() -> dict[str, int]:

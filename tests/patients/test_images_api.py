@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.db import connections
 from django.db.models import Sum
 from django.test import Client
@@ -178,6 +178,7 @@ def test_rotation_rewraps_keys_and_every_image_still_decrypts(
     import os
 
     from clinics.mfa import verify
+    from patients import keys as patient_keys
 
     from ..conftest import enrol_totp, next_totp
 
@@ -193,6 +194,23 @@ def test_rotation_rewraps_keys_and_every_image_still_decrypts(
         out = io.StringIO()
         call_command("rotate_master_key", stdout=out)
         assert "in 2 clinic(s)" in out.getvalue()
+        assert set(DataKey.unscoped.values_list("master_key_id", flat=True)) == {"next"}
+        # a key made under the old master key while a run goes on (a process with the old settings) fails the run
+        straggler = DataKey.unscoped.first()
+        old_id = settings.MASTER_KEYS.split(",")[0].split(":")[0]
+        real_rewrap = patient_keys.totp_rewrap_all
+
+        def rewrap_meanwhile() -> int:
+            DataKey.unscoped.filter(pk=straggler.pk).update(master_key_id=old_id, wrapped=wrapped_before[straggler.pk])
+            return real_rewrap()
+
+        patient_keys.totp_rewrap_all = rewrap_meanwhile
+        try:
+            with pytest.raises(CommandError, match="run it again"):
+                call_command("rotate_master_key", stdout=io.StringIO())
+        finally:
+            patient_keys.totp_rewrap_all = real_rewrap
+        call_command("rotate_master_key", stdout=io.StringIO())  # the second run takes it
         assert set(DataKey.unscoped.values_list("master_key_id", flat=True)) == {"next"}
         assert all(bytes(w) != bytes(wrapped_before[i]) for i, w in DataKey.unscoped.values_list("id", "wrapped"))
         assert {p: p.read_bytes() for p in stored_files(_image_storage)} == blobs_before  # blobs untouched
