@@ -135,5 +135,12 @@ def checkpoints_load(newest: int = NEWEST) -> Checkpoints:
             continue
         found.files += 1
         for head in body["heads"]:
-            found.heads.setdefault(head["chain"], {})[int(head["seq"])] = (head["hash"], name)
+            recorded = found.heads.setdefault(head["chain"], {})
+            seq = int(head["seq"])
+            if seq in recorded and recorded[seq][0] != head["hash"]:  # read newest first: the newer one is there
+                found.problems.append(
+                    f"checkpoints {name} and {recorded[seq][1]} record different hashes for seq {seq} of chain "
+                    f"{head['chain']} (the chain was rewritten between them)"
+                )
+            recorded.setdefault(seq, (head["hash"], name))  # the newest checkpoint that recorded this head
     return found

@@ -614,6 +614,18 @@ def test_verification_reads_the_newest_checkpoints(chain: list[AuditEvent]) -> N
     assert recorded <= set(names[1:]) and names[2] in recorded
 
 
+def test_checkpoints_that_disagree_about_a_head_are_a_problem(chain: list[AuditEvent]) -> None:
+    """A head rewritten between two checkpoints (the chain recomputed by the owner, then checkpointed again): the
+    newer checkpoint does not hide the older one's record."""
+    from clinics.audit_checkpoints import checkpoint_write, checkpoints_load
+
+    checkpoint_write()
+    tamper("UPDATE clinics_auditchainhead SET last_hash = %s WHERE chain = %s", ["f" * 64, chain[0].chain])
+    checkpoint_write()
+    problems = checkpoints_load().problems
+    assert any("record different hashes" in p and chain[0].chain in p for p in problems), problems
+
+
 @requires_postgres
 def test_events_sealed_out_of_the_sealers_order_are_detected(chain: list[AuditEvent], no_seal_on_commit: None) -> None:
     """Someone with the application's role could race the sealer and seal two waiting events itself, correctly
