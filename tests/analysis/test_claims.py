@@ -74,7 +74,7 @@ def test_a_result_that_cannot_be_recorded_fails_that_analysis_only(
     monkeypatch.setattr(services, "analysis_finish", finish)
     monkeypatch.setattr(services, "_claim_batch", lambda first, token: claims)
     monkeypatch.setattr(services, "analysis_claim", lambda pk: claims[0].token)
-    monkeypatch.setattr(services, "predictor", lambda path: _Model())
+    monkeypatch.setattr(services, "predictor", lambda path, **kwargs: _Model())
     monkeypatch.setattr(services, "_load_batch", lambda claimed, model: [None] * len(claimed))
     monkeypatch.setattr(services, "clinic_models_in_use", lambda modality: False)
     with clinic_scope(alice.clinic.id):
