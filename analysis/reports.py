@@ -103,6 +103,7 @@ def report_snapshot(
     visit: Visit, *, report_id: str, version: int, signer: User, signed_at: str, amends: Report | None, reason: str
 ) -> dict[str, Any]:
     identity = patient_identity(visit.patient)
+    hide = unfamiliar_hidden()  # the clinic's setting, read once for the visit's images
     return {
         "report_id": report_id,
         "version": version,
@@ -123,7 +124,10 @@ def report_snapshot(
         "visit": {"id": str(visit.pk), "date": visit.visit_date.isoformat(), "note": _visit_note_text(visit)},
         # how the clinic read tooth numbers when this was signed (findings keep FDI codes)
         "tooth_notation": analysis_settings().tooth_notation,
-        "images": [image_snapshot(image, findings) for image, findings in visit_findings(visit).items()],
+        "images": [
+            image_snapshot(image, findings, hide_unfamiliar=hide)
+            for image, findings in visit_findings(visit, hide_unfamiliar=hide).items()
+        ],
     }
 
 
@@ -131,10 +135,11 @@ def _visit_note_text(visit: Visit) -> str:
     return VisitNote.objects.filter(visit=visit).values_list("text", flat=True).first() or ""
 
 
-def image_snapshot(image: Image, findings: list) -> dict[str, Any]:
+def image_snapshot(image: Image, findings: list, *, hide_unfamiliar: bool | None = None) -> dict[str, Any]:
     """One image of a report's snapshot: its findings and whether (and why not) the AI assessed it.
     ``suggestions_hidden``: the AI found the image unlike those it learned from and the clinic hides the suggestions
-    of such images, so nothing the AI raised on it is shown or reported (never to be read as "nothing found")."""
+    of such images, so nothing the AI raised on it is shown or reported (never to be read as "nothing found").
+    ``hide_unfamiliar``: the clinic's setting when the caller has read it already."""
     state, refusal = _analysis_state(image)
     item = {
         "id": str(image.pk),
@@ -146,7 +151,7 @@ def image_snapshot(image: Image, findings: list) -> dict[str, Any]:
     }
     if refusal is not None:
         item["not_assessable"] = refusal
-    if state == "done" and unfamiliar_hidden():
+    if state == "done" and (unfamiliar_hidden() if hide_unfamiliar is None else hide_unfamiliar):
         unfamiliar = Analysis.objects.filter(image=image, status=AnalysisStatus.DONE, unfamiliar=True).exists()
         item["suggestions_hidden"] = unfamiliar
     return item

@@ -295,14 +295,16 @@ def analysis_claim(analysis_id: object) -> uuid.UUID | None:
     sweep for ever, holding its visit unsignable, where a failed one can be retried by hand or reviewed without AI."""
     token = uuid.uuid4()
     claimable = Q(status=AnalysisStatus.QUEUED) | Q(status=AnalysisStatus.RUNNING, claimed_at__lt=_stale_before())
-    worn = Analysis.objects.filter(claimable, pk=analysis_id, attempts__gte=settings.ANALYSIS_MAX_ATTEMPTS)
-    if worn.exists():
-        analysis_fail(analysis_id, f"gave up: {settings.ANALYSIS_MAX_ATTEMPTS} workers took it and none finished")
-        return None
-    taken = Analysis.objects.filter(claimable, pk=analysis_id).update(
+    limit = settings.ANALYSIS_MAX_ATTEMPTS
+    taken = Analysis.objects.filter(claimable, pk=analysis_id, attempts__lt=limit).update(
         status=AnalysisStatus.RUNNING, claim_token=token, claimed_at=timezone.now(), attempts=F("attempts") + 1
     )
-    return token if taken else None
+    if taken:
+        return token
+    # not taken: held, finished, or worn out (only then a second query, off the usual path)
+    if Analysis.objects.filter(claimable, pk=analysis_id, attempts__gte=limit).exists():
+        analysis_fail(analysis_id, f"gave up: {limit} workers took it and none finished")
+    return None
 
 
 def analysis_release(analysis_id: object, token: uuid.UUID) -> None:

@@ -13,7 +13,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE
 
 from analysis.reports import image_snapshot, report_content
-from analysis.selectors import visit_findings
+from analysis.selectors import unfamiliar_hidden, visit_findings
 from patients.models import Visit
 from patients.services import image_read
 
@@ -66,10 +66,14 @@ def preliminary_snapshot(visit_id: object) -> dict[str, Any]:
     """What a preliminary SR says: the visit's findings as they stand (suggestions not yet reviewed are "pending"),
     and which images the AI did not assess and why, as a signed report's snapshot says it."""
     visit = Visit.objects.select_related("clinic").get(pk=visit_id)
+    hide = unfamiliar_hidden()
     return {
         "version": 0,
         "clinic": {"id": str(visit.clinic_id), "name": visit.clinic.name},
-        "images": [image_snapshot(image, findings) for image, findings in visit_findings(visit).items()],
+        "images": [
+            image_snapshot(image, findings, hide_unfamiliar=hide)
+            for image, findings in visit_findings(visit, hide_unfamiliar=hide).items()
+        ],
     }
 
 
